@@ -1,0 +1,74 @@
+# stripe-token-broker — build, run, test.
+#
+#   make          build build/stripe-token-broker
+#   make run      install what is needed, start Redis and the Stripe simulator, serve the broker
+#   make test     install what is needed, build (plain and ASan+UBSan), run every test
+#   make fuzz     run every libFuzzer target for a few minutes (clang)
+#
+# BUILD selects the output folder so that several builds can coexist.
+
+VERSION   := 0.1.0
+BUILD     ?= build
+CC        ?= cc
+PYTHON    ?= /usr/bin/python3
+PKGS      := libh2o-evloop hiredis libcurl jansson openssl
+SAN       ?=
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
+           -DH2O_USE_LIBUV=0 -DBROKER_VERSION='"$(VERSION)"' -D_GNU_SOURCE \
+           -Ibroker $(PKG_CFLAGS) -pthread $(SAN)
+LDLIBS  += $(PKG_LIBS) -lpthread -lm
+LDFLAGS += $(SAN)
+
+SRCS      := $(shell find broker -name '*.c' | sort)
+OBJS      := $(SRCS:%.c=$(BUILD)/obj/%.o)
+LIB_OBJS  := $(filter-out $(BUILD)/obj/broker/main.o,$(OBJS))
+CORE_OBJS := $(filter $(BUILD)/obj/broker/core/%,$(OBJS)) $(BUILD)/obj/broker/config.o
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
+
+.PHONY: all deps run test unit asan fuzz bench clean image image-test
+all: $(BUILD)/stripe-token-broker
+
+$(BUILD)/stripe-token-broker: $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c $(shell find broker -name '*.h')
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+unit: $(UNIT_BINS)
+
+# The same binary under AddressSanitizer and UndefinedBehaviorSanitizer.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS='-O1 -g -fno-omit-frame-pointer' \
+	    SAN='-fsanitize=address,undefined -fno-sanitize-recover=undefined' all unit
+
+deps:
+	@sh deploy/scripts/install-deps.sh
+
+run: deps all
+	@sh deploy/scripts/run-demo.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all unit
+	@$(MAKE) --no-print-directory asan
+	@sh tests/run.sh
+
+fuzz:
+	@sh tests/fuzz/run.sh 180
+
+bench: deps all
+	@sh tests/bench/run.sh
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,224 @@
+/* cli.c — check, create-api-key and rotate-keys (see cli.h).
+ * rotate-keys walks every sealed value (connections and webhook secrets) with SCAN
+ * and re-seals the ones not under the first key, each with a compare-and-set on the
+ * exact value it read, so it is safe while replicas serve and refresh, and safe to
+ * interrupt and rerun. Prints key names and counts, never a value. Tested by
+ * tests/it/test_cli.py. */
+#include "cli.h"
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include "auth.h"
+#include "core/crypto.h"
+#include "core/orgid.h"
+#include "core/seal.h"
+
+#define CLI_REDIS_TIMEOUT_MS 2000
+#define SCAN_COUNT 200
+
+static redisContext *connect_redis(const config_t *cfg)
+{
+    struct timeval tv = {CLI_REDIS_TIMEOUT_MS / 1000, (CLI_REDIS_TIMEOUT_MS % 1000) * 1000};
+    redisContext *c = cfg->redis_unix != NULL ? redisConnectUnixWithTimeout(cfg->redis_unix, tv)
+                                              : redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+    redisReply *r = NULL;
+    if (c == NULL || c->err) {
+        fprintf(stderr, "stripe-token-broker: BROKER_REDIS_URL: cannot connect to Redis: %s\n",
+                c != NULL ? c->errstr : "out of memory");
+        goto fail;
+    }
+    redisSetTimeout(c, tv);
+    if (cfg->redis_password != NULL) {
+        r = redisCommand(c, "AUTH %s", cfg->redis_password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "stripe-token-broker: BROKER_REDIS_URL: Redis refused the password\n");
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (cfg->redis_db != 0) {
+        r = redisCommand(c, "SELECT %d", cfg->redis_db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "stripe-token-broker: BROKER_REDIS_URL: cannot select database %d\n", cfg->redis_db);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+fail:
+    if (r != NULL)
+        freeReplyObject(r);
+    if (c != NULL)
+        redisFree(c);
+    return NULL;
+}
+
+int cli_check(const config_t *cfg)
+{
+    redisContext *c = connect_redis(cfg);
+    if (c == NULL)
+        return 1;
+    redisReply *r = redisCommand(c, "PING");
+    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    if (!ok) {
+        fprintf(stderr, "stripe-token-broker: BROKER_REDIS_URL: Redis does not answer PING\n");
+        return 1;
+    }
+    printf("ok: configuration valid, Redis reachable, modes:%s%s, flavor %s\n", cfg->stripe[MODE_TEST].enabled ? " test" : "",
+           cfg->stripe[MODE_LIVE].enabled ? " live" : "", cfg->flavor == FLAVOR_APPS ? "apps" : "connect");
+    return 0;
+}
+
+int cli_create_api_key(const config_t *cfg, const char *org_in)
+{
+    char org[ORGID_LEN + 1], api_key[APIKEY_LEN + 1], key_id[APIKEY_ID_LEN + 1], hash[65], rec[128], k1[256], k2[256];
+    if (orgid_normalize(org_in, strlen(org_in), org) != 0) {
+        fprintf(stderr, "stripe-token-broker: ORG_ID: not a valid Salesforce organization id (15 or 18 characters, starting with 00D)\n");
+        return 1;
+    }
+    redisContext *c = connect_redis(cfg);
+    if (c == NULL)
+        return 1;
+    auth_new_key(api_key, key_id, hash);
+    auth_key_record(rec, sizeof(rec), org, hash, (long)time(NULL));
+    snprintf(k1, sizeof(k1), "%skey:%s", cfg->redis_prefix, key_id);
+    snprintf(k2, sizeof(k2), "%sorg:%s:keys", cfg->redis_prefix, org);
+    redisReply *r = redisCommand(c, "EVAL %s 2 %s %s %s %s",
+                                 "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SADD', KEYS[2], ARGV[2]); return 1",
+                                 k1, k2, rec, key_id);
+    int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    if (!ok) {
+        fprintf(stderr, "stripe-token-broker: cannot store the key in Redis\n");
+        OPENSSL_cleanse(api_key, sizeof(api_key));
+        return 1;
+    }
+    fprintf(stderr, "created API key %s for org %s (shown once; store it in the Salesforce External Credential)\n",
+            key_id, org);
+    printf("%s\n", api_key);
+    fflush(stdout);
+    OPENSSL_cleanse(api_key, sizeof(api_key));
+    return 0;
+}
+
+/* Replace KEYS[1] with ARGV[2] only if it still holds ARGV[1]. */
+static const char LUA_RESEAL[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                 "redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0";
+
+/* Parse "<prefix>conn:<org>:<mode>" / "<prefix>whsec:<org>:<mode>" into org and mode. */
+static int key_identity(const config_t *cfg, const char *key, const char *kind, char *org, int *mode)
+{
+    size_t plen = strlen(cfg->redis_prefix), klen = strlen(kind);
+    if (strncmp(key, cfg->redis_prefix, plen) != 0 || strncmp(key + plen, kind, klen) != 0)
+        return -1;
+    const char *p = key + plen + klen;
+    if (strlen(p) < ORGID_LEN + 2 || p[ORGID_LEN] != ':')
+        return -1;
+    memcpy(org, p, ORGID_LEN);
+    org[ORGID_LEN] = '\0';
+    *mode = mode_parse(p + ORGID_LEN + 1, strlen(p + ORGID_LEN + 1));
+    return *mode < 0 ? -1 : 0;
+}
+
+/* Re-seal one value; returns 1 re-sealed, 0 already current, -1 failed. */
+static int reseal(const config_t *cfg, redisContext *c, const char *key, const char *kind, const char *field)
+{
+    char org[ORGID_LEN + 1], kid[SEAL_KID_MAX + 1];
+    int mode, result = -1;
+    redisReply *r = NULL, *w = NULL;
+    char *pt = NULL, *sealed = NULL, *newval = NULL;
+    size_t ptlen = 0;
+
+    if (key_identity(cfg, key, kind, org, &mode) != 0)
+        return 0;
+    for (int attempt = 0; attempt < 5 && result < 0; attempt++) {
+        r = redisCommand(c, "GET %s", key);
+        if (r == NULL || r->type != REDIS_REPLY_STRING) {
+            result = r != NULL && r->type == REDIS_REPLY_NIL ? 0 : -1;
+            break;
+        }
+        const char *colon = memchr(r->str, ':', r->len);
+        if (colon == NULL || seal_kid(colon + 1, r->len - (size_t)(colon + 1 - r->str), kid) != 0) {
+            fprintf(stderr, "rotate-keys: %s: unreadable value, skipped\n", key);
+            break;
+        }
+        if (strcmp(kid, cfg->keyring.keys[0].kid) == 0) {
+            result = 0;
+            break;
+        }
+        if (seal_open(&cfg->keyring, colon + 1, r->len - (size_t)(colon + 1 - r->str), org, mode_name(mode), field,
+                      &pt, &ptlen) != SEAL_OK) {
+            fprintf(stderr, "rotate-keys: %s: cannot open (no key for id %s?), skipped\n", key, kid);
+            break;
+        }
+        sealed = seal_seal(&cfg->keyring, org, mode_name(mode), field, pt, ptlen);
+        size_t n = (size_t)(colon - r->str) + 1 + strlen(sealed) + 1;
+        newval = malloc(n);
+        snprintf(newval, n, "%.*s:%s", (int)(colon - r->str), r->str, sealed);
+        w = redisCommand(c, "EVAL %s 1 %s %b %s", LUA_RESEAL, key, r->str, r->len, newval);
+        if (w != NULL && w->type == REDIS_REPLY_INTEGER && w->integer == 1)
+            result = 1;
+        secure_free(pt, ptlen);
+        pt = NULL;
+        free(sealed);
+        free(newval);
+        sealed = newval = NULL;
+        if (w != NULL)
+            freeReplyObject(w);
+        w = NULL;
+        freeReplyObject(r);
+        r = NULL;
+        /* lost a race with a writer: read again */
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    return result;
+}
+
+int cli_rotate_keys(const config_t *cfg)
+{
+    static const struct {
+        const char *kind, *field;
+    } kinds[] = {{"conn:", "connection"}, {"whsec:", "webhook_secret"}};
+    redisContext *c = connect_redis(cfg);
+    long done = 0, current = 0, failed = 0;
+    if (c == NULL)
+        return 1;
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        char pattern[256], cursor[32] = "0";
+        snprintf(pattern, sizeof(pattern), "%s%s*", cfg->redis_prefix, kinds[k].kind);
+        do {
+            redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT %d", cursor, pattern, SCAN_COUNT);
+            if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+                fprintf(stderr, "rotate-keys: SCAN failed; rerun to continue\n");
+                if (r != NULL)
+                    freeReplyObject(r);
+                redisFree(c);
+                return 1;
+            }
+            snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+            for (size_t i = 0; i < r->element[1]->elements; i++) {
+                int rc = reseal(cfg, c, r->element[1]->element[i]->str, kinds[k].kind, kinds[k].field);
+                if (rc == 1)
+                    done++;
+                else if (rc == 0)
+                    current++;
+                else
+                    failed++;
+            }
+            freeReplyObject(r);
+        } while (strcmp(cursor, "0") != 0);
+    }
+    redisFree(c);
+    printf("rotate-keys: %ld re-sealed under key %s, %ld already current, %ld failed\n", done,
+           cfg->keyring.keys[0].kid, current, failed);
+    return failed == 0 ? 0 : 1;
+}

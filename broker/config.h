@@ -1,0 +1,64 @@
+/* config.h — the broker's configuration, read once from the environment (CONTRACT §2).
+ * Every secret may come from NAME_FILE instead of NAME (both set is an error). A bad
+ * value produces one line naming the variable and what is wrong, never the value. */
+#ifndef BROKER_CONFIG_H
+#define BROKER_CONFIG_H
+#include <stddef.h>
+#include "core/seal.h"
+
+#define MODE_TEST 0
+#define MODE_LIVE 1
+#define MODE_COUNT 2
+
+typedef enum oauth_flavor { FLAVOR_CONNECT = 0, FLAVOR_APPS = 1 } oauth_flavor_t;
+
+typedef struct stripe_mode_config {
+    int enabled;           /* client id and secret key both set */
+    char *client_id;       /* ca_… */
+    char *secret_key;      /* sk_… (secret) */
+    char *webhook_secret;  /* whsec_… (secret), NULL when unset */
+} stripe_mode_config_t;
+
+typedef struct config {
+    char *listen_host;     /* from BROKER_LISTEN */
+    int listen_port;
+    char *public_url;      /* no trailing slash */
+    int public_https;      /* public_url is https:// (cookies get Secure) */
+    char *redis_host;      /* NULL when redis_unix is set */
+    int redis_port;
+    char *redis_unix;      /* unix socket path or NULL */
+    char *redis_password;  /* secret, NULL when none */
+    int redis_db;
+    char *redis_prefix;
+    int threads;
+    seal_keyring_t keyring;
+    char *admin_token;     /* secret */
+    oauth_flavor_t flavor;
+    int refresh_margin_s;
+    int upstream_timeout_ms;
+    char **return_allow;   /* origin patterns, lower case, e.g. https + "://" + "*.my.site.com" */
+    size_t return_allow_n;
+    int log_level;         /* 0 debug, 1 info, 2 warn, 3 error */
+    stripe_mode_config_t stripe[MODE_COUNT];
+    char *connect_url;     /* no trailing slash */
+    char *api_url;
+    char *marketplace_url;
+} config_t;
+
+/* Looks up an environment variable; returns NULL when unset. */
+typedef const char *(*config_getenv_fn)(const char *name, void *ctx);
+
+/* Fill c from the environment. Returns 0, or -1 with one line ("BROKER_X: …") in err. */
+int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t errlen);
+/* Wipe secrets and free everything. */
+void config_free(config_t *c);
+
+/* "test"/"live" → MODE_TEST/MODE_LIVE; -1 otherwise. */
+int mode_parse(const char *s, size_t len);
+const char *mode_name(int mode);
+
+/* 1 when url is an absolute http(s) URL (no user info, backslash, space, control or
+ * non-ASCII character, at most 2048 characters) whose origin (scheme, host, port)
+ * matches one of c->return_allow; a leading "*." there matches one or more labels. */
+int config_return_url_allowed(const config_t *c, const char *url);
+#endif

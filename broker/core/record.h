@@ -1,0 +1,33 @@
+/* record.h — the connection record: what the broker knows about one org and mode.
+ * It is stored sealed as a whole (field "connection"), so its JSON form below never
+ * reaches Redis in clear. The format is documented in proto/redis.md. */
+#ifndef BROKER_CORE_RECORD_H
+#define BROKER_CORE_RECORD_H
+#include <stddef.h>
+#include <time.h>
+
+#define RECORD_VERSION 1
+
+typedef enum conn_status { CONN_CONNECTED = 0, CONN_REAUTH_REQUIRED = 1 } conn_status_t;
+
+typedef struct conn_record {
+    conn_status_t status;
+    char *access_token;           /* secret; NULL once revoked */
+    char *refresh_token;          /* secret; NULL once revoked */
+    char *stripe_user_id;         /* acct_… */
+    char *stripe_publishable_key; /* may be NULL */
+    char *scope;                  /* may be NULL */
+    int livemode;
+    time_t connected_at;
+    time_t refreshed_at;
+    time_t expires_at;            /* 0: does not expire (connect flavor) */
+    char derived_from[8];         /* "" or the mode it was minted from ("live") */
+} conn_record_t;
+
+/* JSON text of r (malloc'd, NUL-terminated; contains secrets: free with secure_free_str). */
+char *conn_record_encode(const conn_record_t *r);
+/* Parse JSON text into r. Returns 0, or -1 when malformed or of an unknown version. */
+int conn_record_decode(const char *json, size_t len, conn_record_t *r);
+/* Wipe and free every field. */
+void conn_record_clear(conn_record_t *r);
+#endif

@@ -1,0 +1,34 @@
+/* stripe_resp.h — parsing of Stripe's OAuth token responses and the classification
+ * of failures (STRIPE.md): a token, a terminal refusal (invalid_grant: the
+ * authorization is gone), or a transient failure (network, timeout, 5xx, 429,
+ * anything unusable). Pure; never logs. */
+#ifndef BROKER_CORE_STRIPE_RESP_H
+#define BROKER_CORE_STRIPE_RESP_H
+#include <stddef.h>
+
+typedef struct stripe_token {
+    char *access_token;           /* secret */
+    char *refresh_token;          /* secret; NULL when the response had none */
+    char *stripe_user_id;         /* acct_… */
+    char *stripe_publishable_key; /* pk_…, may be NULL */
+    char *scope;                  /* may be NULL */
+    int livemode;                 /* 0/1 */
+    long expires_in;              /* seconds, -1 when absent */
+} stripe_token_t;
+
+typedef enum stripe_outcome {
+    STRIPE_OK,        /* *tok filled */
+    STRIPE_TERMINAL,  /* invalid_grant: reauthorization required */
+    STRIPE_REJECTED,  /* another OAuth error (invalid_client, invalid_request, …) */
+    STRIPE_TRANSIENT, /* transport error, timeout, 5xx, 429, malformed body */
+} stripe_outcome_t;
+
+/* Classify a token endpoint answer. http_status 0 means the call failed in transport.
+ * err (size 64) receives Stripe's error code, or "" (it is not secret). */
+stripe_outcome_t stripe_token_parse(long http_status, const char *body, size_t len,
+                                    stripe_token_t *tok, char err[64]);
+/* Wipe and free every field. */
+void stripe_token_clear(stripe_token_t *tok);
+/* A short name for logs and metrics: "ok", "invalid_grant", "rejected", "transient". */
+const char *stripe_outcome_name(stripe_outcome_t o);
+#endif

@@ -1,0 +1,17 @@
+/* webhook_sig.h — Stripe-Signature verification (scheme v1; CONTRACT §6).
+ * Header "t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]"; signed payload "<t>.<body>";
+ * HMAC-SHA256 with the signing secret as key; every v1 compared in constant time. */
+#ifndef BROKER_CORE_WEBHOOK_SIG_H
+#define BROKER_CORE_WEBHOOK_SIG_H
+#include <stddef.h>
+#include <time.h>
+
+#define WEBHOOK_TOLERANCE_S 300
+
+enum { WHSIG_OK = 0, WHSIG_MALFORMED = -1, WHSIG_NO_V1 = -2, WHSIG_STALE = -3, WHSIG_MISMATCH = -4 };
+
+int whsig_verify(const char *header, size_t hlen, const char *payload, size_t plen,
+                 const char *secret, time_t now, long tolerance_s);
+/* A short human reason for a WHSIG_ code ("timestamp outside the tolerance", …). */
+const char *whsig_reason(int rc);
+#endif

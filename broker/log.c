@@ -1,0 +1,80 @@
+/* log.c — JSON lines on stderr (see log.h).
+ * Owns the line format and the level filter. Never receives secrets: callers pass
+ * ids, routes and statuses only. Each line is one write(2). Tested by the logs
+ * integration tests, which also scan the log for every secret a flow used. */
+#include "log.h"
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include "core/buf.h"
+
+static atomic_int g_level = LOG_INFO;
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_set_level(int level)
+{
+    atomic_store(&g_level, level);
+}
+
+int log_enabled(int level)
+{
+    return level >= atomic_load(&g_level);
+}
+
+static void line_begin(buf_t *b, int level)
+{
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    buf_printf(b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\"", tm.tm_year + 1900,
+               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
+               level_names[level]);
+}
+
+static void line_end(buf_t *b)
+{
+    buf_puts(b, "}\n");
+    ssize_t r = write(STDERR_FILENO, b->p, b->len);
+    (void)r;
+    buf_free(b);
+}
+
+void log_event(int level, const char *msg, ...)
+{
+    if (!log_enabled(level))
+        return;
+    buf_t b = {0};
+    va_list ap;
+    line_begin(&b, level);
+    buf_puts(&b, ",\"msg\":");
+    buf_json_str(&b, msg, strlen(msg));
+    va_start(ap, msg);
+    for (;;) {
+        const char *k = va_arg(ap, const char *);
+        if (k == NULL)
+            break;
+        const char *v = va_arg(ap, const char *);
+        buf_puts(&b, ",");
+        buf_json_str(&b, k, strlen(k));
+        buf_puts(&b, ":");
+        buf_json_str(&b, v != NULL ? v : "", v != NULL ? strlen(v) : 0);
+    }
+    va_end(ap);
+    line_end(&b);
+}
+
+void log_raw(int level, const char *json_fields)
+{
+    if (!log_enabled(level))
+        return;
+    buf_t b = {0};
+    line_begin(&b, level);
+    buf_puts(&b, ",");
+    buf_puts(&b, json_fields);
+    line_end(&b);
+}

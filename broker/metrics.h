@@ -1,0 +1,20 @@
+/* metrics.h — process-wide counters and histograms, rendered as Prometheus text.
+ * Updates are relaxed atomic increments (no lock on the request path); values are
+ * approximate only in the sense that a scrape may see a request half-counted. */
+#ifndef BROKER_METRICS_H
+#define BROKER_METRICS_H
+#include <stdint.h>
+#include "core/buf.h"
+
+/* Routes are small integers, names given by metrics_init. */
+#define METRICS_MAX_ROUTES 32
+
+void metrics_init(const char *const *route_names, int nroutes);
+void metrics_http(int route, int status, uint64_t duration_us);
+/* endpoint: "token", "deauthorize"; outcome: "ok", "invalid_grant", "rejected", "transient". */
+void metrics_stripe(const char *endpoint, const char *outcome);
+/* mode: "test"/"live"; outcome: "ok", "reused", "failed", "reauthorization_required". */
+void metrics_refresh(const char *mode, const char *outcome);
+void metrics_redis_error(void);
+void metrics_render(buf_t *out);
+#endif

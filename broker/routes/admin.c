@@ -1,0 +1,148 @@
+/* admin.c — org API keys (CONTRACT §4.1): create, list, delete. Admin token only.
+ * The API key is shown once, in the 201 answer; Redis keeps its SHA-256 only. A
+ * deleted key is gone from Redis at once, and keys are never cached, so every
+ * replica rejects it on its next request. Tested by tests/it/test_admin.py. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include "auth.h"
+#include "core/crypto.h"
+#include "core/timefmt.h"
+#include "routes/routes.h"
+
+static const char LUA_KEY_CREATE[] = "redis.call('SET', KEYS[1], ARGV[1])\n"
+                                     "redis.call('SADD', KEYS[2], ARGV[2])\n"
+                                     "return 1\n";
+
+/* Returns a flat array id1, rec1, id2, rec2, … */
+static const char LUA_KEY_LIST[] = "local ids = redis.call('SMEMBERS', KEYS[1])\n"
+                                   "local out = {}\n"
+                                   "for _, id in ipairs(ids) do\n"
+                                   "  local v = redis.call('GET', ARGV[1] .. id)\n"
+                                   "  if v then table.insert(out, id); table.insert(out, v) end\n"
+                                   "end\n"
+                                   "return out\n";
+
+/* Deletes the key only when it belongs to the org ARGV[1]; returns 1 or 0. */
+static const char LUA_KEY_DELETE[] = "local v = redis.call('GET', KEYS[1])\n"
+                                     "if not v or string.sub(v, 1, 18) ~= ARGV[1] then return 0 end\n"
+                                     "redis.call('DEL', KEYS[1])\n"
+                                     "redis.call('SREM', KEYS[2], ARGV[2])\n"
+                                     "return 1\n";
+
+typedef struct key_create {
+    char api_key[APIKEY_LEN + 1];
+    char key_id[APIKEY_ID_LEN + 1];
+    time_t created;
+} key_create_t;
+
+static void key_create_free(void *p)
+{
+    key_create_t *kc = p;
+    OPENSSL_cleanse(kc, sizeof(*kc));
+    free(kc);
+}
+
+static void on_key_created(breq_t *b, redisReply *r)
+{
+    key_create_t *kc = b->state;
+    char ts[21];
+    buf_t out = {0};
+    time_rfc3339(kc->created, ts);
+    buf_printf(&out, "{\"key_id\":\"%s\",\"api_key\":\"%s\",\"org_id\":\"%s\",\"created_at\":\"%s\"}", kc->key_id,
+               kc->api_key, b->org, ts);
+    breq_json(b, 201, out.p, out.len);
+    buf_wipe(&out);
+}
+
+void admin_keys_create(breq_t *b)
+{
+    key_create_t *kc = calloc(1, sizeof(*kc));
+    char hash[65], rec[128];
+    if (kc == NULL)
+        abort();
+    auth_new_key(kc->api_key, kc->key_id, hash);
+    kc->created = time(NULL);
+    b->state = kc;
+    b->state_free = key_create_free;
+    auth_key_record(rec, sizeof(rec), b->org, hash, (long)kc->created);
+    breq_redis(b, on_key_created, "EVAL %s 2 %s %s %s %s", LUA_KEY_CREATE, breq_key(b, "key:%s", kc->key_id),
+               breq_key(b, "org:%s:keys", b->org), rec, kc->key_id);
+}
+
+typedef struct key_row {
+    const char *id;
+    long created;
+} key_row_t;
+
+static int by_created(const void *a, const void *b)
+{
+    const key_row_t *x = a, *y = b;
+    if (x->created != y->created)
+        return x->created < y->created ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static void on_key_list(breq_t *b, redisReply *r)
+{
+    size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+    key_row_t *rows = calloc(n + 1, sizeof(*rows));
+    size_t m = 0;
+    buf_t out = {0};
+    if (rows == NULL)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        redisReply *id = r->element[2 * i], *rec = r->element[2 * i + 1];
+        if (id->type != REDIS_REPLY_STRING || rec->type != REDIS_REPLY_STRING || rec->len < 18 + 1 + 64 + 2)
+            continue;
+        rows[m].id = id->str;
+        rows[m].created = strtol(rec->str + 18 + 1 + 64 + 1, NULL, 10);
+        m++;
+    }
+    qsort(rows, m, sizeof(*rows), by_created);
+    buf_puts(&out, "{\"api_keys\":[");
+    for (size_t i = 0; i < m; i++) {
+        char ts[21];
+        time_rfc3339(rows[i].created, ts);
+        buf_printf(&out, "%s{\"key_id\":", i ? "," : "");
+        buf_json_str(&out, rows[i].id, strlen(rows[i].id));
+        buf_printf(&out, ",\"created_at\":\"%s\"}", ts);
+    }
+    buf_puts(&out, "]}");
+    breq_json(b, 200, out.p, out.len);
+    buf_free(&out);
+    free(rows);
+}
+
+void admin_keys_list(breq_t *b)
+{
+    breq_redis(b, on_key_list, "EVAL %s 1 %s %s", LUA_KEY_LIST, breq_key(b, "org:%s:keys", b->org),
+               breq_key(b, "key:"));
+}
+
+static void on_key_deleted(breq_t *b, redisReply *r)
+{
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        breq_no_content(b);
+    else
+        breq_error(b, ERR_NOT_FOUND, "No API key with that id exists for this org.");
+}
+
+void admin_keys_delete(breq_t *b)
+{
+    char id[APIKEY_ID_LEN + 1];
+    size_t n = b->param_len[1];
+    const char *p = b->params[1];
+    int ok = n == APIKEY_ID_LEN;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f');
+    if (!ok) {
+        breq_error(b, ERR_NOT_FOUND, "No API key with that id exists for this org.");
+        return;
+    }
+    memcpy(id, p, n);
+    id[n] = '\0';
+    breq_redis(b, on_key_deleted, "EVAL %s 2 %s %s %s %s", LUA_KEY_DELETE, breq_key(b, "key:%s", id),
+               breq_key(b, "org:%s:keys", b->org), b->org, id);
+}

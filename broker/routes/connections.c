@@ -1,0 +1,397 @@
+/* connections.c — an org's connections, authorize links and webhook signing secrets
+ * (CONTRACT §4.2). The connection list never carries a token or secret; webhook
+ * secrets are sealed before they reach Redis and never returned. Tested by
+ * tests/it/test_connections.py and test_webhooks.py. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include "core/crypto.h"
+#include "core/stripe_resp.h"
+#include "core/timefmt.h"
+#include "core/webhook_sig.h"
+#include "log.h"
+#include "metrics.h"
+#include "routes/params.h"
+#include "routes/routes.h"
+#include "store/store.h"
+#include "stripe/oauth.h"
+
+#define LINK_TTL_S TICKET_TTL_S
+#define SIGNING_SECRET_MAX 512
+#define TICKET_BYTES 32
+
+/* ===== GET /v1/orgs/{org}/connections ===== */
+
+static void conn_json(buf_t *out, const conn_record_t *r, int mode)
+{
+    char c[21], f[21];
+    const char *acct = r->stripe_user_id ? r->stripe_user_id : "";
+    time_rfc3339(r->connected_at, c);
+    time_rfc3339(r->refreshed_at, f);
+    buf_printf(out, "{\"mode\":\"%s\",\"status\":\"%s\",\"stripe_user_id\":", mode_name(mode),
+               r->status == CONN_CONNECTED ? "connected" : "reauthorization_required");
+    buf_json_str(out, acct, strlen(acct));
+    buf_printf(out, ",\"livemode\":%s,\"scope\":", r->livemode ? "true" : "false");
+    buf_json_str(out, r->scope ? r->scope : "", r->scope ? strlen(r->scope) : 0);
+    buf_printf(out, ",\"connected_at\":\"%s\",\"refreshed_at\":\"%s\"", c, f);
+    if (r->derived_from[0])
+        buf_printf(out, ",\"derived_from\":\"%s\"", r->derived_from);
+    buf_puts(out, "}");
+}
+
+static void on_conn_list(breq_t *b, redisReply *r)
+{
+    buf_t out = {0};
+    int n = 0;
+    buf_puts(&out, "{\"connections\":[");
+    for (int mode = 0; r->type == REDIS_REPLY_ARRAY && mode < MODE_COUNT && (size_t)mode < r->elements; mode++) {
+        redisReply *e = r->element[mode];
+        conn_record_t rec;
+        long ver;
+        int rc = store_conn_open(b->w->cfg, b->org, mode, e->type == REDIS_REPLY_STRING ? e->str : NULL,
+                                 e->type == REDIS_REPLY_STRING ? e->len : 0, &ver, &rec);
+        if (rc == STORE_UNREADABLE) {
+            buf_free(&out);
+            breq_error(b, ERR_RECORD_UNREADABLE, NULL);
+            return;
+        }
+        if (rc == STORE_OK) {
+            if (n++)
+                buf_puts(&out, ",");
+            conn_json(&out, &rec, mode);
+        }
+        conn_record_clear(&rec);
+    }
+    buf_puts(&out, "]}");
+    breq_json(b, 200, out.p, out.len);
+    buf_free(&out);
+}
+
+void conn_list(breq_t *b)
+{
+    breq_redis(b, on_conn_list, "MGET %s %s", breq_key(b, "conn:%s:test", b->org), breq_key(b, "conn:%s:live", b->org));
+}
+
+/* ===== DELETE /v1/orgs/{org}/connections/{mode} ===== */
+
+typedef struct conn_del {
+    char acct[128];
+    int derived_mode; /* the other mode's connection derived from this one, or -1 */
+} conn_del_t;
+
+static void on_conn_deleted(breq_t *b, redisReply *r)
+{
+    breq_no_content(b);
+}
+
+/* Delete the connection (and its derived one) locally, in one script. */
+static void delete_local(breq_t *b)
+{
+    conn_del_t *cd = b->state;
+    char member[64], dmember[64];
+    snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
+    if (cd->derived_mode >= 0) {
+        snprintf(dmember, sizeof(dmember), "%s:%s", b->org, mode_name(cd->derived_mode));
+        breq_redis(b, on_conn_deleted,
+                   "EVAL %s 4 %s %s %s %s %s %s", 
+                   "redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], ARGV[1]);"
+                   "redis.call('DEL', KEYS[3]); redis.call('SREM', KEYS[4], ARGV[2]); return 1",
+                   breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", cd->acct),
+                   breq_key(b, "conn:%s:%s", b->org, mode_name(cd->derived_mode)), breq_key(b, "acct:%s", cd->acct),
+                   member, dmember);
+    } else {
+        breq_redis(b, on_conn_deleted, "EVAL %s 2 %s %s %s", STORE_LUA_CONN_DEL,
+                   breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", cd->acct), member);
+    }
+}
+
+static void on_deauthorized(breq_t *b, long status, const char *body, size_t len)
+{
+    stripe_token_t tok = {0};
+    char err[64] = "";
+    /* 200: done. invalid_client "not connected": already gone at Stripe — delete anyway. */
+    stripe_outcome_t o = status == 200 ? STRIPE_OK : stripe_token_parse(status, body, len, &tok, err);
+    stripe_token_clear(&tok);
+    if (status == 200 || o == STRIPE_REJECTED || o == STRIPE_TERMINAL) {
+        metrics_stripe("deauthorize", status == 200 ? "ok" : "rejected");
+        if (status != 200)
+            log_event(LOG_WARN, "stripe deauthorize refused; deleting locally", "org_id", b->org, "mode",
+                      mode_name(b->mode), "error", err, NULL);
+        delete_local(b);
+        return;
+    }
+    metrics_stripe("deauthorize", "transient");
+    log_event(LOG_WARN, "stripe deauthorize failed", "org_id", b->org, "mode", mode_name(b->mode), NULL);
+    breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
+}
+
+static void on_conn_for_delete(breq_t *b, redisReply *r)
+{
+    conn_record_t rec, other;
+    long ver, over;
+    int other_mode = b->mode == MODE_TEST ? MODE_LIVE : MODE_TEST;
+    redisReply *e = r->element[0], *o = r->element[1];
+    int rc = store_conn_open(b->w->cfg, b->org, b->mode, e->type == REDIS_REPLY_STRING ? e->str : NULL,
+                             e->type == REDIS_REPLY_STRING ? e->len : 0, &ver, &rec);
+    int orc = store_conn_open(b->w->cfg, b->org, other_mode, o->type == REDIS_REPLY_STRING ? o->str : NULL,
+                              o->type == REDIS_REPLY_STRING ? o->len : 0, &over, &other);
+    conn_del_t *cd = calloc(1, sizeof(*cd));
+    if (cd == NULL)
+        abort();
+    b->state = cd;
+    b->state_free = free;
+    cd->derived_mode = -1;
+    if (rc == STORE_UNREADABLE) {
+        breq_error(b, ERR_RECORD_UNREADABLE, NULL);
+    } else if (rc == STORE_ABSENT) {
+        breq_error(b, ERR_NOT_CONNECTED, NULL);
+    } else {
+        snprintf(cd->acct, sizeof(cd->acct), "%s", rec.stripe_user_id ? rec.stripe_user_id : "");
+        if (orc == STORE_OK && strcmp(other.derived_from, mode_name(b->mode)) == 0)
+            cd->derived_mode = other_mode;
+        if (rec.derived_from[0] || rec.status != CONN_CONNECTED) {
+            delete_local(b); /* the authorization belongs to the other mode, or is already gone */
+        } else {
+            curl_loop_req_t req;
+            buf_t url = {0}, form = {0};
+            stripe_deauthorize_request(b->w->cfg, b->mode, cd->acct, &req, &url, &form);
+            breq_stripe(b, &req, on_deauthorized);
+            buf_free(&url);
+            buf_wipe(&form);
+        }
+    }
+    conn_record_clear(&rec);
+    conn_record_clear(&other);
+}
+
+void conn_delete(breq_t *b)
+{
+    if (parse_mode_param(b, 1) < 0)
+        return;
+    int other = b->mode == MODE_TEST ? MODE_LIVE : MODE_TEST;
+    breq_redis(b, on_conn_for_delete, "MGET %s %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)),
+               breq_key(b, "conn:%s:%s", b->org, mode_name(other)));
+}
+
+/* ===== POST /v1/orgs/{org}/authorize-links ===== */
+
+typedef struct link {
+    char ticket[64];
+    time_t expires;
+} link_t;
+
+static void link_free(void *p)
+{
+    OPENSSL_cleanse(p, sizeof(link_t));
+    free(p);
+}
+
+static void on_link_stored(breq_t *b, redisReply *r)
+{
+    link_t *l = b->state;
+    char ts[21];
+    buf_t out = {0}, url = {0};
+    time_rfc3339(l->expires, ts);
+    buf_printf(&url, "%s/setup?ticket=%s", b->w->cfg->public_url, l->ticket);
+    buf_puts(&out, "{\"url\":");
+    buf_json_str(&out, url.p, url.len);
+    buf_printf(&out, ",\"expires_at\":\"%s\"}", ts);
+    breq_json(b, 201, out.p, out.len);
+    buf_wipe(&out);
+    buf_wipe(&url);
+}
+
+void links_create(breq_t *b)
+{
+    json_t *body = parse_json_body(b);
+    if (body == NULL)
+        return;
+    json_t *jmode = json_object_get(body, "mode"), *jret = json_object_get(body, "return_url");
+    const char *ret = NULL;
+    if (!json_is_string(jmode)) {
+        json_decref(body);
+        breq_error(b, ERR_INVALID_REQUEST, "The field mode is required (\"test\" or \"live\").");
+        return;
+    }
+    if (parse_mode_value(b, json_string_value(jmode)) < 0) {
+        json_decref(body);
+        return;
+    }
+    if (jret != NULL && !json_is_null(jret)) {
+        if (!json_is_string(jret) || !config_return_url_allowed(b->w->cfg, json_string_value(jret))) {
+            json_decref(body);
+            breq_error(b, ERR_INVALID_REQUEST,
+                       "The return_url must be an https URL on an allowed Salesforce domain (BROKER_RETURN_URL_ALLOW).");
+            return;
+        }
+        ret = json_string_value(jret);
+    }
+    link_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        abort();
+    rand_token(l->ticket, TICKET_BYTES);
+    l->expires = time(NULL) + LINK_TTL_S;
+    b->state = l;
+    b->state_free = link_free;
+
+    char hash[65];
+    sha256_hex(l->ticket, strlen(l->ticket), hash);
+    json_t *rec = json_pack("{s:s, s:s, s:s?}", "org", b->org, "mode", mode_name(b->mode), "return_url", ret);
+    char *text = json_dumps(rec, JSON_COMPACT);
+    breq_redis(b, on_link_stored, "SET %s %s EX %d", breq_key(b, "ticket:%s", hash), text, LINK_TTL_S);
+    free(text);
+    json_decref(rec);
+    json_decref(body);
+}
+
+/* ===== Webhook signing secrets ===== */
+
+static int secret_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > SIGNING_SECRET_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
+static void on_whsec_done(breq_t *b, redisReply *r)
+{
+    breq_no_content(b);
+}
+
+/* Store a signing secret for b->org / b->mode, then run cb. Shared with the setup page. */
+void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb)
+{
+    char *val = store_whsec_seal(b->w->cfg, b->org, b->mode, secret);
+    breq_redis(b, cb, "SET %s %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)), val);
+    free(val);
+}
+
+void whsec_put(breq_t *b)
+{
+    if (parse_mode_param(b, 1) < 0)
+        return;
+    json_t *body = parse_json_body(b);
+    if (body == NULL)
+        return;
+    json_t *s = json_object_get(body, "signing_secret");
+    if (!json_is_string(s) || !secret_ok(json_string_value(s))) {
+        json_decref(body);
+        breq_error(b, ERR_INVALID_REQUEST, "The field signing_secret is required (the whsec_… value from Stripe).");
+        return;
+    }
+    whsec_store(b, json_string_value(s), on_whsec_done);
+    json_decref(body);
+}
+
+static void on_whsec_get(breq_t *b, redisReply *r)
+{
+    if (r->type != REDIS_REPLY_STRING) {
+        static const char body[] = "{\"configured\":false}";
+        breq_json(b, 200, body, sizeof(body) - 1);
+        return;
+    }
+    char ts[21], out[96];
+    time_rfc3339((time_t)strtol(r->str, NULL, 10), ts);
+    int n = snprintf(out, sizeof(out), "{\"configured\":true,\"updated_at\":\"%s\"}", ts);
+    breq_json(b, 200, out, (size_t)n);
+}
+
+void whsec_get(breq_t *b)
+{
+    if (parse_mode_param(b, 1) < 0)
+        return;
+    breq_redis(b, on_whsec_get, "GET %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)));
+}
+
+void whsec_delete(breq_t *b)
+{
+    if (parse_mode_param(b, 1) < 0)
+        return;
+    breq_redis(b, on_whsec_done, "DEL %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)));
+}
+
+/* ===== POST /v1/orgs/{org}/webhook-events/verify ===== */
+
+typedef struct verify {
+    json_t *body;
+} verify_t;
+
+static void verify_free(void *p)
+{
+    verify_t *v = p;
+    json_decref(v->body);
+    free(v);
+}
+
+static void answer_invalid(breq_t *b, const char *reason)
+{
+    buf_t out = {0};
+    buf_puts(&out, "{\"valid\":false,\"reason\":");
+    buf_json_str(&out, reason, strlen(reason));
+    buf_puts(&out, "}");
+    breq_json(b, 200, out.p, out.len);
+    buf_free(&out);
+}
+
+static void on_verify_secret(breq_t *b, redisReply *r)
+{
+    verify_t *v = b->state;
+    char *secret = NULL;
+    long updated;
+    int rc = store_whsec_open(b->w->cfg, b->org, b->mode, r->type == REDIS_REPLY_STRING ? r->str : NULL,
+                              r->type == REDIS_REPLY_STRING ? r->len : 0, &secret, &updated);
+    if (rc == STORE_UNREADABLE) {
+        breq_error(b, ERR_RECORD_UNREADABLE, NULL);
+        return;
+    }
+    if (rc == STORE_ABSENT) {
+        answer_invalid(b, "no webhook signing secret is configured for this org and mode");
+        return;
+    }
+    const char *payload = json_string_value(json_object_get(v->body, "payload"));
+    const char *sig = json_string_value(json_object_get(v->body, "signature"));
+    int vr = whsig_verify(sig, strlen(sig), payload, strlen(payload), secret, time(NULL), WEBHOOK_TOLERANCE_S);
+    secure_free_str(secret);
+    if (vr != WHSIG_OK) {
+        answer_invalid(b, whsig_reason(vr));
+        return;
+    }
+    json_t *evt = json_loads(payload, 0, NULL);
+    const char *id = json_string_value(json_object_get(evt, "id"));
+    const char *type = json_string_value(json_object_get(evt, "type"));
+    buf_t out = {0};
+    buf_puts(&out, "{\"valid\":true,\"event_id\":");
+    buf_json_str(&out, id ? id : "", id ? strlen(id) : 0);
+    buf_puts(&out, ",\"event_type\":");
+    buf_json_str(&out, type ? type : "", type ? strlen(type) : 0);
+    buf_puts(&out, "}");
+    breq_json(b, 200, out.p, out.len);
+    buf_free(&out);
+    json_decref(evt);
+}
+
+void whevents_verify(breq_t *b)
+{
+    if (parse_mode_query(b) < 0)
+        return;
+    json_t *body = parse_json_body(b);
+    if (body == NULL)
+        return;
+    if (!json_is_string(json_object_get(body, "payload")) || !json_is_string(json_object_get(body, "signature"))) {
+        json_decref(body);
+        breq_error(b, ERR_INVALID_REQUEST, "The fields payload and signature are required strings.");
+        return;
+    }
+    verify_t *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        abort();
+    v->body = body;
+    b->state = v;
+    b->state_free = verify_free;
+    breq_redis(b, on_verify_secret, "GET %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)));
+}

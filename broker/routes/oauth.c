@@ -1,0 +1,198 @@
+/* oauth.c — GET /oauth/callback, where Stripe sends the admin back (CONTRACT §5.4).
+ *
+ * Order matters: the state is consumed with GETDEL *before* the code is exchanged,
+ * because Stripe revokes the whole connection when a code is used twice (a reload or
+ * a browser retry must never reach Stripe again). The state must come back to the
+ * browser that started it (the stb_oauth cookie's hash is stored with the state).
+ * Then exactly one POST /oauth/token, and the connection is written.
+ * Never logs or reflects the code, the state or a token. Tested by
+ * tests/it/test_browser_flow.py (replay, other browser, declined, expired). */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include "core/cookie.h"
+#include "core/crypto.h"
+#include "core/stripe_resp.h"
+#include "log.h"
+#include "metrics.h"
+#include "routes/pages.h"
+#include "routes/routes.h"
+#include "routes/setup.h"
+#include "store/store.h"
+#include "stripe/oauth.h"
+
+#define CODE_MAX 256
+
+typedef struct callback {
+    char *code; /* secret */
+    char browser[65];
+    char acct[128];
+} callback_t;
+
+static void callback_free(void *p)
+{
+    callback_t *c = p;
+    secure_free_str(c->code);
+    OPENSSL_cleanse(c, sizeof(*c));
+    free(c);
+}
+
+static void bad_state(breq_t *b)
+{
+    pages_error(b, 400, "This authorization cannot be completed",
+                "This answer from Stripe was already used, has expired, or was started in another browser. "
+                "Nothing was changed. Start again from the setup page.");
+}
+
+static void on_stored(breq_t *b, redisReply *r)
+{
+    callback_t *c = b->state;
+    buf_t cookie = {0};
+    char mode[8];
+    snprintf(mode, sizeof(mode), "%s", mode_name(b->mode));
+    log_event(LOG_INFO, "connection authorized", "org_id", b->org, "mode", mode, "stripe_user_id", c->acct, NULL);
+    setup_cookie(&cookie, b->w->cfg, SETUP_BROWSER_COOKIE, "", "/oauth", 0);
+    breq_redirect(b, "/setup", cookie.p);
+    buf_free(&cookie);
+}
+
+static void on_token(breq_t *b, long status, const char *body, size_t len)
+{
+    callback_t *c = b->state;
+    stripe_token_t tok = {0};
+    char err[64] = "";
+    stripe_outcome_t o = stripe_token_parse(status, body, len, &tok, err);
+    metrics_stripe("token", stripe_outcome_name(o));
+    if (o != STRIPE_OK) {
+        log_event(LOG_WARN, "stripe code exchange failed", "org_id", b->org, "mode", mode_name(b->mode), "outcome",
+                  stripe_outcome_name(o), "error", err, NULL);
+        stripe_token_clear(&tok);
+        if (o == STRIPE_TRANSIENT)
+            pages_error(b, 502, "Stripe is not answering",
+                        "Stripe did not complete the authorization. Nothing was stored. Wait a moment, then start "
+                        "again from the setup page.");
+        else
+            pages_error(b, 400, "Stripe refused the authorization",
+                        "Stripe did not accept this authorization (it may have expired). Nothing was stored. Start "
+                        "again from the setup page.");
+        return;
+    }
+    time_t now = time(NULL);
+    conn_record_t rec = {0};
+    rec.status = CONN_CONNECTED;
+    rec.access_token = tok.access_token;
+    rec.refresh_token = tok.refresh_token;
+    rec.stripe_user_id = tok.stripe_user_id;
+    rec.stripe_publishable_key = tok.stripe_publishable_key;
+    rec.scope = tok.scope;
+    rec.livemode = b->mode == MODE_LIVE;
+    rec.connected_at = rec.refreshed_at = now;
+    rec.expires_at = tok.expires_in > 0 ? now + tok.expires_in : 0;
+    snprintf(c->acct, sizeof(c->acct), "%s", tok.stripe_user_id ? tok.stripe_user_id : "");
+    char *sealed = store_conn_seal(b->w->cfg, b->org, b->mode, &rec);
+    stripe_token_clear(&tok);
+    char member[64];
+    snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
+    breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT,
+               breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", c->acct), sealed,
+               member);
+    free(sealed);
+}
+
+static void on_state(breq_t *b, redisReply *r)
+{
+    callback_t *c = b->state;
+    if (r->type != REDIS_REPLY_STRING) {
+        bad_state(b);
+        return;
+    }
+    json_t *j = json_loadb(r->str, r->len, 0, NULL);
+    const char *org = json_string_value(json_object_get(j, "org"));
+    const char *mode = json_string_value(json_object_get(j, "mode"));
+    const char *browser = json_string_value(json_object_get(j, "browser"));
+    int ok = org != NULL && strlen(org) == ORGID_LEN && mode != NULL && browser != NULL && strlen(browser) == 64 &&
+             c->browser[0] != '\0' && ct_equal(browser, 64, c->browser, 64);
+    if (ok) {
+        memcpy(b->org, org, ORGID_LEN + 1);
+        b->mode = mode_parse(mode, strlen(mode));
+        ok = b->mode >= 0 && b->w->cfg->stripe[b->mode].enabled;
+    }
+    json_decref(j);
+    if (!ok) {
+        bad_state(b);
+        return;
+    }
+    curl_loop_req_t req;
+    buf_t url = {0}, form = {0};
+    stripe_token_request(b->w->cfg, b->mode, "authorization_code", c->code, &req, &url, &form);
+    breq_stripe(b, &req, on_token);
+    buf_free(&url);
+    buf_wipe(&form);
+}
+
+static void on_declined(breq_t *b, redisReply *r)
+{
+    buf_t out = {0};
+    page_begin(&out, "Authorization declined");
+    buf_puts(&out, "<section>\n<p role=\"status\">You declined the authorization in Stripe, so nothing was connected "
+                   "and nothing was stored.</p>\n<p>To connect Stripe, <a href=\"/setup\">go back to the setup "
+                   "page</a> and choose <em>Authorize with Stripe</em> again.</p>\n</section>\n");
+    page_end(&out);
+    breq_html(b, 200, out.p, out.len, NULL);
+    buf_free(&out);
+}
+
+void oauth_callback(breq_t *b)
+{
+    char *state = NULL, *code = NULL, *error = NULL;
+    int src = breq_query(b, "state", &state), crc = breq_query(b, "code", &code), erc = breq_query(b, "error", &error);
+    const h2o_iovec_t *cookies = breq_header(b, "cookie");
+    callback_t *c = calloc(1, sizeof(*c));
+    char hash[65];
+    if (c == NULL)
+        abort();
+    b->state = c;
+    b->state_free = callback_free;
+
+    int state_ok = src == 1 && setup_token_ok(state, strlen(state));
+    if (state_ok)
+        sha256_hex(state, strlen(state), hash);
+    secure_free_str(state);
+
+    if (erc == 1) {
+        /* the admin declined (or Stripe reported an error): consume the state, store nothing */
+        int declined = strcmp(error, "access_denied") == 0;
+        free(error);
+        secure_free_str(code);
+        if (!declined) {
+            pages_error(b, 400, "Stripe reported an error",
+                        "Stripe did not complete the authorization. Nothing was stored. Start again from the setup page.");
+            return;
+        }
+        if (state_ok)
+            breq_redis(b, on_declined, "DEL %s", breq_key(b, "state:%s", hash));
+        else
+            on_declined(b, NULL);
+        return;
+    }
+    free(error);
+    if (!state_ok || crc != 1 || strlen(code) == 0 || strlen(code) > CODE_MAX || erc < 0) {
+        secure_free_str(code);
+        bad_state(b);
+        return;
+    }
+    c->code = code;
+    const char *v;
+    size_t n;
+    if (cookies != NULL && cookie_get(cookies->base, cookies->len, SETUP_BROWSER_COOKIE, &v, &n) == 1 &&
+        setup_token_ok(v, n)) {
+        char tmp[64];
+        memcpy(tmp, v, n);
+        sha256_hex(tmp, n, c->browser);
+        OPENSSL_cleanse(tmp, sizeof(tmp));
+    }
+    /* consume first, whatever the browser: a state seen once is never good again */
+    breq_redis(b, on_state, "GETDEL %s", breq_key(b, "state:%s", hash));
+}

@@ -1,0 +1,41 @@
+/* routes.h — the HTTP surface: one handler per route, grouped one file per resource.
+ * The router (server.c) has already matched the path and method, authenticated the
+ * bearer for API routes (b->is_admin, or an org key of b->org) and normalised the
+ * org id into b->org before a handler runs. Handlers answer through breq_*. */
+#ifndef BROKER_ROUTES_H
+#define BROKER_ROUTES_H
+#include "server.h"
+
+/* ops.c */
+void ops_healthz(breq_t *b);
+void ops_readyz(breq_t *b);
+void ops_metrics(breq_t *b);
+void ops_openapi(breq_t *b);
+/* admin.c */
+void admin_keys_create(breq_t *b);
+void admin_keys_list(breq_t *b);
+void admin_keys_delete(breq_t *b);
+/* token.c — getAccessToken and rotation; the hot path */
+void token_get(breq_t *b);
+/* getAccessToken for an org key: authenticates and reads in one Redis round trip. */
+struct bearer;
+void token_get_with_key(breq_t *b, const struct bearer *bk);
+void token_rotate(breq_t *b);
+/* connections.c — connections, authorize links, webhook secrets */
+void conn_list(breq_t *b);
+void conn_delete(breq_t *b);
+void links_create(breq_t *b);
+void whsec_put(breq_t *b);
+void whsec_get(breq_t *b);
+void whsec_delete(breq_t *b);
+void whevents_verify(breq_t *b);
+/* setup.c — the setup assistant pages */
+void setup_open(breq_t *b);
+void setup_authorize(breq_t *b);
+void setup_webhook_secret(breq_t *b);
+void setup_style(breq_t *b);
+/* oauth.c — Stripe's redirect back */
+void oauth_callback(breq_t *b);
+/* webhooks.c — Stripe's webhooks */
+void webhooks_stripe(breq_t *b);
+#endif

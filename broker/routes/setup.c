@@ -1,0 +1,469 @@
+/* setup.c — the setup assistant (CONTRACT §5): one-time links, the setup session,
+ * the Authorize form and the webhook signing secret form.
+ *
+ * A ticket (from an authorize link) is consumed atomically and turned into a setup
+ * session in one Lua call; the session cookie carries a random value whose SHA-256 is
+ * the Redis key. The CSRF token is an HMAC of the session value, so it needs no
+ * storage. POST /setup/authorize creates the OAuth state (bound to this browser by a
+ * second cookie whose hash is stored with it) and redirects to Stripe.
+ * Never logs or reflects a ticket, session, state or secret. Tested by
+ * tests/it/test_browser_flow.py and tests/e2e. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include "core/cookie.h"
+#include "core/crypto.h"
+#include "core/form.h"
+#include "core/timefmt.h"
+#include "routes/pages.h"
+#include "routes/params.h"
+#include "routes/routes.h"
+#include "routes/setup.h"
+#include "store/store.h"
+#include "stripe/oauth.h"
+
+#define TOKEN_BYTES 32
+#define TOKEN_CHARS 43 /* base64url of 32 bytes */
+
+/* Ticket → session, atomically: the ticket can be used once. */
+static const char LUA_TICKET_TO_SESSION[] = "local t = redis.call('GETDEL', KEYS[1])\n"
+                                            "if not t then return false end\n"
+                                            "redis.call('SET', KEYS[2], t, 'EX', ARGV[1])\n"
+                                            "return t\n";
+
+/* New OAuth state + the session's chosen mode. */
+static const char LUA_STATE_CREATE[] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+                                       "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+                                       "  redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')\n"
+                                       "end\n"
+                                       "return 1\n";
+
+int setup_token_ok(const char *s, size_t n)
+{
+    if (n != TOKEN_CHARS)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+void setup_cookie(buf_t *out, const config_t *cfg, const char *name, const char *value, const char *path, int max_age)
+{
+    if (out->len > 0)
+        buf_puts(out, "\n");
+    buf_printf(out, "%s=%s; Path=%s; Max-Age=%d; HttpOnly; SameSite=Lax%s", name, value, path, max_age,
+               cfg->public_https ? "; Secure" : "");
+}
+
+/* ===== The session ===== */
+
+typedef struct setup_state {
+    char cookie[TOKEN_CHARS + 1]; /* the session cookie value (secret) */
+    char org[ORGID_LEN + 1];
+    int mode;
+    char *return_url;
+    char *form;                   /* a posted field value kept for the next step (secret) */
+    redisReply *conns;            /* not owned */
+} setup_state_t;
+
+static void setup_state_free(void *p)
+{
+    setup_state_t *s = p;
+    free(s->return_url);
+    secure_free_str(s->form);
+    OPENSSL_cleanse(s, sizeof(*s));
+    free(s);
+}
+
+static setup_state_t *state_of(breq_t *b)
+{
+    if (b->state == NULL) {
+        setup_state_t *s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            abort();
+        s->mode = -1;
+        b->state = s;
+        b->state_free = setup_state_free;
+    }
+    return b->state;
+}
+
+/* Parse the session JSON {"org","mode","return_url"} into s. Returns 0 or -1. */
+static int session_parse(const char *text, size_t len, setup_state_t *s)
+{
+    json_t *j = json_loadb(text, len, 0, NULL);
+    const char *org = json_string_value(json_object_get(j, "org"));
+    const char *mode = json_string_value(json_object_get(j, "mode"));
+    const char *ret = json_string_value(json_object_get(j, "return_url"));
+    int rc = -1;
+    if (org != NULL && strlen(org) == ORGID_LEN && mode != NULL && (s->mode = mode_parse(mode, strlen(mode))) >= 0) {
+        memcpy(s->org, org, ORGID_LEN + 1);
+        s->return_url = ret != NULL ? strdup(ret) : NULL;
+        rc = 0;
+    }
+    json_decref(j);
+    return rc;
+}
+
+static char *session_json(const setup_state_t *s)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s?}", "org", s->org, "mode", mode_name(s->mode), "return_url", s->return_url);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return text;
+}
+
+/* The session cookie value into s->cookie; 0 or -1 when absent/malformed. */
+static int session_cookie(breq_t *b, setup_state_t *s)
+{
+    const h2o_iovec_t *h = breq_header(b, "cookie");
+    const char *v;
+    size_t n;
+    if (h == NULL || cookie_get(h->base, h->len, SETUP_SESSION_COOKIE, &v, &n) != 1 || !setup_token_ok(v, n))
+        return -1;
+    memcpy(s->cookie, v, n);
+    s->cookie[n] = '\0';
+    return 0;
+}
+
+static void csrf_of(const char *session_cookie_value, char out[65])
+{
+    unsigned char mac[32];
+    hmac_sha256(session_cookie_value, strlen(session_cookie_value), "stb-csrf-v1", 11, mac);
+    hex_encode(mac, sizeof(mac), out);
+}
+
+static void no_session(breq_t *b)
+{
+    pages_error(b, 401, "Setup session needed",
+                "This browser has no active setup session, or it has expired (sessions last 30 minutes).");
+}
+
+static const char *session_key(breq_t *b, const char *cookie)
+{
+    char hash[65];
+    sha256_hex(cookie, strlen(cookie), hash);
+    return breq_key(b, "sess:%s", hash);
+}
+
+/* ===== GET /setup ===== */
+
+static void render_mode_status(buf_t *out, const config_t *cfg, const setup_state_t *s, int mode, redisReply *conn,
+                               redisReply *whsec)
+{
+    conn_record_t rec;
+    long ver;
+    int rc = store_conn_open(cfg, s->org, mode, conn->type == REDIS_REPLY_STRING ? conn->str : NULL,
+                             conn->type == REDIS_REPLY_STRING ? conn->len : 0, &ver, &rec);
+    buf_printf(out, "<dt>%s mode</dt><dd>", mode == MODE_TEST ? "Test" : "Live");
+    if (!cfg->stripe[mode].enabled) {
+        buf_puts(out, "<span class=\"muted\">Not available on this broker</span>");
+    } else if (rc == STORE_OK && rec.status == CONN_CONNECTED) {
+        char ts[21];
+        time_rfc3339(rec.connected_at, ts);
+        buf_puts(out, "<span class=\"ok\">Connected</span> to Stripe account <strong>");
+        page_text(out, rec.stripe_user_id ? rec.stripe_user_id : "");
+        buf_puts(out, "</strong>");
+        if (rec.derived_from[0])
+            buf_printf(out, " (from the %s authorization)", rec.derived_from);
+        buf_printf(out, " <span class=\"muted\">since %s</span>", ts);
+    } else if (rc == STORE_OK) {
+        buf_puts(out, "<span class=\"warn\">Reauthorization required</span> — Stripe revoked this authorization; "
+                      "authorize again below.");
+    } else if (rc == STORE_UNREADABLE) {
+        buf_puts(out, "<span class=\"warn\">Stored connection unreadable</span> — authorize again, or ask the operator.");
+    } else {
+        buf_puts(out, "Not connected");
+    }
+    buf_puts(out, "</dd>\n");
+    if (cfg->stripe[mode].enabled) {
+        buf_printf(out, "<dt>%s webhook secret</dt><dd>%s</dd>\n", mode == MODE_TEST ? "Test" : "Live",
+                   whsec->type == REDIS_REPLY_STRING ? "<span class=\"ok\">Stored</span>" : "Not stored");
+    }
+    conn_record_clear(&rec);
+}
+
+static void render_setup(breq_t *b, redisReply *r)
+{
+    setup_state_t *s = b->state;
+    const config_t *cfg = b->w->cfg;
+    char csrf[65];
+    buf_t out = {0};
+    csrf_of(s->cookie, csrf);
+
+    page_begin(&out, "Connect Stripe to Salesforce");
+    buf_puts(&out, "<ol class=\"steps\"><li>Choose test or live mode and authorize with Stripe.</li>"
+                   "<li>Store the webhook signing secret from the Stripe Dashboard.</li>"
+                   "<li>Finish and return to Salesforce.</li></ol>\n");
+    buf_puts(&out, "<section aria-labelledby=\"status-h\">\n<h2 id=\"status-h\">Status</h2>\n<dl>\n<dt>Salesforce org</dt><dd>");
+    page_text(&out, s->org);
+    buf_puts(&out, "</dd>\n");
+    for (int mode = 0; mode < MODE_COUNT; mode++)
+        render_mode_status(&out, cfg, s, mode, r->element[mode], r->element[2 + mode]);
+    buf_puts(&out, "</dl>\n</section>\n");
+
+    buf_puts(&out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
+                   "<form method=\"post\" action=\"/setup/authorize\">\n");
+    buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
+    buf_puts(&out, "<fieldset><legend>Mode</legend>\n");
+    for (int mode = 0; mode < MODE_COUNT; mode++) {
+        if (!cfg->stripe[mode].enabled)
+            continue;
+        buf_printf(&out,
+                   "<label><input type=\"radio\" name=\"mode\" id=\"mode-%s\" value=\"%s\"%s> %s mode%s</label>\n",
+                   mode_name(mode), mode_name(mode), mode == s->mode ? " checked" : "",
+                   mode == MODE_TEST ? "Test" : "Live",
+                   mode == MODE_TEST ? " <span class=\"muted\">(Stripe test data, no real payments)</span>"
+                                     : " <span class=\"muted\">(real payments)</span>");
+    }
+    buf_puts(&out, "</fieldset>\n<button type=\"submit\" id=\"authorize\">Authorize with Stripe</button>\n</form>\n"
+                   "</section>\n");
+
+    buf_puts(&out, "<section aria-labelledby=\"whsec-h\">\n<h2 id=\"whsec-h\">2. Webhook signing secret</h2>\n");
+    buf_printf(&out, "<p class=\"muted\">For the %s mode webhook endpoint you added in the Stripe Dashboard "
+                     "(Developers › Webhooks › your endpoint › Signing secret).</p>\n",
+               mode_name(s->mode));
+    buf_puts(&out, "<form method=\"post\" action=\"/setup/webhook-secret\">\n");
+    buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
+    buf_printf(&out, "<input type=\"hidden\" name=\"mode\" value=\"%s\">\n", mode_name(s->mode));
+    buf_puts(&out, "<label for=\"signing_secret\">Signing secret (whsec_…)</label>\n"
+                   "<input type=\"password\" id=\"signing_secret\" name=\"signing_secret\" autocomplete=\"off\" "
+                   "required>\n<p><button type=\"submit\" id=\"save-secret\">Save signing secret</button></p>\n"
+                   "</form>\n</section>\n");
+
+    buf_puts(&out, "<section aria-labelledby=\"finish-h\">\n<h2 id=\"finish-h\">3. Finish</h2>\n");
+    if (s->return_url != NULL) {
+        buf_puts(&out, "<p><a class=\"button\" id=\"finish\" href=\"");
+        page_text(&out, s->return_url);
+        buf_puts(&out, "\">Finish and return to Salesforce</a></p>\n");
+    } else {
+        buf_puts(&out, "<p>You can close this window and return to Salesforce.</p>\n");
+    }
+    buf_puts(&out, "</section>\n");
+    page_end(&out);
+    breq_html(b, 200, out.p, out.len, NULL);
+    buf_free(&out);
+}
+
+static void on_session_for_page(breq_t *b, redisReply *r);
+
+static void on_page_data(breq_t *b, redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
+        return;
+    }
+    render_setup(b, r);
+}
+
+static void on_session_for_page(breq_t *b, redisReply *r)
+{
+    setup_state_t *s = b->state;
+    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+        no_session(b);
+        return;
+    }
+    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    breq_redis(b, on_page_data, "MGET %s %s %s %s", breq_key(b, "conn:%s:test", s->org),
+               breq_key(b, "conn:%s:live", s->org), breq_key(b, "whsec:%s:test", s->org),
+               breq_key(b, "whsec:%s:live", s->org));
+}
+
+static void on_ticket(breq_t *b, redisReply *r)
+{
+    setup_state_t *s = b->state;
+    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+        pages_error(b, 400, "This setup link cannot be used",
+                    "This setup link was already used, has expired, or is not known to this broker.");
+        return;
+    }
+    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    buf_t cookie = {0};
+    setup_cookie(&cookie, b->w->cfg, SETUP_SESSION_COOKIE, s->cookie, "/", SESSION_TTL_S);
+    breq_redirect(b, "/setup", cookie.p);
+    buf_wipe(&cookie);
+}
+
+void setup_open(breq_t *b)
+{
+    setup_state_t *s = state_of(b);
+    char *ticket = NULL;
+    int rc = breq_query(b, "ticket", &ticket);
+    if (rc < 0 || (rc == 1 && !setup_token_ok(ticket, strlen(ticket)))) {
+        secure_free_str(ticket);
+        pages_error(b, 400, "This setup link cannot be used",
+                    "This setup link was already used, has expired, or is not known to this broker.");
+        return;
+    }
+    if (rc == 1) {
+        char hash[65];
+        sha256_hex(ticket, strlen(ticket), hash);
+        secure_free_str(ticket);
+        rand_token(s->cookie, TOKEN_BYTES);
+        breq_redis(b, on_ticket, "EVAL %s 2 %s %s %d", LUA_TICKET_TO_SESSION, breq_key(b, "ticket:%s", hash),
+                   session_key(b, s->cookie), SESSION_TTL_S);
+        return;
+    }
+    if (session_cookie(b, s) != 0) {
+        no_session(b);
+        return;
+    }
+    breq_redis(b, on_session_for_page, "GET %s", session_key(b, s->cookie));
+}
+
+/* ===== POST forms: common checks ===== */
+
+/* Read the form body, the session cookie and check the CSRF token. Returns the
+ * decoded form body fields via form_get on the body, or -1 (answered). */
+static int form_begin(breq_t *b, const char **body, size_t *len)
+{
+    setup_state_t *s = state_of(b);
+    char *csrf = NULL, expect[65];
+    *body = breq_body(b, len);
+    if (session_cookie(b, s) != 0) {
+        no_session(b);
+        return -1;
+    }
+    csrf_of(s->cookie, expect);
+    if (form_get(*body, *len, "csrf", &csrf) != 1 || !ct_equal(csrf, strlen(csrf), expect, 64)) {
+        free(csrf);
+        pages_error(b, 403, "This form has expired",
+                    "The form did not carry a valid security token. Reload the setup page and try again.");
+        return -1;
+    }
+    free(csrf);
+    return 0;
+}
+
+/* ===== POST /setup/authorize ===== */
+
+typedef struct authz {
+    char state[TOKEN_CHARS + 1];
+    char browser[TOKEN_CHARS + 1];
+} authz_t;
+
+static void on_state_stored(breq_t *b, redisReply *r)
+{
+    setup_state_t *s = b->state;
+    authz_t *a = (authz_t *)s->form;
+    buf_t url = {0}, cookie = {0};
+    stripe_authorize_url(b->w->cfg, s->mode, a->state, &url);
+    setup_cookie(&cookie, b->w->cfg, SETUP_BROWSER_COOKIE, a->browser, "/oauth", STATE_TTL_S);
+    breq_redirect(b, url.p, cookie.p);
+    buf_wipe(&url);
+    buf_wipe(&cookie);
+}
+
+static void on_session_for_authorize(breq_t *b, redisReply *r)
+{
+    setup_state_t *s = b->state;
+    int chosen = s->mode;
+    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+        no_session(b);
+        return;
+    }
+    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    if (chosen >= 0)
+        s->mode = chosen;
+    b->mode = s->mode;
+
+    authz_t *a = calloc(1, sizeof(*a) + 1);
+    if (a == NULL)
+        abort();
+    rand_token(a->state, TOKEN_BYTES);
+    rand_token(a->browser, TOKEN_BYTES);
+    s->form = (char *)a;
+
+    char state_hash[65], browser_hash[65];
+    sha256_hex(a->state, strlen(a->state), state_hash);
+    sha256_hex(a->browser, strlen(a->browser), browser_hash);
+    json_t *rec = json_pack("{s:s, s:s, s:s}", "org", s->org, "mode", mode_name(s->mode), "browser", browser_hash);
+    char *text = json_dumps(rec, JSON_COMPACT), *sess = session_json(s);
+    breq_redis(b, on_state_stored, "EVAL %s 2 %s %s %s %d %s", LUA_STATE_CREATE, breq_key(b, "state:%s", state_hash),
+               session_key(b, s->cookie), text, STATE_TTL_S, sess);
+    free(text);
+    free(sess);
+    json_decref(rec);
+}
+
+void setup_authorize(breq_t *b)
+{
+    const char *body;
+    size_t len;
+    char *mode = NULL;
+    if (form_begin(b, &body, &len) != 0)
+        return;
+    setup_state_t *s = b->state;
+    int rc = form_get(body, len, "mode", &mode);
+    if (rc < 0 || (rc == 1 && parse_mode_value(b, mode) < 0)) {
+        free(mode);
+        if (rc < 0)
+            pages_error(b, 400, "This form cannot be used", "The form was malformed. Reload the setup page.");
+        return;
+    }
+    s->mode = rc == 1 ? b->mode : -1;
+    free(mode);
+    breq_redis(b, on_session_for_authorize, "GET %s", session_key(b, s->cookie));
+}
+
+/* ===== POST /setup/webhook-secret ===== */
+
+void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb);
+
+static void on_secret_stored(breq_t *b, redisReply *r)
+{
+    breq_redirect(b, "/setup", NULL);
+}
+
+static void on_session_for_secret(breq_t *b, redisReply *r)
+{
+    setup_state_t *s = b->state;
+    int chosen = s->mode;
+    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+        no_session(b);
+        return;
+    }
+    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    b->mode = chosen >= 0 ? chosen : s->mode;
+    if (!b->w->cfg->stripe[b->mode].enabled) {
+        pages_error(b, 400, "This mode is not available", "That Stripe mode is not configured on this broker.");
+        return;
+    }
+    whsec_store(b, s->form, on_secret_stored);
+}
+
+void setup_webhook_secret(breq_t *b)
+{
+    const char *body;
+    size_t len;
+    char *mode = NULL, *secret = NULL;
+    if (form_begin(b, &body, &len) != 0)
+        return;
+    setup_state_t *s = b->state;
+    int mrc = form_get(body, len, "mode", &mode);
+    int src = form_get(body, len, "signing_secret", &secret);
+    s->mode = mrc == 1 ? mode_parse(mode, strlen(mode)) : -1;
+    free(mode);
+    size_t n = src == 1 ? strlen(secret) : 0;
+    int ok = src == 1 && n > 0 && n <= 512 && (mrc != 1 || s->mode >= 0);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)secret[i] > 0x20 && (unsigned char)secret[i] < 0x7f;
+    if (!ok) {
+        secure_free_str(secret);
+        pages_error(b, 400, "The signing secret was not saved",
+                    "Paste the signing secret exactly as the Stripe Dashboard shows it (it starts with whsec_).");
+        return;
+    }
+    s->form = secret;
+    breq_redis(b, on_session_for_secret, "GET %s", session_key(b, s->cookie));
+}
+
+void setup_style(breq_t *b)
+{
+    breq_text(b, 200, "text/css; charset=utf-8", PAGES_CSS, strlen(PAGES_CSS));
+}

@@ -1,0 +1,268 @@
+/* webhooks.c — POST /webhooks/stripe (CONTRACT §6).
+ *
+ * Verifies Stripe-Signature (v1, any of several values, 300 s tolerance) against the
+ * live and the test signing secret. On account.application.deauthorized every
+ * connection of that account (found through the acct index) is re-sealed as
+ * reauthorization_required with its tokens removed, in one Lua call that checks each
+ * record's version (a concurrent refresh makes it start over). Event ids are
+ * remembered for 24 h, and only once the event was handled, so a redelivery after a
+ * failure is handled again and a redelivery after success does nothing.
+ * Never logs the body or the signature. Tested by tests/it/test_webhooks.py. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "core/crypto.h"
+#include "core/webhook_sig.h"
+#include "log.h"
+#include "routes/routes.h"
+#include "store/store.h"
+
+#define DEAUTH_ATTEMPTS 3
+#define EVENT_ID_MAX 255
+
+/* KEYS = conn keys…, then the event key; ARGV = sealed1, ver1, sealed2, ver2, …, ttl */
+static const char LUA_MARK_REVOKED[] = "local n = #KEYS - 1\n"
+                                       "for i = 1, n do\n"
+                                       "  local cur = redis.call('GET', KEYS[i])\n"
+                                       "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
+                                       "  if ver ~= tonumber(ARGV[2 * i]) then return -1 end\n"
+                                       "end\n"
+                                       "for i = 1, n do\n"
+                                       "  redis.call('SET', KEYS[i], (tonumber(ARGV[2 * i]) + 1) .. ':' .. ARGV[2 * i - 1])\n"
+                                       "end\n"
+                                       "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 1])\n"
+                                       "return n\n";
+
+typedef struct event {
+    char id[EVENT_ID_MAX + 1];
+    char type[128];
+    char account[128];
+    int attempts;
+    char **members; /* "<org>:<mode>" of the account's connections */
+    size_t nmembers;
+} event_t;
+
+static void event_free(void *p)
+{
+    event_t *e = p;
+    for (size_t i = 0; i < e->nmembers; i++)
+        free(e->members[i]);
+    free(e->members);
+    free(e);
+}
+
+static void answer(breq_t *b, int duplicate)
+{
+    static const char fresh[] = "{\"received\":true}", dup[] = "{\"received\":true,\"duplicate\":true}";
+    if (duplicate)
+        breq_json(b, 200, dup, sizeof(dup) - 1);
+    else
+        breq_json(b, 200, fresh, sizeof(fresh) - 1);
+}
+
+static void on_done(breq_t *b, redisReply *r);
+static void on_members(breq_t *b, redisReply *r);
+
+static void restart(breq_t *b)
+{
+    event_t *e = b->state;
+    if (++e->attempts > DEAUTH_ATTEMPTS) {
+        breq_error(b, ERR_STORE_UNAVAILABLE, "The connections changed while being revoked; Stripe will retry.");
+        return;
+    }
+    breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, "acct:%s", e->account));
+}
+
+static void on_done(breq_t *b, redisReply *r)
+{
+    event_t *e = b->state;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer < 0) {
+        restart(b);
+        return;
+    }
+    if (strcmp(e->type, "account.application.deauthorized") == 0)
+        log_event(LOG_INFO, "stripe account deauthorized; connections need reauthorization", "stripe_user_id",
+                  e->account, NULL);
+    answer(b, 0);
+}
+
+/* Parse "<org>:<mode>". */
+static int member_parse(const char *m, char *org, int *mode)
+{
+    if (strlen(m) < ORGID_LEN + 2 || m[ORGID_LEN] != ':')
+        return -1;
+    memcpy(org, m, ORGID_LEN);
+    org[ORGID_LEN] = '\0';
+    *mode = mode_parse(m + ORGID_LEN + 1, strlen(m + ORGID_LEN + 1));
+    return *mode < 0 ? -1 : 0;
+}
+
+static void on_conns(breq_t *b, redisReply *r)
+{
+    event_t *e = b->state;
+    size_t n = e->nmembers, argc = 0;
+    const char **argv = calloc(3 + 3 * n + 2, sizeof(char *));
+    size_t *lens = calloc(3 + 3 * n + 2, sizeof(size_t));
+    char **owned = calloc(2 * n + 2, sizeof(char *));
+    size_t nowned = 0, nkeys = 0;
+    const char **keys = calloc(n + 1, sizeof(char *));
+    const char **args = calloc(2 * n + 1, sizeof(char *));
+    size_t nargs = 0;
+
+    if (argv == NULL || lens == NULL || owned == NULL || keys == NULL || args == NULL)
+        abort();
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < n && i < r->elements; i++) {
+        char org[ORGID_LEN + 1];
+        int mode;
+        conn_record_t rec;
+        long ver;
+        redisReply *v = r->element[i];
+        if (member_parse(e->members[i], org, &mode) != 0)
+            continue;
+        if (store_conn_open(b->w->cfg, org, mode, v->type == REDIS_REPLY_STRING ? v->str : NULL,
+                            v->type == REDIS_REPLY_STRING ? v->len : 0, &ver, &rec) != STORE_OK)
+            continue;
+        if (rec.stripe_user_id == NULL || strcmp(rec.stripe_user_id, e->account) != 0) {
+            conn_record_clear(&rec); /* the index is stale: this connection moved to another account */
+            continue;
+        }
+        rec.status = CONN_REAUTH_REQUIRED;
+        secure_free_str(rec.access_token);
+        secure_free_str(rec.refresh_token);
+        rec.access_token = rec.refresh_token = NULL;
+        rec.expires_at = 0;
+        owned[nowned] = store_conn_seal(b->w->cfg, org, mode, &rec);
+        args[nargs++] = owned[nowned++];
+        owned[nowned] = malloc(24);
+        snprintf(owned[nowned], 24, "%ld", ver);
+        args[nargs++] = owned[nowned++];
+        keys[nkeys++] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
+        conn_record_clear(&rec);
+    }
+    char nkeys_s[16], ttl[16];
+    snprintf(nkeys_s, sizeof(nkeys_s), "%zu", nkeys + 1);
+    snprintf(ttl, sizeof(ttl), "%d", EVENT_TTL_S);
+    argv[argc++] = "EVAL";
+    argv[argc++] = LUA_MARK_REVOKED;
+    argv[argc++] = nkeys_s;
+    for (size_t i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    argv[argc++] = breq_key(b, "evt:%s", e->id);
+    for (size_t i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    argv[argc++] = ttl;
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    breq_redisv(b, on_done, (int)argc, argv, lens);
+    for (size_t i = 0; i < nowned; i++)
+        free(owned[i]);
+    free(owned);
+    free(keys);
+    free(args);
+    free(argv);
+    free(lens);
+}
+
+static void on_members(breq_t *b, redisReply *r)
+{
+    event_t *e = b->state;
+    for (size_t i = 0; i < e->nmembers; i++)
+        free(e->members[i]);
+    free(e->members);
+    e->members = NULL;
+    e->nmembers = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
+        return;
+    }
+    e->members = calloc(r->elements, sizeof(char *));
+    const char **argv = calloc(r->elements + 1, sizeof(char *));
+    size_t *lens = calloc(r->elements + 1, sizeof(size_t));
+    if (e->members == NULL || argv == NULL || lens == NULL)
+        abort();
+    argv[0] = "MGET";
+    lens[0] = 4;
+    for (size_t i = 0; i < r->elements; i++) {
+        char org[ORGID_LEN + 1];
+        int mode;
+        e->members[i] = strndup(r->element[i]->str ? r->element[i]->str : "", r->element[i]->len);
+        e->nmembers++;
+        if (member_parse(e->members[i], org, &mode) != 0) {
+            argv[i + 1] = breq_key(b, "invalid-member");
+        } else {
+            argv[i + 1] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
+        }
+        lens[i + 1] = strlen(argv[i + 1]);
+    }
+    breq_redisv(b, on_conns, (int)r->elements + 1, argv, lens);
+    free(argv);
+    free(lens);
+}
+
+static void on_seen(breq_t *b, redisReply *r)
+{
+    event_t *e = b->state;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+        answer(b, 1);
+        return;
+    }
+    if (strcmp(e->type, "account.application.deauthorized") == 0 && e->account[0] != '\0') {
+        breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, "acct:%s", e->account));
+        return;
+    }
+    /* other event types: remembered and ignored */
+    breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
+}
+
+static int verify(breq_t *b, const char *body, size_t len)
+{
+    const config_t *cfg = b->w->cfg;
+    const h2o_iovec_t *sig = breq_header(b, "stripe-signature");
+    int rc = WHSIG_MALFORMED, any = 0;
+    if (sig == NULL)
+        return WHSIG_MALFORMED;
+    for (int mode = MODE_LIVE; mode >= 0; mode--) {
+        if (cfg->stripe[mode].webhook_secret == NULL)
+            continue;
+        any = 1;
+        rc = whsig_verify(sig->base, sig->len, body, len, cfg->stripe[mode].webhook_secret, time(NULL),
+                          WEBHOOK_TOLERANCE_S);
+        if (rc == WHSIG_OK)
+            return WHSIG_OK;
+    }
+    return any ? rc : WHSIG_MISMATCH;
+}
+
+void webhooks_stripe(breq_t *b)
+{
+    size_t len;
+    const char *body = breq_body(b, &len);
+    int vr = verify(b, body, len);
+    if (vr != WHSIG_OK) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "The Stripe-Signature header is missing or does not verify (%s).", whsig_reason(vr));
+        breq_error(b, ERR_INVALID_REQUEST, msg);
+        return;
+    }
+    json_t *j = json_loadb(body, len, 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    const char *type = json_string_value(json_object_get(j, "type"));
+    const char *account = json_string_value(json_object_get(j, "account"));
+    if (id == NULL || type == NULL || strlen(id) == 0 || strlen(id) > EVENT_ID_MAX || strlen(type) >= 128 ||
+        (account != NULL && strlen(account) >= 128)) {
+        json_decref(j);
+        breq_error(b, ERR_INVALID_REQUEST, "The event is not a Stripe event object.");
+        return;
+    }
+    event_t *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        abort();
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    snprintf(e->type, sizeof(e->type), "%s", type);
+    snprintf(e->account, sizeof(e->account), "%s", account != NULL ? account : "");
+    json_decref(j);
+    b->state = e;
+    b->state_free = event_free;
+    breq_redis(b, on_seen, "EXISTS %s", breq_key(b, "evt:%s", e->id));
+}

@@ -1,0 +1,821 @@
+/* server.c — worker threads, listeners, the router and the request context.
+ *
+ * Design: N worker threads, each with its own h2o evloop, context, listening socket
+ * (SO_REUSEPORT), Redis connection and curl multi handle. The global h2o config is
+ * shared read-only. A request is matched against a static route table, its bearer
+ * authenticated, its org id normalised, and then handed to a handler in routes/.
+ * Handlers go asynchronous through breq_redis()/Stripe calls; every request carries a
+ * deadline so that it is always answered, even when Redis or Stripe hang (h2o does not
+ * notice a client that went away while a handler is pending).
+ *
+ * Never logs a header value, a body or a query string: they carry secrets.
+ * Tested end to end by tests/it (every route, status code and failure mode). */
+#include "server.h"
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include "auth.h"
+#include "core/crypto.h"
+#include "core/form.h"
+#include "core/timefmt.h"
+#include "log.h"
+#include "metrics.h"
+#include "routes/routes.h"
+#include "routes/pages.h"
+#include "token_service.h"
+
+
+/* ===== The route table ===== */
+
+enum route_auth { AUTH_NONE, AUTH_ORG, AUTH_ADMIN };
+enum route_kind { KIND_API, KIND_PAGE, KIND_OPS };
+
+typedef void (*route_fn)(breq_t *b);
+
+typedef struct route {
+    const char *method;
+    const char *pattern; /* segments; "{org_id}" is normalised, other "{…}" are captured */
+    route_fn fn;
+    enum route_auth auth;
+    enum route_kind kind;
+} route_t;
+
+static const route_t routes[] = {
+    {"GET", "/healthz", ops_healthz, AUTH_NONE, KIND_OPS},
+    {"GET", "/readyz", ops_readyz, AUTH_NONE, KIND_OPS},
+    {"GET", "/metrics", ops_metrics, AUTH_NONE, KIND_OPS},
+    {"GET", "/openapi.yaml", ops_openapi, AUTH_NONE, KIND_OPS},
+    {"POST", "/v1/admin/orgs/{org_id}/api-keys", admin_keys_create, AUTH_ADMIN, KIND_API},
+    {"GET", "/v1/admin/orgs/{org_id}/api-keys", admin_keys_list, AUTH_ADMIN, KIND_API},
+    {"DELETE", "/v1/admin/orgs/{org_id}/api-keys/{key_id}", admin_keys_delete, AUTH_ADMIN, KIND_API},
+    {"GET", "/v1/orgs/{org_id}/access-token", token_get, AUTH_ORG, KIND_API},
+    {"POST", "/v1/orgs/{org_id}/access-token/rotate", token_rotate, AUTH_ORG, KIND_API},
+    {"GET", "/v1/orgs/{org_id}/connections", conn_list, AUTH_ORG, KIND_API},
+    {"DELETE", "/v1/orgs/{org_id}/connections/{mode}", conn_delete, AUTH_ORG, KIND_API},
+    {"POST", "/v1/orgs/{org_id}/authorize-links", links_create, AUTH_ORG, KIND_API},
+    {"PUT", "/v1/orgs/{org_id}/webhook-secrets/{mode}", whsec_put, AUTH_ORG, KIND_API},
+    {"GET", "/v1/orgs/{org_id}/webhook-secrets/{mode}", whsec_get, AUTH_ORG, KIND_API},
+    {"DELETE", "/v1/orgs/{org_id}/webhook-secrets/{mode}", whsec_delete, AUTH_ORG, KIND_API},
+    {"POST", "/v1/orgs/{org_id}/webhook-events/verify", whevents_verify, AUTH_ORG, KIND_API},
+    {"GET", "/setup", setup_open, AUTH_NONE, KIND_PAGE},
+    {"POST", "/setup/authorize", setup_authorize, AUTH_NONE, KIND_PAGE},
+    {"POST", "/setup/webhook-secret", setup_webhook_secret, AUTH_NONE, KIND_PAGE},
+    {"GET", "/setup/style.css", setup_style, AUTH_NONE, KIND_OPS},
+    {"GET", "/oauth/callback", oauth_callback, AUTH_NONE, KIND_PAGE},
+    {"POST", "/webhooks/stripe", webhooks_stripe, AUTH_NONE, KIND_API},
+};
+#define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
+#define ROUTE_UNMATCHED NROUTES /* metrics/log bucket for 404/405 */
+#define MAX_SEGMENTS 8
+#define PAGE_CSP_MAX 512
+
+static atomic_int g_stop;
+static char g_csp[PAGE_CSP_MAX];
+static uint32_t g_reqid_prefix;
+
+/* ===== The request context ===== */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void breq_hold(breq_t *b)
+{
+    b->refs++;
+}
+
+void breq_release(breq_t *b)
+{
+    if (--b->refs > 0)
+        return;
+    if (h2o_timeout_is_linked(&b->deadline))
+        h2o_timeout_unlink(&b->deadline);
+    if (b->state_free != NULL)
+        b->state_free(b->state);
+    free(b);
+}
+
+static void on_deadline(h2o_timeout_entry_t *entry)
+{
+    breq_t *b = H2O_STRUCT_FROM_MEMBER(breq_t, deadline, entry);
+    if (breq_live(b))
+        breq_error(b, b->deadline_err, NULL);
+}
+
+static void arm(breq_t *b, h2o_timeout_t *list, api_err_t err)
+{
+    if (!breq_live(b))
+        return;
+    if (h2o_timeout_is_linked(&b->deadline))
+        h2o_timeout_unlink(&b->deadline);
+    b->deadline_err = err;
+    h2o_timeout_link(b->w->loop, list, &b->deadline);
+}
+
+void breq_deadline_store(breq_t *b)
+{
+    arm(b, &b->w->store_deadline, ERR_STORE_UNAVAILABLE);
+}
+
+void breq_deadline_stripe(breq_t *b)
+{
+    arm(b, &b->w->stripe_deadline, ERR_STRIPE_UNAVAILABLE);
+}
+
+/* ===== Answers ===== */
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 303: return "See Other";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+static void add_header(h2o_req_t *req, const char *name, const char *value)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL, value, strlen(value));
+}
+
+/* Log, count, and forget the h2o request: after this b->req is NULL. */
+static void finish(breq_t *b, int status)
+{
+    uint64_t dur = now_us() - b->start_us;
+    b->status = status;
+    if (log_enabled(LOG_INFO)) {
+        char line[512];
+        const h2o_req_t *req = b->req;
+        const char *route = b->route < NROUTES ? routes[b->route].pattern : "unmatched";
+        snprintf(line, sizeof(line),
+                 "\"request_id\":\"%s\",\"method\":\"%.*s\",\"route\":\"%s\",\"status\":%d,"
+                 "\"duration_ms\":%.3f%s%s%s",
+                 b->request_id, (int)(req->method.len < 10 ? req->method.len : 10), req->method.base, route, status,
+                 dur / 1000.0, b->org[0] ? ",\"org_id\":\"" : "", b->org, b->org[0] ? "\"" : "");
+        log_raw(status >= 500 ? LOG_WARN : LOG_INFO, line);
+    }
+    metrics_http(b->route, status, dur);
+    b->req = NULL;
+    b->w->inflight--;
+    if (h2o_timeout_is_linked(&b->deadline))
+        h2o_timeout_unlink(&b->deadline);
+}
+
+static void send_body(breq_t *b, int status, const char *ctype, const char *body, size_t len)
+{
+    h2o_req_t *req = b->req;
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    if (ctype != NULL)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+    add_header(req, "cache-control", "no-store");
+    add_header(req, "x-content-type-options", "nosniff");
+    req->res.content_length = len;
+    finish(b, status);
+    h2o_send_inline(req, body, len);
+    breq_release(b);
+}
+
+void breq_json(breq_t *b, int status, const char *json, size_t len)
+{
+    if (!breq_live(b))
+        return;
+    send_body(b, status, "application/json", json, len);
+}
+
+void breq_text(breq_t *b, int status, const char *content_type, const char *body, size_t len)
+{
+    if (!breq_live(b))
+        return;
+    send_body(b, status, content_type, body, len);
+}
+
+void breq_no_content(breq_t *b)
+{
+    if (!breq_live(b))
+        return;
+    send_body(b, 204, NULL, "", 0);
+}
+
+static void add_page_headers(h2o_req_t *req, const char *set_cookie)
+{
+    add_header(req, "content-security-policy", g_csp);
+    add_header(req, "x-frame-options", "DENY");
+    add_header(req, "referrer-policy", "no-referrer");
+    while (set_cookie != NULL && *set_cookie != '\0') {
+        const char *nl = strchr(set_cookie, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - set_cookie) : strlen(set_cookie);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SET_COOKIE, NULL,
+                       h2o_strdup(&req->pool, set_cookie, n).base, n);
+        set_cookie = nl != NULL ? nl + 1 : NULL;
+    }
+}
+
+void breq_html(breq_t *b, int status, const char *html, size_t len, const char *set_cookie)
+{
+    if (!breq_live(b))
+        return;
+    add_page_headers(b->req, set_cookie);
+    send_body(b, status, "text/html; charset=utf-8", html, len);
+}
+
+void breq_redirect(breq_t *b, const char *location, const char *set_cookie)
+{
+    if (!breq_live(b))
+        return;
+    add_page_headers(b->req, set_cookie);
+    h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_LOCATION, NULL, location, strlen(location));
+    send_body(b, 303, "text/plain; charset=utf-8", "", 0);
+}
+
+void breq_error(breq_t *b, api_err_t e, const char *message)
+{
+    if (!breq_live(b))
+        return;
+    int status = api_err_status(e);
+    h2o_req_t *req = b->req;
+    if (e == ERR_UNAUTHORIZED)
+        add_header(req, "www-authenticate", "Bearer");
+    if (e == ERR_STORE_UNAVAILABLE)
+        add_header(req, "retry-after", "1");
+    if (e == ERR_RATE_LIMITED)
+        add_header(req, "retry-after", "1");
+    if (b->route < NROUTES && routes[b->route].kind == KIND_PAGE) {
+        pages_error(b, status, NULL, message != NULL ? message : api_err_message(e));
+        return;
+    }
+    buf_t out = {0};
+    api_err_json(&out, e, message);
+    send_body(b, status, "application/json", out.p, out.len);
+    buf_free(&out);
+}
+
+void breq_method_not_allowed(breq_t *b, const char *allow)
+{
+    if (!breq_live(b))
+        return;
+    add_header(b->req, "allow", allow);
+    breq_error(b, ERR_METHOD_NOT_ALLOWED, NULL);
+}
+
+/* ===== Request helpers ===== */
+
+const h2o_iovec_t *breq_header(breq_t *b, const char *name)
+{
+    size_t n = strlen(name);
+    ssize_t i = h2o_find_header_by_str(&b->req->headers, name, n, -1);
+    return i < 0 ? NULL : &b->req->headers.entries[i].value;
+}
+
+int breq_query(breq_t *b, const char *name, char **out)
+{
+    h2o_req_t *req = b->req;
+    *out = NULL;
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    return form_get(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, name, out);
+}
+
+const char *breq_body(breq_t *b, size_t *len)
+{
+    h2o_iovec_t copy = h2o_strdup(&b->req->pool, b->req->entity.base != NULL ? b->req->entity.base : "",
+                                  b->req->entity.base != NULL ? b->req->entity.len : 0);
+    *len = copy.len;
+    return copy.base;
+}
+
+const char *breq_key(breq_t *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    size_t plen = strlen(b->w->cfg->redis_prefix), tlen = strlen(tmp);
+    char *key = h2o_mem_alloc_pool(&b->req->pool, plen + tlen + 1);
+    memcpy(key, b->w->cfg->redis_prefix, plen);
+    memcpy(key + plen, tmp, tlen + 1);
+    return key;
+}
+
+/* ===== Redis for a request ===== */
+
+typedef struct redis_op {
+    breq_t *b;
+    breq_redis_cb cb;
+} redis_op_t;
+
+static void on_redis_reply(redisReply *r, void *data)
+{
+    redis_op_t *op = data;
+    breq_t *b = op->b;
+    breq_redis_cb cb = op->cb;
+    free(op);
+    if (breq_live(b)) {
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            metrics_redis_error();
+            if (r != NULL)
+                log_event(LOG_ERROR, "redis command failed", "route", b->route < NROUTES ? routes[b->route].pattern : "", NULL);
+            breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
+        } else {
+            cb(b, r);
+        }
+    }
+    breq_release(b);
+}
+
+static redis_op_t *op_new(breq_t *b, breq_redis_cb cb)
+{
+    redis_op_t *op = malloc(sizeof(*op));
+    if (op == NULL)
+        abort();
+    op->b = b;
+    op->cb = cb;
+    return op;
+}
+
+static int op_failed(breq_t *b, redis_op_t *op)
+{
+    free(op);
+    metrics_redis_error();
+    breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
+    return -1;
+}
+
+int breq_redis(breq_t *b, breq_redis_cb cb, const char *fmt, ...)
+{
+    redis_op_t *op = op_new(b, cb);
+    va_list ap;
+    breq_deadline_store(b);
+    va_start(ap, fmt);
+    int rc = redis_loop_vcommand(b->w->redis, on_redis_reply, op, fmt, ap);
+    va_end(ap);
+    if (rc != 0)
+        return op_failed(b, op);
+    breq_hold(b);
+    return 0;
+}
+
+int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const size_t *lens)
+{
+    redis_op_t *op = op_new(b, cb);
+    breq_deadline_store(b);
+    if (redis_loop_commandv(b->w->redis, on_redis_reply, op, argc, argv, lens) != 0)
+        return op_failed(b, op);
+    breq_hold(b);
+    return 0;
+}
+
+/* ===== Stripe for a request ===== */
+
+typedef struct stripe_op {
+    breq_t *b;
+    breq_stripe_cb cb;
+} stripe_op_t;
+
+static void on_stripe_reply(long status, const char *body, size_t len, void *data)
+{
+    stripe_op_t *op = data;
+    breq_t *b = op->b;
+    breq_stripe_cb cb = op->cb;
+    free(op);
+    if (breq_live(b))
+        cb(b, status, body, len);
+    breq_release(b);
+}
+
+int breq_stripe(breq_t *b, const curl_loop_req_t *req, breq_stripe_cb cb)
+{
+    stripe_op_t *op = malloc(sizeof(*op));
+    if (op == NULL)
+        abort();
+    op->b = b;
+    op->cb = cb;
+    breq_deadline_stripe(b);
+    if (curl_loop_post(b->w->curl, req, on_stripe_reply, op) != 0) {
+        free(op);
+        breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
+        return -1;
+    }
+    breq_hold(b);
+    return 0;
+}
+
+/* ===== The router ===== */
+
+typedef struct seg {
+    const char *p;
+    size_t n;
+} seg_t;
+
+/* Split the raw path (no query) into segments. Returns the count or -1. */
+static int split_path(const char *p, size_t n, seg_t *segs)
+{
+    int count = 0;
+    if (n == 0 || p[0] != '/')
+        return -1;
+    size_t i = 1, start = 1;
+    for (; i <= n; i++) {
+        if (i == n || p[i] == '/') {
+            if (count == MAX_SEGMENTS)
+                return -1;
+            segs[count].p = p + start;
+            segs[count].n = i - start;
+            count++;
+            start = i + 1;
+        }
+    }
+    return count;
+}
+
+static int seg_is(const seg_t *s, const char *lit, size_t litlen)
+{
+    return s->n == litlen && memcmp(s->p, lit, litlen) == 0;
+}
+
+/* Match one pattern against the segments; captures "{…}" parameters in order. */
+static int match_pattern(const char *pattern, const seg_t *segs, int nsegs, seg_t *params, int *nparams)
+{
+    seg_t psegs[MAX_SEGMENTS];
+    int np = split_path(pattern, strlen(pattern), psegs);
+    if (np != nsegs)
+        return 0;
+    *nparams = 0;
+    for (int i = 0; i < np; i++) {
+        if (psegs[i].n > 0 && psegs[i].p[0] == '{') {
+            if (segs[i].n == 0)
+                return 0;
+            params[(*nparams)++] = segs[i];
+        } else if (!seg_is(&segs[i], psegs[i].p, psegs[i].n)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int method_is(const h2o_req_t *req, const char *m)
+{
+    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+static void dispatch(breq_t *b);
+
+static void on_key_record(breq_t *b, redisReply *r)
+{
+    bearer_t *bk = b->state;
+    int rc = auth_check_record(bk, r->type == REDIS_REPLY_STRING ? r->str : NULL,
+                               r->type == REDIS_REPLY_STRING ? r->len : 0,
+                               routes[b->route].auth == AUTH_ADMIN ? NULL : b->org);
+    free(b->state);
+    b->state = NULL;
+    b->state_free = NULL;
+    if (rc >= 0) {
+        breq_error(b, (api_err_t)rc, NULL);
+        return;
+    }
+    routes[b->route].fn(b);
+}
+
+/* Authenticate API routes, then run the handler. getAccessToken authenticates inside
+ * its own single Redis round trip (it reads the key record and the connection at once). */
+static void dispatch(breq_t *b)
+{
+    const route_t *rt = &routes[b->route];
+    if (rt->auth == AUTH_NONE) {
+        rt->fn(b);
+        return;
+    }
+    const h2o_iovec_t *authz = breq_header(b, "authorization");
+    bearer_t bk;
+    auth_parse(b->w->cfg, authz ? authz->base : NULL, authz ? authz->len : 0, &bk);
+    if (bk.kind == BEARER_NONE || bk.kind == BEARER_MALFORMED) {
+        breq_error(b, ERR_UNAUTHORIZED, bk.kind == BEARER_NONE ? "An Authorization: Bearer header is required."
+                                                               : "The bearer token is not valid.");
+        return;
+    }
+    /* the org id is validated after the bearer is known to be well-formed */
+    char raw[128];
+    ssize_t n;
+    if (b->param_len[0] >= sizeof(raw) || (n = form_unescape(b->params[0], b->param_len[0], raw, 0)) < 0 ||
+        orgid_normalize(raw, (size_t)n, b->org) != 0) {
+        b->org[0] = '\0';
+        breq_error(b, ERR_INVALID_REQUEST, "The org id is not a valid Salesforce organization id (15 or 18 characters, starting with 00D).");
+        return;
+    }
+    if (bk.kind == BEARER_ADMIN) {
+        b->is_admin = 1;
+        rt->fn(b);
+        return;
+    }
+    if (rt->fn == token_get) {
+        token_get_with_key(b, &bk);
+        return;
+    }
+    bearer_t *copy = malloc(sizeof(*copy));
+    if (copy == NULL)
+        abort();
+    *copy = bk;
+    b->state = copy;
+    b->state_free = free;
+    breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk.key_id));
+}
+
+static void route_request(breq_t *b)
+{
+    h2o_req_t *req = b->req;
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    seg_t segs[MAX_SEGMENTS], params[3];
+    int nsegs = split_path(req->path.base, plen, segs), nparams = 0;
+    char allow[64] = "";
+    int path_known = 0;
+
+    for (int i = 0; nsegs > 0 && i < NROUTES; i++) {
+        if (!match_pattern(routes[i].pattern, segs, nsegs, params, &nparams))
+            continue;
+        if (!method_is(req, routes[i].method) &&
+            !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0)) {
+            path_known = 1;
+            if (strstr(allow, routes[i].method) == NULL) {
+                if (allow[0])
+                    strcat(allow, ", ");
+                strcat(allow, routes[i].method);
+            }
+            continue;
+        }
+        b->route = i;
+        for (int j = 0; j < nparams; j++) {
+            b->params[j] = params[j].p;
+            b->param_len[j] = params[j].n;
+        }
+        if (req->entity.base != NULL && req->entity.len > BODY_MAX_BYTES) {
+            breq_error(b, ERR_PAYLOAD_TOO_LARGE, NULL);
+            return;
+        }
+        dispatch(b);
+        return;
+    }
+    if (path_known)
+        breq_method_not_allowed(b, allow);
+    else
+        breq_error(b, ERR_NOT_FOUND, NULL);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    worker_t *w = H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
+    static __thread uint32_t counter;
+    breq_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        abort();
+    b->req = req;
+    b->w = w;
+    b->refs = 1;
+    b->route = ROUTE_UNMATCHED;
+    b->mode = -1;
+    b->start_us = now_us();
+    snprintf(b->request_id, sizeof(b->request_id), "%08x%02x%06x", g_reqid_prefix, w->id & 0xff,
+             ++counter & 0xffffff);
+    w->inflight++;
+    route_request(b);
+    return 0;
+}
+
+/* ===== Workers ===== */
+
+typedef struct server {
+    const config_t *cfg;
+    h2o_globalconf_t globalconf;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    worker_t *workers;
+    int ready_fd; /* unused placeholder for future readiness pipes */
+} server_t;
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    worker_t *w = listener->data;
+    if (err != NULL)
+        return;
+    for (int i = 0; i < 16; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            return;
+        h2o_accept(&w->accept_ctx, sock);
+    }
+}
+
+static int open_listener(const server_t *s)
+{
+    int fd, on = 1;
+    if ((fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
+        bind(fd, (const struct sockaddr *)&s->addr, s->addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static void on_redis_state(int connected, void *data)
+{
+    worker_t *w = data;
+    if (w->id == 0)
+        log_event(connected ? LOG_INFO : LOG_WARN, connected ? "redis connected" : "redis disconnected", NULL);
+    if (!connected)
+        metrics_redis_error();
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    const config_t *cfg = w->cfg;
+    uint64_t drain_start = 0;
+
+    while (!atomic_load(&g_stop) || w->inflight > 0) {
+        if (atomic_load(&g_stop) && w->listener != NULL) {
+            /* SIGTERM: stop accepting, let keep-alive connections close, drain */
+            h2o_socket_read_stop(w->listener);
+            h2o_socket_close(w->listener);
+            w->listener = NULL;
+            h2o_context_request_shutdown(&w->ctx);
+            drain_start = time_mono_ms();
+        }
+        if (drain_start != 0 && time_mono_ms() - drain_start > DRAIN_MAX_MS)
+            break;
+        h2o_evloop_run(w->loop, 50);
+    }
+    (void)cfg;
+    return NULL;
+}
+
+static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
+{
+    const config_t *cfg = s->cfg;
+    w->id = id;
+    w->cfg = cfg;
+    w->loop = h2o_evloop_create();
+    h2o_context_init(&w->ctx, w->loop, &s->globalconf);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = s->globalconf.hosts;
+    h2o_timeout_init(w->loop, &w->store_deadline, STORE_DEADLINE_MS);
+    h2o_timeout_init(w->loop, &w->stripe_deadline, (uint64_t)cfg->upstream_timeout_ms + STORE_DEADLINE_MS);
+    redis_loop_config_t rc = {cfg->redis_host, cfg->redis_port, cfg->redis_unix, cfg->redis_password, cfg->redis_db};
+    w->redis = redis_loop_create(w->loop, &rc, on_redis_state, w);
+    w->curl = curl_loop_create(w->loop);
+    w->tokens = token_service_create(w);
+    if (w->redis == NULL || w->curl == NULL || w->tokens == NULL)
+        return -1;
+    w->listener = h2o_evloop_socket_create(w->loop, listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    w->listener->data = w;
+    h2o_socket_read_start(w->listener, on_accept);
+    return 0;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&g_stop, 1);
+}
+
+static int parse_listen(const config_t *cfg, server_t *s)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char port[16];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    if (getaddrinfo(cfg->listen_host, port, &hints, &res) != 0 || res == NULL)
+        return -1;
+    memcpy(&s->addr, res->ai_addr, res->ai_addrlen);
+    s->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void build_csp(const config_t *cfg)
+{
+    char origins[3][256];
+    const char *urls[2] = {cfg->connect_url, cfg->marketplace_url};
+    for (int i = 0; i < 2; i++) {
+        /* origin = scheme://host[:port] */
+        const char *p = strstr(urls[i], "://");
+        const char *end = p != NULL ? strchr(p + 3, '/') : NULL;
+        size_t n = end != NULL ? (size_t)(end - urls[i]) : strlen(urls[i]);
+        snprintf(origins[i], sizeof(origins[i]), "%.*s", (int)n, urls[i]);
+    }
+    snprintf(g_csp, sizeof(g_csp),
+             "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+             "frame-ancestors 'none'; form-action 'self' %s %s",
+             origins[0], origins[1]);
+}
+
+int server_run(const config_t *cfg)
+{
+    server_t s = {0};
+    s.cfg = cfg;
+    unsigned char rnd[4];
+    rand_bytes(rnd, sizeof(rnd));
+    g_reqid_prefix = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
+    build_csp(cfg);
+
+    const char *names[NROUTES + 1];
+    for (int i = 0; i < NROUTES; i++)
+        names[i] = routes[i].pattern;
+    names[NROUTES] = "unmatched";
+    metrics_init(names, NROUTES + 1);
+
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    if (parse_listen(cfg, &s) != 0) {
+        fprintf(stderr, "stripe-token-broker: BROKER_LISTEN: cannot resolve the address\n");
+        return 1;
+    }
+
+    h2o_config_init(&s.globalconf);
+    s.globalconf.max_request_entity_size = BODY_MAX_BYTES * 4; /* larger bodies: our own JSON 413 */
+    s.globalconf.http1.upgrade_to_http2 = 0;
+    s.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("stripe-token-broker"));
+    h2o_hostconf_t *host = h2o_config_register_host(&s.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
+    handler->on_req = on_req;
+
+    s.workers = calloc((size_t)cfg->threads, sizeof(worker_t));
+    if (s.workers == NULL)
+        abort();
+    for (int i = 0; i < cfg->threads; i++) {
+        int fd = open_listener(&s);
+        if (fd == -1) {
+            fprintf(stderr, "stripe-token-broker: BROKER_LISTEN: cannot listen on %s:%d: %s\n", cfg->listen_host,
+                    cfg->listen_port, strerror(errno));
+            return 1;
+        }
+        if (worker_init(&s, &s.workers[i], i, fd) != 0) {
+            fprintf(stderr, "stripe-token-broker: cannot start worker %d\n", i);
+            return 1;
+        }
+    }
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    char threads[16];
+    snprintf(threads, sizeof(threads), "%d", cfg->threads);
+    log_event(LOG_INFO, "listening", "listen", cfg->listen_host, "port", port, "threads", threads, "version",
+              BROKER_VERSION, "flavor", cfg->flavor == FLAVOR_APPS ? "apps" : "connect", NULL);
+
+    pthread_t *tids = calloc((size_t)cfg->threads, sizeof(pthread_t));
+    for (int i = 1; i < cfg->threads; i++)
+        pthread_create(&tids[i], NULL, worker_main, &s.workers[i]);
+    worker_main(&s.workers[0]);
+    for (int i = 1; i < cfg->threads; i++)
+        pthread_join(tids[i], NULL);
+    free(tids);
+    log_event(LOG_INFO, "stopped", NULL);
+    /* The process exits now; the loops are not torn down (h2o 2.2.5 has no clean
+     * way to destroy an evloop with live sockets), the OS reclaims everything. */
+    return 0;
+}

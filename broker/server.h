@@ -1,0 +1,123 @@
+/* server.h — worker threads, the HTTP listener, the router and the request context.
+ *
+ * Every worker thread owns one h2o evloop, one h2o context, one Redis connection
+ * and one curl multi handle; a request is handled start to finish on the thread
+ * that accepted it, so nothing on the request path takes a lock.
+ *
+ * A request that goes asynchronous lives in a breq_t: a malloc'd, refcounted
+ * context that outlives the h2o request if it must (a Redis or Stripe reply may
+ * arrive after the deadline already answered). Exactly one answer is sent per
+ * request: the first of the handler's reply or its deadline. */
+#ifndef BROKER_SERVER_H
+#define BROKER_SERVER_H
+#include <h2o.h>
+#include <stdint.h>
+#include "config.h"
+#include "core/buf.h"
+#include "core/errors.h"
+#include "core/orgid.h"
+#include "store/redis_loop.h"
+#include "stripe/curl_loop.h"
+
+#define BODY_MAX_BYTES (64 * 1024)
+#define STORE_DEADLINE_MS 900   /* answer 503 store_unavailable before 1 s */
+#define DRAIN_MAX_MS 10000      /* SIGTERM: finish in-flight requests within this */
+
+struct token_service;
+
+typedef struct worker {
+    int id;
+    const config_t *cfg;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    redis_loop_t *redis;
+    curl_loop_t *curl;
+    struct token_service *tokens;   /* in-flight mints/refreshes of this worker */
+    h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
+    h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */
+    size_t inflight;                /* requests not yet answered */
+} worker_t;
+
+typedef struct breq breq_t;
+typedef void (*breq_free_fn)(void *state);
+
+struct breq {
+    h2o_req_t *req;          /* NULL once answered: never touch it then */
+    worker_t *w;
+    int refs;                /* one for the unanswered request + one per pending async op */
+    int route;               /* index into the route table (metrics, logs) */
+    int status;              /* status sent, for the log */
+    uint64_t start_us;
+    char request_id[17];
+    char org[ORGID_LEN + 1]; /* canonical org id, "" when none */
+    int mode;                /* MODE_TEST/MODE_LIVE or -1 */
+    const char *params[3];   /* path parameters, raw (not decoded); see route table */
+    size_t param_len[3];
+    int is_admin;            /* authenticated with the admin token */
+    h2o_timeout_entry_t deadline;
+    api_err_t deadline_err;  /* what the deadline answers */
+    void *state;             /* handler state */
+    breq_free_fn state_free;
+};
+
+/* ---- Async bookkeeping ---- */
+
+/* Take a reference for a pending async operation. */
+void breq_hold(breq_t *b);
+/* Drop a reference; frees the context (and its state) with the last one. */
+void breq_release(breq_t *b);
+/* 1 while the request still waits for an answer. */
+static inline int breq_live(const breq_t *b) { return b->req != NULL; }
+/* (Re)arm the deadline: STORE_DEADLINE_MS answering 503, or the Stripe deadline
+ * answering 502. */
+void breq_deadline_store(breq_t *b);
+void breq_deadline_stripe(breq_t *b);
+
+/* ---- Answers (each sends the response, logs it and drops the request ref) ---- */
+
+void breq_json(breq_t *b, int status, const char *json, size_t len);
+void breq_no_content(breq_t *b);
+void breq_error(breq_t *b, api_err_t e, const char *message);
+/* 405 with the Allow header. */
+void breq_method_not_allowed(breq_t *b, const char *allow);
+/* An HTML page; set_cookie may be NULL or several "\n"-separated Set-Cookie values. */
+void breq_html(breq_t *b, int status, const char *html, size_t len, const char *set_cookie);
+/* 303 See Other to location. */
+void breq_redirect(breq_t *b, const char *location, const char *set_cookie);
+/* Plain answer with a content type (metrics, openapi). */
+void breq_text(breq_t *b, int status, const char *content_type, const char *body, size_t len);
+
+/* ---- Request helpers (valid only while breq_live) ---- */
+
+/* Value of the request header `name` (lowercase), or NULL. */
+const h2o_iovec_t *breq_header(breq_t *b, const char *name);
+/* Decoded query parameter: 1 found (*out malloc'd), 0 absent, -1 malformed. */
+int breq_query(breq_t *b, const char *name, char **out);
+/* Request body as a NUL-terminated copy in the request pool (len in *len). */
+const char *breq_body(breq_t *b, size_t *len);
+/* Redis key "<prefix><fmt…>" in the request pool. */
+const char *breq_key(breq_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- Redis on the request's behalf ---- */
+
+/* Called only while b is live, with a reply that is not an error. */
+typedef void (*breq_redis_cb)(breq_t *b, redisReply *r);
+/* Send a command (hiredis format) for b with the store deadline armed. When Redis
+ * fails, errors or is too slow, b is answered 503 store_unavailable and cb is not
+ * called. Returns 0, or -1 when b was already answered 503. */
+int breq_redis(breq_t *b, breq_redis_cb cb, const char *fmt, ...);
+int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const size_t *lens);
+
+/* ---- Stripe on the request's behalf ---- */
+
+/* Called only while b is live. status 0: transport failure or timeout. */
+typedef void (*breq_stripe_cb)(breq_t *b, long status, const char *body, size_t len);
+/* Start a Stripe call for b with the Stripe deadline armed. Returns 0, or -1 when
+ * b was answered 502 stripe_unavailable. */
+int breq_stripe(breq_t *b, const curl_loop_req_t *req, breq_stripe_cb cb);
+
+/* Run the service until SIGTERM/SIGINT; returns the process exit code. */
+int server_run(const config_t *cfg);
+#endif

@@ -1,0 +1,38 @@
+/* store.h — the key schema and record formats in Redis (proto/redis.md, version 1).
+ * Keys hold only ids and hashes; every secret value is sealed (core/seal.h) with the
+ * record's identity as associated data. The Lua scripts here are the only writers of
+ * connection records: every write bumps the record version, and conditional writes
+ * compare it first (the fence of the exactly-once refresh). */
+#ifndef BROKER_STORE_STORE_H
+#define BROKER_STORE_STORE_H
+#include <stddef.h>
+#include "config.h"
+#include "core/record.h"
+
+#define TICKET_TTL_S 600
+#define SESSION_TTL_S 1800
+#define STATE_TTL_S 600
+#define EVENT_TTL_S 86400
+
+enum { STORE_OK = 0, STORE_ABSENT = 1, STORE_UNREADABLE = -1 };
+
+/* Open a connection value "<version>:<sealed>" of org/mode. val NULL → STORE_ABSENT.
+ * STORE_UNREADABLE is logged (the key name, never the value). */
+int store_conn_open(const config_t *cfg, const char *org, int mode, const char *val, size_t len, long *version,
+                    conn_record_t *out);
+/* Seal a record for org/mode (malloc'd "1.<kid>.…", no version prefix). */
+char *store_conn_seal(const config_t *cfg, const char *org, int mode, const conn_record_t *r);
+/* Open a webhook secret value "<updated>:<sealed>". Returns STORE_OK (*secret malloc'd,
+ * free with secure_free_str), STORE_ABSENT or STORE_UNREADABLE. */
+int store_whsec_open(const config_t *cfg, const char *org, int mode, const char *val, size_t len, char **secret,
+                     long *updated);
+/* "<now>:<sealed secret>" (malloc'd). */
+char *store_whsec_seal(const config_t *cfg, const char *org, int mode, const char *secret);
+
+/* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=sealed, ARGV[2]=index member
+ * ("" for none), ARGV[3]=expected version or "*". Returns the new version, or -1 when
+ * the expected version is not current. */
+extern const char STORE_LUA_CONN_PUT[];
+/* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=index member. Deletes both. */
+extern const char STORE_LUA_CONN_DEL[];
+#endif

@@ -1,0 +1,34 @@
+/* curl_loop.h — asynchronous HTTP POSTs with libcurl multi on a worker's h2o evloop.
+ * Used only to call Stripe. Each call has a whole-request timeout; the callback runs
+ * exactly once, on the loop thread, with status 0 on a transport failure or timeout.
+ * Never logs a URL's query, a header or a body (they carry secrets). */
+#ifndef BROKER_STRIPE_CURL_LOOP_H
+#define BROKER_STRIPE_CURL_LOOP_H
+#include <h2o.h>
+#include <stddef.h>
+
+#define CURL_LOOP_MAX_RESPONSE (256 * 1024)
+
+typedef struct curl_loop curl_loop_t;
+
+/* status: HTTP status, or 0 when the call failed (connect, timeout, too large).
+ * body is NUL-terminated (empty on failure) and freed (wiped) after the callback. */
+typedef void (*curl_loop_cb)(long status, const char *body, size_t len, void *data);
+
+typedef struct curl_loop_req {
+    const char *url;
+    const char *form;         /* application/x-www-form-urlencoded body */
+    const char *bearer;       /* "Authorization: Bearer …" when non-NULL */
+    const char *basic_user;   /* HTTP Basic "user:" (empty password) when non-NULL */
+    long timeout_ms;
+    int allow_http;           /* 1: http:// allowed (loopback simulator) */
+} curl_loop_req_t;
+
+curl_loop_t *curl_loop_create(h2o_evloop_t *loop);
+/* Start a POST. Every string is copied. Returns 0, or -1 (cb is then never called). */
+int curl_loop_post(curl_loop_t *c, const curl_loop_req_t *req, curl_loop_cb cb, void *data);
+/* Number of transfers in flight. */
+size_t curl_loop_inflight(curl_loop_t *c);
+/* Abort every transfer (callbacks run with status 0) and free. */
+void curl_loop_destroy(curl_loop_t *c);
+#endif

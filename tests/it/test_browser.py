@@ -1,0 +1,470 @@
+"""The setup assistant in the admin's browser (CONTRACT §5)."""
+
+import time
+import urllib.parse
+
+import harness as h
+
+S = None
+HTTPS_BROKER = None
+
+
+def setup_module():
+    global S
+    S = h.Stack("browser")
+
+
+def teardown_module():
+    S.close()
+
+
+def setup_function():
+    S.reset()
+
+
+def flow(org=None, mode="test", **kw):
+    return h.Flow(S.broker, S.sim, org or h.new_org(), mode, **kw)
+
+
+def assert_page(r, status=None):
+    """An HTML page of the setup assistant with the contract's headers."""
+    if status is not None:
+        assert r.status == status, f"expected a {status} page, got {r.describe()}"
+    ct = (r.header("Content-Type") or "").lower()
+    assert ct.startswith("text/html"), f"not an HTML page: {r.describe()}"
+    csp = r.header("Content-Security-Policy")
+    assert csp and csp.strip(), f"no Content-Security-Policy: {r.describe()}"
+    assert (r.header("X-Frame-Options") or "").strip().upper() == "DENY", \
+        f"X-Frame-Options is {r.header('X-Frame-Options')!r}"
+    assert (r.header("Referrer-Policy") or "").strip().lower() == "no-referrer", \
+        f"Referrer-Policy is {r.header('Referrer-Policy')!r}"
+    assert "no-store" in (r.header("Cache-Control") or "").lower(), \
+        f"Cache-Control is {r.header('Cache-Control')!r}"
+
+
+# ===== the whole flow =====
+
+def test_full_flow_connects_test_mode():
+    f = flow(mode="test").run()
+    r = S.broker.access_token(f.org, "test")
+    h.assert_status(r, 200)
+    assert r.json()["stripe_user_id"] == f.account and r.json()["livemode"] is False
+
+
+def test_full_flow_connects_live_mode():
+    f = flow(mode="live").run()
+    r = S.broker.access_token(f.org, "live")
+    h.assert_status(r, 200)
+    assert r.json()["stripe_user_id"] == f.account and r.json()["livemode"] is True
+
+
+def test_reauthorizing_replaces_the_connection():
+    org = h.new_org()
+    flow(org, "test").run()
+    old = S.broker.access_token(org, "test").json()
+    f2 = flow(org, "test").run()
+    new = S.broker.access_token(org, "test").json()
+    assert new["stripe_user_id"] == f2.account and new["access_token"] != old["access_token"]
+    assert len(S.broker.connections(org)) == 1
+
+
+# ===== tickets and sessions =====
+
+def test_ticket_redirects_to_setup_and_sets_a_session_cookie():
+    f = flow()
+    f.link()
+    r = f.open_ticket()
+    assert r.status == 303, f"expected 303 See Other: {r.describe()}"
+    loc = urllib.parse.urlsplit(r.header("Location") or "")
+    assert loc.path == "/setup", f"Location is {r.header('Location')!r}"
+    assert f.ticket not in (r.header("Location") or ""), "the ticket stays in the address bar"
+    assert r.header_all("Set-Cookie"), "no session cookie"
+
+
+def test_ticket_reuse_is_a_400_page():
+    f = flow()
+    f.open()
+    r = f.open_ticket()
+    assert_page(r, 400)
+    r = h.Browser().get(S.broker.url(urllib.parse.urlsplit(f.link_url).path + "?ticket=" + f.ticket))
+    assert_page(r, 400)
+
+
+def test_unknown_ticket_is_a_400_page():
+    r = h.Browser().get(S.broker.url("/setup?ticket=" + h.rand_str(43)))
+    assert_page(r, 400)
+    r = h.Browser().get(S.broker.url("/setup?ticket="))
+    assert r.status == 400 or r.status == 401, r.describe()
+
+
+def test_setup_without_session_is_a_401_page():
+    r = h.Browser().get(S.broker.url("/setup"))
+    assert_page(r, 401)
+
+
+def test_setup_with_forged_session_cookie_is_a_401_page():
+    f = flow()
+    f.open()
+    b = h.Browser()
+    for (host, name, path), value in f.browser.jar.items():
+        b.jar[(host, name, path)] = h.rand_str(len(value) or 43)
+    r = b.get(S.broker.url("/setup"))
+    assert_page(r, 401)
+
+
+def test_setup_page_shows_org_mode_and_both_forms():
+    org15 = h.new_org15()
+    f = flow(h.org18(org15), "live")
+    f.open()
+    r = f.setup_page()
+    assert_page(r, 200)
+    assert f.org in r.text, "the page does not show the org id"
+    auth = h.find_form(r.text, "/setup/authorize")
+    assert auth and auth["method"] == "post", "no POST form to /setup/authorize"
+    assert "csrf" in auth["inputs"], "the authorize form has no csrf field"
+    assert auth["inputs"].get("mode") == "live", \
+        f"the ticket's mode is not preselected: {auth['inputs']} / {auth['options']}"
+    wh = h.find_form(r.text, "/setup/webhook-secret")
+    assert wh and wh["method"] == "post", "no POST form to /setup/webhook-secret"
+    assert "csrf" in wh["inputs"] and "signing_secret" in wh["inputs"], wh
+
+
+def test_setup_page_has_no_inline_script():
+    f = flow()
+    f.open()
+    r = f.setup_page()
+    assert "<script>" not in r.text.lower() and "javascript:" not in r.text.lower()
+
+
+# ===== POST /setup/authorize =====
+
+def test_authorize_with_wrong_csrf_is_rejected_without_redirect_to_stripe():
+    f = flow()
+    f.open()
+    f.setup_page()
+    for bad in ("wrong", "", f.csrf[:-1] + ("A" if f.csrf[-1:] != "A" else "B")):
+        r = f.authorize(csrf=bad)
+        assert 400 <= r.status < 500, f"csrf {bad!r}: {r.describe()}"
+        loc = r.header("Location") or ""
+        assert S.sim.base not in loc and "oauth/authorize" not in loc, f"redirected to Stripe: {loc}"
+    r = f.browser.post_form(S.broker.url("/setup/authorize"), {"mode": "test"})
+    assert 400 <= r.status < 500, f"no csrf: {r.describe()}"
+    assert S.sim.calls("authorize") == 0
+
+
+def test_authorize_csrf_of_another_session_is_rejected():
+    a = flow()
+    a.open()
+    a.setup_page()
+    b = flow()
+    b.open()
+    b.setup_page()
+    r = a.authorize(csrf=b.csrf)
+    assert 400 <= r.status < 500 and "oauth/authorize" not in (r.header("Location") or ""), \
+        r.describe()
+
+
+def test_authorize_without_session_is_rejected():
+    r = h.Browser().post_form(S.broker.url("/setup/authorize"), {"csrf": h.rand_str(43), "mode": "test"})
+    assert 400 <= r.status < 500, r.describe()
+    assert "oauth/authorize" not in (r.header("Location") or "")
+
+
+def _check_authorize_location(f, mode, client_id):
+    f.open()
+    f.setup_page()
+    f.authorize_ok(mode)
+    u = urllib.parse.urlsplit(f.authorize_location)
+    assert f"{u.scheme}://{u.netloc}{u.path}" == S.sim.base + "/oauth/authorize", f.authorize_location
+    q = urllib.parse.parse_qs(u.query)
+    assert q.get("response_type") == ["code"], q
+    assert q.get("client_id") == [client_id], q
+    assert q.get("scope") == ["read_write"], q
+    assert q.get("redirect_uri") == [S.broker.public + "/oauth/callback"], q
+    assert q.get("state") and len(q["state"][0]) >= 32, f"state missing or short: {q}"
+
+
+def test_authorize_redirect_has_the_test_mode_oauth_parameters():
+    _check_authorize_location(flow(mode="test"), "test", h.TEST_CLIENT_ID)
+
+
+def test_authorize_redirect_has_the_live_mode_oauth_parameters():
+    _check_authorize_location(flow(mode="live"), "live", h.LIVE_CLIENT_ID)
+
+
+def test_each_authorize_gets_a_new_state():
+    f = flow()
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    s1 = f.state
+    f.authorize_ok()
+    assert f.state != s1, "the state was reused"
+
+
+def test_switching_mode_in_the_form_connects_live():
+    org = h.new_org()
+    f = flow(org, "test")
+    f.open()
+    f.setup_page()
+    f.authorize_ok("live")
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(f.authorize_location).query)
+    assert q.get("client_id") == [h.LIVE_CLIENT_ID], q
+    f.stripe()
+    f.finish()
+    conns = S.broker.connections(org)
+    assert [c["mode"] for c in conns] == ["live"], conns
+    r = S.broker.access_token(org, "live")
+    h.assert_status(r, 200)
+    assert r.json()["livemode"] is True
+
+
+def test_authorize_with_unknown_mode_is_rejected():
+    f = flow()
+    f.open()
+    f.setup_page()
+    r = f.authorize(mode="staging")
+    assert 400 <= r.status < 500 and "oauth/authorize" not in (r.header("Location") or ""), \
+        r.describe()
+
+
+# ===== GET /oauth/callback =====
+
+def test_state_replay_is_400_and_the_code_is_presented_once():
+    f = flow().run()
+    r = f.callback()
+    assert_page(r, 400)
+    used = S.sim.stats()["codes_used"]
+    assert used.get(f.code) == 1, f"the code was presented {used.get(f.code)} times"
+    r = S.broker.access_token(f.org, "test")
+    h.assert_status(r, 200)
+    assert S.sim.token_active(r.json()["access_token"]), "the connection was revoked"
+
+
+def test_callback_from_another_browser_is_400_and_never_reaches_stripe():
+    f = flow()
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    f.stripe()
+    r = f.callback(browser=h.Browser())
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0, "the token endpoint was called"
+    assert S.broker.connections(f.org) == []
+
+
+def test_callback_with_the_state_of_another_session_is_400():
+    a = flow()
+    a.open()
+    a.setup_page()
+    a.authorize_ok()
+    a.stripe()
+    b = flow()
+    b.open()
+    r = a.callback(browser=b.browser)
+    assert r.status == 400, r.describe()
+    assert S.sim.calls("token") == 0
+
+
+def test_declined_authorization_shows_a_page_and_stores_nothing():
+    S.sim.config(authorize="deny")
+    f = flow()
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    r = f.browser.get(f.authorize_location)
+    assert r.status in (302, 303), r.describe()
+    f.callback_url = r.header("Location")
+    assert "error=access_denied" in f.callback_url
+    r = f.callback()
+    if r.status in (302, 303):
+        r = f.browser.get(S.broker.url(urllib.parse.urlsplit(r.header("Location")).path or "/setup"))
+    assert r.status < 500, r.describe()
+    assert "declined" in r.text.lower(), f"the page does not say the admin declined: {r.text[:600]!r}"
+    assert S.sim.calls("token") == 0
+    assert S.broker.connections(f.org) == []
+    h.assert_error(S.broker.access_token(f.org, "test"), 404, "not_connected")
+
+
+def test_unknown_state_is_400_and_never_reaches_stripe():
+    f = flow()
+    f.open()
+    f.setup_page()
+    code = S.sim.issue_code(h.TEST_CLIENT_ID)
+    r = f.browser.get(S.broker.url(f"/oauth/callback?code={code}&scope=read_write&state={h.rand_str(43)}"))
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0
+
+
+def test_callback_without_state_or_code_is_400():
+    f = flow()
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    for q in ("", f"?code=ac_{h.rand_str(24)}", f"?state={f.state}&code=", "?state=&code=x"):
+        r = f.browser.get(S.broker.url("/oauth/callback" + q))
+        assert r.status == 400, f"/oauth/callback{q}: {r.describe()}"
+    assert S.sim.calls("token") == 0
+
+
+def test_expired_state_is_400():
+    f = flow()
+    f.open()
+    f.setup_page()
+    c = S.rc()
+    try:
+        before = set(c.keys())
+        f.authorize_ok()
+        new = [k for k in c.keys() if k not in before and c.command("PTTL", k) > 0]
+        assert new, "no new expiring Redis key after POST /setup/authorize (where is the state?)"
+        f.stripe()
+        for k in new:
+            c.command("PEXPIRE", k, 1)
+        h.wait_until(lambda: all(c.command("EXISTS", k) == 0 for k in new), 2, what="expiry")
+    finally:
+        c.close()
+    r = f.callback()
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0
+
+
+def test_stripe_token_failure_stores_nothing_and_does_not_crash():
+    f = flow()
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    f.stripe()
+    S.sim.fault(endpoint="token", kind="status", status=500, count=1)
+    r = f.callback()
+    assert r.status != 500, r.describe()
+    page = f.browser.get(S.broker.url("/setup"))
+    assert f.account not in page.text, "the page shows an account that was never connected"
+    assert S.broker.connections(f.org) == []
+    h.assert_status(S.broker.request("GET", "/healthz"), 200)
+
+
+# ===== headers and cookies =====
+
+def test_pages_have_the_security_headers():
+    f = flow()
+    f.open()
+    assert_page(f.setup_page(), 200)
+    assert_page(h.Browser().get(S.broker.url("/setup")), 401)
+    assert_page(h.Browser().get(S.broker.url("/setup?ticket=" + h.rand_str(43))), 400)
+    f.authorize_ok()
+    f.stripe()
+    f.callback()
+    assert_page(f.callback(), 400)
+    page = f.setup_page()
+    assert_page(page, 200)
+
+
+def test_cookies_are_httponly_samesite_lax_and_not_secure_on_http():
+    f = flow().run()
+    assert f.browser.set_cookies, "no cookies were set"
+    for raw in f.browser.set_cookies:
+        _, _, attrs = h.parse_set_cookie(raw)
+        assert attrs.get("httponly") is True, f"cookie without HttpOnly: {raw}"
+        assert str(attrs.get("samesite", "")).lower() == "lax", f"cookie without SameSite=Lax: {raw}"
+        assert "secure" not in attrs, f"Secure cookie on an http:// public URL: {raw}"
+
+
+def test_cookies_are_secure_when_the_public_url_is_https():
+    global HTTPS_BROKER
+    if HTTPS_BROKER is None or not HTTPS_BROKER.running():
+        HTTPS_BROKER = S.new_broker("https", BROKER_PUBLIC_URL="https://broker.example.com")
+    f = h.Flow(HTTPS_BROKER, S.sim, h.new_org(), "test")
+    f.link()
+    assert f.link_url.startswith("https://broker.example.com/setup?ticket="), f.link_url
+    r = f.open_ticket()
+    assert r.status == 303, r.describe()
+    cookies = r.header_all("Set-Cookie")
+    assert cookies, "no session cookie"
+    for raw in cookies:
+        _, _, attrs = h.parse_set_cookie(raw)
+        assert attrs.get("secure") is True, f"cookie without Secure on https: {raw}"
+        assert attrs.get("httponly") is True and str(attrs.get("samesite", "")).lower() == "lax", raw
+
+
+def test_https_public_url_gives_an_https_redirect_uri():
+    global HTTPS_BROKER
+    if HTTPS_BROKER is None or not HTTPS_BROKER.running():
+        HTTPS_BROKER = S.new_broker("https", BROKER_PUBLIC_URL="https://broker.example.com")
+    f = h.Flow(HTTPS_BROKER, S.sim, h.new_org(), "test")
+    f.link()
+    f.open_ticket()
+    # the Secure cookie would not be sent over http by a real browser; this jar sends it
+    r = f.browser.get(HTTPS_BROKER.url("/setup"))
+    assert r.status == 200, r.describe()
+    f.setup_html = r.text
+    f.csrf = h.csrf_of(r.text)
+    f.authorize_ok()
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(f.authorize_location).query)
+    assert q.get("redirect_uri") == ["https://broker.example.com/oauth/callback"], q
+
+
+# ===== webhook secret form, finish link, escaping =====
+
+def test_webhook_secret_form_stores_the_secret():
+    f = flow(mode="live")
+    f.open()
+    f.setup_page()
+    secret = "whsec_" + h.rand_str(32)
+    h.remember("webhook_secret", secret)
+    r = f.browser.post_form(S.broker.url("/setup/webhook-secret"),
+                            {"csrf": f.csrf, "signing_secret": secret})
+    assert r.status in (200, 303), f"storing the webhook secret failed: {r.describe()}"
+    assert secret not in r.text
+    g = S.broker.admin("GET", f"/v1/orgs/{f.org}/webhook-secrets/live")
+    assert g.json().get("configured") is True, g.describe()
+    g = S.broker.admin("GET", f"/v1/orgs/{f.org}/webhook-secrets/test")
+    assert g.json().get("configured") is False, "stored under the wrong mode"
+    page = f.browser.get(S.broker.url("/setup"))
+    assert secret not in page.text, "the page shows the signing secret"
+
+
+def test_webhook_secret_form_with_wrong_csrf_stores_nothing():
+    f = flow()
+    f.open()
+    f.setup_page()
+    r = f.browser.post_form(S.broker.url("/setup/webhook-secret"),
+                            {"csrf": "nope", "signing_secret": "whsec_" + h.rand_str(32)})
+    assert 400 <= r.status < 500, r.describe()
+    g = S.broker.admin("GET", f"/v1/orgs/{f.org}/webhook-secrets/test")
+    assert g.json().get("configured") is False
+
+
+def test_finish_link_points_at_the_return_url():
+    ret = "https://acme.my.salesforce.com/lightning/page"
+    f = flow(return_url=ret)
+    f.open()
+    r = f.setup_page()
+    links = h.parse_page(r.text).links
+    assert ret in links, f"no Finish link to {ret}: {links}"
+    f.authorize_ok()
+    f.stripe()
+    page = f.finish()
+    assert ret in h.parse_page(page.text).links, "the Finish link is gone after connecting"
+
+
+def test_reflected_return_url_is_html_escaped():
+    ret = "https://acme.my.salesforce.com/lightning/page?a=1&b='x'&c=%22"
+    r = S.broker.authorize_link(h.new_org(), "test", return_url=ret)
+    assert r.status == 201, f"a valid return_url was refused: {r.describe()}"
+    f = flow(return_url=ret)
+    f.open()
+    page = f.setup_page()
+    assert ret in h.parse_page(page.text).links, "the return_url does not round-trip through the HTML"
+
+    evil = 'https://acme.my.salesforce.com/x?q="><script>alert(1)</script><a x=\''
+    r = S.broker.authorize_link(h.new_org(), "test", return_url=evil)
+    if r.status == 400:
+        h.assert_error(r, 400, "invalid_request")
+        return
+    assert r.status == 201, r.describe()
+    f = flow(return_url=evil)
+    f.open()
+    page = f.setup_page()
+    assert "<script>alert(1)</script>" not in page.text, "the return_url breaks out of the HTML"
+    hrefs = h.parse_page(page.text).links
+    assert evil in hrefs or any(urllib.parse.unquote(x) == evil for x in hrefs), hrefs

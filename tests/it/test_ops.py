@@ -1,0 +1,223 @@
+"""Operations endpoints and the API's common rules (CONTRACT §4, §7)."""
+
+import json
+import re
+import time
+
+import harness as h
+
+S = None
+
+
+def setup_module():
+    global S
+    S = h.Stack("ops")
+
+
+def teardown_module():
+    S.close()
+
+
+def setup_function():
+    S.reset()
+
+
+# ===== health, readiness =====
+
+def test_healthz_is_200_status_ok():
+    r = S.broker.request("GET", "/healthz")
+    h.assert_status(r, 200)
+    assert r.json() == {"status": "ok"}, r.describe()
+    h.assert_json_headers(r)
+
+
+def test_readyz_is_200_when_redis_answers():
+    r = S.broker.request("GET", "/readyz")
+    h.assert_status(r, 200)
+    h.assert_json_headers(r)
+
+
+def test_readyz_is_503_within_1s_when_redis_is_stopped():
+    S.redis.stop()
+    try:
+        r = S.broker.request("GET", "/readyz", timeout=5)
+        assert r.status == 503, f"expected 503 with Redis stopped: {r.describe()}"
+        assert r.elapsed <= 1.5, f"/readyz took {r.elapsed:.2f}s with Redis stopped (limit 1 s)"
+        h.assert_json_headers(r)
+    finally:
+        S.redis.start()
+
+
+def test_readyz_recovers_after_redis_restart_without_broker_restart():
+    pid = S.broker.proc.pid
+    S.redis.stop()
+    r = S.broker.request("GET", "/readyz", timeout=5)
+    assert r.status == 503, f"expected 503 with Redis stopped: {r.describe()}"
+    S.redis.start()
+    h.wait_until(lambda: S.broker.request("GET", "/readyz", timeout=3).status == 200, 15,
+                 interval=0.1, what="/readyz 200 after Redis came back")
+    assert S.broker.running() and S.broker.proc.pid == pid, "the broker restarted"
+
+
+def test_readyz_is_503_within_1s_when_redis_stalls():
+    c = S.rc()
+    try:
+        c.command("CLIENT", "PAUSE", 4000, "ALL")
+        r = S.broker.request("GET", "/readyz", timeout=5)
+        assert r.status == 503, f"expected 503 while Redis is paused: {r.describe()}"
+        assert r.elapsed <= 1.5, f"/readyz took {r.elapsed:.2f}s while Redis stalled (limit 1 s)"
+    finally:
+        c.command("CLIENT", "UNPAUSE")
+        c.close()
+    h.wait_until(lambda: S.broker.request("GET", "/readyz", timeout=3).status == 200, 10,
+                 interval=0.1, what="/readyz 200 after the stall")
+
+
+def test_healthz_stays_200_while_redis_is_down():
+    S.redis.stop()
+    try:
+        r = S.broker.request("GET", "/healthz", timeout=5)
+        h.assert_status(r, 200)
+        assert r.json() == {"status": "ok"}
+    finally:
+        S.redis.start()
+
+
+# ===== metrics, openapi =====
+
+METRIC_FAMILIES = ["stb_http_requests_total", "stb_http_request_duration_seconds",
+                   "stb_stripe_requests_total", "stb_token_refreshes_total",
+                   "stb_redis_errors_total", "stb_build_info"]
+
+
+def test_metrics_has_every_required_family():
+    S.broker.request("GET", "/healthz")
+    r = S.broker.request("GET", "/metrics")
+    h.assert_status(r, 200)
+    missing = [m for m in METRIC_FAMILIES if m not in r.text]
+    assert not missing, f"/metrics lacks {missing}"
+
+
+def test_metrics_is_prometheus_text():
+    r = S.broker.request("GET", "/metrics")
+    h.assert_status(r, 200)
+    ct = (r.header("Content-Type") or "").lower()
+    assert ct.startswith("text/plain"), f"/metrics Content-Type is {ct!r}"
+    for line in r.text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? (\S+)( -?\d+)?$', line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        try:
+            float(m.group(2))
+        except ValueError:
+            raise AssertionError(f"sample value is not a number: {line!r}") from None
+
+
+def test_metrics_duration_is_a_histogram_and_build_info_has_version():
+    S.broker.request("GET", "/healthz")
+    r = S.broker.request("GET", "/metrics")
+    assert "stb_http_request_duration_seconds_bucket" in r.text, "no histogram buckets"
+    assert 'le="+Inf"' in r.text, "histogram without the +Inf bucket"
+    assert re.search(r'stb_build_info\{[^}]*version="[^"]+"', r.text), "stb_build_info lacks version"
+
+
+def test_metrics_counts_requests_by_route_and_status():
+    for _ in range(3):
+        S.broker.request("GET", "/healthz")
+    r = S.broker.request("GET", "/metrics")
+    lines = [l for l in r.text.splitlines() if l.startswith("stb_http_requests_total{")]
+    assert lines, "no stb_http_requests_total samples"
+    assert any('status="200"' in l and "route=" in l for l in lines), \
+        f"no route/status labels: {lines[:5]}"
+
+
+def test_openapi_yaml_is_served_with_getAccessToken():
+    r = S.broker.request("GET", "/openapi.yaml")
+    h.assert_status(r, 200)
+    assert "getAccessToken" in r.text, "openapi.yaml has no getAccessToken"
+    assert re.search(r"^openapi:\s*['\"]?3\.0", r.text, re.M), "not an OpenAPI 3.0 document"
+
+
+# ===== routing errors, common headers =====
+
+def test_unknown_route_is_404_not_found():
+    r = S.broker.request("GET", "/definitely/not/here")
+    h.assert_error(r, 404, "not_found")
+
+
+def test_unknown_route_under_v1_is_404_not_found():
+    r = S.broker.admin("GET", "/v1/nothing-here")
+    h.assert_error(r, 404, "not_found")
+
+
+def test_wrong_method_on_healthz_is_405_with_allow():
+    r = S.broker.request("DELETE", "/healthz")
+    h.assert_error(r, 405, "method_not_allowed")
+    allow = r.header("Allow") or ""
+    assert "GET" in allow, f"Allow header {allow!r} lacks GET"
+
+
+def test_wrong_method_on_access_token_is_405_with_allow():
+    org = h.new_org()
+    r = S.broker.admin("POST", f"/v1/orgs/{org}/access-token?mode=test")
+    h.assert_error(r, 405, "method_not_allowed")
+    allow = r.header("Allow") or ""
+    assert "GET" in allow and "POST" not in allow, f"Allow header is {allow!r}"
+
+
+def test_wrong_method_on_admin_api_keys_is_405_with_allow():
+    org = h.new_org()
+    r = S.broker.admin("PUT", f"/v1/admin/orgs/{org}/api-keys", json_body={})
+    h.assert_error(r, 405, "method_not_allowed")
+    allow = r.header("Allow") or ""
+    assert "GET" in allow and "POST" in allow, f"Allow header is {allow!r}"
+
+
+def test_every_json_response_has_content_type_and_no_store():
+    org = h.new_org()
+    key = S.broker.create_api_key(org)["api_key"]
+    reqs = [
+        ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", "/nope", None),
+        ("DELETE", "/healthz", None), ("GET", f"/v1/orgs/{org}/connections", None),
+        ("GET", f"/v1/orgs/{org}/connections", key),
+        ("GET", f"/v1/orgs/{org}/connections", S.broker.admin_token),
+        ("GET", f"/v1/orgs/00Dbad/connections", S.broker.admin_token),
+        ("GET", f"/v1/orgs/{org}/access-token?mode=test", key),
+        ("GET", f"/v1/admin/orgs/{org}/api-keys", S.broker.admin_token),
+        ("GET", f"/v1/orgs/{org}/webhook-secrets/test", key),
+    ]
+    for method, path, tok in reqs:
+        r = S.broker.request(method, path, token=tok)
+        h.assert_json_headers(r)
+        assert r.body.strip(), f"empty JSON body: {r.describe()}"
+        r.json()
+
+
+def test_body_over_64k_is_413_payload_too_large():
+    org = h.new_org()
+    body = json.dumps({"mode": "test", "pad": "x" * (64 * 1024)})
+    assert len(body) > 64 * 1024
+    r = S.broker.admin("POST", f"/v1/orgs/{org}/authorize-links", body=body,
+                       headers={"Content-Type": "application/json"})
+    h.assert_error(r, 413, "payload_too_large")
+
+
+def test_body_of_exactly_64k_is_accepted():
+    org = h.new_org()
+    body = json.dumps({"mode": "test"})
+    body = body[:-1] + " " * (64 * 1024 - len(body)) + "}"
+    assert len(body) == 64 * 1024
+    r = S.broker.admin("POST", f"/v1/orgs/{org}/authorize-links", body=body,
+                       headers={"Content-Type": "application/json"})
+    assert r.status == 201, f"a 64 KiB body should be accepted: {r.describe()}"
+
+
+def test_sigterm_exits_0_and_stops_listening():
+    b = S.new_broker("sigterm")
+    port = b.port
+    t0 = time.monotonic()
+    rc = b.stop(timeout=12)
+    assert rc == 0, f"exit status after SIGTERM is {rc}"
+    assert time.monotonic() - t0 <= 10.5, "SIGTERM took longer than 10 s"
+    assert not h.port_is_listening(port), "still listening after exit"

@@ -1,0 +1,217 @@
+/* test_form.c — query strings and form bodies: decoding, lookup, encoding. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/form.h"
+
+/* ===== form_unescape ===== */
+
+typedef struct unescape_case {
+    const char *in;
+    int plus_is_space;
+    const char *want; /* NULL: malformed */
+} unescape_case_t;
+
+static void test_form_unescape_table(void **state)
+{
+    static const unescape_case_t cases[] = {
+        {"", 1, ""},
+        {"abc", 1, "abc"},
+        {"a%20b", 1, "a b"},
+        {"a+b", 1, "a b"},
+        {"a+b", 0, "a+b"},
+        {"%2B", 1, "+"},
+        {"%2b%2F%3d", 1, "+/="},
+        {"%C3%A9", 1, "\xc3\xa9"},
+        {"100%25", 1, "100%"},
+        {"%", 1, NULL},
+        {"%4", 1, NULL},
+        {"a%4", 1, NULL},
+        {"%G0", 1, NULL},
+        {"%0G", 1, NULL},
+        {"%%30", 1, NULL},
+        {"% 20", 1, NULL},
+        {"%00", 1, NULL},
+        {"a%00b", 0, NULL},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[64];
+        ssize_t n = form_unescape(cases[i].in, strlen(cases[i].in), out, cases[i].plus_is_space);
+        if (cases[i].want == NULL) {
+            if (n != -1)
+                fail_msg("accepted \"%s\"", cases[i].in);
+        } else {
+            if (n < 0)
+                fail_msg("rejected \"%s\"", cases[i].in);
+            assert_int_equal((size_t)n, strlen(cases[i].want));
+            assert_string_equal(out, cases[i].want);
+        }
+    }
+}
+
+static void test_form_unescape_rejects_literal_nul(void **state)
+{
+    char out[8];
+
+    assert_int_equal(form_unescape("a\0b", 3, out, 1), -1);
+}
+
+static void test_form_unescape_stops_at_len(void **state)
+{
+    char out[8];
+
+    assert_int_equal(form_unescape("ab%41", 2, out, 1), 2);
+    assert_string_equal(out, "ab");
+    assert_int_equal(form_unescape("%41", 2, out, 1), -1); /* escape cut by len */
+}
+
+/* ===== form_get ===== */
+
+typedef struct get_case {
+    const char *qs;
+    const char *name;
+    int rc;
+    const char *want;
+} get_case_t;
+
+static void test_form_get_table(void **state)
+{
+    static const get_case_t cases[] = {
+        {"a=1&b=2", "a", 1, "1"},
+        {"a=1&b=2", "b", 1, "2"},
+        {"a=1&b=2", "c", 0, NULL},
+        {"", "a", 0, NULL},
+        {"a=", "a", 1, ""},
+        {"a", "a", 1, ""},
+        {"a&b=2", "b", 1, "2"},
+        {"mode=test&return_url=https%3A%2F%2Fx.my.salesforce.com%2Fa%3Fb%3D1", "return_url", 1,
+         "https://x.my.salesforce.com/a?b=1"},
+        {"q=a+b%2Bc", "q", 1, "a b+c"},
+        {"a=1&&b=2", "b", 1, "2"},
+        {"&a=1&", "a", 1, "1"},
+        {"a=x=y", "a", 1, "x=y"},
+        {"%61=1", "a", 1, "1"},           /* names are compared after decoding */
+        {"a+b=1", "a b", 1, "1"},
+        {"A=1", "a", 0, NULL},            /* names are case-sensitive */
+        {"ab=1", "a", 0, NULL},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *v = (char *)"unset";
+        int rc = form_get(cases[i].qs, strlen(cases[i].qs), cases[i].name, &v);
+        if (rc != cases[i].rc)
+            fail_msg("form_get(\"%s\", %s) = %d", cases[i].qs, cases[i].name, rc);
+        if (cases[i].want != NULL)
+            assert_string_equal(v, cases[i].want);
+        else
+            assert_null(v);
+        free(v);
+    }
+}
+
+static void test_form_get_rejects_duplicate_name(void **state)
+{
+    char *v = NULL;
+
+    assert_int_equal(form_get("mode=test&mode=live", 19, "mode", &v), -1);
+    assert_null(v);
+    assert_int_equal(form_get("mode=test&mo%64e=test", 21, "mode", &v), -1);
+    assert_null(v);
+}
+
+static void test_form_get_rejects_bad_escape_anywhere(void **state)
+{
+    char *v = NULL;
+    const char *qs = "a=1&junk=%zz";
+
+    assert_int_equal(form_get(qs, strlen(qs), "a", &v), -1);
+    assert_null(v);
+    qs = "a=1&b%=2";
+    assert_int_equal(form_get(qs, strlen(qs), "a", &v), -1);
+}
+
+static void test_form_get_rejects_nul_escape(void **state)
+{
+    char *v = NULL;
+    const char *qs = "code=ac_1%00x";
+
+    assert_int_equal(form_get(qs, strlen(qs), "code", &v), -1);
+    assert_null(v);
+}
+
+static void test_form_get_respects_len(void **state)
+{
+    char *v = NULL;
+
+    assert_int_equal(form_get("a=1&b=2", 3, "b", &v), 0);
+    assert_int_equal(form_get("a=123", 4, "a", &v), 1);
+    assert_string_equal(v, "12");
+    free(v);
+}
+
+/* ===== form_append ===== */
+
+static void test_form_append_encodes_all_but_unreserved(void **state)
+{
+    buf_t b = {0};
+
+    form_append(&b, "redirect_uri", "https://b.example.com/oauth/callback?x=1&y=a b+c~._-");
+    assert_string_equal(b.p, "redirect_uri=https%3A%2F%2Fb.example.com%2Foauth%2Fcallback%3Fx%3D1"
+                             "%26y%3Da%20b%2Bc~._-");
+    buf_free(&b);
+}
+
+static void test_form_append_separates_pairs(void **state)
+{
+    buf_t b = {0};
+
+    form_append(&b, "a", "1");
+    form_append(&b, "b", "");
+    assert_string_equal(b.p, "a=1&b=");
+    buf_reset(&b);
+    buf_puts(&b, "https://connect.stripe.com/oauth/authorize?");
+    form_append(&b, "response_type", "code");
+    form_append(&b, "scope", "read_write");
+    assert_string_equal(b.p,
+                        "https://connect.stripe.com/oauth/authorize?response_type=code&scope=read_write");
+    buf_free(&b);
+}
+
+static void test_form_append_round_trips_through_form_get(void **state)
+{
+    static const char value[] = "\x01 %+&=?#\xff\xc3\xa9/~";
+    buf_t b = {0};
+    char *v = NULL;
+
+    form_append(&b, "k", value);
+    assert_int_equal(form_get(b.p, b.len, "k", &v), 1);
+    assert_string_equal(v, value);
+    free(v);
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_form_unescape_table),
+        cmocka_unit_test(test_form_unescape_rejects_literal_nul),
+        cmocka_unit_test(test_form_unescape_stops_at_len),
+        cmocka_unit_test(test_form_get_table),
+        cmocka_unit_test(test_form_get_rejects_duplicate_name),
+        cmocka_unit_test(test_form_get_rejects_bad_escape_anywhere),
+        cmocka_unit_test(test_form_get_rejects_nul_escape),
+        cmocka_unit_test(test_form_get_respects_len),
+        cmocka_unit_test(test_form_append_encodes_all_but_unreserved),
+        cmocka_unit_test(test_form_append_separates_pairs),
+        cmocka_unit_test(test_form_append_round_trips_through_form_get),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

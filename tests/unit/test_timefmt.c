@@ -1,0 +1,102 @@
+/* test_timefmt.c — RFC 3339 UTC timestamps and the monotonic clock. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/timefmt.h"
+
+typedef struct time_case {
+    time_t t;
+    const char *s;
+} time_case_t;
+
+static const time_case_t KNOWN[] = {
+    {0, "1970-01-01T00:00:00Z"},
+    {1795732487, "2026-11-26T22:34:47Z"},
+    {951782400, "2000-02-29T00:00:00Z"},
+    {4102444799, "2099-12-31T23:59:59Z"},
+};
+
+static void test_time_rfc3339_formats_utc(void **state)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(KNOWN) / sizeof(KNOWN[0]); i++) {
+        char out[21];
+        time_rfc3339(KNOWN[i].t, out);
+        assert_string_equal(out, KNOWN[i].s);
+    }
+}
+
+static void test_time_rfc3339_clamps_out_of_range(void **state)
+{
+    char out[21];
+
+    time_rfc3339((time_t)999999999999999LL, out);
+    assert_string_equal(out, "9999-12-31T23:59:59Z");
+    time_rfc3339((time_t)-999999999999999LL, out);
+    assert_string_equal(out, "0000-01-01T00:00:00Z");
+}
+
+static void test_time_parse_reads_what_format_writes(void **state)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(KNOWN) / sizeof(KNOWN[0]); i++) {
+        time_t t = -1;
+        assert_int_equal(time_parse_rfc3339(KNOWN[i].s, &t), 0);
+        assert_int_equal(t, KNOWN[i].t);
+    }
+}
+
+static void test_time_parse_rejects_other_forms(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "2026-11-26",
+        "2026-11-26T22:34:47",
+        "2026-11-26T22:34:47+00:00",
+        "2026-11-26T22:34:47.123Z",
+        "2026-11-26 22:34:47Z",
+        "2026-11-26t22:34:47z",
+        "2026-13-01T00:00:00Z",
+        "2026-00-01T00:00:00Z",
+        "2026-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-11-26T24:00:00Z",
+        "2026-11-26T22:60:00Z",
+        "2026-11-26T22:34:60Z",
+        "+026-11-26T22:34:47Z",
+        "2026-1a-26T22:34:47Z",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        time_t t;
+        if (time_parse_rfc3339(bad[i], &t) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+    }
+}
+
+static void test_time_mono_ms_never_goes_back(void **state)
+{
+    uint64_t a = time_mono_ms(), b = time_mono_ms();
+
+    assert_true(b >= a);
+    assert_true(a > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_time_rfc3339_formats_utc),
+        cmocka_unit_test(test_time_rfc3339_clamps_out_of_range),
+        cmocka_unit_test(test_time_parse_reads_what_format_writes),
+        cmocka_unit_test(test_time_parse_rejects_other_forms),
+        cmocka_unit_test(test_time_mono_ms_never_goes_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
