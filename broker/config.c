@@ -623,7 +623,7 @@ static const char *pattern_parse(const char *s, size_t len, origin_pattern_t *p)
     colon = memchr(host, ':', (size_t)(end - host));
     hend = colon != NULL ? colon : end;
     if (memchr(host, '*', (size_t)(hend - host)) != NULL)
-        return "'*' may only be the whole leftmost label (https://*.example.com)";
+        return "'*' may only stand for whole leftmost labels, as in *.example.com";
     if (!host_name_valid(host, (size_t)(hend - host)))
         return "must be scheme://host[:port] with no path, query or user name";
     p->host = host;
@@ -678,9 +678,9 @@ static int load_return_allow(loader_t *l, config_t *c)
             rc = fail(l, "BROKER_RETURN_URL_ALLOW", "too many entries (at most 64)");
             goto out;
         }
-        why = len == 0 ? "is empty" : pattern_parse(p, len, &pat);
+        why = len == 0 ? "empty entry" : pattern_parse(p, len, &pat);
         if (why != NULL) {
-            snprintf(what, sizeof(what), "entry %zu %s", c->return_allow_n + 1, why);
+            snprintf(what, sizeof(what), "entry %zu: %s", c->return_allow_n + 1, why);
             rc = fail(l, "BROKER_RETURN_URL_ALLOW", what);
             goto out;
         }

@@ -1,22 +1,492 @@
-/* token_service.c — exactly-once mint/refresh/rotate (see token_service.h).
- * First version: no Stripe call yet; every op answers that no connection can be
- * derived. Replaced by the single-flight implementation. */
+/* token_service.c — mint, refresh and rotate exactly once (see token_service.h).
+ *
+ * A flight is the work for one (org, mode) on this worker; requests that need the
+ * same work while it runs join it as waiters (in-process single flight) and all get
+ * its result. Across replicas a flight first runs ACQUIRE, one Lua call that
+ *   - serves the stored record if its version moved past the one the caller saw
+ *     (someone else already did the work),
+ *   - answers "cooling down" after a recent transient Stripe failure,
+ *   - or takes the lease (SET NX PX with a random owner) and returns the record to
+ *     work from — the re-check under the lease and the acquisition are one step.
+ * A flight that finds the lease taken polls ACQUIRE until the record changes or the
+ * lease is free (a crashed holder's lease simply expires). The holder calls Stripe
+ * once, renewing the lease meanwhile, then COMMITs: a compare-and-set on the version
+ * it read, the cooldown on failure, and the owner-checked release, in one Lua call.
+ * The Stripe call's result is written even when every waiter has given up.
+ *
+ * Never logs a token; logs org, mode, outcome. Tested by tests/it/test_refresh.py
+ * (three replicas, 200 concurrent callers, exactly one Stripe call; SIGKILL of the
+ * lease holder; invalid_grant; transient failures). */
 #include "token_service.h"
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include "core/crypto.h"
+#include "core/stripe_resp.h"
+#include "core/timefmt.h"
+#include "log.h"
+#include "metrics.h"
+#include "store/store.h"
+#include "stripe/oauth.h"
+
+#define POLL_MS 50
+#define COOLDOWN_MS 2000
+#define OWNER_BYTES 16
+
+/* KEYS: target conn, lock, source conn, cooldown. ARGV: seen version, owner, lease ms.
+ * → {0, cur} changed | {1, cur, source} acquired | {2} wait | {3, cur} cooling down */
+static const char LUA_ACQUIRE[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
+    "if ver ~= tonumber(ARGV[1]) then return {0, cur or false} end\n"
+    "if redis.call('EXISTS', KEYS[4]) == 1 then return {3, cur or false} end\n"
+    "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then\n"
+    "  return {1, cur or false, redis.call('GET', KEYS[3]) or false}\n"
+    "end\n"
+    "return {2}\n";
+
+/* KEYS: conn to write, lock, acct index, cooldown. ARGV: sealed or '', expected
+ * version, owner, index member or '', cooldown ms. → new version, 0 nothing written,
+ * -1 the version moved (someone else wrote). */
+static const char LUA_COMMIT[] =
+    "local res = 0\n"
+    "if ARGV[1] ~= '' then\n"
+    "  local cur = redis.call('GET', KEYS[1])\n"
+    "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
+    "  if ver == tonumber(ARGV[2]) then\n"
+    "    redis.call('SET', KEYS[1], (ver + 1) .. ':' .. ARGV[1])\n"
+    "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
+    "    res = ver + 1\n"
+    "  else res = -1 end\n"
+    "end\n"
+    "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
+    "if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end\n"
+    "return res\n";
+
+static const char LUA_RENEW[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                "end\n"
+                                "return 0\n";
+
+typedef struct waiter {
+    struct waiter *next;
+    breq_t *b;
+    token_done_cb cb;
+} waiter_t;
+
+typedef struct flight {
+    struct flight *next;
+    token_service_t *ts;
+    char org[ORGID_LEN + 1];
+    int mode;
+    token_op_t op;
+    long seen_version;
+    waiter_t *waiters;
+    char owner[OWNER_BYTES * 2];
+    int holds_lease;
+    uint64_t started_ms;
+    conn_record_t cur;    /* the target record as last read (may be empty) */
+    int have_cur;
+    long cur_version;
+    conn_record_t source; /* MINT: the live record */
+    long source_version;
+    conn_record_t result; /* what the Stripe call produced */
+    int write_target;     /* MODE of the record COMMIT writes */
+    int result_err;       /* -1 ok, or api_err_t to deliver after COMMIT */
+    int deliver_written;  /* serve `result` after a successful COMMIT */
+    h2o_timeout_entry_t poll;
+    h2o_timeout_entry_t renew;
+    char keys[4][160];    /* target conn, lock, source conn, cooldown */
+    char acct_key[192];
+} flight_t;
 
 struct token_service {
     worker_t *w;
+    flight_t *flights;
+    h2o_timeout_t poll_list;
+    h2o_timeout_t renew_list;
+    long lease_ms;
 };
+
+static void acquire(flight_t *f);
+
+/* ===== Flights ===== */
+
+static void flight_free(flight_t *f)
+{
+    token_service_t *ts = f->ts;
+    for (flight_t **p = &ts->flights; *p != NULL; p = &(*p)->next)
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    if (h2o_timeout_is_linked(&f->poll))
+        h2o_timeout_unlink(&f->poll);
+    if (h2o_timeout_is_linked(&f->renew))
+        h2o_timeout_unlink(&f->renew);
+    conn_record_clear(&f->cur);
+    conn_record_clear(&f->source);
+    conn_record_clear(&f->result);
+    OPENSSL_cleanse(f->owner, sizeof(f->owner));
+    free(f);
+}
+
+/* Hand the result to every waiter still waiting and end the flight. */
+static void deliver(flight_t *f, int err, const conn_record_t *rec)
+{
+    waiter_t *w = f->waiters;
+    f->waiters = NULL;
+    while (w != NULL) {
+        waiter_t *next = w->next;
+        if (breq_live(w->b)) {
+            if (err < 0 && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
+                w->cb(w->b, rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL);
+            else
+                w->cb(w->b, err, rec);
+        }
+        breq_release(w->b);
+        free(w);
+        w = next;
+    }
+    flight_free(f);
+}
+
+static int open_value(flight_t *f, int mode, redisReply *v, conn_record_t *out, long *version)
+{
+    *version = 0;
+    return store_conn_open(f->ts->w->cfg, f->org, mode, v != NULL && v->type == REDIS_REPLY_STRING ? v->str : NULL,
+                           v != NULL && v->type == REDIS_REPLY_STRING ? v->len : 0, version, out);
+}
+
+static int command(flight_t *f, redis_loop_cb cb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = redis_loop_vcommand(f->ts->w->redis, cb, f, fmt, ap);
+    va_end(ap);
+    if (rc != 0) {
+        metrics_redis_error();
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+    }
+    return rc;
+}
+
+/* ===== COMMIT ===== */
+
+static void on_reread(redisReply *r, void *data)
+{
+    flight_t *f = data;
+    conn_record_t rec;
+    long ver;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        return;
+    }
+    int rc = open_value(f, f->mode, r, &rec, &ver);
+    deliver(f, rc == STORE_UNREADABLE ? ERR_RECORD_UNREADABLE : -1, rc == STORE_OK ? &rec : NULL);
+    conn_record_clear(&rec);
+}
+
+static void on_commit(redisReply *r, void *data)
+{
+    flight_t *f = data;
+    f->holds_lease = 0;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        metrics_redis_error();
+        log_event(LOG_ERROR, "token write failed after a stripe call", "org_id", f->org, "mode", mode_name(f->mode), NULL);
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        return;
+    }
+    if (r->integer < 0) {
+        /* someone else wrote first (a revocation, a newer refresh): serve what is stored */
+        command(f, on_reread, "GET %s", f->keys[0]);
+        return;
+    }
+    if (f->deliver_written)
+        deliver(f, -1, &f->result);
+    else
+        deliver(f, f->result_err, f->result_err < 0 && f->have_cur ? &f->cur : NULL);
+}
+
+/* Write f->result (when sealed != NULL) to the record of write_mode, release the lease. */
+static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member)
+{
+    char exp[24], cool[16];
+    const char *target = write_mode == f->mode ? f->keys[0] : f->keys[2];
+    snprintf(exp, sizeof(exp), "%ld", expected);
+    snprintf(cool, sizeof(cool), "%d", cooldown_ms);
+    command(f, on_commit, "EVAL %s 4 %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1], f->acct_key,
+            f->keys[3], sealed != NULL ? sealed : "", exp, f->owner, member != NULL ? member : "", cool);
+}
+
+/* ===== The Stripe call ===== */
+
+static void on_renew_tick(h2o_timeout_entry_t *e)
+{
+    flight_t *f = H2O_STRUCT_FROM_MEMBER(flight_t, renew, e);
+    char ms[24];
+    if (!f->holds_lease)
+        return;
+    snprintf(ms, sizeof(ms), "%ld", f->ts->lease_ms);
+    /* fire and forget: a failed renewal only shortens the lease */
+    redis_loop_command(f->ts->w->redis, NULL, NULL, "EVAL %s 1 %s %s %s", LUA_RENEW, f->keys[1], f->owner, ms);
+    h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static void on_stripe(long status, const char *body, size_t len, void *data)
+{
+    flight_t *f = data;
+    const config_t *cfg = f->ts->w->cfg;
+    stripe_token_t tok = {0};
+    char err[64] = "";
+    stripe_outcome_t o = stripe_token_parse(status, body, len, &tok, err);
+    const char *mname = mode_name(f->mode);
+    time_t now = time(NULL);
+
+    if (h2o_timeout_is_linked(&f->renew))
+        h2o_timeout_unlink(&f->renew);
+    metrics_stripe("token", stripe_outcome_name(o));
+
+    if (o == STRIPE_OK) {
+        const conn_record_t *base = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
+        conn_record_t *n = &f->result;
+        n->status = CONN_CONNECTED;
+        n->access_token = tok.access_token, tok.access_token = NULL;
+        n->refresh_token = tok.refresh_token != NULL ? tok.refresh_token : dup_or_null(base->refresh_token);
+        tok.refresh_token = NULL;
+        n->stripe_user_id = dup_or_null(tok.stripe_user_id != NULL ? tok.stripe_user_id : base->stripe_user_id);
+        n->stripe_publishable_key =
+            dup_or_null(tok.stripe_publishable_key != NULL ? tok.stripe_publishable_key : base->stripe_publishable_key);
+        n->scope = dup_or_null(tok.scope != NULL ? tok.scope : base->scope);
+        n->livemode = f->mode == MODE_LIVE;
+        n->connected_at = f->op == TOKEN_OP_MINT ? now : f->cur.connected_at;
+        n->refreshed_at = now;
+        n->expires_at = tok.expires_in > 0 ? now + tok.expires_in : 0;
+        if (f->op == TOKEN_OP_MINT)
+            snprintf(n->derived_from, sizeof(n->derived_from), "%s", mode_name(MODE_LIVE));
+        else
+            memcpy(n->derived_from, f->cur.derived_from, sizeof(n->derived_from));
+        stripe_token_clear(&tok);
+        metrics_refresh(mname, "ok");
+        log_event(LOG_INFO, f->op == TOKEN_OP_MINT ? "test token minted from the live connection" : "token refreshed",
+                  "org_id", f->org, "mode", mname, NULL);
+        char *sealed = store_conn_seal(cfg, f->org, f->mode, n);
+        char member[64];
+        snprintf(member, sizeof(member), "%s:%s", f->org, mname);
+        snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:%s", cfg->redis_prefix, n->stripe_user_id ? n->stripe_user_id : "");
+        f->deliver_written = 1;
+        commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member);
+        free(sealed);
+        return;
+    }
+    stripe_token_clear(&tok);
+    if (o == STRIPE_TERMINAL) {
+        /* the refresh token is dead: the authorization it came from needs an admin */
+        int mode = f->op == TOKEN_OP_MINT ? MODE_LIVE : f->mode;
+        conn_record_t *dead = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
+        long ver = f->op == TOKEN_OP_MINT ? f->source_version : f->cur_version;
+        metrics_refresh(mname, "reauthorization_required");
+        log_event(LOG_WARN, "stripe rejected the refresh token; reauthorization required", "org_id", f->org, "mode",
+                  mode_name(mode), NULL);
+        dead->status = CONN_REAUTH_REQUIRED;
+        secure_free_str(dead->access_token);
+        secure_free_str(dead->refresh_token);
+        dead->access_token = dead->refresh_token = NULL;
+        dead->expires_at = 0;
+        char *sealed = store_conn_seal(cfg, f->org, mode, dead);
+        f->result_err = ERR_REAUTH_REQUIRED;
+        commit(f, mode, ver, sealed, 0, NULL);
+        free(sealed);
+        return;
+    }
+    /* transient (or a rejection that says the platform is misconfigured): no write */
+    metrics_refresh(mname, "failed");
+    log_event(LOG_WARN, "stripe token call failed", "org_id", f->org, "mode", mname, "outcome", stripe_outcome_name(o),
+              "error", err, NULL);
+    if (f->op == TOKEN_OP_REFRESH && f->have_cur && f->cur.access_token != NULL && f->cur.expires_at > now)
+        f->result_err = -1; /* the old token is still valid: serve it */
+    else
+        f->result_err = ERR_STRIPE_UNAVAILABLE;
+    commit(f, f->mode, 0, NULL, COOLDOWN_MS, NULL);
+}
+
+static void call_stripe(flight_t *f, const char *refresh_token)
+{
+    curl_loop_req_t req;
+    buf_t url = {0}, form = {0};
+    stripe_token_request(f->ts->w->cfg, f->mode, "refresh_token", refresh_token, &req, &url, &form);
+    int rc = curl_loop_post(f->ts->w->curl, &req, on_stripe, f);
+    buf_free(&url);
+    buf_wipe(&form);
+    if (rc != 0) {
+        f->result_err = ERR_STRIPE_UNAVAILABLE;
+        commit(f, f->mode, 0, NULL, 0, NULL);
+        return;
+    }
+    h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
+}
+
+/* Under the lease: decide whether Stripe is needed, and call it. */
+static void work(flight_t *f)
+{
+    const config_t *cfg = f->ts->w->cfg;
+    const conn_record_t *from = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
+    int present = f->op == TOKEN_OP_MINT ? f->source_version > 0 : f->have_cur;
+
+    f->result_err = -1;
+    if (!present) {
+        f->result_err = ERR_NOT_CONNECTED;
+    } else if (from->status != CONN_CONNECTED || from->refresh_token == NULL) {
+        f->result_err = ERR_REAUTH_REQUIRED;
+    } else if (f->op == TOKEN_OP_REFRESH && f->cur.expires_at - time(NULL) > cfg->refresh_margin_s) {
+        metrics_refresh(mode_name(f->mode), "reused"); /* someone refreshed it meanwhile */
+    } else {
+        call_stripe(f, from->refresh_token);
+        return;
+    }
+    commit(f, f->mode, 0, NULL, 0, NULL);
+}
+
+static void on_poll_tick(h2o_timeout_entry_t *e)
+{
+    acquire(H2O_STRUCT_FROM_MEMBER(flight_t, poll, e));
+}
+
+/* The old token when a refresh cannot happen now but it is still valid. */
+static void serve_old_or_fail(flight_t *f, int err)
+{
+    if (f->op == TOKEN_OP_REFRESH && f->have_cur && f->cur.status == CONN_CONNECTED && f->cur.access_token != NULL &&
+        f->cur.expires_at > time(NULL))
+        deliver(f, -1, &f->cur);
+    else
+        deliver(f, err, NULL);
+}
+
+static void on_acquire(redisReply *r, void *data)
+{
+    flight_t *f = data;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
+        metrics_redis_error();
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        return;
+    }
+    long long what = r->element[0]->integer;
+    conn_record_clear(&f->cur);
+    f->have_cur = 0;
+    if (r->elements >= 2) {
+        int rc = open_value(f, f->mode, r->element[1], &f->cur, &f->cur_version);
+        if (rc == STORE_UNREADABLE) {
+            if (what == 1) {
+                f->holds_lease = 1;
+                f->result_err = ERR_RECORD_UNREADABLE;
+                commit(f, f->mode, 0, NULL, 0, NULL);
+            } else {
+                deliver(f, ERR_RECORD_UNREADABLE, NULL);
+            }
+            return;
+        }
+        f->have_cur = rc == STORE_OK;
+    }
+    switch (what) {
+    case 0: /* changed since the caller read it: the work is done */
+        metrics_refresh(mode_name(f->mode), "reused");
+        deliver(f, -1, f->have_cur ? &f->cur : NULL);
+        return;
+    case 3: /* cooling down after a transient failure */
+        serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
+        return;
+    case 2: /* another replica holds the lease: poll until it is done or gone */
+        if (time_mono_ms() - f->started_ms > (uint64_t)f->ts->lease_ms + 1000) {
+            serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
+            return;
+        }
+        h2o_timeout_link(f->ts->w->loop, &f->ts->poll_list, &f->poll);
+        return;
+    default:
+        break;
+    }
+    f->holds_lease = 1;
+    if (f->op == TOKEN_OP_MINT && r->elements >= 3) {
+        int rc = open_value(f, MODE_LIVE, r->element[2], &f->source, &f->source_version);
+        if (rc == STORE_UNREADABLE) {
+            f->result_err = ERR_RECORD_UNREADABLE;
+            commit(f, f->mode, 0, NULL, 0, NULL);
+            return;
+        }
+    }
+    work(f);
+}
+
+static void acquire(flight_t *f)
+{
+    char seen[24], lease[24];
+    snprintf(seen, sizeof(seen), "%ld", f->seen_version);
+    snprintf(lease, sizeof(lease), "%ld", f->ts->lease_ms);
+    command(f, on_acquire, "EVAL %s 4 %s %s %s %s %s %s %s", LUA_ACQUIRE, f->keys[0], f->keys[1], f->keys[2],
+            f->keys[3], seen, f->owner, lease);
+}
+
+/* ===== The service ===== */
 
 token_service_t *token_service_create(worker_t *w)
 {
     token_service_t *ts = calloc(1, sizeof(*ts));
-    if (ts != NULL)
-        ts->w = w;
+    if (ts == NULL)
+        return NULL;
+    ts->w = w;
+    ts->lease_ms = (long)w->cfg->upstream_timeout_ms + 1000;
+    h2o_timeout_init(w->loop, &ts->poll_list, POLL_MS);
+    h2o_timeout_init(w->loop, &ts->renew_list, (uint64_t)ts->lease_ms / 3);
     return ts;
 }
 
 void token_service_run(breq_t *b, int mode, token_op_t op, long seen_version, token_done_cb cb)
 {
-    cb(b, op == TOKEN_OP_MINT ? ERR_NOT_CONNECTED : ERR_STRIPE_UNAVAILABLE, NULL);
+    token_service_t *ts = b->w->tokens;
+    const char *prefix = b->w->cfg->redis_prefix;
+    flight_t *f;
+    waiter_t *wt = calloc(1, sizeof(*wt));
+    if (wt == NULL)
+        abort();
+    for (f = ts->flights; f != NULL; f = f->next)
+        if (f->mode == mode && strcmp(f->org, b->org) == 0)
+            break;
+    breq_hold(b);
+    breq_deadline_stripe(b);
+    wt->b = b;
+    wt->cb = cb;
+    if (f != NULL) {
+        wt->next = f->waiters;
+        f->waiters = wt;
+        return;
+    }
+    if ((f = calloc(1, sizeof(*f))) == NULL)
+        abort();
+    f->ts = ts;
+    memcpy(f->org, b->org, sizeof(f->org));
+    f->mode = mode;
+    f->op = op;
+    f->seen_version = seen_version;
+    f->waiters = wt;
+    f->started_ms = time_mono_ms();
+    f->result_err = -1;
+    f->poll.cb = on_poll_tick;
+    f->renew.cb = on_renew_tick;
+    rand_token(f->owner, OWNER_BYTES);
+    snprintf(f->keys[0], sizeof(f->keys[0]), "%sconn:%s:%s", prefix, f->org, mode_name(mode));
+    snprintf(f->keys[1], sizeof(f->keys[1]), "%slock:%s:%s", prefix, f->org, mode_name(mode));
+    snprintf(f->keys[2], sizeof(f->keys[2]), "%sconn:%s:%s", prefix, f->org,
+             mode_name(op == TOKEN_OP_MINT ? MODE_LIVE : mode));
+    snprintf(f->keys[3], sizeof(f->keys[3]), "%scool:%s:%s", prefix, f->org, mode_name(mode));
+    snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:", prefix);
+    f->next = ts->flights;
+    ts->flights = f;
+    acquire(f);
 }

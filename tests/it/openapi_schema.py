@@ -570,7 +570,7 @@ def check_value(value, schema, spec, where="$", errors=None, depth=0):
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             errors.append("%s: longer than %d characters" % (where, schema["maxLength"]))
         if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append("%s: %r does not match %s" % (where, value, schema["pattern"]))
+            errors.append("%s: %s does not match %s" % (where, _show(value), schema["pattern"]))
     elif t == "boolean":
         if not isinstance(value, bool):
             errors.append("%s: expected a boolean, got %s" % (where, _jtype(value)))
@@ -609,6 +609,25 @@ def _jtype(v):
     return type(v).__name__
 
 
+def _show(v):
+    """A string value for an error message: short ones as is, long ones (tokens, keys,
+    links with tickets) shortened so that test output does not carry secrets."""
+    return repr(v) if len(v) <= 24 else "%r... (%d characters)" % (v[:8], len(v))
+
+
+_SECRET_FIELDS = ("access_token", "refresh_token", "api_key", "signing_secret", "url", "payload",
+                  "signature")
+
+
+def _redacted(v):
+    if isinstance(v, dict):
+        return {k: ("<%d characters>" % len(x) if k in _SECRET_FIELDS and isinstance(x, str)
+                    else _redacted(x)) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_redacted(x) for x in v]
+    return v
+
+
 _NO_BODY = object()
 
 
@@ -631,7 +650,8 @@ def validate(operation_id_or_path_method, status, json_body=_NO_BODY, spec=None)
     content = resp.get("content") or {}
     if not content:
         if json_body not in (None, _NO_BODY):
-            raise SchemaError("%s %d: expected no body, got %r" % (name, status, json_body))
+            raise SchemaError("%s %d: expected no body, got %s"
+                              % (name, status, json.dumps(_redacted(json_body))[:2000]))
         return None
     if json_body is _NO_BODY or json_body is None:
         raise SchemaError("%s %d: a JSON body is required" % (name, status))
@@ -650,7 +670,7 @@ def validate(operation_id_or_path_method, status, json_body=_NO_BODY, spec=None)
     if errors:
         raise SchemaError("%s %d: response does not match the spec:\n  %s\n  body: %s"
                           % (name, status, "\n  ".join(errors),
-                             json.dumps(json_body)[:2000]))
+                             json.dumps(_redacted(json_body))[:2000]))
     return schema
 
 

@@ -120,6 +120,17 @@ def _reason(e):
 
 # ===== parent: schedules workers, enforces time bounds =====
 
+CURRENT = {"proc": None}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
 class Results:
     def __init__(self):
         self.passed = 0
@@ -152,7 +163,9 @@ def run_module(module, args, results, deadline_at, log_dir, verbose):
         proc = subprocess.Popen(cmd, pass_fds=(wfd,), stdin=subprocess.DEVNULL,
                                 stdout=errf if not verbose else None,
                                 stderr=errf if not verbose else None,
-                                env=env, start_new_session=True, cwd=os.path.dirname(os.path.dirname(IT_DIR)))
+                                env=env, start_new_session=True,
+                                cwd=os.path.dirname(os.path.dirname(IT_DIR)))
+        CURRENT["proc"] = proc
         errf.close()
         os.close(wfd)
         buf = b""
@@ -283,14 +296,18 @@ def main():
     results.budget_exhausted = False
     start = time.monotonic()
     deadline_at = start + args.budget if args.budget > 0 else float("inf")
-    for m in modules:
-        if results.budget_exhausted or time.monotonic() >= deadline_at:
-            print(f"# {m}: skipped, time budget exhausted", flush=True)
-            results.failed += 1
-            results.failures.append((m, "skipped: time budget exhausted"))
-            print(f"FAIL {m}: skipped, time budget exhausted", flush=True)
-            continue
-        run_module(m, args, results, deadline_at, log_dir, args.verbose)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        run_all(modules, args, results, deadline_at, log_dir)
+    except Interrupted as e:
+        if CURRENT["proc"] is not None:
+            _killpg(CURRENT["proc"])
+        results.fail("run", f"interrupted by {e}")
+        print(f"# logs kept in {log_dir}", flush=True)
+        print(f"it: {results.passed} passed, {results.failed} failed", flush=True)
+        return 1
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     if sanitized and results.passed + results.failed > 0:
         hits = sanitizer_scan(log_dir)
@@ -308,6 +325,14 @@ def main():
         shutil.rmtree(log_dir, ignore_errors=True)
     print(f"it: {results.passed} passed, {results.failed} failed", flush=True)
     return 1 if results.failed or total == 0 else 0
+
+
+def run_all(modules, args, results, deadline_at, log_dir):
+    for m in modules:
+        if results.budget_exhausted or time.monotonic() >= deadline_at:
+            results.fail(m, "skipped: the suite's time budget ran out")
+            continue
+        run_module(m, args, results, deadline_at, log_dir, args.verbose)
 
 
 if __name__ == "__main__":

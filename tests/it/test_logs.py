@@ -1,0 +1,146 @@
+"""The broker's log: one JSON object per line on stderr, one line per request (CONTRACT §7)."""
+
+import json
+import time
+
+import harness as h
+
+S = None
+FIELDS = ("ts", "level", "request_id", "method", "route", "status", "duration_ms")
+
+
+def setup_module():
+    global S
+    S = h.Stack("logs")
+
+
+def teardown_module():
+    S.close()
+
+
+def setup_function():
+    S.reset()
+
+
+def parse_lines(lines):
+    out = []
+    for l in lines:
+        if not l.strip():
+            continue
+        try:
+            j = json.loads(l)
+        except ValueError:
+            raise AssertionError(f"a log line is not JSON: {l[:200]!r}") from None
+        assert isinstance(j, dict), f"a log line is not a JSON object: {l[:200]!r}"
+        out.append(j)
+    return out
+
+
+def assert_ts(ts):
+    """A log timestamp: an RFC 3339 UTC string (or, tolerated, epoch seconds)."""
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        assert abs(ts - time.time()) < 3600, f"ts {ts} is not now"
+    else:
+        h.assert_recent(ts, 3600)
+
+
+def is_request_line(j):
+    return "status" in j and "method" in j
+
+
+def request_lines_after(offset, expected, timeout=3):
+    """Wait until at least `expected` request lines were written after offset."""
+    def enough():
+        got = [j for j in parse_lines(S.broker.log_lines(offset)) if is_request_line(j)]
+        return got if len(got) >= expected else None
+    got = h.wait_until(enough, timeout, interval=0.05, what=f"{expected} request log lines")
+    time.sleep(0.2)   # a line too many would show up now
+    return [j for j in parse_lines(S.broker.log_lines(offset)) if is_request_line(j)]
+
+
+def test_every_request_logs_exactly_one_json_line_with_the_fields():
+    org = h.new_org()
+    off = S.broker.log_size()
+    sent = [("GET", "/healthz", None, 200), ("DELETE", "/healthz", None, 405),
+            ("GET", "/no/such/route", None, 404),
+            ("GET", f"/v1/orgs/{org}/connections", S.broker.admin_token, 200),
+            ("GET", f"/v1/orgs/{org}/connections", None, 401),
+            ("GET", f"/v1/orgs/00Dbadbadbad/connections", S.broker.admin_token, 400),
+            ("GET", f"/v1/orgs/{org}/access-token?mode=test", S.broker.admin_token, 404)]
+    for method, path, tok, status in sent:
+        r = S.broker.request(method, path, token=tok)
+        assert r.status == status, r.describe()
+    lines = request_lines_after(off, len(sent))
+    assert len(lines) == len(sent), f"{len(lines)} request lines for {len(sent)} requests: {lines}"
+    for j in lines:
+        missing = [f for f in FIELDS if f not in j]
+        assert not missing, f"request line lacks {missing}: {j}"
+        assert_ts(j["ts"])
+        assert isinstance(j["level"], str) and j["level"], j
+        assert isinstance(j["request_id"], str) and j["request_id"], j
+        assert isinstance(j["route"], str) and j["route"], j
+        assert isinstance(j["status"], int) and not isinstance(j["status"], bool), j
+        assert isinstance(j["duration_ms"], (int, float)) and j["duration_ms"] >= 0, j
+    assert sorted((j["method"], j["status"]) for j in lines) == \
+        sorted((m, s) for m, _, _, s in sent), lines
+
+
+def test_request_line_has_the_normalised_org_id():
+    org15 = h.new_org15()
+    org = h.org18(org15)
+    off = S.broker.log_size()
+    for form in (org15, org.lower()):
+        h.assert_status(S.broker.admin("GET", f"/v1/orgs/{form}/connections"), 200)
+    lines = request_lines_after(off, 2)
+    assert [j.get("org_id") for j in lines] == [org, org], \
+        f"org_id is not the canonical 18-char id {org}: {[j.get('org_id') for j in lines]}"
+
+
+def test_request_line_for_an_admin_route_has_the_org_id():
+    org15 = h.new_org15()
+    off = S.broker.log_size()
+    S.broker.create_api_key(org15)
+    lines = request_lines_after(off, 1)
+    assert lines[-1].get("org_id") == h.org18(org15), lines
+
+
+def test_request_ids_are_unique():
+    off = S.broker.log_size()
+    for _ in range(20):
+        S.broker.request("GET", "/healthz")
+    lines = request_lines_after(off, 20)
+    ids = [j["request_id"] for j in lines]
+    assert len(set(ids)) == len(ids), f"repeated request ids: {ids}"
+
+
+def test_route_is_a_template_not_the_raw_path():
+    org = h.new_org()
+    off = S.broker.log_size()
+    ticket_like = h.rand_str(43)
+    S.broker.admin("GET", f"/v1/orgs/{org}/access-token?mode=test&x={ticket_like}")
+    h.Browser().get(S.broker.url(f"/setup?ticket={ticket_like}"))
+    lines = request_lines_after(off, 2)
+    raw = "\n".join(json.dumps(j) for j in lines)
+    assert ticket_like not in raw, f"the query string reached the log: {raw}"
+
+
+def test_browser_flow_requests_are_logged():
+    off = S.broker.log_size()
+    f = h.Flow(S.broker, S.sim, h.new_org(), "test").run()
+    lines = request_lines_after(off, 6)
+    pages = [j for j in lines if j.get("method") in ("GET", "POST") and j.get("status") in (200, 303)]
+    assert len(pages) >= 5, lines
+    assert any(j.get("org_id") == f.org for j in lines), "no request line of the flow names the org"
+
+
+def test_every_log_line_is_json_with_ts_and_level():
+    S.broker.request("GET", "/healthz")
+    S.broker.request("GET", "/nope")
+    h.wait_until(lambda: S.broker.log_size() > 0, 3, what="log output")
+    lines = parse_lines(S.broker.log_lines(0))
+    assert lines, "no log lines"
+    for j in lines:
+        assert "ts" in j and "level" in j, f"log line without ts/level: {j}"
+        assert_ts(j["ts"])
+        if not is_request_line(j):
+            assert "msg" in j, f"an event line without msg: {j}"
