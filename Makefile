@@ -42,6 +42,9 @@ $(BUILD)/obj/%.o: %.c $(shell find broker -name '*.h')
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# /openapi.yaml is compiled into the binary
+$(BUILD)/obj/broker/routes/ops.o: proto/openapi.yaml
+
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(LDFLAGS) $(LDLIBS) -lcmocka

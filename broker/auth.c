@@ -78,7 +78,11 @@ void auth_new_key(char *api_key, char *key_id, char *hash)
     rand_bytes(idb, sizeof(idb));
     hex_encode(idb, sizeof(idb), key_id);
     rand_token(secret, 32);
-    snprintf(api_key, APIKEY_LEN + 1, "stb_%s_%s", key_id, secret);
+    memcpy(api_key, "stb_", 4);
+    memcpy(api_key + 4, key_id, APIKEY_ID_LEN);
+    api_key[4 + APIKEY_ID_LEN] = '_';
+    memcpy(api_key + 5 + APIKEY_ID_LEN, secret, 43);
+    api_key[APIKEY_LEN] = '\0';
     sha256_hex(api_key, APIKEY_LEN, hash);
     OPENSSL_cleanse(secret, sizeof(secret));
 }

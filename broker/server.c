@@ -79,7 +79,7 @@ static const route_t routes[] = {
 #define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
 #define ROUTE_UNMATCHED NROUTES /* metrics/log bucket for 404/405 */
 #define MAX_SEGMENTS 8
-#define PAGE_CSP_MAX 512
+#define PAGE_CSP_MAX 1024
 
 static atomic_int g_stop;
 static char g_csp[PAGE_CSP_MAX];
@@ -600,6 +600,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     b->refs = 1;
     b->route = ROUTE_UNMATCHED;
     b->mode = -1;
+    b->deadline.cb = on_deadline;
     b->start_us = now_us();
     snprintf(b->request_id, sizeof(b->request_id), "%08x%02x%06x", g_reqid_prefix, w->id & 0xff,
              ++counter & 0xffffff);
@@ -728,7 +729,7 @@ static int parse_listen(const config_t *cfg, server_t *s)
 
 static void build_csp(const config_t *cfg)
 {
-    char origins[3][256];
+    char origins[2][256];
     const char *urls[2] = {cfg->connect_url, cfg->marketplace_url};
     for (int i = 0; i < 2; i++) {
         /* origin = scheme://host[:port] */

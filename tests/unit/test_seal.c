@@ -362,7 +362,7 @@ static void test_keyring_accepts_32_character_kid(void **state)
 
 static void test_keyring_error_never_contains_the_key(void **state)
 {
-    const char *specs[] = {"k1:" KEY_A "x", "k1:" KEY_A ",k1:" KEY_A, "k 1:" KEY_A};
+    const char *specs[] = {("k1:" KEY_A "x"), ("k1:" KEY_A ",k1:" KEY_A), ("k 1:" KEY_A)};
     size_t i;
 
     for (i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {

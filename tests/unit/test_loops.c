@@ -1,0 +1,1073 @@
+/* test_loops.c — redis_loop and curl_loop against real processes on a real h2o evloop.
+ *
+ * Redis: the test starts its own redis-server (free port, no persistence), kills and
+ * restarts it, pauses it with CLIENT PAUSE from a second (synchronous hiredis)
+ * connection, and starts a second instance with a password on a unix socket.
+ * HTTP: a small server on a second thread (127.0.0.1, poll(2), keep-alive) answers by
+ * path: /echo, /status/NNN, /redirect, /hang, /big (cap + 1 bytes), /exact (cap bytes).
+ *
+ * Nothing waits by sleeping: every wait runs the h2o loop until a condition holds, with
+ * a deadline; the only pauses are between readiness probes of a starting redis-server.
+ * Every accepted request's callback is counted, so "exactly once" is asserted. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+#include "store/redis_loop.h"
+#include "stripe/curl_loop.h"
+
+/* ===== Time and waiting ===== */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Run the loop until cond holds or ms have passed; evaluates to cond. */
+#define RUN_UNTIL(loop, cond, ms)                                                                                      \
+    ({                                                                                                                 \
+        uint64_t deadline_ = now_ms() + (ms);                                                                          \
+        while (!(cond) && now_ms() < deadline_)                                                                        \
+            h2o_evloop_run((loop), 10);                                                                                \
+        (cond);                                                                                                        \
+    })
+
+/* A port nobody listens on right now. */
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+/* ===== redis-server processes ===== */
+
+typedef struct redis_proc {
+    pid_t pid;
+    int port;             /* TCP port, or 0 for a unix-socket-only instance */
+    char unix_path[96];
+    const char *password;
+} redis_proc_t;
+
+static redisContext *ctl_connect(const redis_proc_t *p)
+{
+    struct timeval tv = {0, 200 * 1000};
+    redisContext *c = p->port != 0 ? redisConnectWithTimeout("127.0.0.1", p->port, tv)
+                                   : redisConnectUnixWithTimeout(p->unix_path, tv);
+    if (c == NULL || c->err) {
+        if (c != NULL)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, (struct timeval){10, 0});
+    if (p->password != NULL) {
+        redisReply *rep = redisCommand(c, "AUTH %s", p->password);
+        int ok = rep != NULL && rep->type == REDIS_REPLY_STATUS;
+        freeReplyObject(rep);
+        if (!ok) {
+            redisFree(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* A synchronous command on a fresh controller connection; returns the reply. */
+static redisReply *ctl_command(const redis_proc_t *p, const char *fmt, ...)
+{
+    redisContext *c = ctl_connect(p);
+    assert_non_null(c);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *rep = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    assert_non_null(rep);
+    return rep;
+}
+
+/* An integer field of INFO (e.g. "blocked_clients"), or -1. */
+static long ctl_info_field(const redis_proc_t *p, const char *field)
+{
+    redisReply *rep = ctl_command(p, "INFO");
+    long v = -1;
+    char key[64];
+    snprintf(key, sizeof(key), "\r\n%s:", field);
+    if (rep->type == REDIS_REPLY_STRING) {
+        const char *at = strstr(rep->str, key);
+        if (at != NULL)
+            v = strtol(at + strlen(key), NULL, 10);
+    }
+    freeReplyObject(rep);
+    return v;
+}
+
+static void redis_start(redis_proc_t *p)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", p->port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        const char *argv[20] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"};
+        int n = 9;
+        if (p->unix_path[0] != '\0') {
+            argv[n++] = "--unixsocket";
+            argv[n++] = p->unix_path;
+        }
+        if (p->password != NULL) {
+            argv[n++] = "--requirepass";
+            argv[n++] = p->password;
+        }
+        argv[n] = NULL;
+        execvp("redis-server", (char *const *)argv);
+        _exit(127);
+    }
+    p->pid = pid;
+    /* readiness: connect and PING, polling for at most 5 s */
+    uint64_t deadline = now_ms() + 5000;
+    for (;;) {
+        redisContext *c = ctl_connect(p);
+        if (c != NULL) {
+            redisReply *rep = redisCommand(c, "PING");
+            int ok = rep != NULL && rep->type == REDIS_REPLY_STATUS;
+            freeReplyObject(rep);
+            redisFree(c);
+            if (ok)
+                return;
+        }
+        assert_true(now_ms() < deadline);
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+}
+
+static void redis_kill(redis_proc_t *p)
+{
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        p->pid = 0;
+    }
+}
+
+/* The main instance, shared by the redis tests (restarted by those that kill it). */
+static redis_proc_t g_redis;
+
+/* ===== redis_loop fixtures ===== */
+
+#define MAX_CALLS 1100
+
+typedef struct rtest {
+    h2o_evloop_t *loop;
+    redis_loop_t *r;
+    int states[16]; /* on_state history */
+    int nstates;
+    /* per-command bookkeeping */
+    int calls[MAX_CALLS];
+    int got_null[MAX_CALLS];
+    long long ints[MAX_CALLS];
+    int order[MAX_CALLS];
+    int ncalled;
+    char last_str[64];
+    size_t last_len;
+    int last_type;
+} rtest_t;
+
+typedef struct slot {
+    rtest_t *t;
+    int i;
+} slot_t;
+
+static slot_t g_slots[MAX_CALLS];
+
+static void on_state(int connected, void *data)
+{
+    rtest_t *t = data;
+    if (t->nstates < 16)
+        t->states[t->nstates++] = connected;
+}
+
+static void on_cmd(redisReply *reply, void *data)
+{
+    slot_t *s = data;
+    rtest_t *t = s->t;
+    t->calls[s->i]++;
+    t->order[t->ncalled++ % MAX_CALLS] = s->i;
+    if (reply == NULL) {
+        t->got_null[s->i] = 1;
+        return;
+    }
+    t->last_type = reply->type;
+    if (reply->type == REDIS_REPLY_INTEGER)
+        t->ints[s->i] = reply->integer;
+    if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS) {
+        t->last_len = reply->len;
+        memcpy(t->last_str, reply->str, reply->len < sizeof(t->last_str) ? reply->len : sizeof(t->last_str));
+    }
+}
+
+static void *slot(rtest_t *t, int i)
+{
+    g_slots[i].t = t;
+    g_slots[i].i = i;
+    return &g_slots[i];
+}
+
+static rtest_t *rtest_new(const redis_loop_config_t *cfg)
+{
+    rtest_t *t = calloc(1, sizeof(*t));
+    assert_non_null(t);
+    t->loop = h2o_evloop_create();
+    t->r = redis_loop_create(t->loop, cfg, on_state, t);
+    assert_non_null(t->r);
+    return t;
+}
+
+static rtest_t *rtest_connected(void)
+{
+    redis_loop_config_t cfg = {.host = "127.0.0.1", .port = g_redis.port};
+    rtest_t *t = rtest_new(&cfg);
+    assert_true(RUN_UNTIL(t->loop, redis_loop_ready(t->r), 5000));
+    return t;
+}
+
+static void rtest_free(rtest_t *t)
+{
+    if (t->r != NULL)
+        redis_loop_destroy(t->r);
+    h2o_evloop_run(t->loop, 0); /* frees the closed sockets */
+    h2o_evloop_destroy(t->loop);
+    free(t);
+}
+
+static int redis_group_setup(void **state)
+{
+    memset(&g_redis, 0, sizeof(g_redis));
+    g_redis.port = free_port();
+    redis_start(&g_redis);
+    return 0;
+}
+
+static int redis_group_teardown(void **state)
+{
+    redis_kill(&g_redis);
+    return 0;
+}
+
+/* ===== redis_loop tests ===== */
+
+static void test_redis_refuses_commands_until_connected(void **state)
+{
+    redis_loop_config_t cfg = {.host = "127.0.0.1", .port = g_redis.port};
+    rtest_t *t = rtest_new(&cfg);
+    assert_false(redis_loop_ready(t->r));
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "PING"), -1);
+    assert_true(RUN_UNTIL(t->loop, redis_loop_ready(t->r), 5000));
+    assert_int_equal(t->nstates, 1);
+    assert_int_equal(t->states[0], 1);
+    /* a later command completes, and the refused one was never called back */
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 1), "PING"), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[1] == 1, 2000));
+    assert_int_equal(t->calls[0], 0);
+    rtest_free(t);
+}
+
+static rtest_t *g_chain_t;
+
+static void on_set_then_get(redisReply *reply, void *data)
+{
+    on_cmd(reply, data);
+    assert_non_null(reply);
+    assert_int_equal(reply->type, REDIS_REPLY_STATUS);
+    /* a command queued from inside a callback */
+    assert_int_equal(redis_loop_command(g_chain_t->r, on_cmd, slot(g_chain_t, 1), "GET %s", "loops:bin"), 0);
+}
+
+static void test_redis_set_get_round_trip(void **state)
+{
+    rtest_t *t = rtest_connected();
+    g_chain_t = t;
+    static const char value[] = {'a', '\0', 'b', '\r', '\n', 'c'};
+    const char *argv[] = {"SET", "loops:bin", value};
+    size_t lens[] = {3, 9, sizeof(value)};
+    assert_int_equal(redis_loop_commandv(t->r, on_set_then_get, slot(t, 0), 3, argv, lens), 0);
+    assert_int_equal(t->calls[0], 0); /* never called back synchronously */
+    assert_true(RUN_UNTIL(t->loop, t->calls[1] == 1, 2000));
+    assert_int_equal(t->calls[0], 1);
+    assert_int_equal(t->last_type, REDIS_REPLY_STRING);
+    assert_int_equal(t->last_len, sizeof(value));
+    assert_memory_equal(t->last_str, value, sizeof(value));
+    assert_false(t->got_null[0] || t->got_null[1]);
+    rtest_free(t);
+}
+
+static void test_redis_1000_pipelined_incrs_answered_in_order(void **state)
+{
+    rtest_t *t = rtest_connected();
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "DEL loops:counter"), 0);
+    for (int i = 1; i <= 1000; i++)
+        assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, i), "INCR loops:counter"), 0);
+    assert_true(RUN_UNTIL(t->loop, t->ncalled == 1001, 5000));
+    for (int i = 1; i <= 1000; i++) {
+        assert_int_equal(t->calls[i], 1);
+        assert_false(t->got_null[i]);
+        assert_int_equal(t->ints[i], i);     /* INCR number i saw the counter at i */
+        assert_int_equal(t->order[i], i);    /* and its callback ran i-th */
+    }
+    rtest_free(t);
+}
+
+static void test_redis_refuses_commands_that_break_reply_order(void **state)
+{
+    rtest_t *t = rtest_connected();
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "SUBSCRIBE ch"), -1);
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "psubscribe ch*"), -1);
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "UNSUBSCRIBE"), -1);
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "MONITOR"), -1);
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "CLIENT REPLY OFF"), -1);
+    /* the connection is still usable */
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 1), "PING"), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[1] == 1, 2000));
+    assert_int_equal(t->calls[0], 0);
+    assert_int_equal(t->last_type, REDIS_REPLY_STATUS);
+    rtest_free(t);
+}
+
+static void test_redis_kill_fails_pending_commands_with_null(void **state)
+{
+    rtest_t *t = rtest_connected();
+    /* BLPOP parks the connection server-side; the GETs queue behind it */
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "BLPOP loops:never 0"), 0);
+    for (int i = 1; i <= 10; i++)
+        assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, i), "GET loops:x"), 0);
+    assert_true(RUN_UNTIL(t->loop, ctl_info_field(&g_redis, "blocked_clients") == 1, 2000));
+    redis_kill(&g_redis);
+    assert_true(RUN_UNTIL(t->loop, t->ncalled == 11, 2000));
+    for (int i = 0; i <= 10; i++) {
+        assert_int_equal(t->calls[i], 1);
+        assert_true(t->got_null[i]);
+    }
+    assert_int_equal(t->nstates, 2);
+    assert_int_equal(t->states[1], 0);
+    assert_false(redis_loop_ready(t->r));
+    /* later loop passes do not call anything again */
+    RUN_UNTIL(t->loop, 0, 100);
+    assert_int_equal(t->ncalled, 11);
+    rtest_free(t);
+    redis_start(&g_redis);
+}
+
+static void test_redis_commands_return_minus_one_while_disconnected(void **state)
+{
+    rtest_t *t = rtest_connected();
+    redis_kill(&g_redis);
+    assert_true(RUN_UNTIL(t->loop, t->nstates == 2, 2000));
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "PING"), -1);
+    const char *argv[] = {"PING"};
+    assert_int_equal(redis_loop_commandv(t->r, on_cmd, slot(t, 1), 1, argv, NULL), -1);
+    RUN_UNTIL(t->loop, 0, 300); /* several reconnect attempts, all refused */
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 2), "PING"), -1);
+    assert_int_equal(t->ncalled, 0);
+    assert_int_equal(t->nstates, 2);
+    rtest_free(t);
+    redis_start(&g_redis);
+}
+
+static void test_redis_reconnects_by_itself_after_restart(void **state)
+{
+    rtest_t *t = rtest_connected();
+    redis_kill(&g_redis);
+    assert_true(RUN_UNTIL(t->loop, t->nstates == 2, 2000));
+    RUN_UNTIL(t->loop, 0, 500); /* let the backoff grow past its first steps */
+    redis_start(&g_redis);
+    /* the longest backoff step is REDIS_BACKOFF_MAX_MS */
+    assert_true(RUN_UNTIL(t->loop, redis_loop_ready(t->r), REDIS_BACKOFF_MAX_MS + 1000));
+    assert_int_equal(t->nstates, 3);
+    assert_int_equal(t->states[0], 1);
+    assert_int_equal(t->states[1], 0);
+    assert_int_equal(t->states[2], 1);
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "SET loops:k %s", "again"), 0);
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 1), "GET loops:k"), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[1] == 1, 2000));
+    assert_false(t->got_null[0] || t->got_null[1]);
+    assert_int_equal(t->last_len, 5);
+    assert_memory_equal(t->last_str, "again", 5);
+    rtest_free(t);
+}
+
+static void test_redis_stall_fails_pending_command_within_bound(void **state)
+{
+    rtest_t *t = rtest_connected();
+    /* the pause outlasts the bound below, so only stall detection can pass this test */
+    const int pause_ms = REDIS_STALL_MS + 1500;
+    redisReply *rep = ctl_command(&g_redis, "CLIENT PAUSE %d ALL", pause_ms);
+    assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    uint64_t paused_at = now_ms();
+    uint64_t t0 = now_ms();
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "GET loops:x"), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, REDIS_STALL_MS + 1000));
+    uint64_t elapsed = now_ms() - t0;
+    assert_true(t->got_null[0]);
+    assert_true(elapsed >= REDIS_STALL_MS);
+    assert_true(elapsed < REDIS_STALL_MS + 1000);
+    assert_int_equal(t->nstates, 2);
+    assert_int_equal(t->states[1], 0);
+    /* and it comes back once Redis does */
+    assert_true(RUN_UNTIL(t->loop, redis_loop_ready(t->r), (paused_at + pause_ms - now_ms()) + 3000));
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 1), "PING"), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[1] == 1, 2000));
+    assert_false(t->got_null[1]);
+    rtest_free(t);
+}
+
+static void test_redis_destroy_fails_pending_commands_with_null(void **state)
+{
+    rtest_t *t = rtest_connected();
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "BLPOP loops:never 0"), 0);
+    assert_true(RUN_UNTIL(t->loop, ctl_info_field(&g_redis, "blocked_clients") == 1, 2000));
+    for (int i = 1; i <= 5; i++) /* queued, not even written yet */
+        assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, i), "GET loops:x"), 0);
+    redis_loop_destroy(t->r);
+    t->r = NULL;
+    for (int i = 0; i <= 5; i++) {
+        assert_int_equal(t->calls[i], 1);
+        assert_true(t->got_null[i]);
+    }
+    assert_int_equal(t->nstates, 1); /* destroy does not report a state change */
+    rtest_free(t);
+    /* the server saw the client go */
+    redis_proc_t *p = &g_redis;
+    uint64_t deadline = now_ms() + 2000;
+    while (ctl_info_field(p, "blocked_clients") != 0 && now_ms() < deadline)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    assert_int_equal(ctl_info_field(p, "blocked_clients"), 0);
+}
+
+/* A second instance: password, unix socket only. */
+static void auth_instance(redis_proc_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->port = 0;
+    snprintf(p->unix_path, sizeof(p->unix_path), "/tmp/test_loops.%d.sock", (int)getpid());
+    p->password = "loops-secret";
+    redis_start(p);
+}
+
+static void test_redis_auth_and_select_over_unix_socket(void **state)
+{
+    redis_proc_t p;
+    auth_instance(&p);
+    redis_loop_config_t cfg = {.unix_path = p.unix_path, .password = p.password, .db = 3};
+    rtest_t *t = rtest_new(&cfg);
+    assert_true(RUN_UNTIL(t->loop, redis_loop_ready(t->r), 3000));
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "SET loops:db %s", "three"), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, 2000));
+    assert_false(t->got_null[0]);
+    rtest_free(t);
+
+    redisContext *c = ctl_connect(&p);
+    assert_non_null(c);
+    redisReply *rep = redisCommand(c, "SELECT 3");
+    freeReplyObject(rep);
+    rep = redisCommand(c, "GET loops:db");
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_string_equal(rep->str, "three");
+    freeReplyObject(rep);
+    rep = redisCommand(c, "SELECT 0");
+    freeReplyObject(rep);
+    rep = redisCommand(c, "GET loops:db");
+    assert_int_equal(rep->type, REDIS_REPLY_NIL); /* it went to db 3 only */
+    freeReplyObject(rep);
+    redisFree(c);
+    redis_kill(&p);
+    unlink(p.unix_path);
+}
+
+static void test_redis_wrong_password_never_becomes_ready(void **state)
+{
+    redis_proc_t p;
+    auth_instance(&p);
+    long before = ctl_info_field(&p, "total_connections_received");
+    redis_loop_config_t cfg = {.unix_path = p.unix_path, .password = "wrong"};
+    rtest_t *t = rtest_new(&cfg);
+    /* it keeps trying (with backoff) and never reports connected */
+    assert_true(RUN_UNTIL(t->loop, ctl_info_field(&p, "total_connections_received") >= before + 3 + 2, 3000));
+    assert_false(redis_loop_ready(t->r));
+    assert_int_equal(t->nstates, 0);
+    assert_int_equal(redis_loop_command(t->r, on_cmd, slot(t, 0), "PING"), -1);
+    rtest_free(t);
+    redis_kill(&p);
+    unlink(p.unix_path);
+}
+
+/* ===== A small HTTP server on a second thread ===== */
+
+#define HTTPD_CONNS 128
+#define HTTPD_BUF 16384
+
+typedef struct hconn {
+    int fd;
+    size_t len;
+    int hang;
+    char buf[HTTPD_BUF];
+} hconn_t;
+
+typedef struct httpd {
+    int lfd, port;
+    int wake[2];
+    pthread_t th;
+    pthread_mutex_t mu;
+    int nreq;
+    char last_method[16], last_path[64], last_auth[256], last_ctype[128], last_body[1024];
+    hconn_t *conns[HTTPD_CONNS];
+} httpd_t;
+
+static httpd_t g_httpd;
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd pfd = {fd, POLLOUT, 0};
+            if (poll(&pfd, 1, 5000) <= 0)
+                return -1;
+            continue;
+        }
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int respond(int fd, int status, const char *extra, const char *body, size_t blen)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Type: text/plain\r\n%sContent-Length: %zu\r\n\r\n",
+                     status, extra, blen);
+    return send_all(fd, head, (size_t)n) != 0 || send_all(fd, body, blen) != 0 ? -1 : 0;
+}
+
+/* Copy the value of header name (case-insensitive) from the header block. */
+static void header_value(const char *hdrs, const char *name, char *out, size_t outlen)
+{
+    size_t nlen = strlen(name);
+    out[0] = '\0';
+    for (const char *l = strstr(hdrs, "\r\n"); l != NULL; l = strstr(l + 2, "\r\n")) {
+        if (strncasecmp(l + 2, name, nlen) == 0 && l[2 + nlen] == ':') {
+            const char *v = l + 3 + nlen, *e = strstr(v, "\r\n");
+            while (*v == ' ')
+                v++;
+            snprintf(out, outlen, "%.*s", (int)(e - v), v);
+            return;
+        }
+    }
+}
+
+/* Handle complete requests in c's buffer. Returns -1 to close the connection. */
+static int hconn_process(httpd_t *h, hconn_t *c)
+{
+    while (!c->hang) {
+        c->buf[c->len] = '\0';
+        char *end = strstr(c->buf, "\r\n\r\n");
+        if (end == NULL)
+            return 0;
+        size_t hlen = (size_t)(end - c->buf) + 4;
+        char cl[32], method[16] = "", path[64] = "";
+        *end = '\0';
+        header_value(c->buf, "Content-Length", cl, sizeof(cl));
+        size_t blen = cl[0] != '\0' ? strtoul(cl, NULL, 10) : 0;
+        if (hlen + blen > HTTPD_BUF - 1)
+            return -1;
+        if (c->len < hlen + blen) {
+            *end = '\r';
+            return 0;
+        }
+        sscanf(c->buf, "%15s %63s", method, path);
+        pthread_mutex_lock(&h->mu);
+        h->nreq++;
+        snprintf(h->last_method, sizeof(h->last_method), "%s", method);
+        snprintf(h->last_path, sizeof(h->last_path), "%s", path);
+        header_value(c->buf, "Authorization", h->last_auth, sizeof(h->last_auth));
+        header_value(c->buf, "Content-Type", h->last_ctype, sizeof(h->last_ctype));
+        snprintf(h->last_body, sizeof(h->last_body), "%.*s", (int)blen, c->buf + hlen);
+        pthread_mutex_unlock(&h->mu);
+
+        char body[1100];
+        int rc = 0;
+        if (strcmp(path, "/echo") == 0) {
+            int n = snprintf(body, sizeof(body), "echo:%.*s", (int)blen, c->buf + hlen);
+            rc = respond(c->fd, 200, "", body, (size_t)n);
+        } else if (strncmp(path, "/status/", 8) == 0) {
+            rc = respond(c->fd, atoi(path + 8), "", "status", 6);
+        } else if (strcmp(path, "/redirect") == 0) {
+            rc = respond(c->fd, 302, "Location: /echo\r\n", "moved", 5);
+        } else if (strcmp(path, "/hang") == 0) {
+            c->hang = 1;
+        } else if (strcmp(path, "/big") == 0 || strcmp(path, "/exact") == 0) {
+            size_t n = CURL_LOOP_MAX_RESPONSE + (path[1] == 'b' ? 1 : 0);
+            char *big = malloc(n);
+            memset(big, 'x', n);
+            rc = respond(c->fd, 200, "", big, n);
+            free(big);
+        } else {
+            rc = respond(c->fd, 404, "", "nope", 4);
+        }
+        if (rc != 0)
+            return -1;
+        memmove(c->buf, c->buf + hlen + blen, c->len - hlen - blen);
+        c->len -= hlen + blen;
+    }
+    return 0;
+}
+
+static void *httpd_main(void *arg)
+{
+    httpd_t *h = arg;
+    for (;;) {
+        struct pollfd pfds[HTTPD_CONNS + 2];
+        int idx[HTTPD_CONNS + 2], n = 0;
+        pfds[n++] = (struct pollfd){h->wake[0], POLLIN, 0};
+        pfds[n++] = (struct pollfd){h->lfd, POLLIN, 0};
+        for (int i = 0; i < HTTPD_CONNS; i++)
+            if (h->conns[i] != NULL) {
+                idx[n] = i;
+                pfds[n++] = (struct pollfd){h->conns[i]->fd, POLLIN, 0};
+            }
+        if (poll(pfds, (nfds_t)n, -1) < 0)
+            continue;
+        if (pfds[0].revents != 0)
+            break;
+        if (pfds[1].revents & POLLIN) {
+            int fd = accept(h->lfd, NULL, NULL);
+            int i = 0;
+            while (fd >= 0 && i < HTTPD_CONNS && h->conns[i] != NULL)
+                i++;
+            if (fd >= 0 && i < HTTPD_CONNS) {
+                h->conns[i] = calloc(1, sizeof(hconn_t));
+                h->conns[i]->fd = fd;
+            } else if (fd >= 0) {
+                close(fd);
+            }
+        }
+        for (int k = 2; k < n; k++) {
+            if (pfds[k].revents == 0)
+                continue;
+            hconn_t *c = h->conns[idx[k]];
+            char tmp[HTTPD_BUF];
+            ssize_t r = read(c->fd, tmp, sizeof(tmp));
+            int close_it = r <= 0;
+            if (r > 0 && !c->hang) {
+                if (c->len + (size_t)r > HTTPD_BUF - 1) {
+                    close_it = 1;
+                } else {
+                    memcpy(c->buf + c->len, tmp, (size_t)r);
+                    c->len += (size_t)r;
+                    close_it = hconn_process(h, c) != 0;
+                }
+            }
+            if (close_it) {
+                close(c->fd);
+                free(c);
+                h->conns[idx[k]] = NULL;
+            }
+        }
+    }
+    for (int i = 0; i < HTTPD_CONNS; i++)
+        if (h->conns[i] != NULL) {
+            close(h->conns[i]->fd);
+            free(h->conns[i]);
+            h->conns[i] = NULL;
+        }
+    return NULL;
+}
+
+static int httpd_nreq(void)
+{
+    pthread_mutex_lock(&g_httpd.mu);
+    int n = g_httpd.nreq;
+    pthread_mutex_unlock(&g_httpd.mu);
+    return n;
+}
+
+static int curl_group_setup(void **state)
+{
+    httpd_t *h = &g_httpd;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int on = 1;
+    memset(h, 0, sizeof(*h));
+    pthread_mutex_init(&h->mu, NULL);
+    h->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(h->lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (bind(h->lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(h->lfd, 256) != 0 ||
+        getsockname(h->lfd, (struct sockaddr *)&sa, &len) != 0 || pipe(h->wake) != 0)
+        return -1;
+    h->port = ntohs(sa.sin_port);
+    return pthread_create(&h->th, NULL, httpd_main, h);
+}
+
+static int curl_group_teardown(void **state)
+{
+    httpd_t *h = &g_httpd;
+    if (write(h->wake[1], "x", 1) != 1)
+        return -1;
+    pthread_join(h->th, NULL);
+    close(h->lfd);
+    close(h->wake[0]);
+    close(h->wake[1]);
+    pthread_mutex_destroy(&h->mu);
+    return 0;
+}
+
+/* ===== curl_loop fixtures ===== */
+
+#define MAX_POSTS 64
+
+typedef struct ctest {
+    h2o_evloop_t *loop;
+    curl_loop_t *c;
+    int calls[MAX_POSTS];
+    long status[MAX_POSTS];
+    char body[MAX_POSTS][64];
+    size_t len[MAX_POSTS];
+    uint64_t done_at[MAX_POSTS];
+    int ndone;
+} ctest_t;
+
+typedef struct cslot {
+    ctest_t *t;
+    int i;
+} cslot_t;
+
+static cslot_t g_cslots[MAX_POSTS];
+
+static void *cslot(ctest_t *t, int i)
+{
+    g_cslots[i].t = t;
+    g_cslots[i].i = i;
+    return &g_cslots[i];
+}
+
+static void on_post(long status, const char *body, size_t len, void *data)
+{
+    cslot_t *s = data;
+    ctest_t *t = s->t;
+    t->calls[s->i]++;
+    t->ndone++;
+    t->status[s->i] = status;
+    t->len[s->i] = len;
+    t->done_at[s->i] = now_ms();
+    assert_non_null(body);
+    assert_int_equal(body[len], '\0');
+    snprintf(t->body[s->i], sizeof(t->body[s->i]), "%.*s", (int)(len < 63 ? len : 63), body);
+}
+
+static ctest_t *ctest_new(void)
+{
+    ctest_t *t = calloc(1, sizeof(*t));
+    assert_non_null(t);
+    t->loop = h2o_evloop_create();
+    t->c = curl_loop_create(t->loop);
+    assert_non_null(t->c);
+    return t;
+}
+
+static void ctest_free(ctest_t *t)
+{
+    if (t->c != NULL)
+        curl_loop_destroy(t->c);
+    h2o_evloop_run(t->loop, 0);
+    h2o_evloop_destroy(t->loop);
+    free(t);
+}
+
+static char *url(const char *path)
+{
+    static char buf[8][128];
+    static int n;
+    char *u = buf[n++ % 8];
+    snprintf(u, sizeof(buf[0]), "http://127.0.0.1:%d%s", g_httpd.port, path);
+    return u;
+}
+
+static curl_loop_req_t req_for(const char *path, const char *form)
+{
+    return (curl_loop_req_t){.url = url(path), .form = form, .timeout_ms = 5000, .allow_http = 1};
+}
+
+/* ===== curl_loop tests ===== */
+
+static void test_curl_post_returns_status_and_body(void **state)
+{
+    ctest_t *t = ctest_new();
+    curl_loop_req_t req = req_for("/echo", "grant_type=authorization_code&code=ac_123");
+    req.bearer = "sk_test_bearer";
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), 0);
+    assert_int_equal(curl_loop_inflight(t->c), 1);
+    assert_int_equal(t->calls[0], 0); /* never synchronously */
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, 5000));
+    assert_int_equal(t->status[0], 200);
+    assert_string_equal(t->body[0], "echo:grant_type=authorization_code&code=ac_123");
+    assert_int_equal(curl_loop_inflight(t->c), 0);
+    pthread_mutex_lock(&g_httpd.mu);
+    assert_string_equal(g_httpd.last_method, "POST");
+    assert_string_equal(g_httpd.last_auth, "Bearer sk_test_bearer");
+    assert_string_equal(g_httpd.last_ctype, "application/x-www-form-urlencoded");
+    pthread_mutex_unlock(&g_httpd.mu);
+    ctest_free(t);
+}
+
+static void test_curl_basic_auth_is_user_and_empty_password(void **state)
+{
+    ctest_t *t = ctest_new();
+    curl_loop_req_t req = req_for("/echo", "stripe_user_id=acct_1");
+    req.basic_user = "sk_test_abc";
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, 5000));
+    assert_int_equal(t->status[0], 200);
+    pthread_mutex_lock(&g_httpd.mu);
+    assert_string_equal(g_httpd.last_auth, "Basic c2tfdGVzdF9hYmM6"); /* base64("sk_test_abc:") */
+    assert_string_equal(g_httpd.last_body, "stripe_user_id=acct_1");
+    pthread_mutex_unlock(&g_httpd.mu);
+    ctest_free(t);
+}
+
+static void test_curl_error_status_and_body_pass_through(void **state)
+{
+    ctest_t *t = ctest_new();
+    curl_loop_req_t req = req_for("/status/402", "a=b");
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, 5000));
+    assert_int_equal(t->status[0], 402);
+    assert_string_equal(t->body[0], "status");
+    ctest_free(t);
+}
+
+static void test_curl_redirect_is_not_followed(void **state)
+{
+    ctest_t *t = ctest_new();
+    int before = httpd_nreq();
+    curl_loop_req_t req = req_for("/redirect", "a=b");
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, 5000));
+    assert_int_equal(t->status[0], 302);
+    assert_string_equal(t->body[0], "moved");
+    assert_int_equal(httpd_nreq(), before + 1);
+    ctest_free(t);
+}
+
+static void test_curl_50_concurrent_posts_all_complete(void **state)
+{
+    ctest_t *t = ctest_new();
+    char forms[50][16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(forms[i], sizeof(forms[i]), "id=%d", i);
+        curl_loop_req_t req = req_for("/echo", forms[i]);
+        assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, i)), 0);
+    }
+    assert_int_equal(curl_loop_inflight(t->c), 50);
+    assert_true(RUN_UNTIL(t->loop, t->ndone == 50, 10000));
+    for (int i = 0; i < 50; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "echo:id=%d", i);
+        assert_int_equal(t->calls[i], 1);
+        assert_int_equal(t->status[i], 200);
+        assert_string_equal(t->body[i], want);
+    }
+    assert_int_equal(curl_loop_inflight(t->c), 0);
+    ctest_free(t);
+}
+
+static void test_curl_hanging_server_times_out_with_zero(void **state)
+{
+    ctest_t *t = ctest_new();
+    curl_loop_req_t req = req_for("/hang", "a=b");
+    req.timeout_ms = 700;
+    uint64_t t0 = now_ms();
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, (uint64_t)req.timeout_ms + 1000));
+    uint64_t elapsed = t->done_at[0] - t0;
+    assert_int_equal(t->status[0], 0);
+    assert_int_equal(t->len[0], 0);
+    assert_true(elapsed >= (uint64_t)req.timeout_ms - 50); /* it was the timeout, not an error */
+    assert_true(elapsed < (uint64_t)req.timeout_ms + 1000);
+    ctest_free(t);
+}
+
+static void test_curl_connection_refused_gives_zero(void **state)
+{
+    ctest_t *t = ctest_new();
+    char u[64];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/echo", free_port());
+    curl_loop_req_t req = {.url = u, .form = "a=b", .timeout_ms = 5000, .allow_http = 1};
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, 2000));
+    assert_int_equal(t->status[0], 0);
+    assert_string_equal(t->body[0], "");
+    ctest_free(t);
+}
+
+static void test_curl_response_cap_is_enforced(void **state)
+{
+    ctest_t *t = ctest_new();
+    curl_loop_req_t exact = req_for("/exact", "a=b"), big = req_for("/big", "a=b");
+    assert_int_equal(curl_loop_post(t->c, &exact, on_post, cslot(t, 0)), 0);
+    assert_int_equal(curl_loop_post(t->c, &big, on_post, cslot(t, 1)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->ndone == 2, 5000));
+    assert_int_equal(t->status[0], 200);
+    assert_int_equal(t->len[0], CURL_LOOP_MAX_RESPONSE);
+    assert_int_equal(t->status[1], 0);
+    assert_int_equal(t->len[1], 0);
+    ctest_free(t);
+}
+
+static void test_curl_plain_http_refused_unless_allowed(void **state)
+{
+    ctest_t *t = ctest_new();
+    int before = httpd_nreq();
+    curl_loop_req_t req = req_for("/echo", "a=b");
+    req.allow_http = 0;
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->calls[0] == 1, 2000));
+    assert_int_equal(t->status[0], 0);
+    assert_int_equal(httpd_nreq(), before);
+    ctest_free(t);
+}
+
+static void test_curl_post_rejects_bad_requests(void **state)
+{
+    ctest_t *t = ctest_new();
+    curl_loop_req_t req = req_for("/echo", "a=b");
+    req.timeout_ms = 0; /* every call needs a deadline */
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), -1);
+    req = req_for("/echo", "a=b");
+    req.url = NULL;
+    assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, 0)), -1);
+    assert_int_equal(curl_loop_inflight(t->c), 0);
+    RUN_UNTIL(t->loop, 0, 50);
+    assert_int_equal(t->calls[0], 0);
+    ctest_free(t);
+}
+
+static ctest_t *g_chain_c;
+
+static void on_post_chain(long status, const char *body, size_t len, void *data)
+{
+    cslot_t *s = data;
+    on_post(status, body, len, data);
+    if (s->i < 4) {
+        curl_loop_req_t req = req_for("/echo", "next");
+        assert_int_equal(curl_loop_post(g_chain_c->c, &req, on_post_chain, cslot(g_chain_c, s->i + 1)), 0);
+    }
+}
+
+static void test_curl_post_from_inside_a_callback(void **state)
+{
+    ctest_t *t = ctest_new();
+    g_chain_c = t;
+    curl_loop_req_t req = req_for("/echo", "next");
+    assert_int_equal(curl_loop_post(t->c, &req, on_post_chain, cslot(t, 0)), 0);
+    assert_true(RUN_UNTIL(t->loop, t->ndone == 5, 5000));
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(t->calls[i], 1);
+        assert_int_equal(t->status[i], 200);
+    }
+    ctest_free(t);
+}
+
+static void test_curl_destroy_calls_in_flight_back_with_zero(void **state)
+{
+    ctest_t *t = ctest_new();
+    int before = httpd_nreq();
+    for (int i = 0; i < 5; i++) {
+        curl_loop_req_t req = req_for("/hang", "a=b");
+        req.timeout_ms = 30000;
+        assert_int_equal(curl_loop_post(t->c, &req, on_post, cslot(t, i)), 0);
+    }
+    /* every request reached the server: the transfers are really in flight */
+    assert_true(RUN_UNTIL(t->loop, httpd_nreq() == before + 5, 5000));
+    assert_int_equal(t->ndone, 0);
+    curl_loop_destroy(t->c);
+    t->c = NULL;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(t->calls[i], 1);
+        assert_int_equal(t->status[i], 0);
+    }
+    ctest_free(t);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* hiredis writes with write(2); the broker's main does the same */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    const struct CMUnitTest redis_tests[] = {
+        cmocka_unit_test(test_redis_refuses_commands_until_connected),
+        cmocka_unit_test(test_redis_set_get_round_trip),
+        cmocka_unit_test(test_redis_1000_pipelined_incrs_answered_in_order),
+        cmocka_unit_test(test_redis_refuses_commands_that_break_reply_order),
+        cmocka_unit_test(test_redis_kill_fails_pending_commands_with_null),
+        cmocka_unit_test(test_redis_commands_return_minus_one_while_disconnected),
+        cmocka_unit_test(test_redis_reconnects_by_itself_after_restart),
+        cmocka_unit_test(test_redis_stall_fails_pending_command_within_bound),
+        cmocka_unit_test(test_redis_destroy_fails_pending_commands_with_null),
+        cmocka_unit_test(test_redis_auth_and_select_over_unix_socket),
+        cmocka_unit_test(test_redis_wrong_password_never_becomes_ready),
+    };
+    const struct CMUnitTest curl_tests[] = {
+        cmocka_unit_test(test_curl_post_returns_status_and_body),
+        cmocka_unit_test(test_curl_basic_auth_is_user_and_empty_password),
+        cmocka_unit_test(test_curl_error_status_and_body_pass_through),
+        cmocka_unit_test(test_curl_redirect_is_not_followed),
+        cmocka_unit_test(test_curl_50_concurrent_posts_all_complete),
+        cmocka_unit_test(test_curl_hanging_server_times_out_with_zero),
+        cmocka_unit_test(test_curl_connection_refused_gives_zero),
+        cmocka_unit_test(test_curl_response_cap_is_enforced),
+        cmocka_unit_test(test_curl_plain_http_refused_unless_allowed),
+        cmocka_unit_test(test_curl_post_rejects_bad_requests),
+        cmocka_unit_test(test_curl_post_from_inside_a_callback),
+        cmocka_unit_test(test_curl_destroy_calls_in_flight_back_with_zero),
+    };
+    int failed = cmocka_run_group_tests_name("redis_loop", redis_tests, redis_group_setup, redis_group_teardown);
+    failed += cmocka_run_group_tests_name("curl_loop", curl_tests, curl_group_setup, curl_group_teardown);
+    curl_global_cleanup();
+    return failed != 0;
+}
