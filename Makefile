@@ -18,11 +18,11 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
+override CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
            -DH2O_USE_LIBUV=0 -DBROKER_VERSION='"$(VERSION)"' -D_GNU_SOURCE \
            -Ibroker $(PKG_CFLAGS) -pthread $(SAN)
-LDLIBS  += $(PKG_LIBS) -lpthread -lm
-LDFLAGS += $(SAN)
+override LDLIBS  += $(PKG_LIBS) -lpthread -lm
+override LDFLAGS += $(SAN)
 
 SRCS      := $(shell find broker -name '*.c' | sort)
 OBJS      := $(SRCS:%.c=$(BUILD)/obj/%.o)
@@ -62,7 +62,8 @@ deps:
 run: deps all
 	@sh deploy/scripts/run-demo.sh
 
-test: deps
+test:
+	@sh deploy/scripts/install-deps.sh test
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory asan
 	@sh tests/run.sh
@@ -74,4 +75,4 @@ bench: deps all
 	@sh tests/bench/run.sh
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-*

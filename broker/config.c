@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/crypto.h"
@@ -117,19 +118,17 @@ static int read_file(loader_t *l, const char *fvar, const char *path, char **out
         rc = fail(l, fvar, "the file is empty");
         goto out;
     }
-    *out = data;
-    data = NULL;
+    *out = xstrdup(data);
     rc = 0;
 out:
     if (fd >= 0)
         close(fd);
-    if (data != NULL)
-        secure_free(data, CONFIG_FILE_MAX_BYTES + 1);
+    secure_free(data, CONFIG_FILE_MAX_BYTES + 1);
     return rc;
 }
 
 /* The value of NAME or of the file named by NAME_FILE (malloc'd), or NULL when
- * neither is set. Both set, an empty value, or an unreadable file is an error. */
+ * neither is set (an empty value is unset). Both set, or an unreadable file, is an error. */
 static int read_var(loader_t *l, const char *name, char **out)
 {
     char fvar[CONFIG_NAME_MAX + 8], what[2 * CONFIG_NAME_MAX + 48];
@@ -139,19 +138,27 @@ static int read_var(loader_t *l, const char *name, char **out)
     snprintf(fvar, sizeof(fvar), "%s_FILE", name);
     v = l->get(name, l->ctx);
     path = l->get(fvar, l->ctx);
+    /* an empty variable counts as unset (as in most deployment tools) */
+    if (v != NULL && v[0] == '\0')
+        v = NULL;
+    if (path != NULL && path[0] == '\0')
+        path = NULL;
     if (v != NULL && path != NULL) {
         snprintf(what, sizeof(what), "set either %s or %s, not both", name, fvar);
         return fail(l, name, what);
     }
     if (path != NULL) {
-        if (path[0] == '\0')
-            return fail(l, fvar, "is empty");
-        return read_file(l, fvar, path, out);
+        if (read_file(l, fvar, path, out) != 0)
+            return -1;
+        if (**out == '\0') {
+            free(*out);
+            *out = NULL;
+            return fail(l, fvar, "names an empty file");
+        }
+        return 0;
     }
     if (v == NULL)
         return 0;
-    if (v[0] == '\0')
-        return fail(l, name, "is set but empty");
     *out = xstrdup(v);
     return 0;
 }
@@ -413,7 +420,9 @@ static int parse_redis_tcp(loader_t *l, config_t *c, const char *v)
     if (strpbrk(auth, "?#") != NULL)
         return fail(l, "BROKER_REDIS_URL", "a query or fragment is not supported in redis:// URLs");
     auth_end = auth + strcspn(auth, "/");
-    at = memrchr(auth, '@', (size_t)(auth_end - auth));
+    for (at = auth_end; at > auth && at[-1] != '@'; at--)
+        ;
+    at = at > auth ? at - 1 : NULL; /* the last '@': a password may contain one */
     if (at != NULL) {
         size_t plen = (size_t)(at - auth);
         if (plen == 0 || auth[0] != ':')
@@ -638,16 +647,17 @@ static const char *pattern_parse(const char *s, size_t len, origin_pattern_t *p)
 /* Store the pattern normalised: lower case, no trailing '/', default port omitted. */
 static char *pattern_normalize(const origin_pattern_t *p)
 {
-    char *out;
-    size_t i;
-    int n = (p->port == (p->https ? 443 : 80))
-                ? asprintf(&out, "%s://%s%.*s", p->https ? "https" : "http",
-                           p->wildcard ? "*." : "", (int)p->hostlen, p->host)
-                : asprintf(&out, "%s://%s%.*s:%ld", p->https ? "https" : "http",
-                           p->wildcard ? "*." : "", (int)p->hostlen, p->host, p->port);
+    size_t i, cap = p->hostlen + 24; /* "https://" "*." ":65535" and the NUL */
+    char *out = malloc(cap);
 
-    if (n < 0)
+    if (out == NULL)
         abort();
+    if (p->port == (p->https ? 443 : 80))
+        snprintf(out, cap, "%s://%s%.*s", p->https ? "https" : "http", p->wildcard ? "*." : "",
+                 (int)p->hostlen, p->host);
+    else
+        snprintf(out, cap, "%s://%s%.*s:%ld", p->https ? "https" : "http",
+                 p->wildcard ? "*." : "", (int)p->hostlen, p->host, p->port);
     for (i = 0; out[i] != '\0'; i++)
         if (out[i] >= 'A' && out[i] <= 'Z')
             out[i] = (char)(out[i] + 32);
@@ -792,6 +802,9 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
         load_number(&l, "BROKER_UPSTREAM_TIMEOUT_MS", DEFAULT_UPSTREAM_TIMEOUT_MS,
                     UPSTREAM_TIMEOUT_MIN_MS, UPSTREAM_TIMEOUT_MAX_MS,
                     &c->upstream_timeout_ms) != 0 ||
+        load_number(&l, "BROKER_BACKGROUND_REFRESH_S", "60", 1, 3600, &c->background_refresh_s) != 0 ||
+        load_number(&l, "BROKER_RATE_LIMIT_IP_PER_MIN", "300", 0, 1000000, &c->rate_ip_per_min) != 0 ||
+        load_number(&l, "BROKER_RATE_LIMIT_ORG_PER_S", "1000", 0, 1000000, &c->rate_org_per_s) != 0 ||
         load_return_allow(&l, c) != 0 || load_log_level(&l, c) != 0 || load_stripe(&l, c) != 0 ||
         load_base_url(&l, "STRIPE_CONNECT_URL", DEFAULT_CONNECT_URL, 1, &c->connect_url,
                       NULL) != 0 ||

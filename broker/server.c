@@ -266,8 +266,6 @@ void breq_error(breq_t *b, api_err_t e, const char *message)
         add_header(req, "www-authenticate", "Bearer");
     if (e == ERR_STORE_UNAVAILABLE)
         add_header(req, "retry-after", "1");
-    if (e == ERR_RATE_LIMITED)
-        add_header(req, "retry-after", "1");
     if (b->route < NROUTES && routes[b->route].kind == KIND_PAGE) {
         pages_error(b, status, NULL, message != NULL ? message : api_err_message(e));
         return;
@@ -429,6 +427,81 @@ int breq_stripe(breq_t *b, const curl_loop_req_t *req, breq_stripe_cb cb)
     return 0;
 }
 
+/* ===== Rate limits =====
+ *
+ * Fixed-window counters in a direct-mapped table per worker (no lock, no allocation):
+ * browser pages per client IP per minute, the org API per org per second. Two keys
+ * that land on one slot simply share a window, which errs on the strict side. The
+ * limits are per worker thread; a client spread over N workers gets up to N times. */
+
+#define RATE_SLOTS 4096
+
+struct rate_slot {
+    uint64_t key;
+    uint64_t window;
+    uint32_t count;
+};
+
+static uint64_t hash64(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ull ^ seed;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ull;
+    return h | 1; /* never 0: 0 marks an empty slot */
+}
+
+/* Count one hit for key; returns 0, or the seconds until the window ends when over. */
+static int rate_hit(worker_t *w, uint64_t key, int limit, int window_s)
+{
+    if (limit <= 0)
+        return 0;
+    if (w->rate == NULL && (w->rate = calloc(RATE_SLOTS, sizeof(*w->rate))) == NULL)
+        abort();
+    uint64_t now = time_mono_ms() / 1000, window = now / (uint64_t)window_s;
+    struct rate_slot *s = &w->rate[key % RATE_SLOTS];
+    if (s->key != key || s->window != window) {
+        s->key = key;
+        s->window = window;
+        s->count = 0;
+    }
+    if (++s->count <= (uint32_t)limit)
+        return 0;
+    return (int)((window + 1) * (uint64_t)window_s - now);
+}
+
+static int rate_limited(breq_t *b, int retry_after_s)
+{
+    char v[16];
+    if (retry_after_s <= 0)
+        return 0;
+    snprintf(v, sizeof(v), "%d", retry_after_s);
+    add_header(b->req, "retry-after", v);
+    breq_error(b, ERR_RATE_LIMITED, NULL);
+    return 1;
+}
+
+static int rate_check_ip(breq_t *b)
+{
+    struct sockaddr_storage sa;
+    socklen_t n = b->req->conn->callbacks->get_peername(b->req->conn, (struct sockaddr *)&sa);
+    const void *addr = &sa;
+    size_t alen = 0;
+    if (n > 0 && sa.ss_family == AF_INET) {
+        addr = &((struct sockaddr_in *)&sa)->sin_addr;
+        alen = sizeof(struct in_addr);
+    } else if (n > 0 && sa.ss_family == AF_INET6) {
+        addr = &((struct sockaddr_in6 *)&sa)->sin6_addr;
+        alen = sizeof(struct in6_addr);
+    }
+    return rate_limited(b, rate_hit(b->w, hash64(addr, alen, 0x1b), b->w->cfg->rate_ip_per_min, 60));
+}
+
+static int rate_check_org(breq_t *b)
+{
+    return rate_limited(b, rate_hit(b->w, hash64(b->org, ORGID_LEN, 0x2c), b->w->cfg->rate_org_per_s, 1));
+}
+
 /* ===== The router ===== */
 
 typedef struct seg {
@@ -530,6 +603,8 @@ static void dispatch(breq_t *b)
         breq_error(b, ERR_INVALID_REQUEST, "The org id is not a valid Salesforce organization id (15 or 18 characters, starting with 00D).");
         return;
     }
+    if (rt->auth == AUTH_ORG && rate_check_org(b))
+        return;
     if (bk.kind == BEARER_ADMIN) {
         b->is_admin = 1;
         rt->fn(b);
@@ -579,6 +654,8 @@ static void route_request(breq_t *b)
             breq_error(b, ERR_PAYLOAD_TOO_LARGE, NULL);
             return;
         }
+        if (routes[i].kind == KIND_PAGE && rate_check_ip(b))
+            return;
         dispatch(b);
         return;
     }

@@ -38,6 +38,7 @@ typedef struct worker {
     h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
     h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */
     size_t inflight;                /* requests not yet answered */
+    struct rate_slot *rate;         /* RATE_SLOTS fixed-window counters (per IP / per org) */
 } worker_t;
 
 typedef struct breq breq_t;

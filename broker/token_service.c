@@ -108,9 +108,18 @@ struct token_service {
     h2o_timeout_t poll_list;
     h2o_timeout_t renew_list;
     long lease_ms;
+    /* the background pass (apps flavor, worker 0) */
+    h2o_timeout_t bg_list;
+    h2o_timeout_entry_t bg_timer;
+    int bg_running;
+    int bg_cursor_started;
+    char bg_cursor[32];
+    char **bg_keys;
+    size_t bg_nkeys;
 };
 
 static void acquire(flight_t *f);
+static void on_bg_tick(h2o_timeout_entry_t *e);
 
 /* ===== Flights ===== */
 
@@ -444,37 +453,26 @@ token_service_t *token_service_create(worker_t *w)
     ts->lease_ms = (long)w->cfg->upstream_timeout_ms + 1000;
     h2o_timeout_init(w->loop, &ts->poll_list, POLL_MS);
     h2o_timeout_init(w->loop, &ts->renew_list, (uint64_t)ts->lease_ms / 3);
+    if (w->id == 0 && w->cfg->flavor == FLAVOR_APPS && w->cfg->background_refresh_s > 0) {
+        h2o_timeout_init(w->loop, &ts->bg_list, (uint64_t)w->cfg->background_refresh_s * 1000);
+        ts->bg_timer.cb = on_bg_tick;
+        h2o_timeout_link(w->loop, &ts->bg_list, &ts->bg_timer);
+    }
     return ts;
 }
 
-void token_service_run(breq_t *b, int mode, token_op_t op, long seen_version, token_done_cb cb)
+/* Start a flight for org/mode (none may exist yet) and return it. */
+static flight_t *flight_start(token_service_t *ts, const char *org, int mode, token_op_t op, long seen_version)
 {
-    token_service_t *ts = b->w->tokens;
-    const char *prefix = b->w->cfg->redis_prefix;
-    flight_t *f;
-    waiter_t *wt = calloc(1, sizeof(*wt));
-    if (wt == NULL)
-        abort();
-    for (f = ts->flights; f != NULL; f = f->next)
-        if (f->mode == mode && strcmp(f->org, b->org) == 0)
-            break;
-    breq_hold(b);
-    breq_deadline_stripe(b);
-    wt->b = b;
-    wt->cb = cb;
-    if (f != NULL) {
-        wt->next = f->waiters;
-        f->waiters = wt;
-        return;
-    }
-    if ((f = calloc(1, sizeof(*f))) == NULL)
+    const char *prefix = ts->w->cfg->redis_prefix;
+    flight_t *f = calloc(1, sizeof(*f));
+    if (f == NULL)
         abort();
     f->ts = ts;
-    memcpy(f->org, b->org, sizeof(f->org));
+    snprintf(f->org, sizeof(f->org), "%s", org);
     f->mode = mode;
     f->op = op;
     f->seen_version = seen_version;
-    f->waiters = wt;
     f->started_ms = time_mono_ms();
     f->result_err = -1;
     f->poll.cb = on_poll_tick;
@@ -488,5 +486,156 @@ void token_service_run(breq_t *b, int mode, token_op_t op, long seen_version, to
     snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:", prefix);
     f->next = ts->flights;
     ts->flights = f;
+    return f;
+}
+
+static flight_t *flight_find(token_service_t *ts, const char *org, int mode)
+{
+    for (flight_t *f = ts->flights; f != NULL; f = f->next)
+        if (f->mode == mode && strcmp(f->org, org) == 0)
+            return f;
+    return NULL;
+}
+
+void token_service_run(breq_t *b, int mode, token_op_t op, long seen_version, token_done_cb cb)
+{
+    token_service_t *ts = b->w->tokens;
+    waiter_t *wt = calloc(1, sizeof(*wt));
+    if (wt == NULL)
+        abort();
+    breq_hold(b);
+    breq_deadline_stripe(b);
+    wt->b = b;
+    wt->cb = cb;
+    flight_t *f = flight_find(ts, b->org, mode);
+    if (f != NULL) {
+        wt->next = f->waiters;
+        f->waiters = wt;
+        return;
+    }
+    f = flight_start(ts, b->org, mode, op, seen_version);
+    f->waiters = wt;
     acquire(f);
+}
+
+/* ===== The background pass (apps flavor) =====
+ *
+ * Apps access tokens expire after an hour and refresh tokens after a year of disuse;
+ * a connection nobody reads must still be refreshed. Worker 0 of every replica wakes
+ * every BROKER_BACKGROUND_REFRESH_S; the replica that takes the pass lease scans the
+ * connection records and starts an ordinary flight (same lease, same fence) for each
+ * one that would enter the refresh margin before the next pass. */
+
+static void on_bg_values(redisReply *r, void *data);
+
+static void bg_scan(token_service_t *ts)
+{
+    char pattern[160];
+    snprintf(pattern, sizeof(pattern), "%sconn:*", ts->w->cfg->redis_prefix);
+    if (redis_loop_command(ts->w->redis, on_bg_values, ts, "SCAN %s MATCH %s COUNT 200", ts->bg_cursor, pattern) != 0)
+        ts->bg_running = 0;
+}
+
+static void on_bg_records(redisReply *r, void *data)
+{
+    token_service_t *ts = data;
+    const config_t *cfg = ts->w->cfg;
+    time_t now = time(NULL);
+    size_t plen = strlen(cfg->redis_prefix) + 5; /* "conn:" */
+    for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements && i < ts->bg_nkeys; i++) {
+        const char *key = ts->bg_keys[i];
+        char org[ORGID_LEN + 1];
+        conn_record_t rec;
+        long ver;
+        if (strlen(key) < plen + ORGID_LEN + 2 || key[plen + ORGID_LEN] != ':')
+            continue;
+        memcpy(org, key + plen, ORGID_LEN);
+        org[ORGID_LEN] = '\0';
+        int mode = mode_parse(key + plen + ORGID_LEN + 1, strlen(key + plen + ORGID_LEN + 1));
+        redisReply *v = r->element[i];
+        if (mode < 0 || v->type != REDIS_REPLY_STRING ||
+            store_conn_open(cfg, org, mode, v->str, v->len, &ver, &rec) != STORE_OK)
+            continue;
+        if (rec.status == CONN_CONNECTED && rec.expires_at != 0 &&
+            rec.expires_at - now <= cfg->refresh_margin_s + cfg->background_refresh_s &&
+            flight_find(ts, org, mode) == NULL) {
+            log_event(LOG_INFO, "background refresh", "org_id", org, "mode", mode_name(mode), NULL);
+            acquire(flight_start(ts, org, mode, TOKEN_OP_REFRESH, ver));
+        }
+        conn_record_clear(&rec);
+    }
+    for (size_t i = 0; i < ts->bg_nkeys; i++)
+        free(ts->bg_keys[i]);
+    ts->bg_nkeys = 0;
+    if (r == NULL || strcmp(ts->bg_cursor, "0") == 0)
+        ts->bg_running = 0;
+    else
+        bg_scan(ts);
+}
+
+static void on_bg_values(redisReply *r, void *data)
+{
+    token_service_t *ts = data;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        ts->bg_running = 0;
+        return;
+    }
+    snprintf(ts->bg_cursor, sizeof(ts->bg_cursor), "%s", r->element[0]->str);
+    redisReply *keys = r->element[1];
+    if (keys->elements == 0) {
+        on_bg_records(NULL, ts);
+        if (strcmp(ts->bg_cursor, "0") != 0) {
+            ts->bg_running = 1;
+            bg_scan(ts);
+        }
+        return;
+    }
+    const char **argv = calloc(keys->elements + 1, sizeof(char *));
+    size_t *lens = calloc(keys->elements + 1, sizeof(size_t));
+    ts->bg_keys = realloc(ts->bg_keys, keys->elements * sizeof(char *));
+    if (argv == NULL || lens == NULL || ts->bg_keys == NULL)
+        abort();
+    argv[0] = "MGET";
+    lens[0] = 4;
+    for (size_t i = 0; i < keys->elements; i++) {
+        ts->bg_keys[i] = strndup(keys->element[i]->str, keys->element[i]->len);
+        argv[i + 1] = ts->bg_keys[i];
+        lens[i + 1] = keys->element[i]->len;
+    }
+    ts->bg_nkeys = keys->elements;
+    if (redis_loop_commandv(ts->w->redis, on_bg_records, ts, (int)keys->elements + 1, argv, lens) != 0) {
+        for (size_t i = 0; i < ts->bg_nkeys; i++)
+            free(ts->bg_keys[i]);
+        ts->bg_nkeys = 0;
+        ts->bg_running = 0;
+    }
+    free(argv);
+    free(lens);
+}
+
+static void on_bg_lease(redisReply *r, void *data)
+{
+    token_service_t *ts = data;
+    if (r == NULL || r->type != REDIS_REPLY_STATUS) {
+        ts->bg_running = 0; /* another replica runs this pass (or Redis is away) */
+        return;
+    }
+    snprintf(ts->bg_cursor, sizeof(ts->bg_cursor), "0");
+    ts->bg_cursor_started = 1;
+    bg_scan(ts);
+}
+
+static void on_bg_tick(h2o_timeout_entry_t *e)
+{
+    token_service_t *ts = H2O_STRUCT_FROM_MEMBER(token_service_t, bg_timer, e);
+    char lease[24], owner[OWNER_BYTES * 2];
+    h2o_timeout_link(ts->w->loop, &ts->bg_list, &ts->bg_timer);
+    if (ts->bg_running || !redis_loop_ready(ts->w->redis))
+        return;
+    ts->bg_running = 1;
+    rand_token(owner, OWNER_BYTES);
+    snprintf(lease, sizeof(lease), "%ld", (long)ts->w->cfg->background_refresh_s * 1000 - 500);
+    if (redis_loop_command(ts->w->redis, on_bg_lease, ts, "SET %sbgrefresh %s NX PX %s", ts->w->cfg->redis_prefix,
+                           owner, lease) != 0)
+        ts->bg_running = 0;
 }

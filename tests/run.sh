@@ -18,11 +18,19 @@ cd "$(dirname "$0")/.." || exit 1
 PYTHON=${PYTHON:-/usr/bin/python3}
 [ -x "$PYTHON" ] || PYTHON=python3
 
+# The build folders (the Makefile's defaults; overridable to test another build).
+PLAIN=${PLAIN_BUILD:-build}
+ASAN=${ASAN_BUILD:-build-asan}
+case "$PLAIN" in
+    /*) PLAIN_ABS=$PLAIN ;;
+    *) PLAIN_ABS=$(pwd)/$PLAIN ;;
+esac
+
 UNIT_TIMEOUT_S=${UNIT_TIMEOUT_S:-120}
 FUZZ_TIMEOUT_S=${FUZZ_TIMEOUT_S:-240}
 SIM_TIMEOUT_S=${SIM_TIMEOUT_S:-180}
 IT_TIMEOUT_S=${IT_TIMEOUT_S:-300}
-SUITE_TIMEOUT_S=${SUITE_TIMEOUT_S:-240}
+SUITE_TIMEOUT_S=${SUITE_TIMEOUT_S:-420}
 
 TOTAL_P=0
 TOTAL_F=0
@@ -75,7 +83,7 @@ ran_unit=0
 for src in tests/unit/test_*.c; do
     [ -f "$src" ] || continue
     name=$(basename "$src" .c)
-    for dir in build/unit build-asan/unit; do
+    for dir in "$PLAIN/unit" "$ASAN/unit"; do
         b="$dir/$name"
         if [ ! -x "$b" ]; then
             echo "$b: missing (tests/unit/$name.c was not built): 1 failed"
@@ -122,15 +130,17 @@ if [ -f tests/fakes/test_stripe_sim.py ]; then
 fi
 
 # ===== 4, 5. integration tests, plain and ASan+UBSan =====
-for bin in build/stripe-token-broker build-asan/stripe-token-broker; do
+for bin in "$PLAIN/stripe-token-broker" "$ASAN/stripe-token-broker"; do
     header "integration tests against $bin"
+    san=0
+    [ "$bin" = "$ASAN/stripe-token-broker" ] && san=1
     if [ ! -x "$bin" ]; then
         echo "$bin: missing: counted as 1 failure"
         add 0 1
         continue
     fi
     run_stage "$TMP/it.out" "$IT_TIMEOUT_S" \
-        env BROKER_BIN="$bin" IT_BUDGET=$((IT_TIMEOUT_S - 30)) "$PYTHON" tests/it/run.py
+        env BROKER_BIN="$bin" IT_BUDGET=$((IT_TIMEOUT_S - 30)) IT_SANITIZER="$san" "$PYTHON" tests/it/run.py
     summary_of "$TMP/it.out" it
     add "$P" "$F"
 done
@@ -143,7 +153,7 @@ for script in tests/*/run.sh; do
         unit | it | fuzz | fakes | bench) continue ;;
     esac
     header "$name"
-    run_stage "$TMP/$name.out" "$SUITE_TIMEOUT_S" sh "$script"
+    run_stage "$TMP/$name.out" "$SUITE_TIMEOUT_S" env BROKER_BIN="$PLAIN_ABS/stripe-token-broker" sh "$script"
     summary_of "$TMP/$name.out" "$name"
     add "$P" "$F"
 done

@@ -15,7 +15,9 @@ typedef struct buf {
 void buf_append(buf_t *b, const void *data, size_t len);
 void buf_puts(buf_t *b, const char *s);
 void buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Append s as a JSON string literal, quotes included. */
+/* Append s as a JSON string literal, quotes included. Control characters and < > &
+ * are written as \u00XX (so a JSON body is never sniffed as HTML); invalid UTF-8
+ * bytes become U+FFFD, so the output is always valid JSON. */
 void buf_json_str(buf_t *b, const char *s, size_t len);
 void buf_reset(buf_t *b);
 void buf_free(buf_t *b);

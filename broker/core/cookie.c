@@ -15,12 +15,14 @@ static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
 int cookie_get(const char *hdr, size_t len, const char *name, const char **val, size_t *vlen)
 {
-    const char *p = hdr, *end = hdr + len;
+    const char *p, *end;
     size_t nlen = strlen(name);
     int found = 0;
 
     if (hdr == NULL)
         return 0;
+    p = hdr;
+    end = hdr + len;
     for (;;) {
         const char *semi = memchr(p, ';', (size_t)(end - p));
         const char *pe = semi != NULL ? semi : end;

@@ -70,13 +70,15 @@ static char *decode_dup(const char *s, size_t len)
 
 int form_get(const char *qs, size_t len, const char *name, char **out)
 {
-    const char *p = qs, *end = qs + len;
+    const char *p, *end;
     char *found = NULL, *key = NULL, *value = NULL;
     int rc = -1;
 
     *out = NULL;
     if (qs == NULL || len == 0)
         return 0;
+    p = qs;
+    end = qs + len;
     for (;;) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *pair_end = amp != NULL ? amp : end;

@@ -25,6 +25,7 @@
 #include "crypto.h"
 
 #define RECORD_TIME_MAX_S 253402300799LL /* 9999-12-31T23:59:59Z */
+#define RECORD_FIXED_BYTES 256 /* braces, v, status, livemode and the three times */
 
 static const char *status_name(conn_status_t s)
 {
@@ -39,11 +40,25 @@ static void put_str(buf_t *b, const char *name, const char *value)
     buf_json_str(b, value, strlen(value));
 }
 
+/* Worst-case encoded size of s (every byte escaped as \uXXXX) plus its name. */
+static size_t str_bound(const char *s)
+{
+    return s != NULL ? strlen(s) * 6 + 64 : 0;
+}
+
 char *conn_record_encode(const conn_record_t *r)
 {
     buf_t b = {NULL, 0, 0};
-    char *out;
 
+    /* Allocate the worst case up front: a realloc would leave a copy of the
+     * secrets in freed memory. */
+    b.cap = RECORD_FIXED_BYTES + str_bound(r->access_token) + str_bound(r->refresh_token) +
+            str_bound(r->stripe_user_id) + str_bound(r->stripe_publishable_key) +
+            str_bound(r->scope) + str_bound(r->derived_from);
+    b.p = malloc(b.cap);
+    if (b.p == NULL)
+        abort();
+    b.p[0] = '\0';
     buf_printf(&b, "{\"v\":%d,\"status\":\"%s\"", RECORD_VERSION, status_name(r->status));
     put_str(&b, "access_token", r->access_token);
     put_str(&b, "refresh_token", r->refresh_token);
@@ -57,11 +72,7 @@ char *conn_record_encode(const conn_record_t *r)
     if (r->derived_from[0] != '\0')
         put_str(&b, "derived_from", r->derived_from);
     buf_puts(&b, "}");
-    out = strdup(b.p);
-    if (out == NULL)
-        abort();
-    buf_wipe(&b);
-    return out;
+    return b.p;
 }
 
 /* Optional string: 0 absent or null, 1 copied, -1 wrong type or embedded NUL. */

@@ -52,7 +52,7 @@ static int kid_valid(const char *s, size_t len)
 /* A description naming the entry; static per thread (config is read by one thread). */
 static const char *entry_err(size_t entry, const char *what)
 {
-    static __thread char msg[KEYRING_ERR_LEN];
+    static _Thread_local char msg[KEYRING_ERR_LEN];
 
     snprintf(msg, sizeof(msg), "entry %zu: %s", entry, what);
     return msg;
@@ -250,11 +250,12 @@ static int is_b64url(const char *s, size_t len)
 /* Split and check the syntax; version first, so a future format is reported as such. */
 static int split_sealed(const char *s, size_t len, sealed_parts_t *p)
 {
-    const char *end = s + len, *d1, *d2, *d3;
+    const char *end, *d1, *d2, *d3;
     size_t i;
 
     if (s == NULL)
         return SEAL_ERR_FORMAT;
+    end = s + len;
     d1 = memchr(s, '.', len);
     if (d1 == NULL || d1 == s)
         return SEAL_ERR_FORMAT;

@@ -46,11 +46,13 @@ static int parse_t(const char *s, size_t len, long long *out)
 /* Split the header into t and the v1 values. Returns WHSIG_OK or WHSIG_MALFORMED. */
 static int parse_header(const char *h, size_t len, whsig_parsed_t *p)
 {
-    const char *s = h, *end = h + len;
+    const char *s, *end;
 
     memset(p, 0, sizeof(*p));
     if (h == NULL || len == 0)
         return WHSIG_MALFORMED;
+    s = h;
+    end = h + len;
     for (;;) {
         const char *comma = memchr(s, ',', (size_t)(end - s));
         const char *ie = comma != NULL ? comma : end;

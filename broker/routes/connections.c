@@ -150,8 +150,10 @@ static void on_conn_for_delete(breq_t *b, redisReply *r)
         snprintf(cd->acct, sizeof(cd->acct), "%s", rec.stripe_user_id ? rec.stripe_user_id : "");
         if (orc == STORE_OK && strcmp(other.derived_from, mode_name(b->mode)) == 0)
             cd->derived_mode = other_mode;
-        if (rec.derived_from[0] || rec.status != CONN_CONNECTED) {
-            delete_local(b); /* the authorization belongs to the other mode, or is already gone */
+        if (rec.derived_from[0] || rec.status != CONN_CONNECTED || b->w->cfg->flavor == FLAVOR_APPS) {
+            /* the authorization belongs to the other mode, is already gone, or is a Stripe
+             * Apps install (uninstalled from the Stripe Dashboard, no deauthorize call) */
+            delete_local(b);
         } else {
             curl_loop_req_t req;
             buf_t url = {0}, form = {0};

@@ -41,9 +41,9 @@ static void callback_free(void *p)
 
 static void bad_state(breq_t *b)
 {
-    pages_error(b, 400, "This authorization cannot be completed",
-                "This answer from Stripe was already used, has expired, or was started in another browser. "
-                "Nothing was changed. Start again from the setup page.");
+    pages_error_setup(b, 400, "This authorization cannot be completed",
+                      "This answer from Stripe was already used, has expired, or belongs to a setup started in "
+                      "another browser. Nothing was changed.");
 }
 
 static void on_stored(breq_t *b, redisReply *r)
@@ -70,13 +70,12 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
                   stripe_outcome_name(o), "error", err, NULL);
         stripe_token_clear(&tok);
         if (o == STRIPE_TRANSIENT)
-            pages_error(b, 502, "Stripe is not answering",
-                        "Stripe did not complete the authorization. Nothing was stored. Wait a moment, then start "
-                        "again from the setup page.");
+            pages_error_setup(b, 502, "Stripe is not answering",
+                              "Stripe did not complete the authorization. Nothing was stored.");
         else
-            pages_error(b, 400, "Stripe refused the authorization",
-                        "Stripe did not accept this authorization (it may have expired). Nothing was stored. Start "
-                        "again from the setup page.");
+            pages_error_setup(b, 400, "Stripe refused the authorization",
+                              "Stripe did not accept this authorization (it may have taken longer than 5 minutes). "
+                              "Nothing was stored.");
         return;
     }
     time_t now = time(NULL);
@@ -136,9 +135,13 @@ static void on_declined(breq_t *b, redisReply *r)
 {
     buf_t out = {0};
     page_begin(&out, "Authorization declined");
-    buf_puts(&out, "<section>\n<p role=\"status\">You declined the authorization in Stripe, so nothing was connected "
-                   "and nothing was stored.</p>\n<p>To connect Stripe, <a href=\"/setup\">go back to the setup "
-                   "page</a> and choose <em>Authorize with Stripe</em> again.</p>\n</section>\n");
+    buf_puts(&out, "<div class=\"notice notice-warn\" role=\"status\">\n<p>You declined the authorization in "
+                   "Stripe, so nothing was connected and nothing was stored.</p>\n</div>\n"
+                   "<section aria-labelledby=\"next-h\">\n<h2 id=\"next-h\">What to do next</h2>\n"
+                   "<p>To connect Stripe, go back to the setup page and choose <em>Authorize with Stripe</em> "
+                   "again, then approve access on Stripe. If the setup page says that the session has ended, open "
+                   "a new setup link from Salesforce.</p>\n<p class=\"actions\"><a class=\"button\" "
+                   "href=\"/setup\">Back to the setup page</a></p>\n</section>\n");
     page_end(&out);
     breq_html(b, 200, out.p, out.len, NULL);
     buf_free(&out);
@@ -167,8 +170,8 @@ void oauth_callback(breq_t *b)
         free(error);
         secure_free_str(code);
         if (!declined) {
-            pages_error(b, 400, "Stripe reported an error",
-                        "Stripe did not complete the authorization. Nothing was stored. Start again from the setup page.");
+            pages_error_setup(b, 400, "Stripe reported an error",
+                              "Stripe did not complete the authorization. Nothing was stored.");
             return;
         }
         if (state_ok)

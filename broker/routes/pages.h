@@ -12,8 +12,12 @@ void page_begin(buf_t *out, const char *title);
 void page_end(buf_t *out);
 /* Append escaped text. */
 void page_text(buf_t *out, const char *s);
-/* Answer an error page: a heading, the message (escaped) and what to do next. */
+/* Answer an error page: a heading, the message (escaped) and what to do next
+ * (open a new setup link from Salesforce; for 5xx, wait and retry). */
 void pages_error(breq_t *b, int status, const char *title, const char *message);
+/* The same for a problem inside a setup session: what to do next is a link back to
+ * the setup page (which itself says when the session has ended). */
+void pages_error_setup(breq_t *b, int status, const char *title, const char *message);
 /* The stylesheet. */
 extern const char PAGES_CSS[];
 #endif

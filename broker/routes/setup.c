@@ -153,39 +153,79 @@ static const char *session_key(breq_t *b, const char *cookie)
 
 /* ===== GET /setup ===== */
 
+/* What the status of one mode is, for the notice and the step indicator. */
+enum { MS_OFF = 0, MS_NONE, MS_CONNECTED, MS_REAUTH, MS_UNREADABLE };
+
+typedef struct mode_view {
+    int state;           /* MS_* */
+    int whsec;           /* a signing secret is stored */
+    char acct[128];      /* the Stripe account id when connected (shown escaped) */
+} mode_view_t;
+
+static const char *mode_label(int mode)
+{
+    return mode == MODE_TEST ? "Test" : "Live";
+}
+
+/* "2026-11-26T22:34:47Z" → <time datetime="…">2026-11-26 22:34 UTC</time> */
+static void render_time(buf_t *out, time_t t)
+{
+    char ts[21];
+    time_rfc3339(t, ts);
+    buf_printf(out, "<time datetime=\"%s\">%.10s %.5s UTC</time>", ts, ts, ts + 11);
+}
+
 static void render_mode_status(buf_t *out, const config_t *cfg, const setup_state_t *s, int mode, redisReply *conn,
-                               redisReply *whsec)
+                               redisReply *whsec, mode_view_t *v)
 {
     conn_record_t rec;
     long ver;
     int rc = store_conn_open(cfg, s->org, mode, conn->type == REDIS_REPLY_STRING ? conn->str : NULL,
                              conn->type == REDIS_REPLY_STRING ? conn->len : 0, &ver, &rec);
-    buf_printf(out, "<dt>%s mode</dt><dd>", mode == MODE_TEST ? "Test" : "Live");
+    memset(v, 0, sizeof(*v));
+    buf_printf(out, "<dt>%s mode</dt><dd>", mode_label(mode));
     if (!cfg->stripe[mode].enabled) {
-        buf_puts(out, "<span class=\"muted\">Not available on this broker</span>");
+        v->state = MS_OFF;
+        buf_puts(out, "<span class=\"muted\">Not available on this service</span>");
     } else if (rc == STORE_OK && rec.status == CONN_CONNECTED) {
-        char ts[21];
-        time_rfc3339(rec.connected_at, ts);
-        buf_puts(out, "<span class=\"ok\">Connected</span> to Stripe account <strong>");
-        page_text(out, rec.stripe_user_id ? rec.stripe_user_id : "");
+        v->state = MS_CONNECTED;
+        snprintf(v->acct, sizeof(v->acct), "%s", rec.stripe_user_id ? rec.stripe_user_id : "");
+        buf_puts(out, "<span class=\"ok\">Connected</span> to Stripe account <strong class=\"code\">");
+        page_text(out, v->acct);
         buf_puts(out, "</strong>");
         if (rec.derived_from[0])
-            buf_printf(out, " (from the %s authorization)", rec.derived_from);
-        buf_printf(out, " <span class=\"muted\">since %s</span>", ts);
+            buf_printf(out, " (from the %s mode authorization)", rec.derived_from);
+        buf_puts(out, " <span class=\"muted\">since ");
+        render_time(out, rec.connected_at);
+        buf_puts(out, "</span>");
     } else if (rc == STORE_OK) {
-        buf_puts(out, "<span class=\"warn\">Reauthorization required</span> — Stripe revoked this authorization; "
-                      "authorize again below.");
+        v->state = MS_REAUTH;
+        buf_puts(out, "<span class=\"warn\">Reauthorization required</span>: Stripe revoked this authorization; "
+                      "authorize again in step 1.");
     } else if (rc == STORE_UNREADABLE) {
-        buf_puts(out, "<span class=\"warn\">Stored connection unreadable</span> — authorize again, or ask the operator.");
+        v->state = MS_UNREADABLE;
+        buf_puts(out, "<span class=\"warn\">Stored connection unreadable</span>: authorize again in step 1, or ask "
+                      "the team that runs this service.");
     } else {
+        v->state = MS_NONE;
         buf_puts(out, "Not connected");
     }
     buf_puts(out, "</dd>\n");
     if (cfg->stripe[mode].enabled) {
-        buf_printf(out, "<dt>%s webhook secret</dt><dd>%s</dd>\n", mode == MODE_TEST ? "Test" : "Live",
-                   whsec->type == REDIS_REPLY_STRING ? "<span class=\"ok\">Stored</span>" : "Not stored");
+        v->whsec = whsec->type == REDIS_REPLY_STRING;
+        buf_printf(out, "<dt>%s webhook secret</dt><dd>%s</dd>\n", mode_label(mode),
+                   v->whsec ? "<span class=\"ok\">Stored</span>" : "Not stored");
     }
     conn_record_clear(&rec);
+}
+
+/* One step of the indicator: its name and a state said in words (not only colour). */
+static void render_step(buf_t *out, const char *name, int done, int current)
+{
+    buf_printf(out, "<li class=\"%s\"%s><span><span class=\"step-name\">%s</span><span class=\"step-state\">%s</span>"
+                    "</span></li>\n",
+               done ? "done" : current ? "current" : "todo", current ? " aria-current=\"step\"" : "", name,
+               done ? "Done" : current ? "Next" : "To do");
 }
 
 static void render_setup(breq_t *b, redisReply *r)
@@ -193,18 +233,56 @@ static void render_setup(breq_t *b, redisReply *r)
     setup_state_t *s = b->state;
     const config_t *cfg = b->w->cfg;
     char csrf[65];
-    buf_t out = {0};
+    buf_t out = {0}, status = {0};
+    mode_view_t views[MODE_COUNT];
     csrf_of(s->cookie, csrf);
 
+    for (int mode = 0; mode < MODE_COUNT; mode++)
+        render_mode_status(&status, cfg, s, mode, r->element[mode], r->element[2 + mode], &views[mode]);
+    const mode_view_t *cur = &views[s->mode];
+    const char *mname = mode_name(s->mode);
+    int connected = cur->state == MS_CONNECTED, stored = cur->whsec;
+
     page_begin(&out, "Connect Stripe to Salesforce");
-    buf_puts(&out, "<ol class=\"steps\"><li>Choose test or live mode and authorize with Stripe.</li>"
-                   "<li>Store the webhook signing secret from the Stripe Dashboard.</li>"
-                   "<li>Finish and return to Salesforce.</li></ol>\n");
-    buf_puts(&out, "<section aria-labelledby=\"status-h\">\n<h2 id=\"status-h\">Status</h2>\n<dl>\n<dt>Salesforce org</dt><dd>");
+    buf_puts(&out, "<p class=\"lead\">Salesforce org <strong class=\"code\">");
+    page_text(&out, s->org);
+    buf_printf(&out, "</strong> · %s mode</p>\n", mode_label(s->mode));
+
+    /* what happened, and what to do next */
+    if (connected && stored) {
+        buf_printf(&out, "<div class=\"notice notice-ok\" role=\"status\">\n<p><strong>Setup complete for %s mode."
+                         "</strong> Salesforce can now get Stripe access tokens for account <strong class=\"code\">",
+                   mname);
+        page_text(&out, cur->acct);
+        buf_puts(&out, "</strong>.</p>\n<p>Next: choose <em>Finish</em> to return to Salesforce.</p>\n</div>\n");
+    } else if (connected) {
+        buf_printf(&out, "<div class=\"notice notice-ok\" role=\"status\">\n<p><strong>Connected</strong> to Stripe "
+                         "account <strong class=\"code\">");
+        page_text(&out, cur->acct);
+        buf_printf(&out, "</strong> in %s mode.</p>\n<p>Next: store the webhook signing secret (step 2).</p>\n"
+                         "</div>\n",
+                   mname);
+    } else if (cur->state == MS_REAUTH || cur->state == MS_UNREADABLE) {
+        buf_printf(&out, "<div class=\"notice notice-warn\" role=\"status\">\n<p><strong>The %s mode connection "
+                         "needs a new authorization.</strong> Payments in Salesforce will fail until you authorize "
+                         "again.</p>\n<p>Next: choose <em>Authorize with Stripe</em> (step 1).</p>\n</div>\n",
+                   mname);
+    } else {
+        buf_puts(&out, "<div class=\"notice notice-info\" role=\"status\">\n<p>Not connected yet. Next: choose test "
+                       "or live mode and <em>Authorize with Stripe</em> (step 1).</p>\n</div>\n");
+    }
+
+    buf_puts(&out, "<ol class=\"progress\" aria-label=\"Setup steps\">\n");
+    render_step(&out, "Authorize with Stripe", connected, !connected);
+    render_step(&out, "Webhook signing secret", stored, connected && !stored);
+    render_step(&out, "Finish", 0, connected && stored);
+    buf_puts(&out, "</ol>\n");
+
+    buf_puts(&out, "<section aria-labelledby=\"status-h\">\n<h2 id=\"status-h\">Status</h2>\n<dl>\n"
+                   "<dt>Salesforce org</dt><dd class=\"code\">");
     page_text(&out, s->org);
     buf_puts(&out, "</dd>\n");
-    for (int mode = 0; mode < MODE_COUNT; mode++)
-        render_mode_status(&out, cfg, s, mode, r->element[mode], r->element[2 + mode]);
+    buf_append(&out, status.p, status.len);
     buf_puts(&out, "</dl>\n</section>\n");
 
     buf_puts(&out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
@@ -215,30 +293,46 @@ static void render_setup(breq_t *b, redisReply *r)
         if (!cfg->stripe[mode].enabled)
             continue;
         buf_printf(&out,
-                   "<label><input type=\"radio\" name=\"mode\" id=\"mode-%s\" value=\"%s\"%s> %s mode%s</label>\n",
-                   mode_name(mode), mode_name(mode), mode == s->mode ? " checked" : "",
-                   mode == MODE_TEST ? "Test" : "Live",
-                   mode == MODE_TEST ? " <span class=\"muted\">(Stripe test data, no real payments)</span>"
-                                     : " <span class=\"muted\">(real payments)</span>");
+                   "<label class=\"option\"><input type=\"radio\" name=\"mode\" id=\"mode-%s\" value=\"%s\"%s>"
+                   "<span><span class=\"option-name\">%s mode</span><span class=\"option-hint\">%s</span></span>"
+                   "</label>\n",
+                   mode_name(mode), mode_name(mode), mode == s->mode ? " checked" : "", mode_label(mode),
+                   mode == MODE_TEST ? "Stripe test data, no real payments. Recommended while you set up and test."
+                                     : "Real payments. Choose it when you are ready to process real transactions.");
     }
-    buf_puts(&out, "</fieldset>\n<button type=\"submit\" id=\"authorize\">Authorize with Stripe</button>\n</form>\n"
-                   "</section>\n");
+    buf_puts(&out, "</fieldset>\n");
+    if (cfg->flavor == FLAVOR_CONNECT && cfg->stripe[MODE_TEST].enabled && cfg->stripe[MODE_LIVE].enabled)
+        buf_puts(&out, "<p class=\"hint\">Once live mode is authorized, switching back to test mode needs no new "
+                       "authorization.</p>\n");
+    buf_printf(&out, "<p class=\"hint\">Stripe opens to sign in and approve access for the chosen mode, then brings "
+                     "you back here.</p>\n<p class=\"actions\"><button type=\"submit\" id=\"authorize\"%s>Authorize "
+                     "with Stripe</button></p>\n</form>\n</section>\n",
+               connected ? " class=\"secondary\"" : "");
 
     buf_puts(&out, "<section aria-labelledby=\"whsec-h\">\n<h2 id=\"whsec-h\">2. Webhook signing secret</h2>\n");
-    buf_printf(&out, "<p class=\"muted\">For the %s mode webhook endpoint you added in the Stripe Dashboard "
-                     "(Developers › Webhooks › your endpoint › Signing secret).</p>\n",
-               mode_name(s->mode));
+    buf_printf(&out, "<p>Stripe signs the payment events it sends to Salesforce (charge.succeeded, charge.captured, "
+                     "charge.refunded). In the Stripe Dashboard, open <em>Developers › Webhooks</em>, select the "
+                     "%s mode endpoint that points at Salesforce and reveal its <em>Signing secret</em>.</p>\n",
+               mname);
     buf_puts(&out, "<form method=\"post\" action=\"/setup/webhook-secret\">\n");
     buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
-    buf_printf(&out, "<input type=\"hidden\" name=\"mode\" value=\"%s\">\n", mode_name(s->mode));
-    buf_puts(&out, "<label for=\"signing_secret\">Signing secret (whsec_…)</label>\n"
-                   "<input type=\"password\" id=\"signing_secret\" name=\"signing_secret\" autocomplete=\"off\" "
-                   "required>\n<p><button type=\"submit\" id=\"save-secret\">Save signing secret</button></p>\n"
-                   "</form>\n</section>\n");
+    buf_printf(&out, "<input type=\"hidden\" name=\"mode\" value=\"%s\">\n", mname);
+    buf_printf(&out, "<label for=\"signing_secret\">Signing secret for %s mode</label>\n"
+                     "<p class=\"hint\" id=\"signing_secret-hint\">Starts with whsec_. %s</p>\n",
+               mname, stored ? "A secret is already stored; saving a new one replaces it."
+                             : "It is stored encrypted and never shown again.");
+    buf_puts(&out, "<input type=\"password\" id=\"signing_secret\" name=\"signing_secret\" autocomplete=\"off\" "
+                   "spellcheck=\"false\" aria-describedby=\"signing_secret-hint\" required>\n"
+                   "<p class=\"actions\"><button type=\"submit\" id=\"save-secret\"");
+    buf_puts(&out, stored || !connected ? " class=\"secondary\"" : "");
+    buf_puts(&out, ">Save signing secret</button></p>\n</form>\n</section>\n");
 
     buf_puts(&out, "<section aria-labelledby=\"finish-h\">\n<h2 id=\"finish-h\">3. Finish</h2>\n");
     if (s->return_url != NULL) {
-        buf_puts(&out, "<p><a class=\"button\" id=\"finish\" href=\"");
+        if (!(connected && stored))
+            buf_puts(&out, "<p class=\"hint\">You can finish now and complete the remaining steps later with a new "
+                           "setup link.</p>\n");
+        buf_puts(&out, "<p class=\"actions\"><a class=\"button\" id=\"finish\" href=\"");
         page_text(&out, s->return_url);
         buf_puts(&out, "\">Finish and return to Salesforce</a></p>\n");
     } else {
@@ -248,6 +342,7 @@ static void render_setup(breq_t *b, redisReply *r)
     page_end(&out);
     breq_html(b, 200, out.p, out.len, NULL);
     buf_free(&out);
+    buf_free(&status);
 }
 
 static void on_session_for_page(breq_t *b, redisReply *r);
@@ -279,7 +374,7 @@ static void on_ticket(breq_t *b, redisReply *r)
     setup_state_t *s = b->state;
     if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
         pages_error(b, 400, "This setup link cannot be used",
-                    "This setup link was already used, has expired, or is not known to this broker.");
+                    "This setup link was already used, has expired (links are valid for 10 minutes), or is not known to this service.");
         return;
     }
     snprintf(b->org, sizeof(b->org), "%s", s->org);
@@ -297,7 +392,7 @@ void setup_open(breq_t *b)
     if (rc < 0 || (rc == 1 && !setup_token_ok(ticket, strlen(ticket)))) {
         secure_free_str(ticket);
         pages_error(b, 400, "This setup link cannot be used",
-                    "This setup link was already used, has expired, or is not known to this broker.");
+                    "This setup link was already used, has expired (links are valid for 10 minutes), or is not known to this service.");
         return;
     }
     if (rc == 1) {
@@ -332,8 +427,8 @@ static int form_begin(breq_t *b, const char **body, size_t *len)
     csrf_of(s->cookie, expect);
     if (form_get(*body, *len, "csrf", &csrf) != 1 || !ct_equal(csrf, strlen(csrf), expect, 64)) {
         free(csrf);
-        pages_error(b, 403, "This form has expired",
-                    "The form did not carry a valid security token. Reload the setup page and try again.");
+        pages_error_setup(b, 403, "This form has expired",
+                    "The form did not carry a valid security token (it may be from an older page). Nothing was changed.");
         return -1;
     }
     free(csrf);
@@ -403,7 +498,7 @@ void setup_authorize(breq_t *b)
     if (rc < 0 || (rc == 1 && parse_mode_value(b, mode) < 0)) {
         free(mode);
         if (rc < 0)
-            pages_error(b, 400, "This form cannot be used", "The form was malformed. Reload the setup page.");
+            pages_error_setup(b, 400, "This form cannot be used", "The form was malformed. Nothing was changed.");
         return;
     }
     s->mode = rc == 1 ? b->mode : -1;
@@ -431,7 +526,7 @@ static void on_session_for_secret(breq_t *b, redisReply *r)
     snprintf(b->org, sizeof(b->org), "%s", s->org);
     b->mode = chosen >= 0 ? chosen : s->mode;
     if (!b->w->cfg->stripe[b->mode].enabled) {
-        pages_error(b, 400, "This mode is not available", "That Stripe mode is not configured on this broker.");
+        pages_error_setup(b, 400, "This mode is not available", "That Stripe mode is not configured on this service. Nothing was changed.");
         return;
     }
     whsec_store(b, s->form, on_secret_stored);
@@ -455,8 +550,8 @@ void setup_webhook_secret(breq_t *b)
         ok = (unsigned char)secret[i] > 0x20 && (unsigned char)secret[i] < 0x7f;
     if (!ok) {
         secure_free_str(secret);
-        pages_error(b, 400, "The signing secret was not saved",
-                    "Paste the signing secret exactly as the Stripe Dashboard shows it (it starts with whsec_).");
+        pages_error_setup(b, 400, "The signing secret was not saved",
+                    "Nothing was saved: the signing secret must be pasted exactly as the Stripe Dashboard shows it, with no spaces (it starts with whsec_).");
         return;
     }
     s->form = secret;

@@ -323,10 +323,10 @@ static void on_tick(h2o_timeout_entry_t *entry)
         return;
     uint64_t now = mono_ms();
     if (!r->ready && now - r->connect_started_at > REDIS_STALL_MS) {
-        log_event(LOG_WARN, "redis connect timed out", NULL);
+        log_event(LOG_WARN, "redis connect timed out", (const char *)NULL);
         conn_drop(r);
     } else if (r->q_count > 0 && now - r->q[r->q_head].sent_at > REDIS_STALL_MS) {
-        log_event(LOG_WARN, "redis stalled, reconnecting", NULL);
+        log_event(LOG_WARN, "redis stalled, reconnecting", (const char *)NULL);
         conn_drop(r);
     }
 }
@@ -342,7 +342,7 @@ static void handshake_reply(redis_loop_t *r, redisReply *reply, const char *step
         /* Redis's own error text: never contains the password */
         snprintf(msg, sizeof(msg), "%.*s", (int)(reply->len < 120 ? reply->len : 120), reply->str);
         r->handshake_failed = 1;
-        log_event(LOG_WARN, "redis handshake failed", "step", step, "error", msg, NULL);
+        log_event(LOG_WARN, "redis handshake failed", "step", step, "error", msg, (const char *)NULL);
         drop_later(r);
     }
 }

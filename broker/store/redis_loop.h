@@ -14,7 +14,8 @@
  *   MONITOR or CLIENT REPLY (refused, -1), and no SELECT/AUTH/RESET of your own.
  *   Blocking commands (BLPOP …) count as stalled after REDIS_STALL_MS.
  * - A TCP host name is resolved with a blocking getaddrinfo on every (re)connect
- *   (hiredis 0.14): prefer an IP address or a unix socket. */
+ *   (hiredis 0.14): prefer an IP address or a unix socket.
+ * - The process must ignore SIGPIPE (hiredis writes with plain write(2)). */
 #ifndef BROKER_STORE_REDIS_LOOP_H
 #define BROKER_STORE_REDIS_LOOP_H
 #include <h2o.h>
@@ -47,7 +48,7 @@ typedef struct redis_loop_config {
  * REDIS_STALL_MS. */
 redis_loop_t *redis_loop_create(h2o_evloop_t *loop, const redis_loop_config_t *cfg,
                                 redis_loop_state_cb on_state, void *state_data);
-/* 1 when connected (AUTH/SELECT done) and usable. */
+/* 1 when connected (AUTH/SELECT done, PING answered) and usable. */
 int redis_loop_ready(redis_loop_t *r);
 /* Queue a command (argv form, binary safe). Returns 0, or -1 when not connected, in
  * which case cb is never called. */

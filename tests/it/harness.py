@@ -245,6 +245,19 @@ def http_request(method, url, headers=None, body=None, timeout=HTTP_TIMEOUT_S):
         conn.close()
 
 
+def together(calls):
+    """Run the callables at the same moment (one thread each); results in order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    barrier = threading.Barrier(len(calls))
+
+    def run(fn):
+        barrier.wait(timeout=10)
+        return fn()
+    with ThreadPoolExecutor(max_workers=len(calls)) as ex:
+        return list(ex.map(run, calls))
+
+
 def assert_json_headers(r):
     ct = r.header("Content-Type") or ""
     assert ct.split(";")[0].strip().lower() == "application/json", \
@@ -916,6 +929,7 @@ class Broker:
             hdrs.setdefault("Content-Type", "application/json")
         r = http_request(method, self.url(path), headers=hdrs, body=body, timeout=timeout)
         _remember_response(r)
+        check_api_invariants(r, path)
         return r
 
     def admin(self, method, path, **kw):
@@ -943,6 +957,49 @@ class Broker:
             body["return_url"] = return_url
         return self.request("POST", f"/v1/orgs/{org}/authorize-links",
                             token=token or self.admin_token, json_body=body)
+
+
+NON_JSON_PREFIXES = ("/metrics", "/openapi.yaml", "/setup", "/oauth/")
+
+
+def check_api_invariants(r, path):
+    """What every JSON API answer must satisfy (CONTRACT §4), checked on every response
+    a test gets from the broker's API: JSON with no-store, a body unless 204, the error
+    shape for errors, and only strings, booleans and small integers in bodies."""
+    if path.startswith(NON_JSON_PREFIXES) or r.method == "HEAD":
+        return
+    where = f"contract (§4) violated by {r.describe()}"
+    if r.status == 204:
+        assert r.body == b"", f"a 204 with a body: {where}"
+        return
+    assert r.body.strip(), f"an empty body: {where}"
+    assert_json_headers(r)
+    j = r.json()
+    assert isinstance(j, dict), f"the body is not a JSON object: {where}"
+    if r.status >= 400:
+        e = j.get("error")
+        assert isinstance(e, dict) and isinstance(e.get("code"), str) and \
+            isinstance(e.get("message"), str) and e["message"].strip(), f"not the error shape: {where}"
+        if r.status == 401:
+            www = r.header("WWW-Authenticate") or ""
+            assert www.lower().startswith("bearer"), f"401 without WWW-Authenticate: Bearer: {where}"
+        if r.status in (503,) and e.get("code") == "store_unavailable":
+            assert r.header("Retry-After"), f"503 without Retry-After: {where}"
+        if r.status == 405:
+            assert r.header("Allow"), f"405 without Allow: {where}"
+
+    def walk(x, at):
+        if isinstance(x, float):
+            raise AssertionError(f"a float at {at}: {where}")
+        if isinstance(x, int) and not isinstance(x, bool) and not -2 ** 31 <= x < 2 ** 31:
+            raise AssertionError(f"a 64-bit integer at {at}: {where}")
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{at}.{k}")
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, f"{at}[{i}]")
+    walk(j, "$")
 
 
 def _remember_response(r):
@@ -990,9 +1047,11 @@ class Stack:
     def new_broker(self, label, start=True, **overrides):
         """Another broker on this stack's Redis and simulator (its own port and log)."""
         env = self.env_for(**overrides)
-        if self.broker is not None and "BROKER_ENCRYPTION_KEYS" not in overrides:
-            env["BROKER_ENCRYPTION_KEYS"] = self.broker.env["BROKER_ENCRYPTION_KEYS"]
-            env["BROKER_ADMIN_TOKEN"] = self.broker.env["BROKER_ADMIN_TOKEN"]
+        if self.broker is not None:
+            # replicas share the keyring and the admin token unless the test sets them
+            for name in ("BROKER_ENCRYPTION_KEYS", "BROKER_ADMIN_TOKEN"):
+                if name not in overrides and name + "_FILE" not in overrides:
+                    env[name] = self.broker.env[name]
         b = Broker(env, os.path.join(log_dir(), f"{self.name}.{label}.log"), start=False)
         if self.broker is not None:
             self.extra.append(b)
@@ -1013,6 +1072,11 @@ class Stack:
             self.sim.reset()
         if self.broker is not None and not self.broker.running():
             self.broker.start()
+        for b in [self.broker] + self.extra:
+            if b is not None and b.running():
+                # after a Redis restart the broker reconnects with a backoff
+                wait_until(lambda: b.request("GET", "/readyz", timeout=3).status == 200, 15,
+                           interval=0.05, what=f"{b.base}/readyz 200")
 
     def rc(self):
         return self.redis.client()
@@ -1045,6 +1109,8 @@ class Flow:
         self.ticket = self.link_url = self.csrf = self.state = self.code = None
         self.authorize_location = self.callback_url = self.setup_html = None
         self.account = None
+        apps = broker.env.get("BROKER_OAUTH_FLAVOR") == "apps"
+        self.authorize_path = "/oauth/v2/authorize" if apps else "/oauth/authorize"
 
     def link(self):
         r = self.broker.authorize_link(self.org, self.mode, self.return_url)
@@ -1086,7 +1152,7 @@ class Flow:
         assert r.status == 303, f"POST /setup/authorize should be 303: {r.describe()}"
         self.authorize_location = r.header("Location")
         assert self.authorize_location and self.authorize_location.startswith(
-            self.sim.base + "/oauth/authorize?"), f"not a redirect to Stripe: {r.describe()}"
+            self.sim.base + self.authorize_path + "?"), f"not a redirect to Stripe: {r.describe()}"
         q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.authorize_location).query)
         self.state = (q.get("state") or [None])[0]
         remember("state", self.state)

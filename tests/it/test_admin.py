@@ -241,10 +241,18 @@ def test_admin_token_works_on_org_routes():
 def _bad_org_ids():
     org15 = h.new_org15()
     org = h.org18(org15)
-    wrong = org[:17] + ("A" if org[17] != "A" else "B")
+    # 18-char ids are case-insensitive, so a checksum is wrong only when it marks a
+    # digit as upper case, or when a suffix character is outside A-Z0-5. The first
+    # chunk starts with "00": bit 0 marks a digit.
+    table = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+    wrong = org[:15] + table[table.index(org[15]) | 1] + org[16:]
+    digit_flagged = org15[:3] + org15[3:].lower() + table[table.index(org[15]) | 1] + "AA"
     return [
         ("wrong checksum", wrong),
         ("wrong checksum case-folded", wrong.lower()),
+        ("checksum flags a digit", digit_flagged),
+        ("suffix char outside the alphabet", org[:17] + "9"),
+        ("suffix char outside the alphabet lower", org[:15].lower() + "a9a"),
         ("15 chars with 18-char suffix cut", org[:16]),
         ("bad prefix", "00E" + org15[3:]),
         ("bad prefix 18", h.org18("001" + org15[3:])),
@@ -263,7 +271,7 @@ def _bad_org_ids():
         ("invalid percent escape", "00D" + org15[3:13] + "%zz"),
         ("trailing percent", org15 + "%"),
         ("non-ascii", "00D" + org15[3:14] + "%C3%A9"),
-        ("percent-encoded checksum tamper", org[:17] + "%" + format(ord(wrong[17]), "02X")),
+        ("percent-encoded checksum tamper", org[:15] + "%" + format(ord(wrong[15]), "02X") + org[16:]),
     ]
 
 
@@ -348,6 +356,29 @@ def test_mode_without_credentials_is_400_mode_not_enabled():
     h.assert_error(r, 400, "mode_not_enabled")
     r = b.admin("GET", f"/v1/orgs/{org}/access-token?mode=test")
     h.assert_error(r, 404, "not_connected")
+
+
+def test_every_route_with_a_disabled_mode_is_400_mode_not_enabled():
+    b = _test_only_broker()
+    org = h.new_org()
+    for method, path, body in (
+            ("POST", f"/v1/orgs/{org}/access-token/rotate?mode=live", None),
+            ("GET", f"/v1/orgs/{org}/webhook-secrets/live", None),
+            ("PUT", f"/v1/orgs/{org}/webhook-secrets/live", {"signing_secret": "whsec_" + h.rand_str(32)}),
+            ("DELETE", f"/v1/orgs/{org}/connections/live", None)):
+        r = b.admin(method, path, json_body=body)
+        assert r.status == 400, f"{method} {path}: {r.describe()}"
+        h.assert_error(r, 400, "mode_not_enabled")
+
+
+def test_setup_form_cannot_switch_to_a_disabled_mode():
+    b = _test_only_broker()
+    f = h.Flow(b, S.sim, h.new_org(), "test")
+    f.open()
+    f.setup_page()
+    r = f.authorize(mode="live")
+    assert 400 <= r.status < 500, r.describe()
+    assert "oauth/authorize" not in (r.header("Location") or ""), r.describe()
 
 
 def test_enabled_mode_works_on_a_single_mode_broker():

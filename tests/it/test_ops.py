@@ -2,6 +2,7 @@
 
 import json
 import re
+import threading
 import time
 
 import harness as h
@@ -221,3 +222,71 @@ def test_sigterm_exits_0_and_stops_listening():
     assert rc == 0, f"exit status after SIGTERM is {rc}"
     assert time.monotonic() - t0 <= 10.5, "SIGTERM took longer than 10 s"
     assert not h.port_is_listening(port), "still listening after exit"
+
+
+def test_sigterm_finishes_the_request_in_flight():
+    b = S.new_broker("drain")
+    org = h.new_org()
+    h.Flow(b, S.sim, org, "live").run()
+    S.sim.fault(endpoint="token", kind="delay", delay_ms=1200)
+    result = {}
+
+    def call():
+        result["r"] = b.access_token(org, "test")
+    calls = S.sim.calls("token")      # the code exchange of the flow
+    t = threading.Thread(target=call)
+    t.start()
+    h.wait_until(lambda: S.sim.calls("token") > calls, 5, what="the mint to reach Stripe")
+    rc = b.stop(timeout=12)
+    t.join(timeout=10)
+    assert rc == 0, f"exit status after SIGTERM is {rc}"
+    assert "r" in result, "the request in flight got no answer"
+    h.assert_status(result["r"], 200)
+
+
+def test_body_over_64k_sent_chunked_is_413():
+    import http.client
+    org = h.new_org()
+    conn = http.client.HTTPConnection("127.0.0.1", S.broker.port, timeout=10)
+    try:
+        chunks = (b" " * 1024 for _ in range(70))
+        conn.request("POST", f"/v1/orgs/{org}/authorize-links", body=chunks, encode_chunked=True,
+                     headers={"Authorization": f"Bearer {S.broker.admin_token}",
+                              "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 413, f"{resp.status} {body[:200]!r}"
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+def _metric(text, name, **labels):
+    total = None
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)', line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total = (total or 0) + float(m.group(4))
+    return total
+
+
+def test_metrics_count_stripe_calls_refreshes_and_redis_errors():
+    org = h.new_org()
+    before = S.broker.request("GET", "/metrics").text
+    h.Flow(S.broker, S.sim, org, "live").run()
+    h.assert_status(S.broker.access_token(org, "test"), 200)          # a mint
+    S.redis.stop()
+    S.broker.access_token(org, "test")
+    S.redis.start()
+    h.wait_until(lambda: S.broker.request("GET", "/readyz").status == 200, 15, what="readyz")
+    after = S.broker.request("GET", "/metrics").text
+    for name, labels in (("stb_stripe_requests_total", {"endpoint": "token"}),
+                         ("stb_token_refreshes_total", {"mode": "test"}),
+                         ("stb_redis_errors_total", {})):
+        a, b = _metric(before, name, **labels) or 0, _metric(after, name, **labels)
+        assert b is not None and b > a, f"{name}{labels} did not grow: {a} -> {b}"

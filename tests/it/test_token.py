@@ -367,3 +367,22 @@ def test_authorize_link_with_allowed_return_url_is_201():
 def test_authorize_link_for_live_mode_is_201():
     r = S.broker.authorize_link(h.new_org(), "live")
     h.assert_status(r, 201)
+
+
+def test_delete_live_keeps_a_directly_authorized_test_connection():
+    org = h.new_org()
+    ft = connect(org, "test")
+    connect(org, "live")
+    tok = S.broker.access_token(org, "test").json()["access_token"]
+    h.assert_status(S.broker.admin("DELETE", f"/v1/orgs/{org}/connections/live"), 204)
+    r = S.broker.access_token(org, "test")
+    assert_token_body(r, "test", ft.account)
+    assert r.json()["access_token"] == tok and S.sim.token_active(tok)
+    assert [c["mode"] for c in S.broker.connections(org)] == ["test"]
+
+
+def test_encoded_query_values_are_decoded():
+    org = h.new_org()
+    f = connect(org, "test")
+    r = S.broker.admin("GET", f"/v1/orgs/{org}/access-token?mode=te%73t")
+    assert_token_body(r, "test", f.account)

@@ -241,6 +241,19 @@ static void test_config_redis_port_and_db_default(void **state)
     config_free(&c);
 }
 
+static void test_config_redis_password_may_contain_at_sign(void **state)
+{
+    fake_env_t e = minimal_env();
+    config_t c;
+
+    env_set(&e, "BROKER_REDIS_URL", "redis://:p@ss@redis:6379/1");
+    load_ok(&e, &c);
+    assert_string_equal(c.redis_password, "p@ss");
+    assert_string_equal(c.redis_host, "redis");
+    assert_int_equal(c.redis_db, 1);
+    config_free(&c);
+}
+
 static void test_config_only_live_mode_is_enough(void **state)
 {
     fake_env_t e = minimal_env();
@@ -274,7 +287,6 @@ static const bad_var_t BAD_VALUES[] = {
     {"BROKER_LISTEN", "[::1:8080", "BROKER_LISTEN"},
     {"BROKER_LISTEN", "[zz]:8080", "BROKER_LISTEN"},
     {"BROKER_LISTEN", ":8080", "BROKER_LISTEN"},
-    {"BROKER_LISTEN", "", "BROKER_LISTEN"},
     {"BROKER_PUBLIC_URL", NULL, "BROKER_PUBLIC_URL"},
     {"BROKER_PUBLIC_URL", "broker.example.com", "BROKER_PUBLIC_URL"},
     {"BROKER_PUBLIC_URL", "ftp://broker.example.com", "BROKER_PUBLIC_URL"},
@@ -521,8 +533,8 @@ static void test_config_rejects_unreadable_or_empty_file(void **state)
     load_fails(&e, "STRIPE_SECRET_KEY_TEST_FILE", err, sizeof(err));
     env_set(&e, "STRIPE_SECRET_KEY_TEST_FILE", nul);
     load_fails(&e, "STRIPE_SECRET_KEY_TEST_FILE", err, sizeof(err));
-    env_set(&e, "STRIPE_SECRET_KEY_TEST_FILE", "");
-    load_fails(&e, "STRIPE_SECRET_KEY_TEST_FILE", err, sizeof(err));
+    env_set(&e, "STRIPE_SECRET_KEY_TEST_FILE", ""); /* empty: unset, so the key is missing */
+    load_fails(&e, "STRIPE_SECRET_KEY_TEST", err, sizeof(err));
     unlink(empty);
     unlink(nul);
 }
@@ -660,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_config_listen_accepts_ipv6_in_brackets),
         cmocka_unit_test(test_config_redis_accepts_unix_socket),
         cmocka_unit_test(test_config_redis_port_and_db_default),
+        cmocka_unit_test(test_config_redis_password_may_contain_at_sign),
         cmocka_unit_test(test_config_only_live_mode_is_enough),
         cmocka_unit_test(test_config_rejects_bad_values_naming_the_variable),
         cmocka_unit_test(test_config_requires_one_stripe_mode),

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""test_sigterm.py: the broker's SIGTERM drain, the way Kubernetes stops a pod.
+
+The Deployment in deploy/k8s gives a pod preStop 5 s + terminationGracePeriodSeconds 30 s on the
+assumption (CONTRACT §7) that SIGTERM makes the broker stop accepting, finish what is in flight
+within 10 s, and exit 0. This checks exactly that, against the real binary and a real Redis:
+
+  1. requests in flight during SIGTERM all complete: Redis is paused (CLIENT PAUSE 600 ALL) so
+     that a batch of requests that need Redis (/readyz, an admin listing) hang in the broker;
+     SIGTERM arrives while they wait; every one must get a complete answer — 200, or the
+     contract's 503 when Redis is too slow — and after the signal, not before;
+  2. a new connection after SIGTERM is refused (the listener is closed);
+  3. the process exits 0, within 10 s of the signal;
+  4. an idle broker exits 0 promptly on SIGTERM.
+
+Needs redis-server and the binary ($BROKER_BIN, default build/stripe-token-broker). Python 3
+standard library only. Ends with "sigterm: N passed, M failed"; exit 1 on any failure.
+"""
+import base64
+import http.client
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BROKER_BIN = os.environ.get("BROKER_BIN") or os.path.join(ROOT, "build", "stripe-token-broker")
+DRAIN_MAX_S = 10
+PAUSE_MS = 600
+IN_FLIGHT = 24
+ORG = "00D5e000000Smk1"
+
+RESULTS = {"passed": 0, "failed": 0}
+
+
+def check(name, ok, detail=""):
+    RESULTS["passed" if ok else "failed"] += 1
+    print(f"{'PASS' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""),
+          flush=True)
+    return ok
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(cond, timeout_s, interval_s=0.02):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return True
+        except OSError:
+            pass
+        time.sleep(interval_s)
+    return False
+
+
+def get(port, path, headers=None, timeout_s=5):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def redis_cmd(port, *args):
+    """One RESP command on a new connection; the raw first reply line."""
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(payload.encode())
+        return s.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+
+
+class Broker:
+    def __init__(self, tmp, redis_port):
+        self.port = free_port()
+        self.admin = secrets.token_urlsafe(30)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "BROKER_LISTEN": f"127.0.0.1:{self.port}",
+            "BROKER_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+            "BROKER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "BROKER_THREADS": "2",
+            "BROKER_ENCRYPTION_KEYS": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+            "BROKER_ADMIN_TOKEN": self.admin,
+            "STRIPE_CLIENT_ID_TEST": "ca_test_sim",
+            "STRIPE_SECRET_KEY_TEST": "sk_test_platform_sim",
+        }
+        self.log_path = os.path.join(tmp, f"broker-{self.port}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([BROKER_BIN, "serve"], env=env, stdout=self.log,
+                                     stderr=self.log)
+
+    def up(self):
+        return wait_until(lambda: self.proc.poll() is None
+                          and get(self.port, "/healthz", timeout_s=1)[0] == 200, 10)
+
+    def tail(self, n=15):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return "".join(f.readlines()[-n:])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+def test_drain(tmp, redis_port):
+    b = Broker(tmp, redis_port)
+    try:
+        if not check("broker starts and answers /healthz", b.up(), b.tail()):
+            return
+        auth = {"Authorization": f"Bearer {b.admin}"}
+        check("Redis-backed requests answer 200 before the test",
+              get(b.port, "/readyz")[0] == 200
+              and get(b.port, f"/v1/admin/orgs/{ORG}/api-keys", auth)[0] == 200)
+
+        results = [None] * IN_FLIGHT
+        sent = threading.Barrier(IN_FLIGHT + 1)
+
+        def one(i):
+            path = "/readyz" if i % 2 else f"/v1/admin/orgs/{ORG}/api-keys"
+            conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=DRAIN_MAX_S + 5)
+            try:
+                conn.connect()
+                conn.request("GET", path, headers=auth if i % 2 == 0 else {})
+                sent.wait(5)
+                r = conn.getresponse()
+                body = r.read()
+                results[i] = (r.status, body, time.monotonic())
+            except Exception as e:  # a reset or a truncated answer is a failure
+                results[i] = ("error", repr(e), time.monotonic())
+                try:
+                    sent.wait(0)
+                except threading.BrokenBarrierError:
+                    pass
+            finally:
+                conn.close()
+
+        check("Redis paused", redis_cmd(redis_port, "CLIENT", "PAUSE", str(PAUSE_MS), "ALL") == "+OK")
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(IN_FLIGHT)]
+        for t in threads:
+            t.start()
+        try:
+            sent.wait(5)
+        except threading.BrokenBarrierError:
+            pass
+        time.sleep(0.15)  # the requests are read by the broker and wait on Redis
+        t_term = time.monotonic()
+        b.proc.send_signal(signal.SIGTERM)
+
+        refused = wait_until(lambda: _refused(b.port), 1.0)
+        check("a new connection after SIGTERM is refused", refused)
+
+        for t in threads:
+            t.join(DRAIN_MAX_S + 5)
+        try:
+            rc = b.proc.wait(DRAIN_MAX_S + 5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        took = time.monotonic() - t_term
+
+        statuses = [r[0] if r else "no answer" for r in results]
+        check(f"all {IN_FLIGHT} in-flight requests complete with 200 or 503",
+              all(s in (200, 503) for s in statuses), f"{statuses}")
+        late = [r for r in results if r and r[0] in (200, 503) and r[2] >= t_term]
+        check("they were answered after SIGTERM (really in flight)", len(late) == IN_FLIGHT,
+              f"{len(late)} of {IN_FLIGHT} after the signal")
+        bodies_ok = all(r and r[0] in (200, 503) and r[1].startswith(b"{") for r in results)
+        check("every answer has a complete JSON body", bodies_ok)
+        check(f"the process exits 0 within {DRAIN_MAX_S} s of SIGTERM",
+              rc == 0 and took < DRAIN_MAX_S, f"exit {rc} after {took:.2f} s\n{b.tail()}")
+    finally:
+        b.stop()
+
+
+def _refused(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_idle(tmp, redis_port):
+    b = Broker(tmp, redis_port)
+    try:
+        if not check("idle broker starts", b.up(), b.tail()):
+            return
+        # an idle keep-alive connection must not hold the shutdown up
+        idle = socket.create_connection(("127.0.0.1", b.port), timeout=2)
+        t0 = time.monotonic()
+        b.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = b.proc.wait(DRAIN_MAX_S + 5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        took = time.monotonic() - t0
+        idle.close()
+        check("an idle broker exits 0 within 2 s of SIGTERM (idle connection open)",
+              rc == 0 and took < 2, f"exit {rc} after {took:.2f} s")
+    finally:
+        b.stop()
+
+
+def main():
+    if not os.access(BROKER_BIN, os.X_OK) or shutil.which("redis-server") is None:
+        print(f"sigterm: needs {BROKER_BIN} (make) and redis-server")
+        print("sigterm: 0 passed, 1 failed")
+        return 1
+    tmp = tempfile.mkdtemp(prefix="stb-sigterm.")
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", tmp],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if check("redis-server starts", wait_until(
+                lambda: redis_cmd(redis_port, "PING") == "+PONG", 10)):
+            test_drain(tmp, redis_port)
+            test_idle(tmp, redis_port)
+    except Exception as e:
+        check("SIGTERM test ran to the end", False, f"{type(e).__name__}: {e}")
+    finally:
+        redis.terminate()
+        try:
+            redis.wait(5)
+        except subprocess.TimeoutExpired:
+            redis.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"sigterm: {RESULTS['passed']} passed, {RESULTS['failed']} failed")
+    return 1 if RESULTS["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
