@@ -34,7 +34,7 @@ static redisContext *connect_redis(const config_t *cfg)
     if (cfg->redis_password != NULL) {
         r = redisCommand(c, "AUTH %s", cfg->redis_password);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "stripe-token-broker: BROKER_REDIS_URL: Redis refused the password\n");
+            fprintf(stderr, "stripe-token-broker: BROKER_REDIS_URL: AUTH failed (wrong password, or not a Redis server at that address)\n");
             goto fail;
         }
         freeReplyObject(r);

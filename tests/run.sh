@@ -150,10 +150,12 @@ for script in tests/*/run.sh; do
     [ -f "$script" ] || continue
     name=$(basename "$(dirname "$script")")
     case "$name" in
-        unit | it | fuzz | fakes | bench) continue ;;
+        unit | it | fuzz | fakes | bench | soak) continue ;;
     esac
     header "$name"
-    run_stage "$TMP/$name.out" "$SUITE_TIMEOUT_S" env BROKER_BIN="$PLAIN_ABS/stripe-token-broker" sh "$script"
+    t=$SUITE_TIMEOUT_S
+    [ "$name" = image ] && t=${IMAGE_TIMEOUT_S:-720} # a cold image build takes minutes
+    run_stage "$TMP/$name.out" "$t" env BROKER_BIN="$PLAIN_ABS/stripe-token-broker" sh "$script"
     summary_of "$TMP/$name.out" "$name"
     add "$P" "$F"
 done

@@ -942,21 +942,26 @@ class Broker:
         remember("api_key", j.get("api_key"))
         return j
 
-    def access_token(self, org, mode, token=None):
+    def access_token(self, org, mode, token=None, **kw):
         return self.request("GET", f"/v1/orgs/{org}/access-token?mode={mode}",
-                            token=token or self.admin_token)
+                            token=token or self.admin_token, **kw)
 
-    def connections(self, org, token=None):
-        r = self.request("GET", f"/v1/orgs/{org}/connections", token=token or self.admin_token)
+    def connections(self, org, token=None, **kw):
+        r = self.request("GET", f"/v1/orgs/{org}/connections", token=token or self.admin_token, **kw)
         assert r.status == 200, f"listing connections failed: {r.describe()}"
         return r.json().get("connections")
 
-    def authorize_link(self, org, mode, return_url=None, token=None):
+    def authorize_link(self, org, mode, return_url=None, token=None, **kw):
         body = {"mode": mode}
         if return_url is not None:
             body["return_url"] = return_url
         return self.request("POST", f"/v1/orgs/{org}/authorize-links",
-                            token=token or self.admin_token, json_body=body)
+                            token=token or self.admin_token, json_body=body, **kw)
+
+    def wait_ready(self, timeout=15):
+        """Poll GET /readyz until 200 (the broker reaches Redis)."""
+        wait_until(lambda: self.request("GET", "/readyz", timeout=3).status == 200, timeout,
+                   interval=0.05, what=f"{self.base}/readyz 200")
 
 
 NON_JSON_PREFIXES = ("/metrics", "/openapi.yaml", "/setup", "/oauth/")
@@ -1044,8 +1049,9 @@ class Stack:
         return broker_env(port, self.redis.port, self.sim.port if self.sim else free_port(),
                           **overrides)
 
-    def new_broker(self, label, start=True, **overrides):
-        """Another broker on this stack's Redis and simulator (its own port and log)."""
+    def new_broker(self, label, start=True, ready=True, **overrides):
+        """Another broker on this stack's Redis and simulator (its own port and log).
+        ready: also wait until it reaches Redis (/readyz 200), not only /healthz."""
         env = self.env_for(**overrides)
         if self.broker is not None:
             # replicas share the keyring and the admin token unless the test sets them
@@ -1057,6 +1063,8 @@ class Stack:
             self.extra.append(b)
         if start:
             b.start()
+            if ready:
+                b.wait_ready()
         return b
 
     def reset(self):
@@ -1074,9 +1082,7 @@ class Stack:
             self.broker.start()
         for b in [self.broker] + self.extra:
             if b is not None and b.running():
-                # after a Redis restart the broker reconnects with a backoff
-                wait_until(lambda: b.request("GET", "/readyz", timeout=3).status == 200, 15,
-                           interval=0.05, what=f"{b.base}/readyz 200")
+                b.wait_ready()   # after a Redis restart the broker reconnects with a backoff
 
     def rc(self):
         return self.redis.client()
@@ -1193,10 +1199,3 @@ class Flow:
         self.stripe(account)
         self.finish()
         return self
-
-
-def connect(stack_or_broker, sim, org, mode="test", **kw):
-    """Connect org in mode through the browser flow; returns the Flow."""
-    broker = stack_or_broker.broker if isinstance(stack_or_broker, Stack) else stack_or_broker
-    return Flow(broker, sim, org, mode, **{k: v for k, v in kw.items() if k in ("return_url", "browser")}) \
-        .run(pick=kw.get("pick"), account=kw.get("account"))

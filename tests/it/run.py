@@ -30,6 +30,7 @@ import tempfile
 import time
 import traceback
 
+sys.dont_write_bytecode = True   # keep the source tree clean
 IT_DIR = os.path.dirname(os.path.abspath(__file__))
 PROTO = "@@IT "
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
@@ -136,10 +137,12 @@ class Results:
         self.passed = 0
         self.failed = 0
         self.failures = []
+        self.durations = []
 
     def ok(self, name, dur):
         self.passed += 1
-        print(f"PASS {name} ({dur}s)", flush=True)
+        self.durations.append((float(dur), name))
+        print(f"PASS {name}", flush=True)
 
     def fail(self, name, reason):
         self.failed += 1
@@ -159,6 +162,7 @@ def run_module(module, args, results, deadline_at, log_dir, verbose):
             cmd += ["--after", after]
         env = dict(os.environ)
         env["IT_LOG_DIR"] = log_dir
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         errf = open(os.path.join(log_dir, f"{module}.runner.log"), "ab")
         proc = subprocess.Popen(cmd, pass_fds=(wfd,), stdin=subprocess.DEVNULL,
                                 stdout=errf if not verbose else None,
@@ -318,7 +322,9 @@ def main():
             results.ok("test_broker_stderr_has_no_sanitizer_reports", "0.00")
 
     total = results.passed + results.failed
-    print(f"# {time.monotonic() - start:.1f}s", flush=True)
+    slow = sorted(results.durations, reverse=True)[:3]
+    print(f"# {time.monotonic() - start:.1f}s; slowest: "
+          + ", ".join(f"{n} {d:.1f}s" for d, n in slow), flush=True)
     if results.failed or args.keep_logs:
         print(f"# logs kept in {log_dir}", flush=True)
     else:

@@ -386,3 +386,15 @@ def test_enabled_mode_works_on_a_single_mode_broker():
     org = h.new_org()
     r = b.admin("POST", f"/v1/orgs/{org}/authorize-links", json_body={"mode": "test"})
     h.assert_status(r, 201)
+
+
+def test_api_key_with_a_wrong_secret_part_is_401():
+    org = h.new_org()
+    key = S.broker.create_api_key(org)["api_key"]
+    flip = "A" if key[-1] != "A" else "B"
+    for bad in (key[:-1] + flip, key[:-1], key + "A", key[: len(key) // 2], key.upper(), key.lower()):
+        if bad == key:
+            continue
+        r = S.broker.request("GET", f"/v1/orgs/{org}/connections", token=bad)
+        assert r.status == 401, f"a mangled key was accepted ({bad!r}): {r.describe()}"
+        h.assert_error(r, 401, "unauthorized")

@@ -468,3 +468,31 @@ def test_reflected_return_url_is_html_escaped():
     assert "<script>alert(1)</script>" not in page.text, "the return_url breaks out of the HTML"
     hrefs = h.parse_page(page.text).links
     assert evil in hrefs or any(urllib.parse.unquote(x) == evil for x in hrefs), hrefs
+
+
+def test_the_form_cannot_change_the_org_of_the_session():
+    org, other = h.new_org(), h.new_org()
+    f = flow(org, "test")
+    f.open()
+    f.setup_page()
+    r = f.browser.post_form(S.broker.url("/setup/authorize"),
+                            {"csrf": f.csrf, "mode": "test", "org": other, "org_id": other})
+    if r.status == 303 and "oauth/authorize" in (r.header("Location") or ""):
+        f.authorize_location = r.header("Location")
+        f.stripe()
+        f.finish()
+    assert S.broker.connections(other) == [], "the form connected another org"
+
+
+def test_a_second_ticket_in_the_same_browser_switches_to_its_org():
+    a = flow(h.new_org(), "test")
+    a.open()
+    b = flow(h.new_org(), "live", browser=a.browser)
+    b.open()
+    page = b.setup_page()
+    assert b.org in page.text and a.org not in page.text, "the session still shows the first org"
+    b.authorize_ok()
+    b.stripe()
+    b.finish()
+    assert [c["mode"] for c in S.broker.connections(b.org)] == ["live"]
+    assert S.broker.connections(a.org) == []

@@ -1,0 +1,63 @@
+-- bench.lua — the wrk script used for every target of tests/bench/run.sh.
+--
+-- Every target gets the same client work: init() reads a list of requests (one per
+-- line: "<path> <bearer>"), pre-formats them once, and request() returns a random one,
+-- so the client costs the same whether it talks to the broker, h2o or webdis (the
+-- bearer header is sent to all of them; h2o and webdis ignore it).
+--
+--   wrk -t2 -c64 -d10s -s bench.lua http://127.0.0.1:PORT -- REQUESTS_FILE [PATH_OVERRIDE]
+--
+-- PATH_OVERRIDE, when given, replaces every path (h2o, webdis, /healthz) but keeps the
+-- headers of the list. done() prints one line "BENCH {json}" with requests/s, latency
+-- percentiles (µs), socket errors and the exact count of non-2xx responses.
+
+local threads = {}
+local reqs = {}
+local n = 0
+non2xx = 0
+
+function setup(thread)
+   table.insert(threads, thread)
+end
+
+function init(args)
+   local file, override = args[1], args[2]
+   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+   for line in io.lines(file) do
+      local path, bearer = line:match("^(%S+)%s+(%S+)$")
+      if path then
+         n = n + 1
+         reqs[n] = wrk.format("GET", override or path, {["Authorization"] = "Bearer " .. bearer})
+      end
+   end
+   if n == 0 then
+      error("no requests in " .. tostring(file))
+   end
+end
+
+function request()
+   return reqs[math.random(n)]
+end
+
+function response(status, headers, body)
+   if status < 200 or status > 299 then
+      non2xx = non2xx + 1
+   end
+end
+
+function done(summary, latency, requests)
+   local bad = 0
+   for _, t in ipairs(threads) do
+      bad = bad + (t:get("non2xx") or 0)
+   end
+   local e = summary.errors
+   local secs = summary.duration / 1e6
+   io.write(string.format(
+      'BENCH {"requests":%d,"duration_s":%.3f,"rps":%.1f,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
+      '"p999_us":%d,"max_us":%d,"mean_us":%.1f,"non2xx":%d,"err_connect":%d,"err_read":%d,' ..
+      '"err_write":%d,"err_timeout":%d,"bytes":%d}\n',
+      summary.requests, secs, summary.requests / secs,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99),
+      latency:percentile(99.9), latency.max, latency.mean, bad,
+      e.connect, e.read, e.write, e.timeout, summary.bytes))
+end

@@ -1,0 +1,748 @@
+#!/usr/bin/env python3
+"""bench.py — `make bench`: the broker's hot path against h2o and webdis, in one run.
+
+    python3 tests/bench/bench.py        (run.sh calls it; BROKER_BIN selects the binary)
+
+One run on this machine, every server and wrk sharing its cores:
+
+  1. seeds ORGS (1,000) orgs through the broker's public interfaces only: an org API key
+     (POST /v1/admin/orgs/{org}/api-keys) and the real browser flow against the Stripe
+     simulator in approve mode, in live mode;
+  2. for ROUNDS rounds, after a WARMUP_S warm-up per target, WRK_DURATION_S of
+     `wrk -t2 -cCONNS` (tests/bench/bench.lua, the same client work for every target) on
+       broker   GET /v1/orgs/{random org}/access-token?mode=live with that org's key
+       h2o      Debian's h2o (2 threads) serving a static JSON file of the same size
+       webdis   Debian's webdis (2 threads) answering GET /GET/<key> of the same size
+       healthz  the broker's GET /healthz (its own HTTP ceiling);
+  3. the broker at 1,000 connections (RSS), then a SOAK_S soak (RSS sampled; perf
+     samples the first seconds when perf works);
+  4. instructions per request under valgrind --tool=callgrind for a fixed number of
+     requests (CALLGRIND_REQUESTS) of getAccessToken and of /healthz, with a profile;
+  5. the mint path: the simulator answers each token call after 50 ms, and every org
+     (live only) asks for mode=test at once: wall time, statuses, Stripe calls;
+  6. writes tests/bench/results.md (+ tests/bench/notes.md, the hand-written analysis)
+     and tests/bench/latency.png (gnuplot).
+
+Timings are reported, never asserted. Every process this script starts is stopped at
+the end. Environment knobs: BROKER_BIN, ORGS, ROUNDS, CONNS, WRK_THREADS, WARMUP_S,
+WRK_DURATION_S, SOAK_S, CALLGRIND_REQUESTS, BENCH_OUT (folder for results.md/png).
+"""
+
+import asyncio
+import glob
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import http.client
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(BENCH_DIR))
+sys.path.insert(0, os.path.join(REPO, "tests", "it"))
+import harness as H  # noqa: E402
+
+ORGS = int(os.environ.get("ORGS", "1000"))
+ROUNDS = int(os.environ.get("ROUNDS", "2"))
+CONNS = int(os.environ.get("CONNS", "64"))
+WRK_THREADS = int(os.environ.get("WRK_THREADS", "2"))
+WARMUP_S = int(os.environ.get("WARMUP_S", "3"))
+DURATION_S = int(os.environ.get("WRK_DURATION_S", "10"))
+SOAK_S = int(os.environ.get("SOAK_S", "60"))
+BIG_CONNS = int(os.environ.get("BIG_CONNS", "1000"))
+CG_REQUESTS = int(os.environ.get("CALLGRIND_REQUESTS", "10000"))
+MINT_DELAY_MS = 50
+OUT_DIR = os.environ.get("BENCH_OUT", BENCH_DIR)
+LUA = os.path.join(BENCH_DIR, "bench.lua")
+WEBDIS_KEY = "benchtoken"
+TARGETS = ("broker", "h2o", "webdis", "healthz")
+
+PROCS = []          # every Popen this script started (stopped in cleanup)
+WORK = tempfile.mkdtemp(prefix="stb-bench-")
+os.environ["IT_LOG_DIR"] = os.path.join(WORK, "logs")
+
+
+def say(*a):
+    print("bench:", *a, flush=True)
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def spawn(cmd, log_name, **kw):
+    logf = open(os.path.join(WORK, log_name), "ab")
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, **kw)
+    logf.close()
+    PROCS.append(p)
+    return p
+
+
+def stop(p, sig=signal.SIGTERM, timeout=15):
+    if p is None or p.poll() is not None:
+        return
+    p.send_signal(sig)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def proc_status(pid):
+    """VmRSS and VmHWM of pid in KiB."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+# ===== Seeding through the broker's public interfaces =====
+
+def connect_live(broker, sim, org):
+    """Org API key + the browser flow in live mode; returns the API key."""
+    key = broker.create_api_key(org)["api_key"]
+    f = H.Flow(broker, sim, org, "live")
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    # the simulator approves at once (no next_account: several flows run in parallel)
+    r = f.browser.get(f.authorize_location)
+    assert r.status in (302, 303), f"simulator should redirect back: {r.describe()}"
+    f.callback_url = r.header("Location")
+    r = f.callback()
+    assert r.status == 303 and urllib.parse.urlsplit(r.header("Location") or "").path == "/setup", \
+        f"callback failed: {r.describe()}"
+    return key
+
+
+def seed(broker, sim, n):
+    rnd = random.Random(20240601)
+    orgs = set()
+    while len(orgs) < n:
+        body = "".join(rnd.choice(H.ALNUM) for _ in range(12))
+        orgs.add(H.org18("00D" + body))
+    orgs = sorted(orgs)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        keys = list(ex.map(lambda o: connect_live(broker, sim, o), orgs))
+    return list(zip(orgs, keys)), time.monotonic() - t0
+
+
+# ===== wrk =====
+
+def wrk(url, reqfile, override=None, conns=CONNS, duration=DURATION_S, threads=WRK_THREADS):
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", LUA, url,
+           "--", reqfile] + ([override] if override else [])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60,
+                       preexec_fn=raise_nofile)
+    m = re.search(r"^BENCH (\{.*\})$", p.stdout, re.M)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({p.returncode}): {p.stdout[-800:]} {p.stderr[-800:]}")
+    return json.loads(m.group(1))
+
+
+# ===== The fixed-count client (callgrind) and the mint burst =====
+
+def fixed_requests(port, reqs, n, nconn=2):
+    """n GET requests over nconn keep-alive connections; returns the status counts."""
+    counts = {}
+    lock = threading.Lock()
+
+    def run(idx):
+        rnd = random.Random(1000 + idx)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        local = {}
+        for _ in range(n // nconn):
+            path, key = reqs[rnd.randrange(len(reqs))]
+            c.request("GET", path, headers={"Authorization": "Bearer " + key})
+            r = c.getresponse()
+            r.read()
+            local[r.status] = local.get(r.status, 0) + 1
+        c.close()
+        with lock:
+            for k, v in local.items():
+                counts[k] = counts.get(k, 0) + v
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(nconn)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return counts
+
+
+async def _one(port, path, key):
+    t0 = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+                  "Connection: close\r\n\r\n").encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    return status, time.monotonic() - t0
+
+
+async def _burst(port, items):
+    return await asyncio.gather(*[_one(port, p, k) for p, k in items])
+
+
+def burst(port, items):
+    raise_nofile()
+    t0 = time.monotonic()
+    res = asyncio.run(_burst(port, items))
+    return res, time.monotonic() - t0
+
+
+# ===== The other servers =====
+
+def start_h2o(port, docroot):
+    conf = os.path.join(WORK, "h2o.conf")
+    with open(conf, "w") as f:
+        f.write(f"""listen:
+  host: 127.0.0.1
+  port: {port}
+num-threads: 2
+error-log: {os.path.join(WORK, 'h2o.error.log')}
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {docroot}
+""")
+    p = spawn(["h2o", "-c", conf], "h2o.log")
+    H.wait_until(lambda: H.http_request("GET", f"http://127.0.0.1:{port}/token.json", timeout=2).status == 200,
+                 15, interval=0.05, what="h2o")
+    return p
+
+
+def start_webdis(port, redis_port):
+    conf = os.path.join(WORK, "webdis.json")
+    with open(conf, "w") as f:
+        json.dump({"redis_host": "127.0.0.1", "redis_port": redis_port, "redis_auth": None,
+                   "http_host": "127.0.0.1", "http_port": port, "threads": 2, "daemonize": False,
+                   "database": 0, "verbosity": 0, "logfile": os.path.join(WORK, "webdis.log")}, f)
+    p = spawn(["webdis", conf], "webdis.out")
+    H.wait_until(lambda: H.http_request("GET", f"http://127.0.0.1:{port}/GET/{WEBDIS_KEY}", timeout=2).status == 200,
+                 15, interval=0.05, what="webdis")
+    return p
+
+
+# ===== callgrind =====
+
+def callgrind_phase(env, reqs_token, reqs_health):
+    port = H.free_port()
+    env = dict(env, BROKER_LISTEN=f"127.0.0.1:{port}", BROKER_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    full = H._base_env()
+    full.update(env)
+    cgdir = os.path.join(WORK, "callgrind")
+    os.makedirs(cgdir, exist_ok=True)
+    p = spawn(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+               f"--callgrind-out-file={cgdir}/callgrind.out.%p", H.broker_bin()],
+              "callgrind.broker.log", env=full, cwd=REPO)
+    H.wait_until(lambda: H.http_request("GET", f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200,
+                 90, interval=0.2, what="broker under callgrind")
+    # warm-up (uninstrumented): pools, OpenSSL and hiredis reach their steady state
+    fixed_requests(port, reqs_token, 2000)
+    fixed_requests(port, reqs_health, 500)
+
+    def ctl(*args):
+        subprocess.run(["callgrind_control", *args, str(p.pid)], check=True, capture_output=True, timeout=120)
+    ctl("-i", "on")
+    out = {}
+    for name, reqs in (("token", reqs_token), ("healthz", reqs_health)):
+        ctl("-z")
+        counts = fixed_requests(port, reqs, CG_REQUESTS)
+        ctl("-d", name)
+        out[name] = {"counts": counts}
+    stop(p, timeout=60)
+    for name in out:
+        files = [f for f in glob.glob(f"{cgdir}/callgrind.out.{p.pid}*") if _dump_reason(f) == name]
+        ir = 0
+        for f in files:
+            ir += _dump_total(f)
+        out[name]["ir"] = ir
+        out[name]["ir_per_req"] = ir / CG_REQUESTS
+        out[name]["files"] = files
+    return out
+
+
+def _dump_reason(path):
+    with open(path, errors="replace") as f:
+        for _ in range(40):
+            line = f.readline()
+            m = re.match(r"^desc: Trigger: (?:Client Request: |dump )?(\S+)", line)
+            if m:
+                return m.group(1)
+    return None
+
+
+def _dump_total(path):
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    return 0
+
+
+def annotate(files, inclusive):
+    cmd = ["callgrind_annotate", "--threshold=99", f"--inclusive={'yes' if inclusive else 'no'}"] + files
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    rows = []
+    for line in p.stdout.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)$", line)
+        if m and not m.group(3).startswith("PROGRAM TOTALS"):
+            rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3).strip()))
+    return rows
+
+
+def short_fn(s):
+    # "file:function [object]" -> "function (object)"
+    m = re.match(r"^(?:(.*?):)?(.+?)(?: \[(.*)\])?$", s)
+    if not m:
+        return s
+    fn, obj = m.group(2), os.path.basename(m.group(3) or "")
+    return f"{fn} ({obj})" if obj else fn
+
+
+# ===== perf (software clock; no hardware counters in a VM) =====
+
+def perf_start(pid, seconds):
+    if shutil.which("perf") is None:
+        return None
+    data = os.path.join(WORK, "perf.data")
+    return (spawn(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(pid), "-o", data,
+                   "--", "sleep", str(seconds)], "perf.log"), data)
+
+
+def perf_report(handle):
+    if handle is None:
+        return []
+    p, data = handle
+    try:
+        p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        stop(p)
+    if not os.path.exists(data):
+        return []
+    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,sym", "--stdio",
+                        "-g", "none", "--percent-limit", "1.2"], capture_output=True, text=True, timeout=300)
+    rows = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"^\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)$", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
+    k = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso", "--stdio", "-g", "none"],
+                       capture_output=True, text=True, timeout=300)
+    dsos = []
+    for line in k.stdout.splitlines():
+        m = re.match(r"^\s+([\d.]+)%\s+(\S+)\s*$", line)
+        if m:
+            dsos.append((float(m.group(1)), m.group(2)))
+    return rows, dsos
+
+
+# ===== Report =====
+
+def fmt_ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) // 1024} MiB"
+    return f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {mem} RAM, Linux {platform.release()}"
+
+
+def versions():
+    def first(cmd):
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (p.stdout + p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+    return {"wrk": first(["wrk", "--version"]), "h2o": first(["h2o", "--version"]),
+            "redis": first(["redis-server", "--version"]), "valgrind": first(["valgrind", "--version"])}
+
+
+def plot(rows, path):
+    if shutil.which("gnuplot") is None:
+        return False
+    dat = os.path.join(WORK, "lat.dat")
+    with open(dat, "w") as f:
+        f.write("target p50 p90 p99 p99.9\n")
+        for t in TARGETS:
+            r = rows[t]
+            f.write(f"{t} {r['p50_us'] / 1000:.4f} {r['p90_us'] / 1000:.4f} {r['p99_us'] / 1000:.4f} "
+                    f"{r['p999_us'] / 1000:.4f}\n")
+    gp = os.path.join(WORK, "lat.gp")
+    with open(gp, "w") as f:
+        f.write(f"""set terminal pngcairo size 900,520 noenhanced font 'sans,10'
+set output '{path}'
+set title 'Latency percentiles, wrk -t{WRK_THREADS} -c{CONNS}, {DURATION_S} s (median round)'
+set ylabel 'latency (ms, log scale)'
+set logscale y
+set grid ytics
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key top left
+set yrange [0.05:*]
+plot '{dat}' using 2:xtic(1) title 'p50', '' using 3 title 'p90', '' using 4 title 'p99', '' using 5 title 'p99.9'
+""")
+    for term in ("pngcairo", "png"):
+        if term == "png":
+            with open(gp) as f:
+                txt = f.read().replace("pngcairo size 900,520 noenhanced font 'sans,10'", "png size 900,520")
+            with open(gp, "w") as f:
+                f.write(txt)
+        r = subprocess.run(["gnuplot", gp], capture_output=True, text=True, timeout=60)
+        if r.returncode == 0 and os.path.exists(path) and os.path.getsize(path) > 0:
+            return True
+    return False
+
+
+def median_row(samples):
+    """The per-target sample with the median requests/s."""
+    s = sorted(samples, key=lambda r: r["rps"])
+    return s[(len(s) - 1) // 2]
+
+
+def write_results(ctx):
+    R = ctx["rounds"]
+    med = {t: median_row([r[t] for r in R]) for t in TARGETS}
+    L = []
+    w = L.append
+    w("# Benchmark results (`make bench`)")
+    w("")
+    w(f"- date: {ctx['date']}")
+    w(f"- machine: {ctx['machine']}")
+    w(f"- load average before / after: {ctx['load_before']} / {ctx['load_after']} "
+      "(the cores are shared with other builds and tests; compare ratios within one run)")
+    w(f"- tools: {'; '.join(f'{k}: {v}' for k, v in ctx['versions'].items())}")
+    w(f"- broker: `{os.path.relpath(H.broker_bin(), REPO)}`, BROKER_THREADS=2, connect flavor, log level info "
+      "(one JSON line per request to a file), Redis 7 on loopback TCP")
+    w(f"- load: wrk -t{WRK_THREADS} -c{CONNS}, {WARMUP_S} s warm-up then {DURATION_S} s per point, "
+      f"{len(R)} interleaved round(s); the same Lua client for every target (tests/bench/bench.lua)")
+    w(f"- {ctx['orgs']} orgs seeded through the public API and the browser flow in {ctx['seed_s']:.1f} s; "
+      f"response body {ctx['body_len']} bytes for every target")
+    w("")
+    w("## Throughput and latency")
+    w("")
+    w("| round | target | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | socket errors |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = {"broker": "broker getAccessToken", "h2o": "h2o static file", "webdis": "webdis GET",
+             "healthz": "broker /healthz"}
+    for i, r in enumerate(R):
+        for t in TARGETS:
+            x = r[t]
+            errs = x["err_connect"] + x["err_read"] + x["err_write"] + x["err_timeout"]
+            w(f"| {i + 1} | {names[t]} | {x['rps']:,.0f} | {fmt_ms(x['p50_us'])} | {fmt_ms(x['p90_us'])} | "
+              f"{fmt_ms(x['p99_us'])} | {fmt_ms(x['p999_us'])} | {fmt_ms(x['max_us'])} | {x['non2xx']} | {errs} |")
+    w("")
+    w("Ratios (same round):")
+    w("")
+    w("| round | broker / h2o (target ≥ 0.70) | broker / webdis (target ≥ 1.2) | broker / healthz |")
+    w("|---|---:|---:|---:|")
+    for i, r in enumerate(R):
+        b = r["broker"]["rps"]
+        w(f"| {i + 1} | {b / r['h2o']['rps']:.2f} | {b / r['webdis']['rps']:.2f} | {b / r['healthz']['rps']:.2f} |")
+    w("")
+    w("![latency percentiles](latency.png)")
+    w("")
+    w("## Memory")
+    w("")
+    big = ctx["big"]
+    soak = ctx["soak"]
+    w(f"- broker peak RSS (VmHWM) over the whole run: **{ctx['hwm_kib'] / 1024:.1f} MiB** (target ≤ 32 MiB)")
+    w(f"- at {BIG_CONNS} connections (wrk -c{BIG_CONNS}, {DURATION_S} s): {big['rps']:,.0f} req/s, "
+      f"p99 {fmt_ms(big['p99_us'])} ms, non-2xx {big['non2xx']}, socket errors "
+      f"{big['err_connect'] + big['err_read'] + big['err_write'] + big['err_timeout']}, "
+      f"RSS after {big['rss_kib'] / 1024:.1f} MiB")
+    w(f"- soak, {SOAK_S} s at {CONNS} connections: {soak['wrk']['rps']:,.0f} req/s, non-2xx "
+      f"{soak['wrk']['non2xx']}; RSS {soak['first_kib'] / 1024:.1f} MiB at 10 s → "
+      f"{soak['last_kib'] / 1024:.1f} MiB at the end (growth {soak['growth_kib']} KiB); "
+      f"samples (s: MiB): " + ", ".join(f"{t:.0f}: {k / 1024:.1f}" for t, k in soak["samples"]))
+    w("")
+    w("## Instructions per request (callgrind, repeatable)")
+    w("")
+    cg = ctx["callgrind"]
+    w(f"{CG_REQUESTS} requests on 2 keep-alive connections after an uninstrumented warm-up; all threads, "
+      "user space only (the kernel's socket work is not counted).")
+    w("")
+    w("| request | instructions / request | statuses |")
+    w("|---|---:|---|")
+    for name, label in (("token", "getAccessToken"), ("healthz", "/healthz")):
+        w(f"| {label} | {cg[name]['ir_per_req']:,.0f} | {cg[name]['counts']} |")
+    w("")
+    w(f"getAccessToken minus /healthz: {cg['token']['ir_per_req'] - cg['healthz']['ir_per_req']:,.0f} "
+      "instructions (the Redis round trip, the key check, the seal and the JSON).")
+    w("")
+    w("Where the getAccessToken instructions go (exclusive, top functions):")
+    w("")
+    w("| instructions / request | % | function (object) |")
+    w("|---:|---:|---|")
+    for ir, pct, fn in cg["excl"][:25]:
+        w(f"| {ir / CG_REQUESTS:,.0f} | {pct:.1f} | `{short_fn(fn)}` |")
+    w("")
+    w("Inclusive, broker functions on the request path:")
+    w("")
+    w("| instructions / request | % | function |")
+    w("|---:|---:|---|")
+    shown = 0
+    for ir, pct, fn in cg["incl"]:
+        if "stripe-token-broker" not in fn or shown >= 25:
+            continue
+        shown += 1
+        w(f"| {ir / CG_REQUESTS:,.0f} | {pct:.1f} | `{short_fn(fn)}` |")
+    w("")
+    if ctx.get("perf"):
+        rows, dsos = ctx["perf"]
+        w(f"## Where the time goes under load (perf, cpu-clock, first 10 s of the soak, broker process)")
+        w("")
+        w("| % of broker CPU samples | object |")
+        w("|---:|---|")
+        for pct, dso in dsos[:10]:
+            w(f"| {pct:.1f} | {dso} |")
+        w("")
+        w("| % | object | symbol |")
+        w("|---:|---|---|")
+        for pct, dso, kind, sym in rows[:30]:
+            w(f"| {pct:.1f} | {dso} | `{sym}` |")
+        w("")
+    m = ctx["mint"]
+    w("## The mint path (connect, test minted from live)")
+    w("")
+    w(f"{m['n']} orgs connected in live mode only; the simulator answers each token call after "
+      f"{MINT_DELAY_MS} ms; {m['n']} concurrent GET …/access-token?mode=test, one per org, each on its "
+      "own connection.")
+    w("")
+    w(f"- wall time: **{m['wall_s']:.2f} s** (target < 5 s; serialised calls would take "
+      f"{m['n'] * MINT_DELAY_MS / 1000:.0f} s)")
+    w(f"- statuses: {m['statuses']}")
+    w(f"- per-request latency: p50 {m['p50_ms']:.0f} ms, p99 {m['p99_ms']:.0f} ms, max {m['max_ms']:.0f} ms")
+    w(f"- Stripe token calls during the burst: **{m['calls']}** (expected exactly {m['n']})")
+    w(f"- then every org again: statuses {m['again_statuses']}, new Stripe calls {m['again_calls']} "
+      "(the minted tokens are served from Redis)")
+    w("")
+    w("## Targets")
+    w("")
+    bh = [r["broker"]["rps"] / r["h2o"]["rps"] for r in R]
+    bw = [r["broker"]["rps"] / r["webdis"]["rps"] for r in R]
+    p99 = [r["broker"]["p99_us"] for r in R]
+    non = sum(r["broker"]["non2xx"] for r in R)
+
+    def ok(c):
+        return "met" if c else "**not met**"
+    w("| target | measured | |")
+    w("|---|---|---|")
+    w(f"| broker ≥ 0.70 × h2o static | {', '.join(f'{x:.2f}' for x in bh)} | {ok(min(bh) >= 0.70)} |")
+    w(f"| broker ≥ 1.2 × webdis | {', '.join(f'{x:.2f}' for x in bw)} | {ok(min(bw) >= 1.2)} |")
+    w(f"| p99 ≤ 3 ms at {CONNS} connections | {', '.join(fmt_ms(x) for x in p99)} ms | {ok(max(p99) <= 3000)} |")
+    w(f"| zero non-2xx | {non} | {ok(non == 0)} |")
+    w(f"| peak RSS ≤ 32 MiB | {ctx['hwm_kib'] / 1024:.1f} MiB | {ok(ctx['hwm_kib'] <= 32 * 1024)} |")
+    w(f"| no growth over a {SOAK_S} s soak | {soak['growth_kib']} KiB | {ok(soak['growth_kib'] <= 1024)} |")
+    w(f"| mint: all succeed, exactly {m['n']} Stripe calls, < 5 s | {m['statuses']}, {m['calls']} calls, "
+      f"{m['wall_s']:.2f} s | {ok(m['statuses'] == {200: m['n']} and m['calls'] == m['n'] and m['wall_s'] < 5)} |")
+    w("")
+    notes = os.path.join(BENCH_DIR, "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            w(f.read().rstrip())
+        w("")
+    with open(os.path.join(OUT_DIR, "results.md"), "w") as f:
+        f.write("\n".join(L))
+    return med
+
+
+# ===== Main =====
+
+def main():
+    for tool in ("wrk", "h2o", "webdis", "redis-server", "valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is missing (apt-get install -y wrk h2o webdis gnuplot-nox valgrind)")
+    if not os.path.exists(H.broker_bin()):
+        sys.exit(f"bench: {H.broker_bin()} does not exist (make, or set BROKER_BIN)")
+    raise_nofile()
+    ctx = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+           "versions": versions(), "load_before": loadavg(), "orgs": ORGS}
+    stack = None
+    try:
+        say(f"work dir {WORK}; starting redis, the simulator and the broker ({H.broker_bin()})")
+        stack = H.Stack("bench", broker=False)
+        stack.sim.config(authorize="approve")
+        broker = stack.new_broker("broker", BROKER_THREADS="2", BROKER_UPSTREAM_TIMEOUT_MS="5000")
+        stack.broker = broker   # stopped by stack.close()
+        say(f"seeding {ORGS} orgs (API key + browser flow, live mode)")
+        pairs, ctx["seed_s"] = seed(broker, stack.sim, ORGS)
+        say(f"seeded in {ctx['seed_s']:.1f} s")
+
+        token_reqs = [(f"/v1/orgs/{o}/access-token?mode=live", k) for o, k in pairs]
+        reqfile = os.path.join(WORK, "requests.txt")
+        with open(reqfile, "w") as f:
+            for p, k in token_reqs:
+                f.write(f"{p} {k}\n")
+        # every org answers, and the body size of the answer
+        lens = []
+        for p, k in token_reqs:
+            r = H.http_request("GET", broker.url(p), headers={"Authorization": "Bearer " + k})
+            assert r.status == 200, r.describe()
+            lens.append(len(r.body))
+        body_len = int(statistics.median(lens))
+        ctx["body_len"] = body_len
+        docroot = os.path.join(WORK, "www")
+        os.makedirs(docroot)
+        os.chmod(WORK, 0o755)
+        os.chmod(docroot, 0o755)
+        with open(os.path.join(docroot, "token.json"), "w") as f:
+            f.write('{"pad":"' + "x" * (body_len - 10) + '"}')
+        os.chmod(os.path.join(docroot, "token.json"), 0o644)
+        rc = stack.rc()
+        rc.command("SET", WEBDIS_KEY, "x" * (body_len - len('{"GET":""}')))
+        rc.close()
+
+        h2o_port, webdis_port = H.free_port(), H.free_port()
+        start_h2o(h2o_port, docroot)
+        start_webdis(webdis_port, stack.redis.port)
+        for url in (f"http://127.0.0.1:{h2o_port}/token.json", f"http://127.0.0.1:{webdis_port}/GET/{WEBDIS_KEY}"):
+            r = H.http_request("GET", url)
+            assert r.status == 200 and len(r.body) == body_len, (url, r.status, len(r.body), body_len)
+
+        targets = {
+            "broker": (broker.base, None),
+            "h2o": (f"http://127.0.0.1:{h2o_port}", "/token.json"),
+            "webdis": (f"http://127.0.0.1:{webdis_port}", f"/GET/{WEBDIS_KEY}"),
+            "healthz": (broker.base, "/healthz"),
+        }
+        rounds = []
+        for i in range(ROUNDS):
+            res = {}
+            for t in TARGETS:
+                url, override = targets[t]
+                wrk(url, reqfile, override, duration=WARMUP_S)
+                res[t] = wrk(url, reqfile, override)
+                res[t]["rss_kib"] = proc_status(broker.proc.pid).get("VmRSS", 0)
+                say(f"round {i + 1} {t}: {res[t]['rps']:,.0f} req/s, p50 {fmt_ms(res[t]['p50_us'])} ms, "
+                    f"p99 {fmt_ms(res[t]['p99_us'])} ms, p99.9 {fmt_ms(res[t]['p999_us'])} ms, "
+                    f"non-2xx {res[t]['non2xx']}")
+            rounds.append(res)
+        ctx["rounds"] = rounds
+
+        say(f"{BIG_CONNS} connections")
+        big = wrk(broker.base, reqfile, conns=BIG_CONNS)
+        big["rss_kib"] = proc_status(broker.proc.pid).get("VmRSS", 0)
+        ctx["big"] = big
+        say(f"  {big['rps']:,.0f} req/s, p99 {fmt_ms(big['p99_us'])} ms, non-2xx {big['non2xx']}, "
+            f"RSS {big['rss_kib'] / 1024:.1f} MiB")
+
+        say(f"soak {SOAK_S} s")
+        samples = []
+        stop_sampling = threading.Event()
+        t0 = time.monotonic()
+
+        def sampler():
+            while not stop_sampling.wait(2.0):
+                samples.append((time.monotonic() - t0, proc_status(broker.proc.pid).get("VmRSS", 0)))
+        th = threading.Thread(target=sampler)
+        th.start()
+        perf = perf_start(broker.proc.pid, min(10, SOAK_S))
+        soak_wrk = wrk(broker.base, reqfile, duration=SOAK_S)
+        stop_sampling.set()
+        th.join()
+        try:
+            ctx["perf"] = perf_report(perf)
+        except (OSError, subprocess.SubprocessError) as e:
+            say(f"perf report failed: {e}")
+            ctx["perf"] = None
+        after10 = [k for t, k in samples if t >= 10] or [samples[0][1]]
+        ctx["soak"] = {"wrk": soak_wrk, "samples": samples, "first_kib": after10[0], "last_kib": samples[-1][1],
+                       "growth_kib": samples[-1][1] - after10[0]}
+        say(f"  {soak_wrk['rps']:,.0f} req/s, RSS {after10[0]} → {samples[-1][1]} KiB")
+        ctx["hwm_kib"] = proc_status(broker.proc.pid).get("VmHWM", 0)
+        ctx["load_after"] = loadavg()
+
+        say("stopping h2o and webdis; callgrind")
+        for p in list(PROCS):
+            stop(p)
+        env = dict(broker.env)
+        broker.stop()
+        cg = callgrind_phase(env, token_reqs, [("/healthz", k) for _, k in token_reqs])
+        cg["excl"] = annotate(cg["token"]["files"], inclusive=False)
+        cg["incl"] = annotate(cg["token"]["files"], inclusive=True)
+        ctx["callgrind"] = cg
+        say(f"  getAccessToken {cg['token']['ir_per_req']:,.0f} instructions/request, "
+            f"/healthz {cg['healthz']['ir_per_req']:,.0f}")
+
+        say(f"mint path: {ORGS} orgs, mode=test at once, simulator token delay {MINT_DELAY_MS} ms")
+        broker.start()
+        stack.sim.fault(endpoint="token", kind="delay", delay_ms=MINT_DELAY_MS)
+        before = stack.sim.calls("token")
+        items = [(f"/v1/orgs/{o}/access-token?mode=test", k) for o, k in pairs]
+        res, wall = burst(broker.port, items)
+        calls = stack.sim.calls("token") - before
+        statuses = {}
+        for s, _ in res:
+            statuses[s] = statuses.get(s, 0) + 1
+        lat = sorted(d * 1000 for _, d in res)
+        res2, _ = burst(broker.port, items)
+        again = {}
+        for s, _ in res2:
+            again[s] = again.get(s, 0) + 1
+        ctx["mint"] = {"n": len(items), "wall_s": wall, "statuses": statuses, "calls": calls,
+                       "p50_ms": lat[len(lat) // 2], "p99_ms": lat[int(len(lat) * 0.99) - 1], "max_ms": lat[-1],
+                       "again_statuses": again, "again_calls": stack.sim.calls("token") - before - calls}
+        say(f"  wall {wall:.2f} s, statuses {statuses}, Stripe token calls {calls}")
+    finally:
+        for p in PROCS:
+            stop(p)
+        if stack is not None:
+            stack.close()
+
+    med = write_results(ctx)
+    png = os.path.join(OUT_DIR, "latency.png")
+    if not plot(med, png):
+        say("gnuplot failed or missing: no latency.png")
+    say(f"wrote {os.path.join(OUT_DIR, 'results.md')} and {png}")
+    if not os.environ.get("BENCH_KEEP_WORK"):
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

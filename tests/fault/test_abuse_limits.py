@@ -1,0 +1,241 @@
+"""Rate limits (CONTRACT §4: 429 rate_limited with Retry-After) and timing-safe
+comparisons of every secret.
+
+Limits: the browser endpoints (/setup*, /oauth/callback) per client IP
+(BROKER_RATE_LIMIT_IP_PER_MIN, default 120), the API under /v1/orgs/{org_id}/ per org
+(BROKER_RATE_LIMIT_ORG_PER_S, default 200), each per worker thread. With one worker the
+counts are exact; with N workers a client gets at most N × the limit.
+
+Timing: a black-box timing test cannot see a memcmp on loopback, so the comparisons are
+audited in the source: every comparison of a secret goes through ct_equal, ct_equal is
+CRYPTO_memcmp with no early exit, and no other comparison primitive touches a secret.
+"""
+
+import http.client
+import os
+import re
+import time
+
+import faultlib as F
+
+h = F.h
+S = None
+
+
+def setup_module():
+    global S
+    S = h.Stack("flimits", broker=False)
+
+
+def teardown_module():
+    S.close()
+
+
+def limited_broker(label, **env):
+    base = F.fault_env(BROKER_THREADS="1")
+    for k in ("BROKER_RATE_LIMIT_IP_PER_MIN", "BROKER_RATE_LIMIT_ORG_PER_S"):
+        base.pop(k)
+    base.update(env)
+    base = {k: v for k, v in base.items() if v is not None}
+    b = S.new_broker(label, **base)
+    S.broker = S.broker or b
+    return b
+
+
+def close(b):
+    b.stop()
+    if b in S.extra:
+        S.extra.remove(b)
+    if S.broker is b:
+        S.broker = None
+
+
+def get(b, path, source=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5,
+                                   source_address=(source, 0) if source else None)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        body = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    finally:
+        c.close()
+
+
+def assert_429(status, hdrs, body, page):
+    assert status == 429, f"expected 429, got {status}"
+    ra = hdrs.get("retry-after", "")
+    assert ra.isdigit() and 1 <= int(ra) <= 60, f"Retry-After is {ra!r}"
+    if page:
+        assert hdrs.get("content-type", "").startswith("text/html"), hdrs
+        assert hdrs.get("x-frame-options") == "DENY" and "content-security-policy" in hdrs
+    else:
+        assert b'"rate_limited"' in body and hdrs.get("content-type", "").startswith("application/json"), body[:200]
+
+
+def burst(b, path, n, token=None):
+    """n GETs on one keep-alive connection; the statuses in order."""
+    c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5)
+    out = []
+    try:
+        for _ in range(n):
+            c.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+            r = c.getresponse()
+            out.append((r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()))
+    finally:
+        c.close()
+    return out
+
+
+def test_browser_endpoints_are_limited_per_client_ip():
+    b = limited_broker("ip", BROKER_RATE_LIMIT_IP_PER_MIN="10")
+    try:
+        paths = ["/setup", "/setup?ticket=" + "A" * 43, "/oauth/callback?state=" + "A" * 43 + "&code=x"]
+        statuses = [get(b, paths[i % 3])[0] for i in range(10)]
+        assert 429 not in statuses, f"limited before 10 requests: {statuses}"
+        st, hd, body = get(b, "/setup")
+        assert_429(st, hd, body, page=True)
+        st, hd, body = get(b, "/oauth/callback?error=access_denied")
+        assert_429(st, hd, body, page=True)
+        # another client address is not affected; nor are the probes
+        st, _, _ = get(b, "/setup", source="127.0.0.2")
+        assert st == 401, f"127.0.0.2 was limited by 127.0.0.1's traffic: {st}"
+        assert get(b, "/healthz")[0] == 200 and get(b, "/readyz")[0] == 200
+    finally:
+        close(b)
+
+
+def test_api_is_limited_per_org():
+    b = limited_broker("org", BROKER_RATE_LIMIT_ORG_PER_S="5")
+    try:
+        org, other = h.new_org(), h.new_org()
+        key = b.create_api_key(org)["api_key"]
+        okey = b.create_api_key(other)["api_key"]
+        # 11 requests in well under a second: at least one 1-second window holds 6 of them
+        t0 = time.monotonic()
+        res = burst(b, f"/v1/orgs/{org}/connections", 11, key)
+        assert time.monotonic() - t0 < 1.0, "the burst was too slow to be meaningful"
+        sts = [r[0] for r in res]
+        assert 429 not in sts[:5], f"limited within the first 5 requests: {sts}"
+        limited = [r for r in res if r[0] == 429]
+        assert limited, f"11 requests in under a second were never limited: {sts}"
+        assert_429(*limited[0], page=False)
+        # another org is not affected
+        assert all(r[0] == 200 for r in burst(b, f"/v1/orgs/{other}/connections", 3, okey))
+        # and the limited org recovers once Retry-After has passed
+        ra = int(limited[0][1]["retry-after"])
+        h.wait_until(lambda: get(b, f"/v1/orgs/{org}/connections",
+                                 headers={"Authorization": f"Bearer {key}"})[0] == 200,
+                     ra + 1.5, interval=0.05, what="the org is served again after Retry-After")
+    finally:
+        close(b)
+
+
+def test_default_limits_are_120_per_minute_and_200_per_second():
+    b = limited_broker("defaults")
+    try:
+        sts = [r[0] for r in burst(b, "/setup", 241)]
+        assert 429 not in sts[:120], f"a browser client was limited before 120 requests: first at {sts.index(429)}"
+        assert 429 in sts, "241 browser requests within a minute were never limited"
+        org = h.new_org()
+        key = b.create_api_key(org)["api_key"]
+        t0 = time.monotonic()
+        sts = [r[0] for r in burst(b, f"/v1/orgs/{org}/connections", 401, key)]
+        fast = time.monotonic() - t0 < 1.0
+        assert 429 not in sts[:200], f"an org was limited before 200 requests: first at {sts.index(429)}"
+        if fast:
+            assert 429 in sts, "401 API requests in under a second were never limited"
+    finally:
+        close(b)
+
+
+def test_limits_are_per_worker_thread():
+    b = limited_broker("workers", BROKER_THREADS="2", BROKER_RATE_LIMIT_IP_PER_MIN="10")
+    try:
+        # new connections spread over both workers; at most 2 × 10 get through
+        sts = [get(b, "/setup")[0] for _ in range(40)]
+        ok = sum(1 for s in sts if s != 429)
+        assert 10 <= ok <= 20, f"{ok} of 40 browser requests passed with 2 workers × 10/min: {sts}"
+    finally:
+        close(b)
+
+
+# ===== timing-safe comparisons (source audit) =====
+
+BROKER = os.path.join(F.REPO, "broker")
+COMPARATORS = re.compile(r"\b(memcmp|strcmp|strncmp|strcasecmp|strncasecmp|bcmp|timingsafe_bcmp|CRYPTO_memcmp)\s*\(")
+SECRETISH = re.compile(r"token|secret|csrf|hash|sig|mac|state|browser|cookie|ticket|code|password|passwd|"
+                       r"api_?key|expect|want|admin|sealed|tag", re.I)
+# Reviewed comparisons whose operands look secret-ish by name but are public values.
+REVIEWED = {
+    ("auth.c", 'memcmp(tok, "stb_", 4)'): "the public prefix of the key format",
+    ("core/stripe_resp.c", 'strcmp(json_string_value(e), "invalid_grant")'): "an error code from Stripe",
+    ("core/stripe_resp.c", 'strcmp(err, "invalid_grant")'): "an error code from Stripe",
+    ("stripe/oauth.c", 'strcmp(grant, "authorization_code")'): "the grant type name",
+    ("token_service.c", 'strcmp(ts->bg_cursor, "0")'): "a SCAN cursor",
+    ("routes/oauth.c", 'strcmp(error, "access_denied")'): "the OAuth error parameter",
+}
+# Where each secret is compared, and the comparison that must be there.
+REQUIRED = [
+    ("auth.c", r"ct_equal\(tok, n, cfg->admin_token", "the admin token"),
+    ("auth.c", r"ct_equal\(rec \+ 19, 64, bk->hash, 64\)", "the API key hash"),
+    ("routes/setup.c", r"ct_equal\(csrf, strlen\(csrf\), expect, 64\)", "the CSRF token"),
+    ("routes/oauth.c", r"ct_equal\(browser, 64, c->browser, 64\)", "the OAuth state's browser binding"),
+    ("core/webhook_sig.c", r"ct_equal\(want, WHSIG_HEX_LEN", "Stripe webhook signatures"),
+]
+
+
+def _calls(src):
+    """Every comparator call with its full argument text (balanced parentheses)."""
+    for m in COMPARATORS.finditer(src):
+        i, depth = m.end(), 1
+        while i < len(src) and depth:
+            depth += {"(": 1, ")": -1}.get(src[i], 0)
+            i += 1
+        yield m.group(1), src[m.start():i], src.count("\n", 0, m.start()) + 1
+
+
+def _sources():
+    for root, _, files in os.walk(BROKER):
+        for fn in files:
+            if fn.endswith(".c"):
+                p = os.path.join(root, fn)
+                with open(p, encoding="utf-8", errors="replace") as f:
+                    yield os.path.relpath(p, BROKER), f.read()
+
+
+def test_every_secret_is_compared_in_constant_time():
+    problems = []
+    for rel, src in _sources():
+        for name, call, line in _calls(src):
+            if rel == "core/crypto.c" and name == "CRYPTO_memcmp":
+                continue
+            args = call[call.index("(") + 1:-1]
+            if not SECRETISH.search(args):
+                continue
+            norm = " ".join(call.split())
+            if (rel, norm) in REVIEWED:
+                continue
+            problems.append(f"broker/{rel}:{line}: {norm}")
+    assert not problems, ("comparisons that may involve a secret without ct_equal (review them, "
+                          "or use ct_equal): " + "; ".join(problems))
+    srcs = dict(_sources())
+    for rel, pattern, what in REQUIRED:
+        assert re.search(pattern, srcs.get(rel, "")), f"{what} is not compared with ct_equal in broker/{rel}"
+    body = re.search(r"int ct_equal\([^)]*\)\s*\{(.*?)\n\}", srcs["core/crypto.c"], re.S)
+    assert body, "ct_equal not found in broker/core/crypto.c"
+    code = body.group(1)
+    assert "CRYPTO_memcmp" in code, "ct_equal does not use CRYPTO_memcmp"
+    assert not re.search(r"\b(if|return)\b[^;]*\b(a|b)\[", code) and "for" not in code and "while" not in code, \
+        "ct_equal branches on the contents"
+
+
+def test_secret_lookups_never_use_the_secret_as_a_redis_key():
+    """Tickets, sessions and states are looked up by their SHA-256, never by the value
+    (a Redis dictionary lookup is not constant time); API keys by their public key id."""
+    srcs = dict(_sources())
+    for rel, pat in (("routes/setup.c", r'breq_key\(b, "ticket:%s", hash\)'),
+                     ("routes/setup.c", r'breq_key\(b, "sess:%s", hash\)'),
+                     ("routes/setup.c", r'breq_key\(b, "state:%s", state_hash\)'),
+                     ("routes/oauth.c", r'breq_key\(b, "state:%s", hash\)')):
+        assert re.search(pat, srcs[rel]), f"broker/{rel}: expected a lookup by hash ({pat})"
