@@ -1,0 +1,127 @@
+/* test_store.c — the stored value formats: "<version>:<sealed>" connections and
+ * "<updated>:<sealed>" webhook secrets, sealed with the record's identity. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/crypto.h"
+#include "store/store.h"
+
+#define ORG "00D000000000001EAA"
+#define OTHER_ORG "00D000000000002EAA"
+#define KEY_B64 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+static config_t cfg;
+
+static int setup(void **state)
+{
+    const char *err;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.redis_prefix = (char *)"stb:";
+    return keyring_parse("k1:" KEY_B64, &cfg.keyring, &err);
+}
+
+static int teardown(void **state)
+{
+    keyring_free(&cfg.keyring);
+    return 0;
+}
+
+static conn_record_t sample(void)
+{
+    conn_record_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = CONN_CONNECTED;
+    r.access_token = (char *)"sk_test_secretsecret";
+    r.refresh_token = (char *)"rt_secretsecret";
+    r.stripe_user_id = (char *)"acct_123";
+    r.stripe_publishable_key = (char *)"pk_test_123";
+    r.scope = (char *)"read_write";
+    r.connected_at = r.refreshed_at = 1795000000;
+    return r;
+}
+
+/* "<version>:<sealed>" as the Lua scripts store it. */
+static char *stored(long version, const char *org, int mode)
+{
+    conn_record_t r = sample();
+    char *sealed = store_conn_seal(&cfg, org, mode, &r);
+    size_t n = strlen(sealed) + 24;
+    char *v = malloc(n);
+    snprintf(v, n, "%ld:%s", version, sealed);
+    free(sealed);
+    return v;
+}
+
+static void test_store_connection_round_trip(void **state)
+{
+    char *v = stored(7, ORG, MODE_TEST);
+    conn_record_t r;
+    long ver = 0;
+    assert_null(strstr(v, "sk_test_secretsecret"));
+    assert_null(strstr(v, "rt_secretsecret"));
+    assert_int_equal(store_conn_open(&cfg, ORG, MODE_TEST, v, strlen(v), &ver, &r), STORE_OK);
+    assert_int_equal(ver, 7);
+    assert_string_equal(r.access_token, "sk_test_secretsecret");
+    assert_string_equal(r.stripe_user_id, "acct_123");
+    conn_record_clear(&r);
+    free(v);
+}
+
+static void test_store_connection_absent(void **state)
+{
+    conn_record_t r;
+    long ver;
+    assert_int_equal(store_conn_open(&cfg, ORG, MODE_TEST, NULL, 0, &ver, &r), STORE_ABSENT);
+}
+
+static void test_store_connection_copied_to_another_org_or_mode_is_unreadable(void **state)
+{
+    char *v = stored(1, ORG, MODE_TEST);
+    conn_record_t r;
+    long ver;
+    assert_int_equal(store_conn_open(&cfg, OTHER_ORG, MODE_TEST, v, strlen(v), &ver, &r), STORE_UNREADABLE);
+    assert_int_equal(store_conn_open(&cfg, ORG, MODE_LIVE, v, strlen(v), &ver, &r), STORE_UNREADABLE);
+    free(v);
+}
+
+static void test_store_connection_malformed_values_are_unreadable(void **state)
+{
+    static const char *const bad[] = {"", "7", "x:1.k1.a.b", ":1.k1.a.b", "7:", "7:2.k1.AAAA.BBBB", "7:1.k9.AAAA.BBBB"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        conn_record_t r;
+        long ver;
+        assert_int_equal(store_conn_open(&cfg, ORG, MODE_TEST, bad[i], strlen(bad[i]), &ver, &r), STORE_UNREADABLE);
+    }
+}
+
+static void test_store_webhook_secret_round_trip(void **state)
+{
+    char *v = store_whsec_seal(&cfg, ORG, MODE_LIVE, "whsec_abcdef");
+    char *secret = NULL;
+    long updated = 0;
+    assert_null(strstr(v, "whsec_abcdef"));
+    assert_int_equal(store_whsec_open(&cfg, ORG, MODE_LIVE, v, strlen(v), &secret, &updated), STORE_OK);
+    assert_string_equal(secret, "whsec_abcdef");
+    assert_true(updated > 0);
+    secure_free_str(secret);
+    assert_int_equal(store_whsec_open(&cfg, ORG, MODE_TEST, v, strlen(v), &secret, &updated), STORE_UNREADABLE);
+    free(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_store_connection_round_trip),
+        cmocka_unit_test(test_store_connection_absent),
+        cmocka_unit_test(test_store_connection_copied_to_another_org_or_mode_is_unreadable),
+        cmocka_unit_test(test_store_connection_malformed_values_are_unreadable),
+        cmocka_unit_test(test_store_webhook_secret_round_trip),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
