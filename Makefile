@@ -92,5 +92,9 @@ fuzz:
 bench: deps all
 	@sh tests/bench/run.sh
 
+# 10 minutes of mixed traffic on three replicas (one under ASan) with Redis restarts
+soak: deps all asan
+	@SOAK_SECONDS=$${SOAK_SECONDS:-600} sh tests/soak/run.sh
+
 clean:
 	rm -rf build build-*

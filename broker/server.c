@@ -665,6 +665,15 @@ static void route_request(breq_t *b)
         breq_error(b, ERR_NOT_FOUND, NULL);
 }
 
+/* Total size of the request headers (names and values). */
+static size_t header_bytes(const h2o_req_t *req)
+{
+    size_t n = req->path.len + req->authority.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return n;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     worker_t *w = H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
@@ -682,6 +691,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     snprintf(b->request_id, sizeof(b->request_id), "%08x%02x%06x", g_reqid_prefix, w->id & 0xff,
              ++counter & 0xffffff);
     w->inflight++;
+    /* A request with a body ends its connection: whatever a client pipelined after it
+     * (request smuggling through Content-Length / Transfer-Encoding disagreements,
+     * which h2o 2.2.5 resolves without closing) is never read as a request. */
+    if (req->entity.base != NULL)
+        req->http1_is_persistent = 0;
+    if (header_bytes(req) > HEADERS_MAX_BYTES) {
+        req->http1_is_persistent = 0;
+        breq_error(b, ERR_INVALID_REQUEST, "The request headers are too large.");
+        return 0;
+    }
     route_request(b);
     return 0;
 }

@@ -20,6 +20,7 @@
 #include "stripe/curl_loop.h"
 
 #define BODY_MAX_BYTES (64 * 1024)
+#define HEADERS_MAX_BYTES (32 * 1024) /* larger header blocks: 400 and close */
 #define STORE_DEADLINE_MS 900   /* answer 503 store_unavailable before 1 s */
 #define DRAIN_MAX_MS 10000      /* SIGTERM: finish in-flight requests within this */
 

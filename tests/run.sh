@@ -6,6 +6,7 @@
 #   1. unit tests: build/unit/test_* and build-asan/unit/test_* (cmocka summaries)
 #   2. fuzzers:    sh tests/fuzz/run.sh 5              ("fuzz: N passed, M failed")
 #   3. simulator:  python3 tests/fakes/test_stripe_sim.py ("sim: N passed, M failed")
+#      OpenAPI:    python3 tests/it/check_openapi.py       ("openapi: N passed, M failed")
 #   4. integration against build/stripe-token-broker   ("it: N passed, M failed")
 #   5. integration against build-asan/stripe-token-broker (plus a sanitizer-report check)
 #   6. any further suite tests/<name>/run.sh (e2e, k8s, …) ("<name>: N passed, M failed")
@@ -126,6 +127,14 @@ if [ -f tests/fakes/test_stripe_sim.py ]; then
     header "Stripe simulator"
     run_stage "$TMP/sim.out" "$SIM_TIMEOUT_S" "$PYTHON" tests/fakes/test_stripe_sim.py
     summary_of "$TMP/sim.out" sim
+    add "$P" "$F"
+fi
+
+# ===== the OpenAPI document against the contract =====
+if [ -f tests/it/check_openapi.py ]; then
+    header "OpenAPI document (proto/openapi.yaml)"
+    run_stage "$TMP/openapi.out" 60 "$PYTHON" tests/it/check_openapi.py
+    summary_of "$TMP/openapi.out" openapi
     add "$P" "$F"
 fi
 

@@ -425,6 +425,12 @@ int curl_loop_post(curl_loop_t *c, const curl_loop_req_t *req, curl_loop_cb cb, 
          * on the loop (curl 7.87+) */
         curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2) != CURLE_OK ||
+        /* Every call is a non-idempotent POST (a code exchange, a refresh, a deauthorize):
+         * libcurl silently re-sends a request whose reused keep-alive connection turns out
+         * dead, which would present a code or a rotating refresh token to Stripe twice.
+         * A fresh connection per call, never reused, makes each call go out exactly once. */
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->form) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(t->form_len - 1)) != CURLE_OK ||

@@ -9,12 +9,13 @@
 --
 -- PATH_OVERRIDE, when given, replaces every path (h2o, webdis, /healthz) but keeps the
 -- headers of the list. done() prints one line "BENCH {json}" with requests/s, latency
--- percentiles (µs), socket errors and the exact count of non-2xx responses.
+-- percentiles (µs), socket errors and the exact count of non-2xx responses (by status).
 
 local threads = {}
 local reqs = {}
 local n = 0
 non2xx = 0
+statuses = {}
 
 function setup(thread)
    table.insert(threads, thread)
@@ -42,22 +43,30 @@ end
 function response(status, headers, body)
    if status < 200 or status > 299 then
       non2xx = non2xx + 1
+      statuses[status] = (statuses[status] or 0) + 1
    end
 end
 
 function done(summary, latency, requests)
-   local bad = 0
+   local bad, by = 0, {}
    for _, t in ipairs(threads) do
       bad = bad + (t:get("non2xx") or 0)
+      for s, c in pairs(t:get("statuses") or {}) do
+         by[s] = (by[s] or 0) + c
+      end
+   end
+   local parts = {}
+   for s, c in pairs(by) do
+      table.insert(parts, string.format('"%d":%d', s, c))
    end
    local e = summary.errors
    local secs = summary.duration / 1e6
    io.write(string.format(
       'BENCH {"requests":%d,"duration_s":%.3f,"rps":%.1f,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
       '"p999_us":%d,"max_us":%d,"mean_us":%.1f,"non2xx":%d,"err_connect":%d,"err_read":%d,' ..
-      '"err_write":%d,"err_timeout":%d,"bytes":%d}\n',
+      '"err_write":%d,"err_timeout":%d,"bytes":%d,"by_status":{%s}}\n',
       summary.requests, secs, summary.requests / secs,
       latency:percentile(50), latency:percentile(90), latency:percentile(99),
       latency:percentile(99.9), latency.max, latency.mean, bad,
-      e.connect, e.read, e.write, e.timeout, summary.bytes))
+      e.connect, e.read, e.write, e.timeout, summary.bytes, table.concat(parts, ",")))
 end

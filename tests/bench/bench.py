@@ -401,12 +401,20 @@ def versions():
             "redis": first(["redis-server", "--version"]), "valgrind": first(["valgrind", "--version"])}
 
 
+def revision():
+    try:
+        p = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
+                           text=True, timeout=10)
+        return p.stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
 def plot(rows, path):
     if shutil.which("gnuplot") is None:
         return False
     dat = os.path.join(WORK, "lat.dat")
     with open(dat, "w") as f:
-        f.write("target p50 p90 p99 p99.9\n")
         for t in TARGETS:
             r = rows[t]
             f.write(f"{t} {r['p50_us'] / 1000:.4f} {r['p90_us'] / 1000:.4f} {r['p99_us'] / 1000:.4f} "
@@ -415,7 +423,7 @@ def plot(rows, path):
     with open(gp, "w") as f:
         f.write(f"""set terminal pngcairo size 900,520 noenhanced font 'sans,10'
 set output '{path}'
-set title 'Latency percentiles, wrk -t{WRK_THREADS} -c{CONNS}, {DURATION_S} s (median round)'
+set title 'Latency percentiles, wrk -t{WRK_THREADS} -c{CONNS}, {DURATION_S} s (median round per target)'
 set ylabel 'latency (ms, log scale)'
 set logscale y
 set grid ytics
@@ -424,6 +432,7 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set key top left
+set xrange [-0.6:3.6]
 set yrange [0.05:*]
 plot '{dat}' using 2:xtic(1) title 'p50', '' using 3 title 'p90', '' using 4 title 'p99', '' using 5 title 'p99.9'
 """)
@@ -457,8 +466,9 @@ def write_results(ctx):
     w(f"- load average before / after: {ctx['load_before']} / {ctx['load_after']} "
       "(the cores are shared with other builds and tests; compare ratios within one run)")
     w(f"- tools: {'; '.join(f'{k}: {v}' for k, v in ctx['versions'].items())}")
-    w(f"- broker: `{os.path.relpath(H.broker_bin(), REPO)}`, BROKER_THREADS=2, connect flavor, log level info "
-      "(one JSON line per request to a file), Redis 7 on loopback TCP")
+    w(f"- broker: `{os.path.relpath(H.broker_bin(), REPO)}` built from {ctx['rev']}, BROKER_THREADS=2, connect flavor, log level info "
+      "(one JSON line per request to a file), rate limits at their defaults except the per-IP "
+      "limit of browser pages (off, so that one client can seed 1,000 orgs), Redis 7 on loopback TCP")
     w(f"- load: wrk -t{WRK_THREADS} -c{CONNS}, {WARMUP_S} s warm-up then {DURATION_S} s per point, "
       f"{len(R)} interleaved round(s); the same Lua client for every target (tests/bench/bench.lua)")
     w(f"- {ctx['orgs']} orgs seeded through the public API and the browser flow in {ctx['seed_s']:.1f} s; "
@@ -495,7 +505,7 @@ def write_results(ctx):
     w(f"- at {BIG_CONNS} connections (wrk -c{BIG_CONNS}, {DURATION_S} s): {big['rps']:,.0f} req/s, "
       f"p99 {fmt_ms(big['p99_us'])} ms, non-2xx {big['non2xx']}, socket errors "
       f"{big['err_connect'] + big['err_read'] + big['err_write'] + big['err_timeout']}, "
-      f"RSS after {big['rss_kib'] / 1024:.1f} MiB")
+      f"non-2xx by status {big.get('by_status') or {}}, RSS after {big['rss_kib'] / 1024:.1f} MiB")
     w(f"- soak, {SOAK_S} s at {CONNS} connections: {soak['wrk']['rps']:,.0f} req/s, non-2xx "
       f"{soak['wrk']['non2xx']}; RSS {soak['first_kib'] / 1024:.1f} MiB at 10 s → "
       f"{soak['last_kib'] / 1024:.1f} MiB at the end (growth {soak['growth_kib']} KiB); "
@@ -602,13 +612,15 @@ def main():
         sys.exit(f"bench: {H.broker_bin()} does not exist (make, or set BROKER_BIN)")
     raise_nofile()
     ctx = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-           "versions": versions(), "load_before": loadavg(), "orgs": ORGS}
+           "versions": versions(), "load_before": loadavg(), "orgs": ORGS, "rev": revision()}
     stack = None
     try:
         say(f"work dir {WORK}; starting redis, the simulator and the broker ({H.broker_bin()})")
         stack = H.Stack("bench", broker=False)
         stack.sim.config(authorize="approve")
-        broker = stack.new_broker("broker", BROKER_THREADS="2", BROKER_UPSTREAM_TIMEOUT_MS="5000")
+        # the per-IP limit applies to browser pages only; seeding walks 1,000 flows from one IP
+        broker = stack.new_broker("broker", BROKER_THREADS="2", BROKER_UPSTREAM_TIMEOUT_MS="5000",
+                                  BROKER_RATE_LIMIT_IP_PER_MIN="0")
         stack.broker = broker   # stopped by stack.close()
         say(f"seeding {ORGS} orgs (API key + browser flow, live mode)")
         pairs, ctx["seed_s"] = seed(broker, stack.sim, ORGS)

@@ -1005,6 +1005,27 @@ def check_api_invariants(r, path):
             for i, v in enumerate(x):
                 walk(v, f"{at}[{i}]")
     walk(j, "$")
+    check_against_openapi(r, path)
+
+
+def check_against_openapi(r, path):
+    """The response matches proto/openapi.yaml (openapi_schema.py) when the request is
+    a documented operation; routing errors (unknown path, wrong method) are not."""
+    try:
+        import openapi_schema as oas
+    except ImportError:
+        return
+    if not os.path.exists(oas.SPEC_PATH):
+        return
+    key = f"{r.method} {path}"
+    try:
+        oas.find_operation(key)
+    except KeyError:
+        return
+    try:
+        oas.validate(key, r.status, r.body if r.body else None)
+    except AssertionError as e:
+        raise AssertionError(f"proto/openapi.yaml and the answer disagree: {e}") from None
 
 
 def _remember_response(r):
@@ -1049,9 +1070,10 @@ class Stack:
         return broker_env(port, self.redis.port, self.sim.port if self.sim else free_port(),
                           **overrides)
 
-    def new_broker(self, label, start=True, ready=True, **overrides):
+    def new_broker(self, label, start=True, ready=None, **overrides):
         """Another broker on this stack's Redis and simulator (its own port and log).
-        ready: also wait until it reaches Redis (/readyz 200), not only /healthz."""
+        ready: also wait until it reaches Redis (/readyz 200), not only /healthz; by
+        default only when it uses this stack's Redis."""
         env = self.env_for(**overrides)
         if self.broker is not None:
             # replicas share the keyring and the admin token unless the test sets them
@@ -1063,9 +1085,12 @@ class Stack:
             self.extra.append(b)
         if start:
             b.start()
-            if ready:
+            if ready or (ready is None and self.uses_our_redis(b)):
                 b.wait_ready()
         return b
+
+    def uses_our_redis(self, b):
+        return b.env.get("BROKER_REDIS_URL") == f"redis://127.0.0.1:{self.redis.port}/0"
 
     def reset(self):
         """Between tests: Redis up and empty, simulator reset, broker running."""
@@ -1081,7 +1106,7 @@ class Stack:
         if self.broker is not None and not self.broker.running():
             self.broker.start()
         for b in [self.broker] + self.extra:
-            if b is not None and b.running():
+            if b is not None and b.running() and self.uses_our_redis(b):
                 b.wait_ready()   # after a Redis restart the broker reconnects with a backoff
 
     def rc(self):
