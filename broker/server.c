@@ -180,6 +180,7 @@ static void finish(breq_t *b, int status)
                  "\"duration_ms\":%.3f%s%s%s",
                  b->request_id, (int)(req->method.len < 10 ? req->method.len : 10), req->method.base, route, status,
                  dur / 1000.0, b->org[0] ? ",\"org_id\":\"" : "", b->org, b->org[0] ? "\"" : "");
+        /* written before the answer leaves, so a client that saw the answer finds the line */
         log_raw(status >= 500 ? LOG_WARN : LOG_INFO, line);
     }
     metrics_http(b->route, status, dur);
@@ -534,11 +535,21 @@ static int seg_is(const seg_t *s, const char *lit, size_t litlen)
     return s->n == litlen && memcmp(s->p, lit, litlen) == 0;
 }
 
-/* Match one pattern against the segments; captures "{…}" parameters in order. */
-static int match_pattern(const char *pattern, const seg_t *segs, int nsegs, seg_t *params, int *nparams)
+/* The route patterns, split once at start (read-only afterwards). */
+static seg_t route_segs[NROUTES][MAX_SEGMENTS];
+static int route_nsegs[NROUTES];
+
+static void routes_init(void)
 {
-    seg_t psegs[MAX_SEGMENTS];
-    int np = split_path(pattern, strlen(pattern), psegs);
+    for (int i = 0; i < NROUTES; i++)
+        route_nsegs[i] = split_path(routes[i].pattern, strlen(routes[i].pattern), route_segs[i]);
+}
+
+/* Match route r against the segments; captures "{…}" parameters in order. */
+static int match_route(int r, const seg_t *segs, int nsegs, seg_t *params, int *nparams)
+{
+    const seg_t *psegs = route_segs[r];
+    int np = route_nsegs[r];
     if (np != nsegs)
         return 0;
     *nparams = 0;
@@ -633,7 +644,7 @@ static void route_request(breq_t *b)
     int path_known = 0;
 
     for (int i = 0; nsegs > 0 && i < NROUTES; i++) {
-        if (!match_pattern(routes[i].pattern, segs, nsegs, params, &nparams))
+        if (!match_route(i, segs, nsegs, params, &nparams))
             continue;
         if (!method_is(req, routes[i].method) &&
             !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0)) {
@@ -848,6 +859,7 @@ int server_run(const config_t *cfg)
     rand_bytes(rnd, sizeof(rnd));
     g_reqid_prefix = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
     build_csp(cfg);
+    routes_init();
 
     const char *names[NROUTES + 1];
     for (int i = 0; i < NROUTES; i++)

@@ -4,15 +4,84 @@
  * the sealed connection, then the key hash is compared in constant time and the
  * record opened. Anything that needs Stripe (a test token minted from live, an apps
  * refresh, a rotation) goes through token_service, which makes it happen once.
+ * Opening a record (AES-GCM, then JSON) is most of the path's cost, so each worker
+ * keeps the answer it built for the exact stored value it opened: when Redis returns
+ * a byte-identical value (every write re-seals with a fresh nonce, so any change —
+ * refresh, rotation, revocation — gives different bytes), the answer is reused. Redis
+ * is still read on every request; the cache only saves the decryption.
+ *
  * Never logs a token. Tested by tests/it/test_token.py and the refresh suites. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <openssl/crypto.h>
 #include "auth.h"
 #include "routes/params.h"
 #include "routes/routes.h"
 #include "store/store.h"
 #include "token_service.h"
+
+/* ===== The per-worker answer cache ===== */
+
+#define ANSWER_CACHE_SLOTS 4096
+
+typedef struct answer {
+    char org[ORGID_LEN + 1];
+    int mode;
+    char *stored;      /* the value as Redis returned it */
+    size_t stored_len;
+    char *body;        /* the 200 answer built from it (holds the token: wiped on eviction) */
+    size_t body_len;
+    time_t expires_at; /* 0: does not expire */
+} answer_t;
+
+static __thread answer_t *t_answers;
+
+static answer_t *answer_slot(const char *org, int mode)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)mode;
+    for (int i = 0; i < ORGID_LEN; i++)
+        h = (h ^ (unsigned char)org[i]) * 1099511628211ull;
+    if (t_answers == NULL && (t_answers = calloc(ANSWER_CACHE_SLOTS, sizeof(*t_answers))) == NULL)
+        abort();
+    return &t_answers[h % ANSWER_CACHE_SLOTS];
+}
+
+static void answer_clear(answer_t *a)
+{
+    if (a->body != NULL)
+        OPENSSL_cleanse(a->body, a->body_len);
+    free(a->body);
+    free(a->stored);
+    memset(a, 0, sizeof(*a));
+}
+
+/* The cached answer for exactly this stored value, or NULL. */
+static const answer_t *answer_find(const breq_t *b, const char *val, size_t len)
+{
+    answer_t *a = answer_slot(b->org, b->mode);
+    if (a->body == NULL || a->mode != b->mode || memcmp(a->org, b->org, ORGID_LEN) != 0 || a->stored_len != len ||
+        memcmp(a->stored, val, len) != 0)
+        return NULL;
+    return a;
+}
+
+static void answer_store(const breq_t *b, const char *val, size_t len, const buf_t *body, time_t expires_at)
+{
+    answer_t *a = answer_slot(b->org, b->mode);
+    answer_clear(a);
+    if ((a->stored = malloc(len)) == NULL || (a->body = malloc(body->len)) == NULL)
+        abort();
+    memcpy(a->org, b->org, ORGID_LEN + 1);
+    a->mode = b->mode;
+    memcpy(a->stored, val, len);
+    a->stored_len = len;
+    memcpy(a->body, body->p, body->len);
+    a->body_len = body->len;
+    a->expires_at = expires_at;
+}
+
+/* ===== Answers ===== */
 
 static void on_token_done(breq_t *b, int err, const conn_record_t *rec)
 {
@@ -32,6 +101,12 @@ static void serve(breq_t *b, const char *val, size_t len)
     const config_t *cfg = b->w->cfg;
     conn_record_t rec;
     long version = 0;
+    const answer_t *hit = val != NULL ? answer_find(b, val, len) : NULL;
+
+    if (hit != NULL && (hit->expires_at == 0 || hit->expires_at - time(NULL) > cfg->refresh_margin_s)) {
+        breq_json(b, 200, hit->body, hit->body_len);
+        return;
+    }
     int rc = store_conn_open(cfg, b->org, b->mode, val, len, &version, &rec);
 
     if (rc == STORE_UNREADABLE) {
@@ -47,7 +122,11 @@ static void serve(breq_t *b, const char *val, size_t len)
                rec.expires_at - time(NULL) <= cfg->refresh_margin_s) {
         token_service_run(b, b->mode, TOKEN_OP_REFRESH, version, on_token_done);
     } else {
-        on_token_done(b, -1, &rec);
+        buf_t out = {0};
+        token_json(&out, &rec, b->mode);
+        answer_store(b, val, len, &out, rec.expires_at);
+        breq_json(b, 200, out.p, out.len);
+        buf_wipe(&out);
     }
     conn_record_clear(&rec);
 }
