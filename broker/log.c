@@ -25,15 +25,31 @@ int log_enabled(int level)
     return level >= atomic_load(&g_level);
 }
 
+/* The timestamp's seconds are formatted once per second per thread (one log line per
+ * request makes printf the largest cost of a cached getAccessToken otherwise). */
+static __thread time_t t_sec = -1;
+static __thread char t_prefix[64]; /* "YYYY-MM-DDTHH:MM:SS." */
+
 static void line_begin(buf_t *b, int level)
 {
     struct timeval tv;
-    struct tm tm;
+    char ms[4];
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    buf_printf(b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\"", tm.tm_year + 1900,
-               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
-               level_names[level]);
+    if (tv.tv_sec != t_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        snprintf(t_prefix, sizeof(t_prefix), "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        t_sec = tv.tv_sec;
+    }
+    int m = (int)(tv.tv_usec / 1000);
+    ms[0] = (char)('0' + m / 100), ms[1] = (char)('0' + m / 10 % 10), ms[2] = (char)('0' + m % 10), ms[3] = '\0';
+    buf_puts(b, "{\"ts\":\"");
+    buf_puts(b, t_prefix);
+    buf_puts(b, ms);
+    buf_puts(b, "Z\",\"level\":\"");
+    buf_puts(b, level_names[level]);
+    buf_puts(b, "\"");
 }
 
 static void line_end(buf_t *b)

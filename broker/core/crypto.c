@@ -8,6 +8,7 @@
  * Tested by: tests/unit/test_crypto.c (RFC 4231 HMAC vectors, FIPS SHA-256 vectors,
  * base64 round trips and strictness, constant-time equality). */
 #include "crypto.h"
+#include <pthread.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +48,23 @@ void rand_token(char *out, size_t nbytes)
     OPENSSL_cleanse(chunk, sizeof(chunk));
 }
 
+/* OpenSSL 3 looks the algorithm up on every EVP_sha256() use; the hot path hashes an
+ * API key per request, so the implementation is fetched once (thread-safe, immutable). */
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void fetch_sha256(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
 
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != sizeof(md))
+    pthread_once(&g_sha256_once, fetch_sha256);
+    if (g_sha256 == NULL || EVP_Digest(data, len, md, &mdlen, g_sha256, NULL) != 1 || mdlen != sizeof(md))
         abort();
     hex_encode(md, sizeof(md), out);
 }
