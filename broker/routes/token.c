@@ -170,8 +170,24 @@ void token_get_with_key(breq_t *b, const struct bearer *bk)
     *copy = *bk;
     b->state = copy;
     b->state_free = free;
-    breq_redis(b, on_key_and_conn, "MGET %s %s", breq_key(b, "key:%s", bk->key_id),
-               breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)));
+    /* the hot path: keys assembled without printf, sent as argv */
+    const char *prefix = b->w->cfg->redis_prefix, *mode = mode_name(b->mode);
+    size_t plen = strlen(prefix);
+    char key[128], conn[128];
+    size_t klen = 0, clen = 0;
+#define CAT(dst, n, s, l) (memcpy((dst) + (n), (s), (l)), (n) += (l))
+    CAT(key, klen, prefix, plen);
+    CAT(key, klen, "key:", 4);
+    CAT(key, klen, bk->key_id, APIKEY_ID_LEN);
+    CAT(conn, clen, prefix, plen);
+    CAT(conn, clen, "conn:", 5);
+    CAT(conn, clen, b->org, ORGID_LEN);
+    CAT(conn, clen, ":", 1);
+    CAT(conn, clen, mode, 4);
+#undef CAT
+    const char *argv[3] = {"MGET", key, conn};
+    const size_t lens[3] = {4, klen, clen};
+    breq_redisv(b, on_key_and_conn, 3, argv, lens);
 }
 
 static void on_conn_for_rotate(breq_t *b, redisReply *r)
