@@ -80,6 +80,7 @@ static const route_t routes[] = {
 #define ROUTE_UNMATCHED NROUTES /* metrics/log bucket for 404/405 */
 #define MAX_SEGMENTS 8
 #define PAGE_CSP_MAX 1024
+#define STARTUP_REDIS_WAIT_MS 1000
 
 static atomic_int g_stop;
 static char g_csp[PAGE_CSP_MAX];
@@ -802,8 +803,14 @@ static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     const config_t *cfg = w->cfg;
-    uint64_t drain_start = 0;
+    uint64_t drain_start = 0, t0 = time_mono_ms();
 
+    /* Give Redis a moment before accepting (the kernel queues connections meanwhile),
+     * so that a broker that is up is also ready when Redis is; a Redis that is down
+     * delays nothing past STARTUP_REDIS_WAIT_MS. */
+    while (!redis_loop_ready(w->redis) && time_mono_ms() - t0 < STARTUP_REDIS_WAIT_MS && !atomic_load(&g_stop))
+        h2o_evloop_run(w->loop, 10);
+    h2o_socket_read_start(w->listener, on_accept);
     while (!atomic_load(&g_stop) || w->inflight > 0) {
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
@@ -840,7 +847,6 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
         return -1;
     w->listener = h2o_evloop_socket_create(w->loop, listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
-    h2o_socket_read_start(w->listener, on_accept);
     return 0;
 }
 

@@ -351,8 +351,15 @@ def check_service(label, popen, env, port, connect):
     if not check(f"{label}: /healthz answers 200", up,
                  "exit status %s" % popen.poll() if popen.poll() is not None else "no answer"):
         return
-    st, _, b = http_req("GET", f"{base}/readyz")
-    check(f"{label}: /readyz answers 200 with Redis up", st == 200, f"{st} {b[:200]!r}")
+    # readiness follows the Redis connection: await it (bounded), as a readiness probe does
+    last = []
+
+    def ready():
+        last[:] = [http_req("GET", f"{base}/readyz", timeout_s=2)]
+        return last[0][0] == 200
+    ok = wait_until(ready, 5)
+    st, _, b = last[0] if last else (None, None, b"")
+    check(f"{label}: /readyz answers 200 with Redis up", ok, f"{st} {(b or b'')[:200]!r}")
     if connect:
         err = setup_connection(base, f"http://127.0.0.1:{env.sim_port}", env.admin_token, ORG15)
         check(f"{label}: setup flow through the simulator connects the org", err is None, err)
