@@ -29,6 +29,9 @@ void whsec_put(breq_t *b);
 void whsec_get(breq_t *b);
 void whsec_delete(breq_t *b);
 void whevents_verify(breq_t *b);
+/* Seal and store a webhook signing secret for b->org / b->mode, then run cb (shared
+ * by the API and the setup page). */
+void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb);
 /* setup.c — the setup assistant pages */
 void setup_open(breq_t *b);
 void setup_authorize(breq_t *b);

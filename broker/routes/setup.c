@@ -454,18 +454,29 @@ static void on_state_stored(breq_t *b, redisReply *r)
     buf_wipe(&cookie);
 }
 
-static void on_session_for_authorize(breq_t *b, redisReply *r)
+/* The session a POST form belongs to, read from Redis: fills s and b->org, and makes
+ * the mode the form chose (s->mode before the read, -1 for none) win over the
+ * session's. Returns 0, or -1 after answering 401. */
+static int session_loaded(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
     int chosen = s->mode;
     if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
         no_session(b);
-        return;
+        return -1;
     }
     snprintf(b->org, sizeof(b->org), "%s", s->org);
     if (chosen >= 0)
         s->mode = chosen;
     b->mode = s->mode;
+    return 0;
+}
+
+static void on_session_for_authorize(breq_t *b, redisReply *r)
+{
+    setup_state_t *s = b->state;
+    if (session_loaded(b, r) != 0)
+        return;
 
     authz_t *a = calloc(1, sizeof(*a) + 1);
     if (a == NULL)
@@ -508,8 +519,6 @@ void setup_authorize(breq_t *b)
 
 /* ===== POST /setup/webhook-secret ===== */
 
-void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb);
-
 static void on_secret_stored(breq_t *b, redisReply *r)
 {
     breq_redirect(b, "/setup", NULL);
@@ -518,13 +527,8 @@ static void on_secret_stored(breq_t *b, redisReply *r)
 static void on_session_for_secret(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    int chosen = s->mode;
-    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
-        no_session(b);
+    if (session_loaded(b, r) != 0)
         return;
-    }
-    snprintf(b->org, sizeof(b->org), "%s", s->org);
-    b->mode = chosen >= 0 ? chosen : s->mode;
     if (!b->w->cfg->stripe[b->mode].enabled) {
         pages_error_setup(b, 400, "This mode is not available", "That Stripe mode is not configured on this service. Nothing was changed.");
         return;
