@@ -557,18 +557,48 @@ static int send_formatted(redis_loop_t *r, redis_loop_cb cb, void *data, const c
     return 0;
 }
 
+/* Append "<c><n>\r\n" (a RESP length line) at p; returns the new end. */
+static char *resp_len(char *p, char c, size_t n)
+{
+    char tmp[24];
+    int k = 0;
+    *p++ = c;
+    do
+        tmp[k++] = (char)('0' + n % 10);
+    while ((n /= 10) != 0);
+    while (k > 0)
+        *p++ = tmp[--k];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* The RESP form of argv, written directly (hiredis's formatter costs a sprintf per
+ * argument, and argv commands are the request path's). Short commands use the stack. */
 int redis_loop_commandv(redis_loop_t *r, redis_loop_cb cb, void *data, int argc,
                         const char **argv, const size_t *argvlen)
 {
-    char *cmd = NULL;
-    int len, rc;
+    char stack[1024], *cmd, *p;
+    size_t len = 24;
+    int rc;
     if (!redis_loop_ready(r) || argc < 1)
         return -1;
-    if ((len = redisFormatCommandArgv(&cmd, argc, argv, argvlen)) < 0)
+    for (int i = 0; i < argc; i++)
+        len += argvlen[i] + 24 + 4;
+    if ((cmd = len <= sizeof(stack) ? stack : malloc(len)) == NULL)
         return -1;
-    rc = send_formatted(r, cb, data, cmd, (size_t)len);
-    OPENSSL_cleanse(cmd, (size_t)len);
-    free(cmd);
+    p = resp_len(cmd, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        p = resp_len(p, '$', argvlen[i]);
+        memcpy(p, argv[i], argvlen[i]);
+        p += argvlen[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    rc = send_formatted(r, cb, data, cmd, (size_t)(p - cmd));
+    OPENSSL_cleanse(cmd, (size_t)(p - cmd));
+    if (cmd != stack)
+        free(cmd);
     return rc;
 }
 
