@@ -760,7 +760,6 @@ typedef struct server {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     worker_t *workers;
-    int ready_fd; /* unused placeholder for future readiness pipes */
 } server_t;
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -805,7 +804,6 @@ static void on_redis_state(int connected, void *data)
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
-    const config_t *cfg = w->cfg;
     uint64_t drain_start = 0, t0 = time_mono_ms();
 
     /* Give Redis a moment before accepting (the kernel queues connections meanwhile),
@@ -827,7 +825,6 @@ static void *worker_main(void *arg)
             break;
         h2o_evloop_run(w->loop, 50);
     }
-    (void)cfg;
     return NULL;
 }
 

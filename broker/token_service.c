@@ -112,7 +112,6 @@ struct token_service {
     h2o_timeout_t bg_list;
     h2o_timeout_entry_t bg_timer;
     int bg_running;
-    int bg_cursor_started;
     char bg_cursor[32];
     char **bg_keys;
     size_t bg_nkeys;
@@ -621,7 +620,6 @@ static void on_bg_lease(redisReply *r, void *data)
         return;
     }
     snprintf(ts->bg_cursor, sizeof(ts->bg_cursor), "0");
-    ts->bg_cursor_started = 1;
     bg_scan(ts);
 }
 
