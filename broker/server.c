@@ -607,13 +607,9 @@ static void dispatch(breq_t *b);
 
 static void on_key_record(breq_t *b, redisReply *r)
 {
-    bearer_t *bk = b->state;
-    int rc = auth_check_record(bk, r->type == REDIS_REPLY_STRING ? r->str : NULL,
+    int rc = auth_check_record(&b->bearer, r->type == REDIS_REPLY_STRING ? r->str : NULL,
                                r->type == REDIS_REPLY_STRING ? r->len : 0,
                                routes[b->route].auth == AUTH_ADMIN ? NULL : b->org);
-    free(b->state);
-    b->state = NULL;
-    b->state_free = NULL;
     if (rc >= 0) {
         breq_error(b, (api_err_t)rc, NULL);
         return;
@@ -631,10 +627,10 @@ static void dispatch(breq_t *b)
         return;
     }
     const h2o_iovec_t *authz = breq_header(b, "authorization");
-    bearer_t bk;
-    auth_parse(b->w->cfg, authz ? authz->base : NULL, authz ? authz->len : 0, &bk);
-    if (bk.kind == BEARER_NONE || bk.kind == BEARER_MALFORMED) {
-        breq_error(b, ERR_UNAUTHORIZED, bk.kind == BEARER_NONE ? "An Authorization: Bearer header is required."
+    const bearer_t *bk = &b->bearer;
+    auth_parse(b->w->cfg, authz ? authz->base : NULL, authz ? authz->len : 0, &b->bearer);
+    if (bk->kind == BEARER_NONE || bk->kind == BEARER_MALFORMED) {
+        breq_error(b, ERR_UNAUTHORIZED, bk->kind == BEARER_NONE ? "An Authorization: Bearer header is required."
                                                                : "The bearer token is not valid.");
         return;
     }
@@ -649,22 +645,16 @@ static void dispatch(breq_t *b)
     }
     if (rt->auth == AUTH_ORG && rate_check_org(b))
         return;
-    if (bk.kind == BEARER_ADMIN) {
+    if (bk->kind == BEARER_ADMIN) {
         b->is_admin = 1;
         rt->fn(b);
         return;
     }
     if (rt->fn == token_get) {
-        token_get_with_key(b, &bk);
+        token_get_with_key(b);
         return;
     }
-    bearer_t *copy = malloc(sizeof(*copy));
-    if (copy == NULL)
-        abort();
-    *copy = bk;
-    b->state = copy;
-    b->state_free = free;
-    breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk.key_id));
+    breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk->key_id));
 }
 
 static void route_request(breq_t *b)

@@ -12,6 +12,7 @@
 #define BROKER_SERVER_H
 #include <h2o.h>
 #include <stdint.h>
+#include "auth.h"
 #include "config.h"
 #include "core/buf.h"
 #include "core/errors.h"
@@ -58,6 +59,7 @@ struct breq {
     const char *params[3];   /* path parameters, raw (not decoded); see route table */
     size_t param_len[3];
     int is_admin;            /* authenticated with the admin token */
+    bearer_t bearer;         /* the parsed Authorization header (API routes) */
     h2o_timeout_entry_t deadline;
     api_err_t deadline_err;  /* what the deadline answers */
     void *state;             /* handler state */

@@ -17,9 +17,9 @@ void admin_keys_list(breq_t *b);
 void admin_keys_delete(breq_t *b);
 /* token.c — getAccessToken and rotation; the hot path */
 void token_get(breq_t *b);
-/* getAccessToken for an org key: authenticates and reads in one Redis round trip. */
-struct bearer;
-void token_get_with_key(breq_t *b, const struct bearer *bk);
+/* getAccessToken for an org key (b->bearer): authenticates and reads in one Redis
+ * round trip. */
+void token_get_with_key(breq_t *b);
 void token_rotate(breq_t *b);
 /* connections.c — connections, authorize links, webhook secrets */
 void conn_list(breq_t *b);

@@ -145,13 +145,12 @@ void token_get(breq_t *b)
 
 static void on_key_and_conn(breq_t *b, redisReply *r)
 {
-    bearer_t *bk = b->state;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
         return;
     }
     redisReply *key = r->element[0], *conn = r->element[1];
-    int rc = auth_check_record(bk, key->type == REDIS_REPLY_STRING ? key->str : NULL,
+    int rc = auth_check_record(&b->bearer, key->type == REDIS_REPLY_STRING ? key->str : NULL,
                                key->type == REDIS_REPLY_STRING ? key->len : 0, b->org);
     if (rc >= 0) {
         breq_error(b, (api_err_t)rc, NULL);
@@ -160,16 +159,11 @@ static void on_key_and_conn(breq_t *b, redisReply *r)
     serve(b, conn->type == REDIS_REPLY_STRING ? conn->str : NULL, conn->type == REDIS_REPLY_STRING ? conn->len : 0);
 }
 
-void token_get_with_key(breq_t *b, const struct bearer *bk)
+void token_get_with_key(breq_t *b)
 {
+    const bearer_t *bk = &b->bearer;
     if (parse_mode_query(b) < 0)
         return;
-    bearer_t *copy = malloc(sizeof(*copy));
-    if (copy == NULL)
-        abort();
-    *copy = *bk;
-    b->state = copy;
-    b->state_free = free;
     /* the hot path: keys assembled without printf, sent as argv */
     const char *prefix = b->w->cfg->redis_prefix, *mode = mode_name(b->mode);
     size_t plen = strlen(prefix);
