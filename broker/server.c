@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "routes/routes.h"
 #include "routes/pages.h"
+#include "store/rcache.h"
 #include "token_service.h"
 
 
@@ -789,6 +790,8 @@ static void on_redis_state(int connected, void *data)
         log_event(connected ? LOG_INFO : LOG_WARN, connected ? "redis connected" : "redis disconnected", NULL);
     if (!connected)
         metrics_redis_error();
+    if (w->cache != NULL)
+        rcache_main_state(w->cache, connected);
 }
 
 static void *worker_main(void *arg)
@@ -802,6 +805,7 @@ static void *worker_main(void *arg)
     while (!redis_loop_ready(w->redis) && time_mono_ms() - t0 < STARTUP_REDIS_WAIT_MS && !atomic_load(&g_stop))
         h2o_evloop_run(w->loop, 10);
     h2o_socket_read_start(w->listener, on_accept);
+    log_batch_start();
     while (!atomic_load(&g_stop) || w->inflight > 0) {
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
@@ -814,7 +818,9 @@ static void *worker_main(void *arg)
         if (drain_start != 0 && time_mono_ms() - drain_start > DRAIN_MAX_MS)
             break;
         h2o_evloop_run(w->loop, 50);
+        log_flush(); /* the turn's request lines, in one write */
     }
+    log_flush();
     return NULL;
 }
 
@@ -831,9 +837,10 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
     h2o_timeout_init(w->loop, &w->stripe_deadline, (uint64_t)cfg->upstream_timeout_ms + STORE_DEADLINE_MS);
     redis_loop_config_t rc = {cfg->redis_host, cfg->redis_port, cfg->redis_unix, cfg->redis_password, cfg->redis_db};
     w->redis = redis_loop_create(w->loop, &rc, on_redis_state, w);
+    w->cache = w->redis != NULL ? rcache_create(w->loop, w->redis, &rc, cfg->redis_prefix) : NULL;
     w->curl = curl_loop_create(w->loop);
     w->tokens = token_service_create(w);
-    if (w->redis == NULL || w->curl == NULL || w->tokens == NULL)
+    if (w->redis == NULL || w->cache == NULL || w->curl == NULL || w->tokens == NULL)
         return -1;
     w->listener = h2o_evloop_socket_create(w->loop, listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;

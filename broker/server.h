@@ -35,6 +35,7 @@ typedef struct worker {
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     redis_loop_t *redis;
+    struct rcache *cache;           /* tracked read cache of key and connection records */
     curl_loop_t *curl;
     struct token_service *tokens;   /* in-flight mints/refreshes of this worker */
     h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
@@ -60,6 +61,7 @@ struct breq {
     size_t param_len[3];
     int is_admin;            /* authenticated with the admin token */
     bearer_t bearer;         /* the parsed Authorization header (API routes) */
+    uint64_t cache_ticket[2];/* read-cache reservations of a pending read (routes/token.c) */
     h2o_timeout_entry_t deadline;
     api_err_t deadline_err;  /* what the deadline answers */
     void *state;             /* handler state */

@@ -1,14 +1,15 @@
 /* token.c — getAccessToken and rotation (CONTRACT §4.2): the hot path.
  *
- * A request with an org key costs one Redis round trip: MGET of the key record and
- * the sealed connection, then the key hash is compared in constant time and the
- * record opened. Anything that needs Stripe (a test token minted from live, an apps
+ * A request with an org key needs the key record and the sealed connection: from the
+ * worker's tracked read cache (store/rcache.h: exact, invalidated by Redis, at most
+ * RCACHE_MAX_AGE_MS old) or else in one Redis round trip (MGET). Then the key hash is
+ * compared in constant time and the record opened. Anything that needs Stripe (a test token minted from live, an apps
  * refresh, a rotation) goes through token_service, which makes it happen once.
  * Opening a record (AES-GCM, then JSON) is most of the path's cost, so each worker
  * keeps the answer it built for the exact stored value it opened: when Redis returns
  * a byte-identical value (every write re-seals with a fresh nonce, so any change —
- * refresh, rotation, revocation — gives different bytes), the answer is reused. Redis
- * is still read on every request; the cache only saves the decryption.
+ * refresh, rotation, revocation — gives different bytes), the answer is reused; it only
+ * saves the decryption.
  *
  * Never logs a token. Tested by tests/it/test_token.py and the refresh suites. */
 #include <stdlib.h>
@@ -18,12 +19,13 @@
 #include "auth.h"
 #include "routes/params.h"
 #include "routes/routes.h"
+#include "store/rcache.h"
 #include "store/store.h"
 #include "token_service.h"
 
 /* ===== The per-worker answer cache ===== */
 
-#define ANSWER_CACHE_SLOTS 4096
+#define ANSWER_CACHE_SLOTS 16384
 
 typedef struct answer {
     char org[ORGID_LEN + 1];
@@ -143,45 +145,113 @@ void token_get(breq_t *b)
     breq_redis(b, on_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)));
 }
 
+/* The key record and the connection are known: check the key, then answer. */
+static void key_and_conn(breq_t *b, const char *key, size_t klen, const char *conn, size_t clen)
+{
+    int rc = auth_check_record(&b->bearer, key, klen, b->org);
+    if (rc >= 0) {
+        breq_error(b, (api_err_t)rc, NULL);
+        return;
+    }
+    serve(b, conn, clen);
+}
+
+/* The Redis key names of the hot path, assembled without printf. */
+static void hot_keys(const breq_t *b, char key[128], size_t *klen, char conn[128], size_t *clen)
+{
+    const char *prefix = b->w->cfg->redis_prefix, *mode = mode_name(b->mode);
+    size_t plen = strlen(prefix);
+    *klen = *clen = 0;
+#define CAT(dst, n, s, l) (memcpy((dst) + (n), (s), (l)), (n) += (l))
+    CAT(key, *klen, prefix, plen);
+    CAT(key, *klen, "key:", 4);
+    CAT(key, *klen, b->bearer.key_id, APIKEY_ID_LEN);
+    CAT(conn, *clen, prefix, plen);
+    CAT(conn, *clen, "conn:", 5);
+    CAT(conn, *clen, b->org, ORGID_LEN);
+    CAT(conn, *clen, ":", 1);
+    CAT(conn, *clen, mode, 4);
+#undef CAT
+}
+
 static void on_key_and_conn(breq_t *b, redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
         return;
     }
-    redisReply *key = r->element[0], *conn = r->element[1];
-    int rc = auth_check_record(&b->bearer, key->type == REDIS_REPLY_STRING ? key->str : NULL,
-                               key->type == REDIS_REPLY_STRING ? key->len : 0, b->org);
-    if (rc >= 0) {
-        breq_error(b, (api_err_t)rc, NULL);
-        return;
-    }
-    serve(b, conn->type == REDIS_REPLY_STRING ? conn->str : NULL, conn->type == REDIS_REPLY_STRING ? conn->len : 0);
+    redisReply *k = r->element[0], *c = r->element[1];
+    const char *kv = k->type == REDIS_REPLY_STRING ? k->str : NULL, *cv = c->type == REDIS_REPLY_STRING ? c->str : NULL;
+    size_t kl = kv != NULL ? k->len : 0, cl = cv != NULL ? c->len : 0;
+    char key[128], conn[128];
+    size_t klen, clen;
+    hot_keys(b, key, &klen, conn, &clen);
+    rcache_fill(b->w->cache, key, klen, b->cache_ticket[0], kv, kl);
+    rcache_fill(b->w->cache, conn, clen, b->cache_ticket[1], cv, cl);
+    key_and_conn(b, kv, kl, cv, cl);
+}
+
+/* Read both records from Redis (one round trip), reserved in the cache first so that a
+ * change racing the read wins. */
+static void read_key_and_conn(breq_t *b)
+{
+    rcache_t *cache = b->w->cache;
+    char key[128], conn[128];
+    size_t klen, clen;
+    hot_keys(b, key, &klen, conn, &clen);
+    b->cache_ticket[0] = rcache_reserve(cache, key, klen);
+    b->cache_ticket[1] = rcache_reserve(cache, conn, clen);
+    const char *argv[3] = {"MGET", key, conn};
+    const size_t lens[3] = {4, klen, clen};
+    breq_redisv(b, on_key_and_conn, 3, argv, lens);
+}
+
+/* Both records from the cache, or 0. */
+static int cached_key_and_conn(breq_t *b)
+{
+    rcache_t *cache = b->w->cache;
+    char key[128], conn[128];
+    const char *kv, *cv;
+    size_t klen, clen, kl, cl;
+    hot_keys(b, key, &klen, conn, &clen);
+    if (!rcache_get(cache, key, klen, &kv, &kl) || !rcache_get(cache, conn, clen, &cv, &cl))
+        return 0;
+    key_and_conn(b, kv, kl, cv, cl);
+    return 1;
+}
+
+/* The barrier is back: answer from the cache if the records are still there. */
+static void on_barrier(void *data, int confirmed)
+{
+    breq_t *b = data;
+    if (breq_live(b) && !(confirmed && cached_key_and_conn(b)))
+        read_key_and_conn(b);
+    breq_release(b);
 }
 
 void token_get_with_key(breq_t *b)
 {
-    const bearer_t *bk = &b->bearer;
+    rcache_t *cache = b->w->cache;
+    char key[128], conn[128];
+    const char *v;
+    size_t klen, clen, l;
+
     if (parse_mode_query(b) < 0)
         return;
-    /* the hot path: keys assembled without printf, sent as argv */
-    const char *prefix = b->w->cfg->redis_prefix, *mode = mode_name(b->mode);
-    size_t plen = strlen(prefix);
-    char key[128], conn[128];
-    size_t klen = 0, clen = 0;
-#define CAT(dst, n, s, l) (memcpy((dst) + (n), (s), (l)), (n) += (l))
-    CAT(key, klen, prefix, plen);
-    CAT(key, klen, "key:", 4);
-    CAT(key, klen, bk->key_id, APIKEY_ID_LEN);
-    CAT(conn, clen, prefix, plen);
-    CAT(conn, clen, "conn:", 5);
-    CAT(conn, clen, b->org, ORGID_LEN);
-    CAT(conn, clen, ":", 1);
-    CAT(conn, clen, mode, 4);
-#undef CAT
-    const char *argv[3] = {"MGET", key, conn};
-    const size_t lens[3] = {4, klen, clen};
-    breq_redisv(b, on_key_and_conn, 3, argv, lens);
+    /* both records cached: wait for this turn's barrier (rcache.h), then answer */
+    hot_keys(b, key, &klen, conn, &clen);
+    if (rcache_get(cache, key, klen, &v, &l) && rcache_get(cache, conn, clen, &v, &l)) {
+        breq_hold(b);
+        int rc = rcache_barrier(cache, on_barrier, b);
+        if (rc == 0) {
+            breq_deadline_store(b);
+            return;
+        }
+        breq_release(b);
+        if (rc == 1 && cached_key_and_conn(b))
+            return;
+    }
+    read_key_and_conn(b);
 }
 
 static void on_conn_for_rotate(breq_t *b, redisReply *r)

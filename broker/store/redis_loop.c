@@ -17,6 +17,12 @@
  * and the handshake take longer than that). Commands that break one-reply-per-command
  * (SUBSCRIBE family, MONITOR, CLIENT REPLY) are refused.
  *
+ * Subscribers (redis_loop_create_subscriber) share all of this; their handshake ends with
+ * CLIENT ID and SUBSCRIBE instead of PING. SUBSCRIBE is sent with hiredis's own pub/sub
+ * callback (on_sub_reply), outside the FIFO: hiredis answers it, and every message after
+ * it, through its channel table. Such a connection is ready once every channel is
+ * confirmed, and takes no commands.
+ *
  * Connection life: connect (non-blocking) -> [AUTH] -> [SELECT] -> PING -> ready. Only a
  * ready connection accepts commands; otherwise redis_loop_command* returns -1 and never
  * calls back. On any loss, hiredis fails every pending command with reply NULL (exactly
@@ -94,6 +100,13 @@ struct redis_loop {
     h2o_timeout_entry_t tick_entry;
     h2o_timeout_t zero_list;
     h2o_timeout_entry_t drop_entry; /* deferred drop (handshake failure) */
+
+    /* Subscribers only (nchannels > 0). */
+    const char *const *channels;
+    int nchannels;
+    int confirmed;             /* subscriptions confirmed on this connection */
+    long long client_id;       /* CLIENT ID of this connection */
+    redis_loop_message_cb on_message;
 };
 
 static void conn_start(redis_loop_t *r);
@@ -272,6 +285,8 @@ static void conn_lost(redis_loop_t *r)
         return;
     r->ac = NULL;
     r->ready = 0;
+    r->confirmed = 0;
+    r->client_id = 0;
     h2o_timeout_unlink(&r->drop_entry);
     /* hiredis has failed every command it knew; anything left is ours to fail. */
     while (r->q_count > 0)
@@ -368,6 +383,49 @@ static void on_ping_reply(redisReply *reply, void *data)
     report_state(r, 1);
 }
 
+/* hiredis's pub/sub callback: subscription confirmations, then messages. */
+static void on_sub_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    redis_loop_t *r = privdata;
+    redisReply *reply = reply_;
+    if (reply == NULL || r->ac != ac || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    if (strcasecmp(kind, "subscribe") == 0) {
+        if (++r->confirmed == r->nchannels && !r->handshake_failed) {
+            r->ready = 1;
+            r->backoff_step = 0;
+            report_state(r, 1);
+        }
+    } else if (strcasecmp(kind, "message") == 0 && r->ready && r->on_message != NULL) {
+        r->dispatching++;
+        r->on_message(reply->element[1]->str, reply->element[1]->len, reply->element[2], r->state_data);
+        r->dispatching--;
+    }
+}
+
+static void on_client_id_reply(redisReply *reply, void *data)
+{
+    redis_loop_t *r = data;
+    handshake_reply(r, reply, "CLIENT ID");
+    if (reply == NULL || r->handshake_failed || r->ac == NULL)
+        return;
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        r->handshake_failed = 1;
+        drop_later(r);
+        return;
+    }
+    r->client_id = reply->integer;
+    const char *argv[1 + 8];
+    size_t lens[1 + 8];
+    argv[0] = "SUBSCRIBE", lens[0] = 9;
+    for (int i = 0; i < r->nchannels; i++)
+        argv[1 + i] = r->channels[i], lens[1 + i] = strlen(r->channels[i]);
+    if (redisAsyncCommandArgv(r->ac, on_sub_reply, r, 1 + r->nchannels, argv, lens) != REDIS_OK)
+        drop_later(r);
+}
+
 /* hiredis reply callback for every command: the FIFO head is this reply's owner. */
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -409,7 +467,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     r->handshake_failed = 0;
     if ((r->cfg.password != NULL && handshake_send(r, on_auth_reply, "AUTH %s", r->cfg.password) != 0) ||
         (r->cfg.db != 0 && handshake_send(r, on_select_reply, "SELECT %d", r->cfg.db) != 0) ||
-        handshake_send(r, on_ping_reply, "PING") != 0)
+        (r->nchannels == 0 ? handshake_send(r, on_ping_reply, "PING")
+                           : handshake_send(r, on_client_id_reply, "CLIENT ID")) != 0)
         drop_later(r);
 }
 
@@ -516,12 +575,9 @@ static int check_command(const char *cmd, size_t len)
 
 /* ===== Public API ===== */
 
-redis_loop_t *redis_loop_create(h2o_evloop_t *loop, const redis_loop_config_t *cfg,
-                                redis_loop_state_cb on_state, void *state_data)
+static redis_loop_t *redis_loop_init(redis_loop_t *r, h2o_evloop_t *loop, const redis_loop_config_t *cfg,
+                                     redis_loop_state_cb on_state, void *state_data)
 {
-    redis_loop_t *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return NULL;
     r->loop = loop;
     r->cfg = *cfg;
     r->on_state = on_state;
@@ -541,6 +597,42 @@ redis_loop_t *redis_loop_create(h2o_evloop_t *loop, const redis_loop_config_t *c
     return r;
 }
 
+redis_loop_t *redis_loop_create(h2o_evloop_t *loop, const redis_loop_config_t *cfg,
+                                redis_loop_state_cb on_state, void *state_data)
+{
+    redis_loop_t *r = calloc(1, sizeof(*r));
+    return r != NULL ? redis_loop_init(r, loop, cfg, on_state, state_data) : NULL;
+}
+
+redis_loop_t *redis_loop_create_subscriber(h2o_evloop_t *loop, const redis_loop_config_t *cfg,
+                                           const char *const *channels, int nchannels,
+                                           redis_loop_message_cb on_message, redis_loop_state_cb on_state,
+                                           void *data)
+{
+    if (nchannels < 1 || nchannels > 8)
+        return NULL;
+    redis_loop_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->channels = channels;
+    r->nchannels = nchannels;
+    r->on_message = on_message;
+    return redis_loop_init(r, loop, cfg, on_state, data);
+}
+
+long long redis_loop_client_id(redis_loop_t *r)
+{
+    return r->ready && r->ac != NULL ? r->client_id : 0;
+}
+
+void redis_loop_reconnect(redis_loop_t *r)
+{
+    assert(r->dispatching == 0);
+    if (r->ac == NULL)
+        return;
+    conn_drop(r);
+}
+
 int redis_loop_ready(redis_loop_t *r)
 {
     return r->ready && r->ac != NULL;
@@ -549,7 +641,7 @@ int redis_loop_ready(redis_loop_t *r)
 /* Queue a formatted command: the one path every public command function takes. */
 static int send_formatted(redis_loop_t *r, redis_loop_cb cb, void *data, const char *cmd, size_t len)
 {
-    if (!redis_loop_ready(r) || check_command(cmd, len) != 0 || fifo_reserve(r) != 0)
+    if (!redis_loop_ready(r) || r->nchannels != 0 || check_command(cmd, len) != 0 || fifo_reserve(r) != 0)
         return -1;
     if (redisAsyncFormattedCommand(r->ac, on_reply, r, cmd, len) != REDIS_OK)
         return -1;

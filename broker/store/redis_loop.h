@@ -12,6 +12,7 @@
  * - Callbacks may queue new commands; they must not call redis_loop_destroy.
  * - The connection is shared by every request of the worker: no SUBSCRIBE family,
  *   MONITOR or CLIENT REPLY (refused, -1), and no SELECT/AUTH/RESET of your own.
+ *   Pub/sub has its own kind of redis_loop: redis_loop_create_subscriber().
  *   Blocking commands (BLPOP …) count as stalled after REDIS_STALL_MS.
  * - A TCP host name is resolved with a blocking getaddrinfo on every (re)connect
  *   (hiredis 0.14): prefer an IP address or a unix socket.
@@ -33,6 +34,8 @@ typedef struct redis_loop redis_loop_t;
 typedef void (*redis_loop_cb)(redisReply *reply, void *data);
 /* Called on every change of connection state (connected 1/0); may be NULL. */
 typedef void (*redis_loop_state_cb)(int connected, void *data);
+/* A message published on a subscribed channel; payload is freed after the call. */
+typedef void (*redis_loop_message_cb)(const char *channel, size_t len, redisReply *payload, void *data);
 
 typedef struct redis_loop_config {
     const char *host;     /* TCP host, or NULL when unix_path is set */
@@ -48,6 +51,19 @@ typedef struct redis_loop_config {
  * REDIS_STALL_MS. */
 redis_loop_t *redis_loop_create(h2o_evloop_t *loop, const redis_loop_config_t *cfg,
                                 redis_loop_state_cb on_state, void *state_data);
+/* A subscriber: a connection that only listens. Its handshake is [AUTH] [SELECT]
+ * CLIENT ID, then SUBSCRIBE to every channel (strings borrowed, must outlive it); it
+ * counts as connected once every subscription is confirmed, and reconnects like any
+ * other. Every message is given to on_message. It accepts no commands. */
+redis_loop_t *redis_loop_create_subscriber(h2o_evloop_t *loop, const redis_loop_config_t *cfg,
+                                           const char *const *channels, int nchannels,
+                                           redis_loop_message_cb on_message, redis_loop_state_cb on_state,
+                                           void *data);
+/* The server's CLIENT ID of a connected subscriber, else 0. */
+long long redis_loop_client_id(redis_loop_t *r);
+/* Drop the connection now and reconnect after the backoff (pending commands get NULL).
+ * Not from inside one of this redis_loop's callbacks. */
+void redis_loop_reconnect(redis_loop_t *r);
 /* 1 when connected (AUTH/SELECT done, PING answered) and usable. */
 int redis_loop_ready(redis_loop_t *r);
 /* Queue a command (argv form, binary safe). Returns 0, or -1 when not connected, in

@@ -2,7 +2,10 @@
  *
  * Redis: the test starts its own redis-server (free port, no persistence), kills and
  * restarts it, pauses it with CLIENT PAUSE from a second (synchronous hiredis)
- * connection, and starts a second instance with a password on a unix socket.
+ * connection, and starts a second instance with a password on a unix socket. The
+ * subscriber and the read cache (store/rcache) are tested against the same server:
+ * changes from another client, FLUSHALL, the subscriber killed, Redis paused or
+ * restarted.
  * HTTP: a small server on a second thread (127.0.0.1, poll(2), keep-alive) answers by
  * path: /echo, /status/NNN, /redirect, /hang, /big (cap + 1 bytes), /exact (cap bytes),
  * /sink (reads a body of any size and answers with its length).
@@ -35,6 +38,7 @@
 #include <unistd.h>
 #include <curl/curl.h>
 #include <hiredis/hiredis.h>
+#include "store/rcache.h"
 #include "store/redis_loop.h"
 #include "stripe/curl_loop.h"
 
@@ -627,6 +631,272 @@ static void test_redis_wrong_password_never_becomes_ready(void **state)
     unlink(p.unix_path);
 }
 
+/* ===== Subscriber and read cache (store/rcache) ===== */
+
+typedef struct kt {
+    h2o_evloop_t *loop;
+    redis_loop_t *main;
+    rcache_t *c;
+    int barrier_calls, barrier_confirmed;
+    int messages;
+    char last_msg[64];
+} kt_t;
+
+static void kt_state(int connected, void *data)
+{
+    kt_t *t = data;
+    if (t->c != NULL)
+        rcache_main_state(t->c, connected);
+}
+
+static kt_t *kt_new(void)
+{
+    kt_t *t = calloc(1, sizeof(*t));
+    redis_loop_config_t cfg = {.host = "127.0.0.1", .port = g_redis.port};
+    assert_non_null(t);
+    t->loop = h2o_evloop_create();
+    t->main = redis_loop_create(t->loop, &cfg, kt_state, t);
+    t->c = rcache_create(t->loop, t->main, &cfg, "t:");
+    assert_non_null(t->c);
+    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 5000));
+    return t;
+}
+
+static void kt_free(kt_t *t)
+{
+    rcache_destroy(t->c);
+    redis_loop_destroy(t->main);
+    h2o_evloop_run(t->loop, 0);
+    h2o_evloop_destroy(t->loop);
+    free(t);
+}
+
+typedef struct fill_req {
+    kt_t *t;
+    const char *key;
+    uint64_t ticket;
+    int done;
+} fill_req_t;
+
+static void on_fill_reply(redisReply *reply, void *data)
+{
+    fill_req_t *f = data;
+    assert_non_null(reply);
+    rcache_fill(f->t->c, f->key, strlen(f->key), f->ticket, reply->type == REDIS_REPLY_STRING ? reply->str : NULL,
+                reply->type == REDIS_REPLY_STRING ? reply->len : 0);
+    f->done = 1;
+}
+
+/* Reserve key, GET it on the main connection, fill with the reply. */
+static void cache_read(kt_t *t, const char *key)
+{
+    fill_req_t f = {t, key, rcache_reserve(t->c, key, strlen(key)), 0};
+    assert_true(f.ticket != 0);
+    assert_int_equal(redis_loop_command(t->main, on_fill_reply, &f, "GET %s", key), 0);
+    assert_true(RUN_UNTIL(t->loop, f.done, 3000));
+}
+
+/* 1 when key is cached with exactly want (NULL: cached as absent). */
+static int cached_as(kt_t *t, const char *key, const char *want)
+{
+    const char *v;
+    size_t len;
+    if (!rcache_get(t->c, key, strlen(key), &v, &len))
+        return 0;
+    if (want == NULL)
+        return v == NULL;
+    return v != NULL && len == strlen(want) && memcmp(v, want, len) == 0;
+}
+
+static int is_cached(kt_t *t, const char *key)
+{
+    const char *v;
+    size_t len;
+    return rcache_get(t->c, key, strlen(key), &v, &len);
+}
+
+static void on_barrier_cb(void *data, int confirmed)
+{
+    kt_t *t = data;
+    t->barrier_calls++;
+    t->barrier_confirmed += confirmed;
+}
+
+static void ctl_ok(const char *fmt, const char *a, const char *b)
+{
+    redisReply *rep = ctl_command(&g_redis, fmt, a, b);
+    assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+    freeReplyObject(rep);
+}
+
+static void on_sub_message(const char *channel, size_t len, redisReply *payload, void *data)
+{
+    kt_t *t = data;
+    t->messages++;
+    if (payload->type == REDIS_REPLY_STRING)
+        snprintf(t->last_msg, sizeof(t->last_msg), "%.*s", (int)payload->len, payload->str);
+}
+
+static void on_sub_state_count(int connected, void *data)
+{
+    (void)connected;
+    (void)data;
+}
+
+static void test_subscriber_receives_messages_and_takes_no_commands(void **state)
+{
+    kt_t t = {.loop = h2o_evloop_create()};
+    redis_loop_config_t cfg = {.host = "127.0.0.1", .port = g_redis.port};
+    const char *channels[] = {"t:chan"};
+    redis_loop_t *sub = redis_loop_create_subscriber(t.loop, &cfg, channels, 1, on_sub_message, on_sub_state_count, &t);
+    assert_true(RUN_UNTIL(t.loop, redis_loop_ready(sub), 5000));
+    assert_true(redis_loop_client_id(sub) > 0);
+    assert_int_equal(redis_loop_command(sub, NULL, NULL, "PING"), -1);
+    ctl_ok("PUBLISH %s %s", "t:chan", "hello");
+    assert_true(RUN_UNTIL(t.loop, t.messages == 1, 3000));
+    assert_string_equal(t.last_msg, "hello");
+    /* killed: it comes back by itself, with a new id, and still receives */
+    long long id = redis_loop_client_id(sub);
+    redisReply *rep = ctl_command(&g_redis, "CLIENT KILL TYPE pubsub");
+    freeReplyObject(rep);
+    assert_true(RUN_UNTIL(t.loop, redis_loop_client_id(sub) != 0 && redis_loop_client_id(sub) != id, 5000));
+    ctl_ok("PUBLISH %s %s", "t:chan", "again");
+    assert_true(RUN_UNTIL(t.loop, t.messages == 2, 3000));
+    assert_string_equal(t.last_msg, "again");
+    redis_loop_destroy(sub);
+    h2o_evloop_run(t.loop, 0);
+    h2o_evloop_destroy(t.loop);
+}
+
+static void test_rcache_serves_what_it_read_until_another_client_changes_it(void **state)
+{
+    kt_t *t = kt_new();
+    ctl_ok("SET %s %s", "t:k1", "one");
+    assert_false(is_cached(t, "t:k1"));
+    cache_read(t, "t:k1");
+    assert_true(cached_as(t, "t:k1", "one"));
+    ctl_ok("SET %s %s", "t:k1", "two");
+    assert_true(RUN_UNTIL(t->loop, !is_cached(t, "t:k1"), 2000));
+    cache_read(t, "t:k1");
+    assert_true(cached_as(t, "t:k1", "two"));
+    ctl_ok("DEL %s%s", "t:k1", "");
+    assert_true(RUN_UNTIL(t->loop, !is_cached(t, "t:k1"), 2000));
+    kt_free(t);
+}
+
+static void test_rcache_caches_absence_until_the_key_is_created(void **state)
+{
+    kt_t *t = kt_new();
+    cache_read(t, "t:absent");
+    assert_true(cached_as(t, "t:absent", NULL));
+    ctl_ok("SET %s %s", "t:absent", "now");
+    assert_true(RUN_UNTIL(t->loop, !is_cached(t, "t:absent"), 2000));
+    kt_free(t);
+}
+
+static void test_rcache_change_between_reserve_and_fill_is_not_cached(void **state)
+{
+    kt_t *t = kt_new();
+    ctl_ok("SET %s %s", "t:race", "old");
+    cache_read(t, "t:race"); /* tracked from now on */
+    uint64_t ticket = rcache_reserve(t->c, "t:race", 6);
+    uint64_t inv = rcache_stats(t->c).invalidations;
+    ctl_ok("SET %s %s", "t:race", "new");
+    assert_true(RUN_UNTIL(t->loop, rcache_stats(t->c).invalidations > inv, 2000));
+    rcache_fill(t->c, "t:race", 6, ticket, "old", 3); /* a reply read before the change */
+    assert_false(is_cached(t, "t:race"));
+    kt_free(t);
+}
+
+static void test_rcache_flushall_empties_it(void **state)
+{
+    kt_t *t = kt_new();
+    ctl_ok("SET %s %s", "t:f1", "x");
+    cache_read(t, "t:f1");
+    assert_true(cached_as(t, "t:f1", "x"));
+    redisReply *rep = ctl_command(&g_redis, "FLUSHALL");
+    freeReplyObject(rep);
+    assert_true(RUN_UNTIL(t->loop, !is_cached(t, "t:f1"), 2000));
+    kt_free(t);
+}
+
+static void test_rcache_barrier_confirms_when_redis_answers(void **state)
+{
+    kt_t *t = kt_new();
+    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), 0);
+    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), 0);
+    assert_int_equal(t->barrier_calls, 0); /* never from inside the call */
+    assert_true(RUN_UNTIL(t->loop, t->barrier_calls == 2, 2000));
+    assert_int_equal(t->barrier_confirmed, 2);
+    kt_free(t);
+}
+
+static void test_rcache_busy_worker_answers_without_waiting_after_a_recent_barrier(void **state)
+{
+    kt_t *t = kt_new();
+    int immediate = 0;
+    uint64_t deadline = now_ms() + 3000;
+    while (!immediate && now_ms() < deadline) {
+        for (int i = 0; i < 20 && !immediate; i++)
+            immediate = rcache_barrier(t->c, on_barrier_cb, t) == 1;
+        h2o_evloop_run(t->loop, 1);
+    }
+    assert_true(immediate);
+    kt_free(t);
+}
+
+static void test_rcache_stalled_redis_releases_waiters_unconfirmed_and_stops_serving(void **state)
+{
+    kt_t *t = kt_new();
+    ctl_ok("SET %s %s", "t:p", "v");
+    cache_read(t, "t:p");
+    redisReply *rep = ctl_command(&g_redis, "CLIENT PAUSE 1500 ALL");
+    freeReplyObject(rep);
+    uint64_t t0 = now_ms();
+    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), 0);
+    assert_true(RUN_UNTIL(t->loop, t->barrier_calls == 1, 1000));
+    assert_int_equal(t->barrier_confirmed, 0);
+    assert_true(now_ms() - t0 <= RCACHE_BARRIER_MS + 2 * RCACHE_TICK_MS + 100);
+    assert_false(rcache_usable(t->c));
+    assert_false(is_cached(t, "t:p"));
+    /* Redis answers again: the cache comes back by itself */
+    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 5000));
+    kt_free(t);
+}
+
+static void test_rcache_lost_subscriber_empties_it_and_it_comes_back(void **state)
+{
+    kt_t *t = kt_new();
+    ctl_ok("SET %s %s", "t:s", "v");
+    cache_read(t, "t:s");
+    assert_true(cached_as(t, "t:s", "v"));
+    redisReply *rep = ctl_command(&g_redis, "CLIENT KILL TYPE pubsub");
+    freeReplyObject(rep);
+    assert_true(RUN_UNTIL(t->loop, !rcache_usable(t->c), 2000));
+    assert_false(is_cached(t, "t:s"));
+    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 5000));
+    /* tracking is on again: a change is seen */
+    cache_read(t, "t:s");
+    assert_true(cached_as(t, "t:s", "v"));
+    ctl_ok("SET %s %s", "t:s", "w");
+    assert_true(RUN_UNTIL(t->loop, !is_cached(t, "t:s"), 2000));
+    kt_free(t);
+}
+
+static void test_rcache_redis_restart_empties_it_and_it_comes_back(void **state)
+{
+    kt_t *t = kt_new();
+    ctl_ok("SET %s %s", "t:r", "v");
+    cache_read(t, "t:r");
+    redis_kill(&g_redis);
+    assert_true(RUN_UNTIL(t->loop, !rcache_usable(t->c), 2000));
+    assert_false(is_cached(t, "t:r"));
+    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), -1);
+    redis_start(&g_redis);
+    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 8000));
+    kt_free(t);
+}
+
 /* ===== A small HTTP server on a second thread ===== */
 
 #define HTTPD_CONNS 128
@@ -1200,6 +1470,16 @@ int main(void)
         cmocka_unit_test(test_redis_hanging_tcp_connect_is_abandoned_and_retried),
         cmocka_unit_test(test_redis_auth_and_select_over_unix_socket),
         cmocka_unit_test(test_redis_wrong_password_never_becomes_ready),
+        cmocka_unit_test(test_subscriber_receives_messages_and_takes_no_commands),
+        cmocka_unit_test(test_rcache_serves_what_it_read_until_another_client_changes_it),
+        cmocka_unit_test(test_rcache_caches_absence_until_the_key_is_created),
+        cmocka_unit_test(test_rcache_change_between_reserve_and_fill_is_not_cached),
+        cmocka_unit_test(test_rcache_flushall_empties_it),
+        cmocka_unit_test(test_rcache_barrier_confirms_when_redis_answers),
+        cmocka_unit_test(test_rcache_busy_worker_answers_without_waiting_after_a_recent_barrier),
+        cmocka_unit_test(test_rcache_stalled_redis_releases_waiters_unconfirmed_and_stops_serving),
+        cmocka_unit_test(test_rcache_lost_subscriber_empties_it_and_it_comes_back),
+        cmocka_unit_test(test_rcache_redis_restart_empties_it_and_it_comes_back),
     };
     const struct CMUnitTest curl_tests[] = {
         cmocka_unit_test(test_curl_post_returns_status_and_body),
