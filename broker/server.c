@@ -1,7 +1,8 @@
 /* server.c — worker threads, listeners, the router and the request context.
  *
- * Design: N worker threads, each with its own h2o evloop, context, listening socket
- * (SO_REUSEPORT), Redis connection and curl multi handle. The global h2o config is
+ * Design: N worker threads, each with its own h2o evloop, context, dup of the one
+ * listening socket, Redis connection (with its read cache, store/rcache.h) and curl
+ * multi handle; a worker writes its log lines once per loop turn. The global h2o config is
  * shared read-only. A request is matched against a static route table, its bearer
  * authenticated, its org id normalised, and then handed to a handler in routes/.
  * Handlers go asynchronous through breq_redis()/Stripe calls; every request carries a
@@ -12,6 +13,7 @@
  * Tested end to end by tests/it (every route, status code and failure mode). */
 #include "server.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -772,7 +774,6 @@ static int open_listener(const server_t *s)
     if ((fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
         bind(fd, (const struct sockaddr *)&s->addr, s->addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
         int e = errno;
@@ -926,8 +927,13 @@ int server_run(const config_t *cfg)
     s.workers = calloc((size_t)cfg->threads, sizeof(worker_t));
     if (s.workers == NULL)
         abort();
+    int listen_fd = -1;
     for (int i = 0; i < cfg->threads; i++) {
-        int fd = open_listener(&s);
+        /* one listening socket shared by every worker (each watches its own dup): a
+         * connection goes to whichever worker accepts it first, so a busy worker takes
+         * fewer (per-worker SO_REUSEPORT sockets hash connections to workers whatever
+         * their load); and a second process cannot bind the port by mistake */
+        int fd = i == 0 ? (listen_fd = open_listener(&s)) : fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
         if (fd == -1) {
             fprintf(stderr, "stripe-token-broker: BROKER_LISTEN: cannot listen on %s:%d: %s\n", cfg->listen_host,
                     cfg->listen_port, strerror(errno));

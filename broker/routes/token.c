@@ -207,49 +207,50 @@ static void read_key_and_conn(breq_t *b)
 }
 
 /* Both records from the cache, or 0. */
-static int cached_key_and_conn(breq_t *b)
+static int cached_key_and_conn(breq_t *b, const char **kv, size_t *kl, const char **cv, size_t *cl)
 {
     rcache_t *cache = b->w->cache;
     char key[128], conn[128];
-    const char *kv, *cv;
-    size_t klen, clen, kl, cl;
+    size_t klen, clen;
     hot_keys(b, key, &klen, conn, &clen);
-    if (!rcache_get(cache, key, klen, &kv, &kl) || !rcache_get(cache, conn, clen, &cv, &cl))
-        return 0;
-    key_and_conn(b, kv, kl, cv, cl);
-    return 1;
+    return rcache_get(cache, key, klen, kv, kl) && rcache_get(cache, conn, clen, cv, cl);
 }
 
 /* The barrier is back: answer from the cache if the records are still there. */
 static void on_barrier(void *data, int confirmed)
 {
     breq_t *b = data;
-    if (breq_live(b) && !(confirmed && cached_key_and_conn(b)))
-        read_key_and_conn(b);
+    const char *kv, *cv;
+    size_t kl, cl;
+    if (breq_live(b)) {
+        if (confirmed && cached_key_and_conn(b, &kv, &kl, &cv, &cl))
+            key_and_conn(b, kv, kl, cv, cl);
+        else
+            read_key_and_conn(b);
+    }
     breq_release(b);
 }
 
 void token_get_with_key(breq_t *b)
 {
-    rcache_t *cache = b->w->cache;
-    char key[128], conn[128];
-    const char *v;
-    size_t klen, clen, l;
+    const char *kv, *cv;
+    size_t kl, cl;
 
     if (parse_mode_query(b) < 0)
         return;
-    /* both records cached: wait for this turn's barrier (rcache.h), then answer */
-    hot_keys(b, key, &klen, conn, &clen);
-    if (rcache_get(cache, key, klen, &v, &l) && rcache_get(cache, conn, clen, &v, &l)) {
+    /* both records cached: answer once a barrier vouches for them (rcache.h) */
+    if (cached_key_and_conn(b, &kv, &kl, &cv, &cl)) {
         breq_hold(b);
-        int rc = rcache_barrier(cache, on_barrier, b);
+        int rc = rcache_barrier(b->w->cache, on_barrier, b);
         if (rc == 0) {
             breq_deadline_store(b);
             return;
         }
         breq_release(b);
-        if (rc == 1 && cached_key_and_conn(b))
+        if (rc == 1) {
+            key_and_conn(b, kv, kl, cv, cl); /* still valid: nothing ran since the lookup */
             return;
+        }
     }
     read_key_and_conn(b);
 }

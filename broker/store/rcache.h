@@ -42,8 +42,8 @@
 #define RCACHE_TICK_MS 50        /* the watchdog's period */
 #define RCACHE_BUSY_WINDOW_MS 10
 #define RCACHE_BUSY_HITS 50      /* per window: 5,000 cached answers/s on the worker */
-#define RCACHE_FRESH_MS 10       /* busy: a barrier back and sent this recently covers a request */
-#define RCACHE_PROBE_MS 2        /* busy: barriers keep being sent this often */
+#define RCACHE_FRESH_MS 100      /* busy: a barrier back and sent this recently covers a request */
+#define RCACHE_PROBE_MS 10       /* busy: barriers keep being sent this often */
 
 typedef struct rcache rcache_t;
 
