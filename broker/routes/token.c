@@ -1,17 +1,17 @@
 /* token.c — getAccessToken and rotation (CONTRACT §4.2): the hot path.
  *
  * A request with an org key needs the key record and the sealed connection: from the
- * worker's tracked read cache (store/rcache.h: exact, invalidated by Redis, at most
- * RCACHE_MAX_AGE_MS old) or else in one Redis round trip (MGET). Then the key hash is
- * compared in constant time and the record opened. Anything that needs Stripe (a test token minted from live, an apps
- * refresh, a rotation) goes through token_service, which makes it happen once.
- * Opening a record (AES-GCM, then JSON) is most of the path's cost, so each worker
- * keeps the answer it built for the exact stored value it opened: when Redis returns
- * a byte-identical value (every write re-seals with a fresh nonce, so any change —
- * refresh, rotation, revocation — gives different bytes), the answer is reused; it only
- * saves the decryption.
+ * worker's read cache (store/rcache.h: kept exact by Redis, vouched for by a barrier)
+ * or else in one Redis round trip (MGET). Then the key hash is compared in constant
+ * time and the record opened. Anything that needs Stripe (a test token minted from
+ * live, an apps refresh, a rotation) goes through token_service, which makes it happen
+ * once. Opening a record (AES-GCM, then JSON) and building the answer is most of the
+ * path's own cost, so the answer built from a cached record is kept with the record's
+ * cache entry (it holds the token: wiped with the entry) and reused until the record
+ * changes; an apps answer is rebuilt once its token is within the refresh margin.
  *
- * Never logs a token. Tested by tests/it/test_token.py and the refresh suites. */
+ * Never logs a token. Tested by tests/it/test_token.py, test_cache.py and the refresh
+ * suites. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,66 +22,6 @@
 #include "store/rcache.h"
 #include "store/store.h"
 #include "token_service.h"
-
-/* ===== The per-worker answer cache ===== */
-
-#define ANSWER_CACHE_SLOTS 16384
-
-typedef struct answer {
-    char org[ORGID_LEN + 1];
-    int mode;
-    char *stored;      /* the value as Redis returned it */
-    size_t stored_len;
-    char *body;        /* the 200 answer built from it (holds the token: wiped on eviction) */
-    size_t body_len;
-    time_t expires_at; /* 0: does not expire */
-} answer_t;
-
-static __thread answer_t *t_answers;
-
-static answer_t *answer_slot(const char *org, int mode)
-{
-    uint64_t h = 1469598103934665603ull ^ (uint64_t)mode;
-    for (int i = 0; i < ORGID_LEN; i++)
-        h = (h ^ (unsigned char)org[i]) * 1099511628211ull;
-    if (t_answers == NULL && (t_answers = calloc(ANSWER_CACHE_SLOTS, sizeof(*t_answers))) == NULL)
-        abort();
-    return &t_answers[h % ANSWER_CACHE_SLOTS];
-}
-
-static void answer_clear(answer_t *a)
-{
-    if (a->body != NULL)
-        OPENSSL_cleanse(a->body, a->body_len);
-    free(a->body);
-    free(a->stored);
-    memset(a, 0, sizeof(*a));
-}
-
-/* The cached answer for exactly this stored value, or NULL. */
-static const answer_t *answer_find(const breq_t *b, const char *val, size_t len)
-{
-    answer_t *a = answer_slot(b->org, b->mode);
-    if (a->body == NULL || a->mode != b->mode || memcmp(a->org, b->org, ORGID_LEN) != 0 || a->stored_len != len ||
-        memcmp(a->stored, val, len) != 0)
-        return NULL;
-    return a;
-}
-
-static void answer_store(const breq_t *b, const char *val, size_t len, const buf_t *body, time_t expires_at)
-{
-    answer_t *a = answer_slot(b->org, b->mode);
-    answer_clear(a);
-    if ((a->stored = malloc(len)) == NULL || (a->body = malloc(body->len)) == NULL)
-        abort();
-    memcpy(a->org, b->org, ORGID_LEN + 1);
-    a->mode = b->mode;
-    memcpy(a->stored, val, len);
-    a->stored_len = len;
-    memcpy(a->body, body->p, body->len);
-    a->body_len = body->len;
-    a->expires_at = expires_at;
-}
 
 /* ===== Answers ===== */
 
@@ -97,16 +37,19 @@ static void on_token_done(breq_t *b, int err, const conn_record_t *rec)
     buf_wipe(&out);
 }
 
-/* Answer from the stored connection value (NULL when absent). */
-static void serve(breq_t *b, const char *val, size_t len)
+/* Answer from the stored connection value (NULL when absent); e is its cache entry,
+ * or NULL when it was not cached. */
+static void serve(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
 {
     const config_t *cfg = b->w->cfg;
     conn_record_t rec;
     long version = 0;
-    const answer_t *hit = val != NULL ? answer_find(b, val, len) : NULL;
+    size_t alen;
+    int64_t expires_at;
+    const char *answer = e != NULL ? rcache_derived(e, &alen, &expires_at) : NULL;
 
-    if (hit != NULL && (hit->expires_at == 0 || hit->expires_at - time(NULL) > cfg->refresh_margin_s)) {
-        breq_json(b, 200, hit->body, hit->body_len);
+    if (answer != NULL && (expires_at == 0 || expires_at - time(NULL) > cfg->refresh_margin_s)) {
+        breq_json(b, 200, answer, alen);
         return;
     }
     int rc = store_conn_open(cfg, b->org, b->mode, val, len, &version, &rec);
@@ -126,7 +69,8 @@ static void serve(breq_t *b, const char *val, size_t len)
     } else {
         buf_t out = {0};
         token_json(&out, &rec, b->mode);
-        answer_store(b, val, len, &out, rec.expires_at);
+        if (e != NULL)
+            rcache_set_derived(e, out.p, out.len, (int64_t)rec.expires_at);
         breq_json(b, 200, out.p, out.len);
         buf_wipe(&out);
     }
@@ -135,7 +79,7 @@ static void serve(breq_t *b, const char *val, size_t len)
 
 static void on_conn(breq_t *b, redisReply *r)
 {
-    serve(b, r->type == REDIS_REPLY_STRING ? r->str : NULL, r->type == REDIS_REPLY_STRING ? r->len : 0);
+    serve(b, r->type == REDIS_REPLY_STRING ? r->str : NULL, r->type == REDIS_REPLY_STRING ? r->len : 0, NULL);
 }
 
 void token_get(breq_t *b)
@@ -145,15 +89,17 @@ void token_get(breq_t *b)
     breq_redis(b, on_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)));
 }
 
-/* The key record and the connection are known: check the key, then answer. */
-static void key_and_conn(breq_t *b, const char *key, size_t klen, const char *conn, size_t clen)
+/* The key record and the connection are known (ce: the connection's cache entry, or
+ * NULL): check the key, then answer. */
+static void key_and_conn(breq_t *b, const char *key, size_t klen, const char *conn, size_t clen,
+                         rcache_entry_t *ce)
 {
     int rc = auth_check_record(&b->bearer, key, klen, b->org);
     if (rc >= 0) {
         breq_error(b, (api_err_t)rc, NULL);
         return;
     }
-    serve(b, conn, clen);
+    serve(b, conn, clen, ce);
 }
 
 /* The Redis key names of the hot path, assembled without printf. */
@@ -187,8 +133,7 @@ static void on_key_and_conn(breq_t *b, redisReply *r)
     size_t klen, clen;
     hot_keys(b, key, &klen, conn, &clen);
     rcache_fill(b->w->cache, key, klen, b->cache_ticket[0], kv, kl);
-    rcache_fill(b->w->cache, conn, clen, b->cache_ticket[1], cv, cl);
-    key_and_conn(b, kv, kl, cv, cl);
+    key_and_conn(b, kv, kl, cv, cl, rcache_fill(b->w->cache, conn, clen, b->cache_ticket[1], cv, cl));
 }
 
 /* Read both records from Redis (one round trip), reserved in the cache first so that a
@@ -206,25 +151,31 @@ static void read_key_and_conn(breq_t *b)
     breq_redisv(b, on_key_and_conn, 3, argv, lens);
 }
 
-/* Both records from the cache, or 0. */
-static int cached_key_and_conn(breq_t *b, const char **kv, size_t *kl, const char **cv, size_t *cl)
+/* Both records' cache entries, or 0. */
+static int cached_entries(breq_t *b, rcache_entry_t **ke, rcache_entry_t **ce)
 {
     rcache_t *cache = b->w->cache;
     char key[128], conn[128];
     size_t klen, clen;
     hot_keys(b, key, &klen, conn, &clen);
-    return rcache_get(cache, key, klen, kv, kl) && rcache_get(cache, conn, clen, cv, cl);
+    return (*ke = rcache_get(cache, key, klen)) != NULL && (*ce = rcache_get(cache, conn, clen)) != NULL;
+}
+
+static void serve_cached(breq_t *b, rcache_entry_t *ke, rcache_entry_t *ce)
+{
+    size_t kl, cl;
+    const char *kv = rcache_value(ke, &kl), *cv = rcache_value(ce, &cl);
+    key_and_conn(b, kv, kl, cv, cl, ce);
 }
 
 /* The barrier is back: answer from the cache if the records are still there. */
 static void on_barrier(void *data, int confirmed)
 {
     breq_t *b = data;
-    const char *kv, *cv;
-    size_t kl, cl;
+    rcache_entry_t *ke, *ce;
     if (breq_live(b)) {
-        if (confirmed && cached_key_and_conn(b, &kv, &kl, &cv, &cl))
-            key_and_conn(b, kv, kl, cv, cl);
+        if (confirmed && cached_entries(b, &ke, &ce))
+            serve_cached(b, ke, ce);
         else
             read_key_and_conn(b);
     }
@@ -233,13 +184,12 @@ static void on_barrier(void *data, int confirmed)
 
 void token_get_with_key(breq_t *b)
 {
-    const char *kv, *cv;
-    size_t kl, cl;
+    rcache_entry_t *ke, *ce;
 
     if (parse_mode_query(b) < 0)
         return;
     /* both records cached: answer once a barrier vouches for them (rcache.h) */
-    if (cached_key_and_conn(b, &kv, &kl, &cv, &cl)) {
+    if (cached_entries(b, &ke, &ce)) {
         breq_hold(b);
         int rc = rcache_barrier(b->w->cache, on_barrier, b);
         if (rc == 0) {
@@ -248,7 +198,7 @@ void token_get_with_key(breq_t *b)
         }
         breq_release(b);
         if (rc == 1) {
-            key_and_conn(b, kv, kl, cv, cl); /* still valid: nothing ran since the lookup */
+            serve_cached(b, ke, ce); /* entries stay valid across rcache_barrier */
             return;
         }
     }

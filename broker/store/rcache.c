@@ -27,7 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 
-typedef struct slot {
+typedef struct rcache_entry {
     uint64_t hash;
     uint64_t ticket;    /* != 0: reserved, value not known yet */
     uint64_t since_ms;  /* when filled (or reserved) */
@@ -36,6 +36,9 @@ typedef struct slot {
     char *val;          /* NULL with present 0: the key does not exist */
     size_t vlen;
     int present;
+    char *derived;      /* the caller's, may hold a secret: wiped */
+    size_t dlen;
+    int64_t dtag;
 } slot_t;
 
 typedef struct waiter {
@@ -109,6 +112,8 @@ static void slot_clear(slot_t *s)
 {
     if (s->val != NULL)
         secure_free(s->val, s->vlen);
+    if (s->derived != NULL)
+        secure_free(s->derived, s->dlen);
     free(s->key);
     memset(s, 0, sizeof(*s));
 }
@@ -160,9 +165,17 @@ static void barriers_fail(rcache_t *c)
 /* Send a barrier (b may have no waiters: a probe). Returns 0, or -1 (b untouched). */
 static int barrier_send(rcache_t *c, barrier_t *b)
 {
-    char seq[24];
-    snprintf(seq, sizeof(seq), "%llu", (unsigned long long)(c->barrier_seq + 1));
-    if (redis_loop_command(c->main, NULL, NULL, "PUBLISH %s %s", c->barrier_channel, seq) != 0)
+    char seq[24], tmp[24];
+    size_t n = 0, k = 0;
+    uint64_t v = c->barrier_seq + 1;
+    do
+        tmp[k++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (k > 0)
+        seq[n++] = tmp[--k];
+    const char *argv[3] = {"PUBLISH", c->barrier_channel, seq};
+    const size_t lens[3] = {7, strlen(c->barrier_channel), n};
+    if (redis_loop_commandv(c->main, NULL, NULL, 3, argv, lens) != 0)
         return -1;
     b->seq = ++c->barrier_seq;
     b->sent_ms = c->last_sent_ms = h2o_now(c->loop);
@@ -397,17 +410,39 @@ int rcache_usable(rcache_t *c)
     return c->tracking_id != 0 && !c->overdue;
 }
 
-int rcache_get(rcache_t *c, const char *key, size_t klen, const char **val, size_t *len)
+rcache_entry_t *rcache_get(rcache_t *c, const char *key, size_t klen)
 {
-    const slot_t *s = rcache_usable(c) ? find(c, key_hash(key, klen), key, klen) : NULL;
+    slot_t *s = rcache_usable(c) ? find(c, key_hash(key, klen), key, klen) : NULL;
     if (s == NULL || s->ticket != 0 || !fresh(c, s->since_ms, RCACHE_MAX_AGE_MS)) {
         c->st.misses++;
-        return 0;
+        return NULL;
     }
     c->st.hits++;
-    *val = s->present ? s->val : NULL;
-    *len = s->present ? s->vlen : 0;
-    return 1;
+    return s;
+}
+
+const char *rcache_value(const rcache_entry_t *e, size_t *len)
+{
+    *len = e->present ? e->vlen : 0;
+    return e->present ? e->val : NULL;
+}
+
+const char *rcache_derived(const rcache_entry_t *e, size_t *len, int64_t *tag)
+{
+    *len = e->dlen;
+    *tag = e->dtag;
+    return e->derived;
+}
+
+void rcache_set_derived(rcache_entry_t *e, const char *data, size_t len, int64_t tag)
+{
+    if (e->derived != NULL)
+        secure_free(e->derived, e->dlen);
+    e->derived = malloc(len ? len : 1);
+    if (e->derived != NULL)
+        memcpy(e->derived, data, len);
+    e->dlen = e->derived != NULL ? len : 0;
+    e->dtag = tag;
 }
 
 /* Busy: at least RCACHE_BUSY_HITS barrier requests in the previous window. */
@@ -485,15 +520,16 @@ uint64_t rcache_reserve(rcache_t *c, const char *key, size_t klen)
     return s->ticket;
 }
 
-void rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t ticket, const char *val, size_t len)
+rcache_entry_t *rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t ticket, const char *val,
+                            size_t len)
 {
     slot_t *s = ticket != 0 ? find(c, key_hash(key, klen), key, klen) : NULL;
     if (s == NULL || s->ticket != ticket)
-        return;
+        return NULL;
     if (val != NULL) {
         if ((s->val = malloc(len ? len : 1)) == NULL) {
             slot_clear(s);
-            return;
+            return NULL;
         }
         memcpy(s->val, val, len);
     }
@@ -502,6 +538,7 @@ void rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t ticket, con
     s->ticket = 0;
     s->since_ms = h2o_now(c->loop);
     c->st.fills++;
+    return s;
 }
 
 rcache_stats_t rcache_stats(const rcache_t *c)

@@ -27,8 +27,10 @@
  * A read that races a change: reserve the keys before sending the read and fill them
  * with the reply; an invalidation that arrives in between cancels the reservation.
  *
- * Values are kept as Redis returned them (connection records stay sealed). Single
- * threaded: one per worker, used only on its loop. */
+ * Values are kept as Redis returned them (connection records stay sealed); a caller
+ * may attach what it derived from a value (routes/token.c keeps the answer it built),
+ * which goes away with the entry. Single threaded: one per worker, used only on its
+ * loop. */
 #ifndef BROKER_STORE_RCACHE_H
 #define BROKER_STORE_RCACHE_H
 #include <stdint.h>
@@ -67,20 +69,29 @@ void rcache_main_state(rcache_t *c, int connected);
 /* 1 while cached values may be served (after a barrier). */
 int rcache_usable(rcache_t *c);
 
-/* A cached value: returns 1 and sets *val (NULL when the key does not exist in Redis)
- * and *len; the pointer is valid until control returns to the loop. 0: ask Redis. */
-int rcache_get(rcache_t *c, const char *key, size_t klen, const char **val, size_t *len);
+/* A cached entry, valid until control returns to the loop. */
+typedef struct rcache_entry rcache_entry_t;
+
+/* The entry of key when it is cached and may be served, else NULL (ask Redis). */
+rcache_entry_t *rcache_get(rcache_t *c, const char *key, size_t klen);
+/* Its value as Redis returned it (NULL: the key does not exist), and *len. */
+const char *rcache_value(const rcache_entry_t *e, size_t *len);
+/* What the caller derived from the value (the answer built from a record), or NULL;
+ * kept with the entry, wiped and freed with it. */
+const char *rcache_derived(const rcache_entry_t *e, size_t *len, int64_t *tag);
+void rcache_set_derived(rcache_entry_t *e, const char *data, size_t len, int64_t tag);
 /* Wait for a barrier sent after now: cb runs later (never inside this call), exactly
  * once; returns 0. Returns 1 when the worker is busy and a barrier sent less than
  * RCACHE_FRESH_MS ago is back (answer now; cb is never called), and -1 when the
- * cache is not usable (cb is never called). */
+ * cache is not usable (cb is never called). Entries stay valid across this call. */
 int rcache_barrier(rcache_t *c, rcache_barrier_cb cb, void *data);
 /* Before reading key from Redis on the main connection: a ticket for rcache_fill (0
  * when the cache is not tracking: fill then does nothing). */
 uint64_t rcache_reserve(rcache_t *c, const char *key, size_t klen);
 /* The value read after rcache_reserve (val NULL: no such key). Kept only if nothing
- * invalidated the key in between. */
-void rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t ticket, const char *val, size_t len);
+ * invalidated the key in between; returns the entry then, else NULL. */
+rcache_entry_t *rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t ticket, const char *val,
+                            size_t len);
 
 rcache_stats_t rcache_stats(const rcache_t *c);
 #endif

@@ -696,13 +696,17 @@ static void cache_read(kt_t *t, const char *key)
     assert_true(RUN_UNTIL(t->loop, f.done, 3000));
 }
 
+static void ctl_ok(const char *fmt, const char *a, const char *b);
+
 /* 1 when key is cached with exactly want (NULL: cached as absent). */
 static int cached_as(kt_t *t, const char *key, const char *want)
 {
-    const char *v;
+    rcache_entry_t *e = rcache_get(t->c, key, strlen(key));
     size_t len;
-    if (!rcache_get(t->c, key, strlen(key), &v, &len))
+    const char *v;
+    if (e == NULL)
         return 0;
+    v = rcache_value(e, &len);
     if (want == NULL)
         return v == NULL;
     return v != NULL && len == strlen(want) && memcmp(v, want, len) == 0;
@@ -710,9 +714,33 @@ static int cached_as(kt_t *t, const char *key, const char *want)
 
 static int is_cached(kt_t *t, const char *key)
 {
-    const char *v;
+    return rcache_get(t->c, key, strlen(key)) != NULL;
+}
+
+static void test_rcache_derived_data_lives_and_dies_with_the_entry(void **state)
+{
+    kt_t *t = kt_new();
     size_t len;
-    return rcache_get(t->c, key, strlen(key), &v, &len);
+    int64_t tag;
+    ctl_ok("SET %s %s", "t:d", "v1");
+    cache_read(t, "t:d");
+    rcache_entry_t *e = rcache_get(t->c, "t:d", 3);
+    assert_non_null(e);
+    assert_null(rcache_derived(e, &len, &tag));
+    rcache_set_derived(e, "answer", 6, 42);
+    e = rcache_get(t->c, "t:d", 3);
+    const char *d = rcache_derived(e, &len, &tag);
+    assert_non_null(d);
+    assert_int_equal(len, 6);
+    assert_memory_equal(d, "answer", 6);
+    assert_int_equal(tag, 42);
+    ctl_ok("SET %s %s", "t:d", "v2");
+    assert_true(RUN_UNTIL(t->loop, !is_cached(t, "t:d"), 2000));
+    cache_read(t, "t:d");
+    e = rcache_get(t->c, "t:d", 3);
+    assert_non_null(e);
+    assert_null(rcache_derived(e, &len, &tag)); /* built from the old value: gone */
+    kt_free(t);
 }
 
 static void on_barrier_cb(void *data, int confirmed)
@@ -1475,6 +1503,7 @@ int main(void)
         cmocka_unit_test(test_rcache_caches_absence_until_the_key_is_created),
         cmocka_unit_test(test_rcache_change_between_reserve_and_fill_is_not_cached),
         cmocka_unit_test(test_rcache_flushall_empties_it),
+        cmocka_unit_test(test_rcache_derived_data_lives_and_dies_with_the_entry),
         cmocka_unit_test(test_rcache_barrier_confirms_when_redis_answers),
         cmocka_unit_test(test_rcache_busy_worker_answers_without_waiting_after_a_recent_barrier),
         cmocka_unit_test(test_rcache_stalled_redis_releases_waiters_unconfirmed_and_stops_serving),
