@@ -24,10 +24,9 @@ static atomic_ulong http_total[METRICS_MAX_ROUTES];
 static atomic_ulong stripe_count[2][4];
 static atomic_ulong refresh_count[2][4];
 static atomic_ulong redis_errors;
-#define NCACHE 6
+#define NCACHE 4
 static atomic_ulong cache_count[NCACHE];
-static const char *const cache_events[NCACHE] = {"hit",          "miss",           "invalidation",
-                                                 "barrier_sent", "barrier_failed", "barrier_skipped"};
+static const char *const cache_events[NCACHE] = {"hit", "miss", "invalidation", "probe"};
 
 static int index_of(const char *const *names, int n, const char *name)
 {
@@ -80,10 +79,9 @@ void metrics_redis_error(void)
     atomic_fetch_add_explicit(&redis_errors, 1, memory_order_relaxed);
 }
 
-void metrics_cache(uint64_t hits, uint64_t misses, uint64_t invalidations, uint64_t barriers,
-                   uint64_t barriers_failed, uint64_t barriers_skipped)
+void metrics_cache(uint64_t hits, uint64_t misses, uint64_t invalidations, uint64_t probes)
 {
-    const uint64_t v[NCACHE] = {hits, misses, invalidations, barriers, barriers_failed, barriers_skipped};
+    const uint64_t v[NCACHE] = {hits, misses, invalidations, probes};
     for (int i = 0; i < NCACHE; i++)
         if (v[i] != 0)
             atomic_fetch_add_explicit(&cache_count[i], v[i], memory_order_relaxed);
@@ -145,8 +143,7 @@ void metrics_render(buf_t *out)
     buf_printf(out, "stb_redis_errors_total %lu\n", LOAD(redis_errors));
 
     buf_puts(out, "# HELP stb_read_cache_events_total Read cache of key and connection records: lookups "
-                  "(hit, miss), invalidations from Redis, barriers sent, barriers that did not come back, and "
-                  "cached answers that needed no barrier of their own (a busy worker).\n"
+                  "(hit, miss), invalidations received from Redis, and probes sent while busy.\n"
                   "# TYPE stb_read_cache_events_total counter\n");
     for (int i = 0; i < NCACHE; i++)
         buf_printf(out, "stb_read_cache_events_total{event=\"%s\"} %lu\n", cache_events[i], LOAD(cache_count[i]));

@@ -1,14 +1,15 @@
 /* token.c — getAccessToken and rotation (CONTRACT §4.2): the hot path.
  *
- * A request with an org key needs the key record and the sealed connection: from the
- * worker's read cache (store/rcache.h: kept exact by Redis, vouched for by a barrier)
- * or else in one Redis round trip (MGET). Then the key hash is compared in constant
+ * A request with an org key needs the key record and the sealed connection: on a busy
+ * worker from its read cache (store/rcache.h: kept exact by Redis, vouched for by a
+ * recent probe), otherwise in one Redis round trip (MGET). Then the key hash is compared in constant
  * time and the record opened. Anything that needs Stripe (a test token minted from
  * live, an apps refresh, a rotation) goes through token_service, which makes it happen
  * once. Opening a record (AES-GCM, then JSON) and building the answer is most of the
- * path's own cost, so the answer built from a cached record is kept with the record's
- * cache entry (it holds the token: wiped with the entry) and reused until the record
- * changes; an apps answer is rebuilt once its token is within the refresh margin.
+ * path's own cost, so the answer built from a record is kept with the record's cache
+ * entry (it holds the token: wiped with the entry) and reused while Redis returns the
+ * same bytes (every write re-seals with a fresh nonce, so any change gives new bytes);
+ * an apps answer is rebuilt once its token is within the refresh margin.
  *
  * Never logs a token. Tested by tests/it/test_token.py, test_cache.py and the refresh
  * suites. */
@@ -136,73 +137,30 @@ static void on_key_and_conn(breq_t *b, redisReply *r)
     key_and_conn(b, kv, kl, cv, cl, rcache_fill(b->w->cache, conn, clen, b->cache_ticket[1], cv, cl));
 }
 
-/* Read both records from Redis (one round trip), reserved in the cache first so that a
- * change racing the read wins. */
-static void read_key_and_conn(breq_t *b)
+void token_get_with_key(breq_t *b)
 {
     rcache_t *cache = b->w->cache;
+    rcache_entry_t *ke, *ce;
     char key[128], conn[128];
-    size_t klen, clen;
+    size_t klen, clen, kl, cl;
+
+    if (parse_mode_query(b) < 0)
+        return;
     hot_keys(b, key, &klen, conn, &clen);
+    /* a busy worker answers from the cache while Redis vouches for it (rcache.h) */
+    if (rcache_fresh(cache) && (ke = rcache_get(cache, key, klen)) != NULL &&
+        (ce = rcache_get(cache, conn, clen)) != NULL) {
+        const char *kv = rcache_value(ke, &kl), *cv = rcache_value(ce, &cl);
+        key_and_conn(b, kv, kl, cv, cl, ce);
+        return;
+    }
+    /* else one round trip, reserved in the cache first so that a change racing the
+     * read wins */
     b->cache_ticket[0] = rcache_reserve(cache, key, klen);
     b->cache_ticket[1] = rcache_reserve(cache, conn, clen);
     const char *argv[3] = {"MGET", key, conn};
     const size_t lens[3] = {4, klen, clen};
     breq_redisv(b, on_key_and_conn, 3, argv, lens);
-}
-
-/* Both records' cache entries, or 0. */
-static int cached_entries(breq_t *b, rcache_entry_t **ke, rcache_entry_t **ce)
-{
-    rcache_t *cache = b->w->cache;
-    char key[128], conn[128];
-    size_t klen, clen;
-    hot_keys(b, key, &klen, conn, &clen);
-    return (*ke = rcache_get(cache, key, klen)) != NULL && (*ce = rcache_get(cache, conn, clen)) != NULL;
-}
-
-static void serve_cached(breq_t *b, rcache_entry_t *ke, rcache_entry_t *ce)
-{
-    size_t kl, cl;
-    const char *kv = rcache_value(ke, &kl), *cv = rcache_value(ce, &cl);
-    key_and_conn(b, kv, kl, cv, cl, ce);
-}
-
-/* The barrier is back: answer from the cache if the records are still there. */
-static void on_barrier(void *data, int confirmed)
-{
-    breq_t *b = data;
-    rcache_entry_t *ke, *ce;
-    if (breq_live(b)) {
-        if (confirmed && cached_entries(b, &ke, &ce))
-            serve_cached(b, ke, ce);
-        else
-            read_key_and_conn(b);
-    }
-    breq_release(b);
-}
-
-void token_get_with_key(breq_t *b)
-{
-    rcache_entry_t *ke, *ce;
-
-    if (parse_mode_query(b) < 0)
-        return;
-    /* both records cached: answer once a barrier vouches for them (rcache.h) */
-    if (cached_entries(b, &ke, &ce)) {
-        breq_hold(b);
-        int rc = rcache_barrier(b->w->cache, on_barrier, b);
-        if (rc == 0) {
-            breq_deadline_store(b);
-            return;
-        }
-        breq_release(b);
-        if (rc == 1) {
-            serve_cached(b, ke, ce); /* entries stay valid across rcache_barrier */
-            return;
-        }
-    }
-    read_key_and_conn(b);
 }
 
 static void on_conn_for_rotate(breq_t *b, redisReply *r)

@@ -1,11 +1,13 @@
-"""The read cache never serves what another replica already changed (DESIGN: "caches
-are only an optimisation and must respect revocation within 1 s"; broker/store/rcache.h).
+"""The read cache never serves what another replica changed (DESIGN: "caches are only
+an optimisation and must respect revocation within 1 s"; broker/store/rcache.h).
 
-Two replicas share one Redis. Replica B's workers cache the key record and the sealed
-connection after reading them; every write on replica A (a rotation, a deleted
-connection, a revoked key), or straight into Redis, must be seen by B's very next
-request — not after a delay. A warm cache must also not hide a stalled Redis: a
-cached answer waits for a barrier through Redis, so a paused Redis is still 503.
+Two replicas share one Redis. A quiet replica reads Redis for every request, so it sees
+every write at once. A busy replica (wrk on one org, >= 5,000 requests/s on a worker)
+answers from its read cache, kept exact by Redis's invalidations and vouched for by a
+probe at most 100 ms old: a write on the other replica (a rotation, a deleted
+connection, a revoked key) must show within that bound (asserted against the
+contract's 1 s, the slack being for a loaded machine), and the old answer must never
+come back after.
 """
 
 import os
@@ -69,18 +71,63 @@ def cache_events(b, event):
     raise AssertionError(f"no read cache {event} counter in /metrics")
 
 
-def cache_hits(b):
-    return cache_events(b, "hit")
+class Busy:
+    """wrk on one org's getAccessToken of a replica, until its cache answers."""
+
+    def __init__(self, broker, org, key):
+        self.broker, self.org, self.key = broker, org, key
+
+    def __enter__(self):
+        assert shutil.which("wrk"), "wrk is missing (deploy/scripts/install-deps.sh test installs it)"
+        hits = cache_events(self.broker, "hit")
+        self.p = subprocess.Popen(["wrk", "-t1", "-c16", "-d30s", "-H", f"Authorization: Bearer {self.key}",
+                                   self.broker.url(f"/v1/orgs/{self.org}/access-token?mode=test")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        h.wait_until(lambda: cache_events(self.broker, "hit") > hits + 1000, 10,
+                     what="the busy replica answering from its cache")
+        return self
+
+    def __exit__(self, *exc):
+        self.p.terminate()
+        self.p.wait()
 
 
-def test_warm_requests_are_answered_from_the_cache():
+def until(fn, bound=1.0):
+    """Call fn until it returns a true value; assert it took less than bound seconds
+    (the cache's own bound is 0.1 s; the contract's is 1 s, e.g. "every replica rejects
+    that key within 1 second"; the suite runs modules in parallel on two cores)."""
+    t0 = time.monotonic()
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.monotonic() - t0 < bound, f"not seen {time.monotonic() - t0:.3f}s after the change"
+
+
+def busy_replica():
+    """A replica without the per-org rate limit, so that one org can keep it busy."""
+    return S.new_broker(f"busy{h.rand_str(4)}", BROKER_RATE_LIMIT_ORG_PER_S="0")
+
+
+def mget_calls():
+    c = S.rc()
+    try:
+        info = c.command("INFO", "commandstats").decode()
+    finally:
+        c.close()
+    for line in info.splitlines():
+        if line.startswith("cmdstat_mget:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_a_quiet_replica_reads_every_request_from_redis():
     org, key = connected()
     warm(org, key)
-    hits = cache_hits(B)
-    for _ in range(10):
+    before = mget_calls()
+    for _ in range(20):
         h.assert_status(B.access_token(org, "test", token=key), 200)
-    # counters are published every 50 ms
-    h.wait_until(lambda: cache_hits(B) >= hits + 10, 3, what="read cache hits counted")
+    assert mget_calls() - before == 20, "a quiet replica answered without reading Redis"
 
 
 def test_rotation_on_one_replica_is_seen_by_the_next_request_on_the_other():
@@ -147,40 +194,60 @@ def test_a_warm_cache_does_not_hide_a_stalled_redis():
 
 
 def test_rotation_while_the_other_replica_is_busy():
-    """B under load (wrk), so that its workers answer from the cache without a barrier of
-    their own (the busy path, rcache.h: a barrier back within RCACHE_FRESH_MS = 10 ms
-    covers them). Once A's rotation is answered, B serves the new token within that
-    bound (asserted with slack for a loaded machine), and never the old one after it."""
-    assert shutil.which("wrk"), "wrk is missing (deploy/scripts/install-deps.sh test installs it)"
-    busy = S.new_broker("busy", BROKER_RATE_LIMIT_ORG_PER_S="0")
+    busy = busy_replica()
     try:
         org, key = connected()
-        for _ in range(WARM):
-            h.assert_status(busy.access_token(org, "test", token=key), 200)
-        skipped = cache_events(busy, "barrier_skipped")
-        wrk = subprocess.Popen(["wrk", "-t1", "-c16", "-d20s", "-H", f"Authorization: Bearer {key}",
-                                busy.url(f"/v1/orgs/{org}/access-token?mode=test")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            h.wait_until(lambda: cache_events(busy, "barrier_skipped") > skipped + 1000, 10,
-                         what="the busy path in use")
+        with Busy(busy, org, key):
             for _ in range(10):
                 r = S.broker.request("POST", f"/v1/orgs/{org}/access-token/rotate?mode=test", token=key)
                 h.assert_status(r, 200)
-                new, t0 = r.json()["access_token"], time.monotonic()
-                seen = []
-                while True:
-                    got = busy.access_token(org, "test", token=key)
-                    h.assert_status(got, 200)
-                    seen.append(got.json()["access_token"])
-                    if seen[-1] == new:
-                        break
-                    assert time.monotonic() - t0 < 0.25, f"still the old token {time.monotonic() - t0:.3f}s after the rotation"
+                new = r.json()["access_token"]
+                until(lambda: busy.access_token(org, "test", token=key).json()["access_token"] == new)
                 for _ in range(3):
                     got = busy.access_token(org, "test", token=key)
                     assert got.json()["access_token"] == new, "the old token came back"
-        finally:
-            wrk.terminate()
-            wrk.wait()
+    finally:
+        busy.stop()
+
+
+def test_deleted_connection_while_the_other_replica_is_busy():
+    busy = busy_replica()
+    try:
+        org, key = connected()
+        with Busy(busy, org, key):
+            h.assert_status(S.broker.request("DELETE", f"/v1/orgs/{org}/connections/test", token=key), 204)
+            until(lambda: busy.access_token(org, "test", token=key).status == 404)
+            h.assert_error(busy.access_token(org, "test", token=key), 404, "not_connected")
+    finally:
+        busy.stop()
+
+
+def test_revoked_key_while_the_other_replica_is_busy():
+    busy = busy_replica()
+    try:
+        org, key = connected()
+        key_id = key.split("_")[1]
+        with Busy(busy, org, key):
+            h.assert_status(S.broker.admin("DELETE", f"/v1/admin/orgs/{org}/api-keys/{key_id}"), 204)
+            until(lambda: busy.access_token(org, "test", token=key).status == 401)
+            h.assert_error(busy.access_token(org, "test", token=key), 401, "unauthorized")
+    finally:
+        busy.stop()
+
+
+def test_a_busy_replica_still_answers_503_when_redis_stalls():
+    busy = busy_replica()
+    try:
+        org, key = connected()
+        with Busy(busy, org, key):
+            c = S.rc()
+            try:
+                c.command("CLIENT", "PAUSE", 2500, "ALL")
+                r = until(lambda: (lambda x: x if x.status == 503 else None)(
+                    busy.access_token(org, "test", token=key)), bound=2.0)
+                h.assert_error(r, 503, "store_unavailable")
+            finally:
+                c.command("CLIENT", "UNPAUSE")
+                c.close()
     finally:
         busy.stop()

@@ -637,7 +637,6 @@ typedef struct kt {
     h2o_evloop_t *loop;
     redis_loop_t *main;
     rcache_t *c;
-    int barrier_calls, barrier_confirmed;
     int messages;
     char last_msg[64];
 } kt_t;
@@ -658,7 +657,7 @@ static kt_t *kt_new(void)
     t->main = redis_loop_create(t->loop, &cfg, kt_state, t);
     t->c = rcache_create(t->loop, t->main, &cfg, "t:");
     assert_non_null(t->c);
-    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 5000));
+    assert_true(RUN_UNTIL(t->loop, rcache_tracking(t->c), 5000));
     return t;
 }
 
@@ -741,13 +740,6 @@ static void test_rcache_derived_data_lives_and_dies_with_the_entry(void **state)
     assert_non_null(e);
     assert_null(rcache_derived(e, &len, &tag)); /* built from the old value: gone */
     kt_free(t);
-}
-
-static void on_barrier_cb(void *data, int confirmed)
-{
-    kt_t *t = data;
-    t->barrier_calls++;
-    t->barrier_confirmed += confirmed;
 }
 
 static void ctl_ok(const char *fmt, const char *a, const char *b)
@@ -848,47 +840,62 @@ static void test_rcache_flushall_empties_it(void **state)
     kt_free(t);
 }
 
-static void test_rcache_barrier_confirms_when_redis_answers(void **state)
+/* Calls rcache_fresh as a busy worker would until it says 1 (or ms pass). */
+static int busy_until_fresh(kt_t *t, int ms)
 {
-    kt_t *t = kt_new();
-    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), 0);
-    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), 0);
-    assert_int_equal(t->barrier_calls, 0); /* never from inside the call */
-    assert_true(RUN_UNTIL(t->loop, t->barrier_calls == 2, 2000));
-    assert_int_equal(t->barrier_confirmed, 2);
-    kt_free(t);
-}
-
-static void test_rcache_busy_worker_answers_without_waiting_after_a_recent_barrier(void **state)
-{
-    kt_t *t = kt_new();
-    int immediate = 0;
-    uint64_t deadline = now_ms() + 3000;
-    while (!immediate && now_ms() < deadline) {
-        for (int i = 0; i < 20 && !immediate; i++)
-            immediate = rcache_barrier(t->c, on_barrier_cb, t) == 1;
+    int ok = 0;
+    uint64_t deadline = now_ms() + (uint64_t)ms;
+    while (!ok && now_ms() < deadline) {
+        for (int i = 0; i < RCACHE_BUSY_REQS && !ok; i++)
+            ok = rcache_fresh(t->c);
         h2o_evloop_run(t->loop, 1);
     }
-    assert_true(immediate);
+    return ok;
+}
+
+static void test_rcache_is_fresh_only_for_a_busy_worker_with_a_recent_probe(void **state)
+{
+    kt_t *t = kt_new();
+    assert_false(rcache_fresh(t->c)); /* quiet: read Redis */
+    uint64_t probes = rcache_stats(t->c).probes;
+    assert_true(busy_until_fresh(t, 3000));
+    assert_true(rcache_stats(t->c).probes > probes);
+    /* quiet again: two windows without requests */
+    RUN_UNTIL(t->loop, 0, 3 * RCACHE_BUSY_WINDOW_MS);
+    assert_false(rcache_fresh(t->c));
     kt_free(t);
 }
 
-static void test_rcache_stalled_redis_releases_waiters_unconfirmed_and_stops_serving(void **state)
+static void test_rcache_stalled_redis_is_not_fresh_within_the_bound(void **state)
 {
     kt_t *t = kt_new();
-    ctl_ok("SET %s %s", "t:p", "v");
-    cache_read(t, "t:p");
+    assert_true(busy_until_fresh(t, 3000));
     redisReply *rep = ctl_command(&g_redis, "CLIENT PAUSE 1500 ALL");
     freeReplyObject(rep);
     uint64_t t0 = now_ms();
-    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), 0);
-    assert_true(RUN_UNTIL(t->loop, t->barrier_calls == 1, 1000));
-    assert_int_equal(t->barrier_confirmed, 0);
-    assert_true(now_ms() - t0 <= RCACHE_BARRIER_MS + 2 * RCACHE_TICK_MS + 100);
-    assert_false(rcache_usable(t->c));
-    assert_false(is_cached(t, "t:p"));
-    /* Redis answers again: the cache comes back by itself */
-    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 5000));
+    int fresh = 1;
+    while (fresh && now_ms() - t0 < 1000) {
+        for (int i = 0; i < RCACHE_BUSY_REQS; i++)
+            fresh = rcache_fresh(t->c);
+        h2o_evloop_run(t->loop, 1);
+    }
+    assert_false(fresh);
+    assert_true(now_ms() - t0 <= RCACHE_FRESH_MS + 100);
+    /* Redis answers again: fresh again */
+    assert_true(busy_until_fresh(t, 5000));
+    kt_free(t);
+}
+
+static void test_rcache_same_bytes_keep_what_was_derived(void **state)
+{
+    kt_t *t = kt_new();
+    size_t len;
+    int64_t tag;
+    ctl_ok("SET %s %s", "t:same", "v");
+    cache_read(t, "t:same");
+    rcache_set_derived(rcache_get(t->c, "t:same", 6), "answer", 6, 0);
+    cache_read(t, "t:same"); /* read again, same bytes */
+    assert_non_null(rcache_derived(rcache_get(t->c, "t:same", 6), &len, &tag));
     kt_free(t);
 }
 
@@ -900,9 +907,9 @@ static void test_rcache_lost_subscriber_empties_it_and_it_comes_back(void **stat
     assert_true(cached_as(t, "t:s", "v"));
     redisReply *rep = ctl_command(&g_redis, "CLIENT KILL TYPE pubsub");
     freeReplyObject(rep);
-    assert_true(RUN_UNTIL(t->loop, !rcache_usable(t->c), 2000));
+    assert_true(RUN_UNTIL(t->loop, !rcache_tracking(t->c), 2000));
     assert_false(is_cached(t, "t:s"));
-    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 5000));
+    assert_true(RUN_UNTIL(t->loop, rcache_tracking(t->c), 5000));
     /* tracking is on again: a change is seen */
     cache_read(t, "t:s");
     assert_true(cached_as(t, "t:s", "v"));
@@ -917,11 +924,11 @@ static void test_rcache_redis_restart_empties_it_and_it_comes_back(void **state)
     ctl_ok("SET %s %s", "t:r", "v");
     cache_read(t, "t:r");
     redis_kill(&g_redis);
-    assert_true(RUN_UNTIL(t->loop, !rcache_usable(t->c), 2000));
+    assert_true(RUN_UNTIL(t->loop, !rcache_tracking(t->c), 2000));
     assert_false(is_cached(t, "t:r"));
-    assert_int_equal(rcache_barrier(t->c, on_barrier_cb, t), -1);
+    assert_int_equal(rcache_reserve(t->c, "t:r", 3), 0);
     redis_start(&g_redis);
-    assert_true(RUN_UNTIL(t->loop, rcache_usable(t->c), 8000));
+    assert_true(RUN_UNTIL(t->loop, rcache_tracking(t->c), 8000));
     kt_free(t);
 }
 
@@ -1504,9 +1511,9 @@ int main(void)
         cmocka_unit_test(test_rcache_change_between_reserve_and_fill_is_not_cached),
         cmocka_unit_test(test_rcache_flushall_empties_it),
         cmocka_unit_test(test_rcache_derived_data_lives_and_dies_with_the_entry),
-        cmocka_unit_test(test_rcache_barrier_confirms_when_redis_answers),
-        cmocka_unit_test(test_rcache_busy_worker_answers_without_waiting_after_a_recent_barrier),
-        cmocka_unit_test(test_rcache_stalled_redis_releases_waiters_unconfirmed_and_stops_serving),
+        cmocka_unit_test(test_rcache_is_fresh_only_for_a_busy_worker_with_a_recent_probe),
+        cmocka_unit_test(test_rcache_stalled_redis_is_not_fresh_within_the_bound),
+        cmocka_unit_test(test_rcache_same_bytes_keep_what_was_derived),
         cmocka_unit_test(test_rcache_lost_subscriber_empties_it_and_it_comes_back),
         cmocka_unit_test(test_rcache_redis_restart_empties_it_and_it_comes_back),
     };
