@@ -314,7 +314,7 @@ int rcache_fresh(rcache_t *c)
         c->window_ms = now;
     }
     c->window_reqs++;
-    if (c->tracking_id == 0 || c->prev_window_reqs < RCACHE_BUSY_REQS)
+    if (c->tracking_id == 0 || (c->prev_window_reqs < RCACHE_BUSY_REQS && c->window_reqs < RCACHE_BUSY_REQS))
         return 0;
     if ((!c->probe_out && !fresh(c, c->probe_sent_ms, RCACHE_PROBE_MS)) ||
         (c->probe_out && !fresh(c, c->probe_sent_ms, RCACHE_FRESH_MS)))
@@ -325,7 +325,7 @@ int rcache_fresh(rcache_t *c)
 rcache_entry_t *rcache_get(rcache_t *c, const char *key, size_t klen)
 {
     slot_t *s = c->tracking_id != 0 ? find(c, key_hash(key, klen), key, klen) : NULL;
-    if (s == NULL || !s->filled || !fresh(c, s->since_ms, RCACHE_MAX_AGE_MS)) {
+    if (s == NULL || !s->filled || !fresh(c, s->since_ms, RCACHE_MAX_AGE_MS - s->hash % (RCACHE_MAX_AGE_MS / 2))) {
         c->st.misses++;
         return NULL;
     }

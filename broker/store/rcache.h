@@ -7,7 +7,8 @@
  * database), and the entry is dropped.
  *
  * When a cached value may be served without asking Redis: only while the worker is
- * busy (at least RCACHE_BUSY_REQS requests in the last RCACHE_BUSY_WINDOW_MS), and
+ * busy (at least RCACHE_BUSY_REQS requests in the current or the previous
+ * RCACHE_BUSY_WINDOW_MS, so that a short scheduling gap does not flip it), and
  * only while a probe sent less than RCACHE_FRESH_MS ago has come back. A probe is a
  * PUBLISH on the worker's connection received by its subscriber; messages to one
  * connection arrive in order, so when it is back every invalidation for a write Redis
@@ -36,9 +37,9 @@
 
 #define RCACHE_SETS 2048         /* a power of two */
 #define RCACHE_WAYS 4            /* entries per set: 8192 in all */
-#define RCACHE_MAX_AGE_MS 10000
-#define RCACHE_BUSY_WINDOW_MS 10
-#define RCACHE_BUSY_REQS 50      /* per window: 5,000 requests/s on the worker */
+#define RCACHE_MAX_AGE_MS 10000  /* entries live 5 to 10 s (spread, so they do not expire together) */
+#define RCACHE_BUSY_WINDOW_MS 100
+#define RCACHE_BUSY_REQS 500     /* per window: 5,000 requests/s on the worker */
 #define RCACHE_FRESH_MS 100
 #define RCACHE_PROBE_MS 10
 #define RCACHE_SUB_DEAD_MS 3000
