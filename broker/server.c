@@ -2,7 +2,7 @@
  *
  * Design: N worker threads, each with its own h2o evloop, context, dup of the one
  * listening socket, Redis connection (with its read cache, store/rcache.h) and curl
- * multi handle; a worker writes its log lines once per loop turn. The global h2o config is
+ * multi handle. The global h2o config is
  * shared read-only. A request is matched against a static route table, its bearer
  * authenticated, its org id normalised, and then handed to a handler in routes/.
  * Handlers go asynchronous through breq_redis()/Stripe calls; every request carries a
@@ -806,7 +806,6 @@ static void *worker_main(void *arg)
     while (!redis_loop_ready(w->redis) && time_mono_ms() - t0 < STARTUP_REDIS_WAIT_MS && !atomic_load(&g_stop))
         h2o_evloop_run(w->loop, 10);
     h2o_socket_read_start(w->listener, on_accept);
-    log_batch_start();
     while (!atomic_load(&g_stop) || w->inflight > 0) {
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
@@ -819,9 +818,7 @@ static void *worker_main(void *arg)
         if (drain_start != 0 && time_mono_ms() - drain_start > DRAIN_MAX_MS)
             break;
         h2o_evloop_run(w->loop, 50);
-        log_flush(); /* the turn's request lines, in one write */
     }
-    log_flush();
     return NULL;
 }
 

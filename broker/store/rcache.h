@@ -37,7 +37,7 @@
 
 #define RCACHE_SETS 2048         /* a power of two */
 #define RCACHE_WAYS 4            /* entries per set: 8192 in all */
-#define RCACHE_MAX_AGE_MS 10000  /* entries live 5 to 10 s (spread, so they do not expire together) */
+#define RCACHE_MAX_AGE_MS 60000  /* entries live 30 to 60 s (spread, so they do not expire together) */
 #define RCACHE_BUSY_WINDOW_MS 100
 #define RCACHE_BUSY_REQS 500     /* per window: 5,000 requests/s on the worker */
 #define RCACHE_FRESH_MS 100
