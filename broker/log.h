@@ -1,5 +1,7 @@
 /* log.h — one JSON object per line on stderr (CONTRACT §7).
- * Each line is written with a single write(2) so threads never interleave. Callers
+ * Lines are whole when written: a thread writes one line, or (worker threads, after
+ * log_batch_start) every line of its loop turn, with a single write(2), so threads
+ * never interleave. Callers
  * pass only non-secret values: no token, code, key, ticket, state or cookie value
  * ever reaches this module. */
 #ifndef BROKER_LOG_H
@@ -14,4 +16,9 @@ int log_enabled(int level);
 void log_event(int level, const char *msg, ...);
 /* Append a raw, already JSON-encoded line body (used by the request logger). */
 void log_raw(int level, const char *json_fields);
+/* From now on, this thread's lines wait in a buffer until log_flush() (worker threads
+ * call it after every loop turn) or until LOG_BATCH_BYTES are waiting. */
+#define LOG_BATCH_BYTES 16384
+void log_batch_start(void);
+void log_flush(void);
 #endif

@@ -2,7 +2,8 @@
  *
  * Design: N worker threads, each with its own h2o evloop, context, dup of the one
  * listening socket, Redis connection (with its read cache, store/rcache.h) and curl
- * multi handle. The global h2o config is
+ * multi handle. Answers and their log lines are written at the end of each loop turn
+ * (send_turn): one write(2) for the turn's log lines, then the answers. The global h2o config is
  * shared read-only. A request is matched against a static route table, its bearer
  * authenticated, its org id normalised, and then handed to a handler in routes/.
  * Handlers go asynchronous through breq_redis()/Stripe calls; every request carries a
@@ -165,9 +166,13 @@ static const char *reason_of(int status)
     }
 }
 
+/* The value is copied into the request's pool: the answer leaves at the end of the loop
+ * turn (send_turn), after the caller's buffers are gone. */
 static void add_header(h2o_req_t *req, const char *name, const char *value)
 {
-    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL, value, strlen(value));
+    size_t n = strlen(value);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL,
+                          h2o_strdup(&req->pool, value, n).base, n);
 }
 
 /* Decimal digits of v into out (no NUL); returns the count. */
@@ -232,13 +237,36 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
     req->res.status = status;
     req->res.reason = reason_of(status);
     if (ctype != NULL)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype)); /* static */
     add_header(req, "cache-control", "no-store");
     add_header(req, "x-content-type-options", "nosniff");
     req->res.content_length = len;
     finish(b, status);
-    h2o_send_inline(req, body, len);
+    /* sent at the end of the loop turn, right after the turn's log lines (send_turn) */
+    h2o_vector_reserve(NULL, &b->w->sends, b->w->sends.size + 1);
+    b->w->sends.entries[b->w->sends.size++] = (struct pending_send){req, h2o_strdup(&req->pool, body, len)};
     breq_release(b);
+}
+
+/* The end of a loop turn: write the turn's log lines (one write), then send the answers,
+ * so that an answer never leaves before its line. Sending may start the next pipelined
+ * request of a connection, whose answer waits for the next round here. */
+static void send_turn(worker_t *w)
+{
+    static h2o_generator_t generator = {NULL, NULL};
+    while (w->sends.size != 0) {
+        struct pending_send *batch = w->sends.entries;
+        size_t n = w->sends.size;
+        w->sends.entries = NULL;
+        w->sends.size = w->sends.capacity = 0;
+        log_flush();
+        for (size_t i = 0; i < n; i++) {
+            h2o_start_response(batch[i].req, &generator);
+            h2o_send(batch[i].req, &batch[i].body, 1, H2O_SEND_STATE_FINAL);
+        }
+        free(batch);
+    }
+    log_flush();
 }
 
 void breq_json(breq_t *b, int status, const char *json, size_t len)
@@ -289,7 +317,8 @@ void breq_redirect(breq_t *b, const char *location, const char *set_cookie)
     if (!breq_live(b))
         return;
     add_page_headers(b->req, set_cookie);
-    h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_LOCATION, NULL, location, strlen(location));
+    h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_LOCATION, NULL,
+                   h2o_strdup(&b->req->pool, location, strlen(location)).base, strlen(location));
     send_body(b, 303, "text/plain; charset=utf-8", "", 0);
 }
 
@@ -806,6 +835,7 @@ static void *worker_main(void *arg)
     while (!redis_loop_ready(w->redis) && time_mono_ms() - t0 < STARTUP_REDIS_WAIT_MS && !atomic_load(&g_stop))
         h2o_evloop_run(w->loop, 10);
     h2o_socket_read_start(w->listener, on_accept);
+    log_batch_start();
     while (!atomic_load(&g_stop) || w->inflight > 0) {
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
@@ -818,7 +848,9 @@ static void *worker_main(void *arg)
         if (drain_start != 0 && time_mono_ms() - drain_start > DRAIN_MAX_MS)
             break;
         h2o_evloop_run(w->loop, 50);
+        send_turn(w);
     }
+    send_turn(w);
     return NULL;
 }
 
@@ -835,7 +867,7 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
     h2o_timeout_init(w->loop, &w->stripe_deadline, (uint64_t)cfg->upstream_timeout_ms + STORE_DEADLINE_MS);
     redis_loop_config_t rc = {cfg->redis_host, cfg->redis_port, cfg->redis_unix, cfg->redis_password, cfg->redis_db};
     w->redis = redis_loop_create(w->loop, &rc, on_redis_state, w);
-    w->cache = w->redis != NULL ? rcache_create(w->loop, w->redis, &rc, cfg->redis_prefix) : NULL;
+    w->cache = w->redis != NULL ? rcache_create(w->loop, w->redis, &rc, cfg->redis_prefix, cfg->cache_busy_rps) : NULL;
     w->curl = curl_loop_create(w->loop);
     w->tokens = token_service_create(w);
     if (w->redis == NULL || w->cache == NULL || w->curl == NULL || w->tokens == NULL)

@@ -26,6 +26,10 @@
 #define DRAIN_MAX_MS 10000      /* SIGTERM: finish in-flight requests within this */
 
 struct token_service;
+struct pending_send {
+    h2o_req_t *req;
+    h2o_iovec_t body; /* in the request's pool */
+};
 
 typedef struct worker {
     int id;
@@ -41,6 +45,7 @@ typedef struct worker {
     h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
     h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */
     size_t inflight;                /* requests not yet answered */
+    H2O_VECTOR(struct pending_send) sends; /* answers of this loop turn, sent after its log lines */
     struct rate_slot *rate;         /* RATE_SLOTS fixed-window counters (per IP / per org) */
 } worker_t;
 

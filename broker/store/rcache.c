@@ -64,6 +64,7 @@ struct rcache {
     uint64_t last_back_ms;
     uint64_t window_ms;     /* start of the current RCACHE_BUSY_WINDOW_MS window */
     unsigned window_reqs, prev_window_reqs;
+    unsigned busy_reqs;     /* per window; 0: never busy */
 
     h2o_timeout_t tick_list;
     h2o_timeout_entry_t tick_entry;
@@ -262,7 +263,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
 /* ===== Public API ===== */
 
 rcache_t *rcache_create(h2o_evloop_t *loop, redis_loop_t *main, const redis_loop_config_t *cfg,
-                        const char *key_prefix)
+                        const char *key_prefix, int busy_rps)
 {
     rcache_t *c = calloc(1, sizeof(*c));
     char id[33];
@@ -276,6 +277,7 @@ rcache_t *rcache_create(h2o_evloop_t *loop, redis_loop_t *main, const redis_loop
     c->channels[1] = c->probe_channel;
     c->loop = loop;
     c->main = main;
+    c->busy_reqs = busy_rps <= 0 ? 0 : (unsigned)((uint64_t)busy_rps * RCACHE_BUSY_WINDOW_MS / 1000 + 1);
     c->main_up = redis_loop_ready(main);
     h2o_timeout_init(loop, &c->tick_list, RCACHE_TICK_MS);
     c->tick_entry.cb = on_tick;
@@ -314,7 +316,8 @@ int rcache_fresh(rcache_t *c)
         c->window_ms = now;
     }
     c->window_reqs++;
-    if (c->tracking_id == 0 || (c->prev_window_reqs < RCACHE_BUSY_REQS && c->window_reqs < RCACHE_BUSY_REQS))
+    if (c->tracking_id == 0 || c->busy_reqs == 0 ||
+        (c->prev_window_reqs < c->busy_reqs && c->window_reqs < c->busy_reqs))
         return 0;
     if ((!c->probe_out && !fresh(c, c->probe_sent_ms, RCACHE_PROBE_MS)) ||
         (c->probe_out && !fresh(c, c->probe_sent_ms, RCACHE_FRESH_MS)))

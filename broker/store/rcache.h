@@ -7,8 +7,9 @@
  * database), and the entry is dropped.
  *
  * When a cached value may be served without asking Redis: only while the worker is
- * busy (at least RCACHE_BUSY_REQS requests in the current or the previous
- * RCACHE_BUSY_WINDOW_MS, so that a short scheduling gap does not flip it), and
+ * busy (busy_rps, BROKER_CACHE_BUSY_RPS: that many requests per second, counted in
+ * the current or the previous RCACHE_BUSY_WINDOW_MS, so that a short scheduling gap
+ * does not flip it), and
  * only while a probe sent less than RCACHE_FRESH_MS ago has come back. A probe is a
  * PUBLISH on the worker's connection received by its subscriber; messages to one
  * connection arrive in order, so when it is back every invalidation for a write Redis
@@ -39,7 +40,6 @@
 #define RCACHE_WAYS 4            /* entries per set: 8192 in all */
 #define RCACHE_MAX_AGE_MS 60000  /* entries live 30 to 60 s (spread, so they do not expire together) */
 #define RCACHE_BUSY_WINDOW_MS 100
-#define RCACHE_BUSY_REQS 500     /* per window: 5,000 requests/s on the worker */
 #define RCACHE_FRESH_MS 100
 #define RCACHE_PROBE_MS 10
 #define RCACHE_SUB_DEAD_MS 3000
@@ -54,9 +54,10 @@ typedef struct rcache_stats {
 
 /* Start the subscriber (same Redis settings as main) and the watchdog. main must
  * outlive the cache; its state changes must be passed to rcache_main_state(). The
- * probe channel is "<key_prefix>rcache-probe:<random>". */
+ * probe channel is "<key_prefix>rcache-probe:<random>". busy_rps 0: never serve from
+ * the cache (it then only keeps what was derived from values). */
 rcache_t *rcache_create(h2o_evloop_t *loop, redis_loop_t *main, const redis_loop_config_t *cfg,
-                        const char *key_prefix);
+                        const char *key_prefix, int busy_rps);
 void rcache_destroy(rcache_t *c);
 /* The main connection came up (1) or went down (0). */
 void rcache_main_state(rcache_t *c, int connected);
