@@ -35,10 +35,10 @@ typedef struct config {
     char *admin_token;     /* secret */
     oauth_flavor_t flavor;
     int refresh_margin_s;
-    int background_refresh_s;
+    int background_refresh_s; /* BROKER_BACKGROUND_REFRESH_S (apps): seconds between passes */
     int rate_ip_per_min;      /* BROKER_RATE_LIMIT_IP_PER_MIN: browser pages, per client IP, per worker; 0 off */
     int rate_org_per_s;       /* BROKER_RATE_LIMIT_ORG_PER_S: org API, per org, per worker; 0 off */
-    int cache_busy_rps;       /* BROKER_CACHE_BUSY_RPS: a worker this busy answers from its read cache; 0 never */ /* BROKER_BACKGROUND_REFRESH_S (apps): seconds between passes */
+    int cache_busy_rps;       /* BROKER_CACHE_BUSY_RPS: a worker this busy answers from its read cache; 0 never */
     int upstream_timeout_ms;
     char **return_allow;   /* origin patterns, lower case, e.g. https + "://" + "*.my.site.com" */
     size_t return_allow_n;

@@ -249,23 +249,22 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
 }
 
 /* The end of a loop turn: write the turn's log lines (one write), then send the answers,
- * so that an answer never leaves before its line. Sending may start the next pipelined
- * request of a connection, whose answer waits for the next round here. */
+ * so that an answer never leaves before its line. An answer queued while sending (a
+ * pipelined request started by h2o) gets its line flushed in the next round here. The
+ * vector keeps its capacity from turn to turn. */
 static void send_turn(worker_t *w)
 {
     static h2o_generator_t generator = {NULL, NULL};
-    while (w->sends.size != 0) {
-        struct pending_send *batch = w->sends.entries;
-        size_t n = w->sends.size;
-        w->sends.entries = NULL;
-        w->sends.size = w->sends.capacity = 0;
+    size_t i = 0;
+    while (i < w->sends.size) {
         log_flush();
-        for (size_t i = 0; i < n; i++) {
-            h2o_start_response(batch[i].req, &generator);
-            h2o_send(batch[i].req, &batch[i].body, 1, H2O_SEND_STATE_FINAL);
+        for (size_t n = w->sends.size; i < n; i++) {
+            struct pending_send p = w->sends.entries[i]; /* sending may grow the vector */
+            h2o_start_response(p.req, &generator);
+            h2o_send(p.req, &p.body, 1, H2O_SEND_STATE_FINAL);
         }
-        free(batch);
     }
+    w->sends.size = 0;
     log_flush();
 }
 

@@ -61,7 +61,6 @@ struct rcache {
     uint64_t probe_sent_ms;
     int probe_out;          /* probe_seq has not come back yet */
     uint64_t confirmed_ms;  /* send time of the newest probe that came back; 0: none */
-    uint64_t last_back_ms;
     uint64_t window_ms;     /* start of the current RCACHE_BUSY_WINDOW_MS window */
     unsigned window_reqs, prev_window_reqs;
     unsigned busy_reqs;     /* per window; 0: never busy */
@@ -120,7 +119,6 @@ static void flush_all(rcache_t *c)
     for (size_t i = 0; i < (size_t)RCACHE_SETS * RCACHE_WAYS; i++)
         if (c->slots[i].key != NULL)
             slot_clear(&c->slots[i]);
-    c->st.flushes++;
 }
 
 /* 1 when ms (a past h2o_now) is less than limit ago; a clock step back counts as stale. */
@@ -206,7 +204,6 @@ static void on_message(const char *channel, size_t len, redisReply *payload, voi
             strtoull(payload->str, NULL, 10) == c->probe_seq) {
             c->probe_out = 0;
             c->confirmed_ms = c->probe_sent_ms;
-            c->last_back_ms = h2o_now(c->loop);
         }
         return;
     }
@@ -224,19 +221,11 @@ static void on_message(const char *channel, size_t len, redisReply *payload, voi
 
 /* ===== Probes ===== */
 
+/* At most one per RCACHE_PROBE_MS: formatting cost does not matter here. */
 static void probe_send(rcache_t *c)
 {
-    char seq[24], tmp[24];
-    size_t n = 0, k = 0;
-    uint64_t v = c->probe_seq + 1;
-    do
-        tmp[k++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    while (k > 0)
-        seq[n++] = tmp[--k];
-    const char *argv[3] = {"PUBLISH", c->probe_channel, seq};
-    const size_t lens[3] = {7, strlen(c->probe_channel), n};
-    if (redis_loop_commandv(c->main, NULL, NULL, 3, argv, lens) != 0)
+    if (redis_loop_command(c->main, NULL, NULL, "PUBLISH %s %llu", c->probe_channel,
+                           (unsigned long long)(c->probe_seq + 1)) != 0)
         return;
     c->probe_seq++;
     c->probe_sent_ms = h2o_now(c->loop);
@@ -253,7 +242,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
     metrics_cache(c->st.hits - c->reported.hits, c->st.misses - c->reported.misses,
                   c->st.invalidations - c->reported.invalidations, c->st.probes - c->reported.probes);
     c->reported = c->st;
-    uint64_t last = c->last_back_ms > c->sub_up_ms ? c->last_back_ms : c->sub_up_ms;
+    uint64_t last = c->confirmed_ms > c->sub_up_ms ? c->confirmed_ms : c->sub_up_ms;
     if (c->tracking_id != 0 && c->main_up && c->probe_out && !fresh(c, last, RCACHE_SUB_DEAD_MS)) {
         log_event(LOG_WARN, "redis invalidation channel silent, reconnecting", (const char *)NULL);
         redis_loop_reconnect(c->sub); /* on_sub_state(0) turns tracking off */
@@ -319,8 +308,8 @@ int rcache_fresh(rcache_t *c)
     if (c->tracking_id == 0 || c->busy_reqs == 0 ||
         (c->prev_window_reqs < c->busy_reqs && c->window_reqs < c->busy_reqs))
         return 0;
-    if ((!c->probe_out && !fresh(c, c->probe_sent_ms, RCACHE_PROBE_MS)) ||
-        (c->probe_out && !fresh(c, c->probe_sent_ms, RCACHE_FRESH_MS)))
+    /* the next probe, or one in place of a probe that is not back in time */
+    if (!fresh(c, c->probe_sent_ms, c->probe_out ? RCACHE_FRESH_MS : RCACHE_PROBE_MS))
         probe_send(c);
     return c->confirmed_ms != 0 && fresh(c, c->confirmed_ms, RCACHE_FRESH_MS);
 }
@@ -393,7 +382,6 @@ rcache_entry_t *rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t 
         return NULL;
     s->ticket = 0;
     s->since_ms = h2o_now(c->loop);
-    c->st.fills++;
     if (s->filled && s->present == (val != NULL) && (val == NULL || (s->vlen == len && memcmp(s->val, val, len) == 0)))
         return s; /* the same bytes: what was derived from them still holds */
     drop_value(s);

@@ -49,7 +49,7 @@ typedef struct rcache rcache_t;
 typedef struct rcache_entry rcache_entry_t; /* valid until control returns to the loop */
 
 typedef struct rcache_stats {
-    uint64_t hits, misses, fills, invalidations, flushes, probes;
+    uint64_t hits, misses, invalidations, probes;
 } rcache_stats_t;
 
 /* Start the subscriber (same Redis settings as main) and the watchdog. main must

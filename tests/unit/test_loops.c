@@ -757,18 +757,12 @@ static void on_sub_message(const char *channel, size_t len, redisReply *payload,
         snprintf(t->last_msg, sizeof(t->last_msg), "%.*s", (int)payload->len, payload->str);
 }
 
-static void on_sub_state_count(int connected, void *data)
-{
-    (void)connected;
-    (void)data;
-}
-
 static void test_subscriber_receives_messages_and_takes_no_commands(void **state)
 {
     kt_t t = {.loop = h2o_evloop_create()};
     redis_loop_config_t cfg = {.host = "127.0.0.1", .port = g_redis.port};
     const char *channels[] = {"t:chan"};
-    redis_loop_t *sub = redis_loop_create_subscriber(t.loop, &cfg, channels, 1, on_sub_message, on_sub_state_count, &t);
+    redis_loop_t *sub = redis_loop_create_subscriber(t.loop, &cfg, channels, 1, on_sub_message, NULL, &t);
     assert_true(RUN_UNTIL(t.loop, redis_loop_ready(sub), 5000));
     assert_true(redis_loop_client_id(sub) > 0);
     assert_int_equal(redis_loop_command(sub, NULL, NULL, "PING"), -1);
