@@ -1,13 +1,18 @@
 /* log.c — JSON lines on stderr (see log.h).
- * Owns the line format and the level filter. Never receives secrets: callers pass
- * ids, routes and statuses only. A line is one write(2), or a worker's lines of one
- * loop turn are (one write per turn instead of one per request). Tested by the logs
- * integration tests, which also scan the log for every secret a flow used. */
+ * Owns the line format, the level filter and the writer thread. Never receives
+ * secrets: callers pass ids, routes and statuses only. A line, or a worker's lines of
+ * one loop turn, is appended to the writer's queue in one piece (or written with one
+ * write(2) when no writer runs: start-up, the CLI). Tested by the logs integration
+ * tests, which also scan the log for every secret a flow used, and by the unit tests. */
 #include "log.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,10 +61,183 @@ static void line_begin(buf_t *b, int level)
 static __thread int t_batch;
 static __thread buf_t t_pending;
 
-static void write_all(const char *p, size_t len)
+/* Writes p to fd; returns the bytes written: all of them, unless fd is non-blocking and
+ * full. A closed or failing stderr loses the lines (nothing better to do with them). */
+static size_t write_now(int fd, const char *p, size_t len)
 {
-    ssize_t r = write(STDERR_FILENO, p, len);
-    (void)r; /* a full or closed stderr loses the line; nothing better to do with it */
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = write(fd, p + done, len - done);
+        if (r > 0)
+            done += (size_t)r;
+        else if (r < 0 && errno == EAGAIN)
+            break;
+        else if (!(r < 0 && errno == EINTR))
+            return len;
+    }
+    return done;
+}
+
+/* The writer's queue, and who writes to stderr: at most one thread at a time (the writer,
+ * or a caller writing directly) holds q_owner, so lines never interleave and stay in
+ * order; the others queue. */
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static buf_t q_buf;
+static unsigned long q_lost; /* dropped since the last report */
+static int q_state;          /* 0 no writer, 1 running, 2 stopping */
+static int q_owner;          /* someone is writing to stderr */
+static int q_fd = -1;        /* direct writes: stderr, non-blocking when it is a pipe or terminal */
+static pthread_t q_thread;
+static atomic_ulong g_dropped;
+
+static int queue_pending(void)
+{
+    return q_buf.len != 0 || q_lost != 0;
+}
+
+/* Under q_lock: appends (or, front: puts before what waits) whole lines, or drops them. */
+static void queue_locked(const char *p, size_t len, int front)
+{
+    if (q_buf.len + len > LOG_QUEUE_MAX_BYTES && !front) {
+        unsigned long lines = 0;
+        for (size_t i = 0; i < len; i++)
+            lines += p[i] == '\n';
+        q_lost += lines;
+        atomic_fetch_add_explicit(&g_dropped, lines, memory_order_relaxed);
+    } else if (front && q_buf.len != 0) {
+        buf_t b = {0};
+        buf_append(&b, p, len);
+        buf_append(&b, q_buf.p, q_buf.len);
+        buf_free(&q_buf);
+        q_buf = b;
+    } else {
+        buf_append(&q_buf, p, len);
+    }
+    if (!q_owner)
+        pthread_cond_signal(&q_cond);
+}
+
+static void *writer_main(void *arg)
+{
+    buf_t mine = {0};
+    (void)arg;
+    pthread_mutex_lock(&q_lock);
+    for (;;) {
+        while ((!queue_pending() || q_owner) && q_state == 1)
+            pthread_cond_wait(&q_cond, &q_lock);
+        while (q_owner) /* stopping: a direct write still under way */
+            pthread_cond_wait(&q_cond, &q_lock);
+        if (!queue_pending()) {
+            q_state = 0; /* stopping, and everything is written: back to direct writes */
+            break;
+        }
+        if (q_state == 1 && LOG_GATHER_MS > 0) {
+            /* let the lines of the next few ms join these: one wake-up and one write for
+             * all of them (a wake-up per loop turn would preempt the workers thousands of
+             * times a second); nobody writes directly while lines wait */
+            struct timespec ts = {0, LOG_GATHER_MS * 1000000L};
+            pthread_mutex_unlock(&q_lock);
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&q_lock);
+            if (q_owner)
+                continue;
+        }
+        buf_t t = q_buf;
+        q_buf = mine, mine = t;
+        unsigned long lost = q_lost;
+        q_lost = 0;
+        q_owner = 1;
+        pthread_mutex_unlock(&q_lock);
+        write_now(STDERR_FILENO, mine.p, mine.len);
+        mine.len = 0;
+        pthread_mutex_lock(&q_lock);
+        q_owner = 0;
+        if (lost != 0) {
+            char n[32];
+            snprintf(n, sizeof(n), "%lu", lost);
+            pthread_mutex_unlock(&q_lock);
+            log_event(LOG_WARN, "log lines dropped: stderr did not keep up", "lines", n, NULL);
+            pthread_mutex_lock(&q_lock);
+        }
+    }
+    buf_free(&q_buf);
+    pthread_mutex_unlock(&q_lock);
+    buf_free(&mine);
+    return NULL;
+}
+
+/* Whole lines to stderr, in order. direct: written by the caller now, unless lines wait
+ * for the writer or stderr is full (then what is left is queued); else queued. Without
+ * a writer: written now, blocking. */
+static void emit(const char *p, size_t len, int direct)
+{
+    pthread_mutex_lock(&q_lock);
+    if (q_state == 0) {
+        pthread_mutex_unlock(&q_lock);
+        write_now(STDERR_FILENO, p, len);
+        return;
+    }
+    if (direct && !queue_pending() && !q_owner) {
+        q_owner = 1;
+        pthread_mutex_unlock(&q_lock);
+        size_t n = write_now(q_fd, p, len);
+        pthread_mutex_lock(&q_lock);
+        q_owner = 0;
+        p += n, len -= n;
+        if (len != 0)
+            queue_locked(p, len, 1); /* before anything queued meanwhile: the rest of a line */
+        else if (queue_pending() || q_state == 2)
+            pthread_cond_signal(&q_cond);
+    } else {
+        queue_locked(p, len, 0);
+    }
+    pthread_mutex_unlock(&q_lock);
+}
+
+int log_writer_start(void)
+{
+    struct stat st;
+    pthread_mutex_lock(&q_lock);
+    int rc = 0;
+    if (q_state == 0) {
+        /* a pipe or terminal gets a file description of its own, non-blocking, for the
+         * direct writes (setting O_NONBLOCK on fd 2 would change it for every process
+         * sharing it); a file, or a socket, which cannot be reopened, keeps fd 2 */
+        q_fd = STDERR_FILENO;
+        if (fstat(STDERR_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
+            int fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (fd != -1)
+                q_fd = fd;
+        }
+        rc = pthread_create(&q_thread, NULL, writer_main, NULL);
+        if (rc == 0)
+            q_state = 1;
+    }
+    pthread_mutex_unlock(&q_lock);
+    return rc == 0 ? 0 : -1;
+}
+
+void log_writer_stop(void)
+{
+    pthread_mutex_lock(&q_lock);
+    int running = q_state == 1;
+    if (running) {
+        q_state = 2;
+        pthread_cond_signal(&q_cond);
+    }
+    pthread_mutex_unlock(&q_lock);
+    if (!running)
+        return;
+    pthread_join(q_thread, NULL);
+    if (q_fd != STDERR_FILENO)
+        close(q_fd);
+    q_fd = -1;
+}
+
+unsigned long log_dropped_lines(void)
+{
+    return atomic_load_explicit(&g_dropped, memory_order_relaxed);
 }
 
 /* Where this thread's next line is built: the batch, or a buffer of its own. */
@@ -73,10 +251,10 @@ static void line_end(buf_t *b)
     buf_puts(b, "}\n");
     if (b == &t_pending) {
         if (t_pending.len >= LOG_BATCH_BYTES)
-            log_flush();
+            log_flush(0);
         return;
     }
-    write_all(b->p, b->len);
+    emit(b->p, b->len, 1);
     buf_free(b);
 }
 
@@ -85,12 +263,19 @@ void log_batch_start(void)
     t_batch = 1;
 }
 
-void log_flush(void)
+void log_flush(int direct)
 {
     if (t_pending.len == 0)
         return;
-    write_all(t_pending.p, t_pending.len);
+    emit(t_pending.p, t_pending.len, direct);
     t_pending.len = 0;
+}
+
+void log_batch_stop(void)
+{
+    log_flush(0);
+    buf_free(&t_pending);
+    t_batch = 0;
 }
 
 void log_event(int level, const char *msg, ...)

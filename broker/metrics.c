@@ -3,6 +3,7 @@
  * Labels come from fixed vocabularies (route patterns, status codes, outcome names),
  * never from request data. Tested by the ops integration tests. */
 #include "metrics.h"
+#include "log.h"
 #include <stdatomic.h>
 #include <string.h>
 
@@ -141,6 +142,9 @@ void metrics_render(buf_t *out)
     buf_puts(out, "# HELP stb_redis_errors_total Redis failures (disconnects, errors, timeouts).\n"
                   "# TYPE stb_redis_errors_total counter\n");
     buf_printf(out, "stb_redis_errors_total %lu\n", LOAD(redis_errors));
+    buf_puts(out, "# HELP stb_log_lines_dropped_total Log lines dropped because stderr did not keep up.\n"
+                  "# TYPE stb_log_lines_dropped_total counter\n");
+    buf_printf(out, "stb_log_lines_dropped_total %lu\n", log_dropped_lines());
 
     buf_puts(out, "# HELP stb_read_cache_events_total Read cache of key and connection records: lookups "
                   "(hit, miss), invalidations received from Redis, and probes sent while busy.\n"

@@ -2,8 +2,9 @@
  *
  * Design: N worker threads, each with its own h2o evloop, context, dup of the one
  * listening socket, Redis connection (with its read cache, store/rcache.h) and curl
- * multi handle. Answers and their log lines are written at the end of each loop turn
- * (send_turn): one write(2) for the turn's log lines, then the answers. The global h2o config is
+ * multi handle. Answers and their log lines leave at the end of each loop turn
+ * (send_turn): the turn's log lines at once (written, or queued for the log writer
+ * thread when the worker is busy), then the answers. The global h2o config is
  * shared read-only. A request is matched against a static route table, its bearer
  * authenticated, its org id normalised, and then handed to a handler in routes/.
  * Handlers go asynchronous through breq_redis()/Stripe calls; every request carries a
@@ -248,16 +249,34 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
     breq_release(b);
 }
 
-/* The end of a loop turn: write the turn's log lines (one write), then send the answers,
- * so that an answer never leaves before its line. An answer queued while sending (a
- * pipelined request started by h2o) gets its line flushed in the next round here. The
- * vector keeps its capacity from turn to turn. */
+/* A worker is busy while it answers over QUIET_MAX_ANSWERS in the current or the last
+ * window of 100 ms (1,000 requests/s): then its log lines go to the log writer thread,
+ * and its answers never wait on stderr. A quiet worker writes them itself. */
+#define QUIET_MAX_ANSWERS 100
+
+static int busy(worker_t *w, size_t answers)
+{
+    uint64_t now = h2o_now(w->loop);
+    if (now < w->window_ms || now - w->window_ms >= 100) {
+        w->prev_window_answers = now - w->window_ms < 200 ? w->window_answers : 0;
+        w->window_answers = 0;
+        w->window_ms = now;
+    }
+    w->window_answers += answers;
+    return w->window_answers > QUIET_MAX_ANSWERS || w->prev_window_answers > QUIET_MAX_ANSWERS;
+}
+
+/* The end of a loop turn: hand over the turn's log lines (at once), then send the
+ * answers, so that a quiet worker's answer never leaves before its line. An answer
+ * queued while sending (a pipelined request started by h2o) gets its line handed over
+ * in the next round here. The vector keeps its capacity from turn to turn. */
 static void send_turn(worker_t *w)
 {
     static h2o_generator_t generator = {NULL, NULL};
     size_t i = 0;
+    int direct = !busy(w, w->sends.size);
     while (i < w->sends.size) {
-        log_flush();
+        log_flush(direct);
         for (size_t n = w->sends.size; i < n; i++) {
             struct pending_send p = w->sends.entries[i]; /* sending may grow the vector */
             h2o_start_response(p.req, &generator);
@@ -265,7 +284,7 @@ static void send_turn(worker_t *w)
         }
     }
     w->sends.size = 0;
-    log_flush();
+    log_flush(direct);
 }
 
 void breq_json(breq_t *b, int status, const char *json, size_t len)
@@ -783,17 +802,60 @@ typedef struct server {
     worker_t *workers;
 } server_t;
 
+/* Workers share the client connections evenly: a worker holding more than
+ * BALANCE_SLACK connections above the least loaded worker stops accepting until that
+ * is no longer so (the least loaded always accepts, so someone always does). Without
+ * this, whichever worker woke first took a burst of connections (wrk's 64 split 54/10
+ * or 32/32 from one run to the next), and the connections of the crowded worker
+ * waited longest: the p99 followed the split. */
+#define BALANCE_SLACK 1
+
+static int over_share(const worker_t *w)
+{
+    int mine = atomic_load_explicit(&w->conns, memory_order_relaxed);
+    for (int i = 0; i < w->nsiblings; i++)
+        if (mine > atomic_load_explicit(&w->siblings[i].conns, memory_order_relaxed) + BALANCE_SLACK)
+            return 1;
+    return 0;
+}
+
+static void on_conn_close(void *data)
+{
+    worker_t *w = data;
+    atomic_fetch_sub_explicit(&w->conns, 1, memory_order_relaxed);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+/* After every loop turn: accept while not over this worker's share. */
+static void balance(worker_t *w)
+{
+    if (w->listener == NULL)
+        return;
+    int reading = h2o_socket_is_reading(w->listener);
+    if (over_share(w)) {
+        if (reading)
+            h2o_socket_read_stop(w->listener);
+    } else if (!reading) {
+        h2o_socket_read_start(w->listener, on_accept);
+    }
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     worker_t *w = listener->data;
     if (err != NULL)
         return;
-    for (int i = 0; i < 16; i++) {
+    for (int i = 0; i < 16 && !over_share(w); i++) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
+        atomic_fetch_add_explicit(&w->conns, 1, memory_order_relaxed);
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = w;
         h2o_accept(&w->accept_ctx, sock);
     }
+    balance(w);
 }
 
 static int open_listener(const server_t *s)
@@ -848,8 +910,10 @@ static void *worker_main(void *arg)
             break;
         h2o_evloop_run(w->loop, 50);
         send_turn(w);
+        balance(w);
     }
     send_turn(w);
+    log_batch_stop();
     return NULL;
 }
 
@@ -858,6 +922,8 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
     const config_t *cfg = s->cfg;
     w->id = id;
     w->cfg = cfg;
+    w->siblings = s->workers;
+    w->nsiblings = cfg->threads;
     w->loop = h2o_evloop_create();
     h2o_context_init(&w->ctx, w->loop, &s->globalconf);
     w->accept_ctx.ctx = &w->ctx;
@@ -985,6 +1051,10 @@ int server_run(const config_t *cfg)
     log_event(LOG_INFO, "listening", "listen", cfg->listen_host, "port", port, "threads", threads, "version",
               BROKER_VERSION, "flavor", cfg->flavor == FLAVOR_APPS ? "apps" : "connect", NULL);
 
+    if (log_writer_start() != 0) {
+        fprintf(stderr, "stripe-token-broker: cannot start the log writer\n");
+        return 1;
+    }
     pthread_t *tids = calloc((size_t)cfg->threads, sizeof(pthread_t));
     for (int i = 1; i < cfg->threads; i++)
         pthread_create(&tids[i], NULL, worker_main, &s.workers[i]);
@@ -993,6 +1063,7 @@ int server_run(const config_t *cfg)
         pthread_join(tids[i], NULL);
     free(tids);
     log_event(LOG_INFO, "stopped", NULL);
+    log_writer_stop();
     /* The process exits now; the loops are not torn down (h2o 2.2.5 has no clean
      * way to destroy an evloop with live sockets), the OS reclaims everything. */
     return 0;

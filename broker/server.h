@@ -10,6 +10,7 @@
  * request: the first of the handler's reply or its deadline. */
 #ifndef BROKER_SERVER_H
 #define BROKER_SERVER_H
+#include <stdatomic.h>
 #include <h2o.h>
 #include <stdint.h>
 #include "auth.h"
@@ -45,6 +46,11 @@ typedef struct worker {
     h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
     h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */
     size_t inflight;                /* requests not yet answered */
+    atomic_int conns;               /* client connections open (read by the other workers) */
+    struct worker *siblings;        /* every worker of the process, this one included */
+    int nsiblings;
+    uint64_t window_ms;             /* answers per 100 ms window: busy or quiet (send_turn) */
+    size_t window_answers, prev_window_answers;
     H2O_VECTOR(struct pending_send) sends; /* answers of this loop turn, sent after its log lines */
     struct rate_slot *rate;         /* RATE_SLOTS fixed-window counters (per IP / per org) */
 } worker_t;

@@ -68,6 +68,7 @@ struct rcache {
     h2o_timeout_t tick_list;
     h2o_timeout_entry_t tick_entry;
     slot_t *slots;          /* RCACHE_SETS * RCACHE_WAYS */
+    uint64_t *tags;         /* each slot's key hash, 0 when empty: a set's in one cache line */
     rcache_stats_t st;
     rcache_stats_t reported; /* what metrics already has */
 };
@@ -79,7 +80,7 @@ static uint64_t key_hash(const char *key, size_t len)
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < len; i++)
         h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-    return h;
+    return h | 1; /* 0 marks an empty slot */
 }
 
 static slot_t *set_of(rcache_t *c, uint64_t h)
@@ -90,8 +91,9 @@ static slot_t *set_of(rcache_t *c, uint64_t h)
 static slot_t *find(rcache_t *c, uint64_t h, const char *key, size_t klen)
 {
     slot_t *set = set_of(c, h);
+    const uint64_t *tags = &c->tags[set - c->slots];
     for (int i = 0; i < RCACHE_WAYS; i++)
-        if (set[i].key != NULL && set[i].hash == h && set[i].klen == klen && memcmp(set[i].key, key, klen) == 0)
+        if (tags[i] == h && set[i].klen == klen && memcmp(set[i].key, key, klen) == 0)
             return &set[i];
     return NULL;
 }
@@ -107,18 +109,19 @@ static void drop_value(slot_t *s)
     s->filled = s->present = 0;
 }
 
-static void slot_clear(slot_t *s)
+static void slot_clear(rcache_t *c, slot_t *s)
 {
     drop_value(s);
     free(s->key);
     memset(s, 0, sizeof(*s));
+    c->tags[s - c->slots] = 0;
 }
 
 static void flush_all(rcache_t *c)
 {
     for (size_t i = 0; i < (size_t)RCACHE_SETS * RCACHE_WAYS; i++)
         if (c->slots[i].key != NULL)
-            slot_clear(&c->slots[i]);
+            slot_clear(c, &c->slots[i]);
 }
 
 /* 1 when ms (a past h2o_now) is less than limit ago; a clock step back counts as stale. */
@@ -193,7 +196,7 @@ static void invalidate(rcache_t *c, const char *key, size_t klen)
     slot_t *s = find(c, key_hash(key, klen), key, klen);
     c->st.invalidations++;
     if (s != NULL)
-        slot_clear(s);
+        slot_clear(c, s);
 }
 
 static void on_message(const char *channel, size_t len, redisReply *payload, void *data)
@@ -255,11 +258,16 @@ rcache_t *rcache_create(h2o_evloop_t *loop, redis_loop_t *main, const redis_loop
                         const char *key_prefix, int busy_rps)
 {
     rcache_t *c = calloc(1, sizeof(*c));
+    const size_t n = (size_t)RCACHE_SETS * RCACHE_WAYS;
     char id[33];
-    if (c == NULL || (c->slots = calloc((size_t)RCACHE_SETS * RCACHE_WAYS, sizeof(*c->slots))) == NULL) {
+    if (c == NULL || (c->slots = calloc(n, sizeof(*c->slots))) == NULL ||
+        (c->tags = aligned_alloc(64, n * sizeof(*c->tags))) == NULL) {
+        if (c != NULL)
+            free(c->slots);
         free(c);
         return NULL;
     }
+    memset(c->tags, 0, n * sizeof(*c->tags));
     rand_token(id, 12);
     snprintf(c->probe_channel, sizeof(c->probe_channel), "%srcache-probe:%s", key_prefix, id);
     c->channels[0] = "__redis__:invalidate";
@@ -288,6 +296,7 @@ void rcache_destroy(rcache_t *c)
     h2o_timeout_dispose(c->loop, &c->tick_list);
     flush_all(c);
     free(c->slots);
+    free(c->tags);
     free(c);
 }
 
@@ -362,12 +371,13 @@ uint64_t rcache_reserve(rcache_t *c, const char *key, size_t klen)
         for (int i = 0; i < RCACHE_WAYS && s->key != NULL; i++)
             if (set[i].key == NULL || set[i].since_ms < s->since_ms)
                 s = &set[i];
-        slot_clear(s);
+        slot_clear(c, s);
         if ((s->key = malloc(klen)) == NULL)
             return 0;
         memcpy(s->key, key, klen);
         s->klen = klen;
         s->hash = h;
+        c->tags[s - c->slots] = h;
         s->since_ms = h2o_now(c->loop);
     }
     s->ticket = ++c->next_ticket;
@@ -387,7 +397,7 @@ rcache_entry_t *rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t 
     drop_value(s);
     if (val != NULL) {
         if ((s->val = malloc(len ? len : 1)) == NULL) {
-            slot_clear(s);
+            slot_clear(c, s);
             return NULL;
         }
         memcpy(s->val, val, len);

@@ -1,6 +1,11 @@
 """The broker's log: one JSON object per line on stderr, one line per request (CONTRACT §7)."""
 
+import fcntl
+import http.client
 import json
+import os
+import select
+import subprocess
 import time
 
 import harness as h
@@ -144,3 +149,45 @@ def test_every_log_line_is_json_with_ts_and_level():
         assert_ts(j["ts"])
         if not is_request_line(j):
             assert "msg" in j, f"an event line without msg: {j}"
+
+
+def test_answers_do_not_wait_for_a_stderr_nobody_reads():
+    """stderr is a pipe of one page that nobody reads (a stalled disk or log collector):
+    the broker keeps answering, and once the pipe is read every request line arrives."""
+    n = 1500   # about 300 KB of request lines: the pipe holds 4 KB, the broker's queue 2 MiB
+    b = S.new_broker("unread", start=False)
+    rfd, wfd = os.pipe()
+    fcntl.fcntl(rfd, fcntl.F_SETPIPE_SZ, 4096)
+    env = h._base_env()
+    env.update(b.env)
+    p = subprocess.Popen([h.broker_bin()], env=env, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd,
+                         cwd=h.REPO)
+    os.close(wfd)
+    try:
+        h.wait_until(lambda: h.http_request("GET", b.base + "/healthz", timeout=2).status == 200, 15,
+                     interval=0.05, what="broker GET /healthz 200")
+        conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=2)   # a stall fails here
+        for _ in range(n):
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            assert r.status == 200 and r.read() == b'{"status":"ok"}', (r.status,)
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        metrics = r.read().decode()
+        assert r.status == 200 and "stb_log_lines_dropped_total 0\n" in metrics, metrics[-300:]
+        conn.close()
+
+        got = bytearray()
+        def all_lines():
+            while select.select([rfd], [], [], 0)[0]:
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    break
+                got.extend(chunk)
+            return got.count(b'"route":"/healthz"') >= n
+        h.wait_until(all_lines, 10, what=f"{n} request lines from the pipe")
+        parse_lines(got.decode().splitlines())   # whole JSON lines only
+    finally:
+        p.kill()
+        p.wait()
+        os.close(rfd)
