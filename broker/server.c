@@ -802,19 +802,16 @@ typedef struct server {
     worker_t *workers;
 } server_t;
 
-/* Workers share the client connections evenly: a worker holding more than
- * BALANCE_SLACK connections above the least loaded worker stops accepting until that
- * is no longer so (the least loaded always accepts, so someone always does). Without
- * this, whichever worker woke first took a burst of connections (wrk's 64 split 54/10
- * or 32/32 from one run to the next), and the connections of the crowded worker
- * waited longest: the p99 followed the split. */
-#define BALANCE_SLACK 1
-
+/* Workers share the client connections evenly: a worker holding more connections than
+ * the least loaded worker stops accepting until that is no longer so (the least loaded
+ * always accepts, so someone always does). Without this, whichever worker woke first
+ * took a burst of connections (wrk's 64 split 54/10 or 32/32 from one run to the next),
+ * and the connections of the crowded worker waited longest: the p99 followed the split. */
 static int over_share(const worker_t *w)
 {
     int mine = atomic_load_explicit(&w->conns, memory_order_relaxed);
     for (int i = 0; i < w->nsiblings; i++)
-        if (mine > atomic_load_explicit(&w->siblings[i].conns, memory_order_relaxed) + BALANCE_SLACK)
+        if (mine > atomic_load_explicit(&w->siblings[i].conns, memory_order_relaxed))
             return 1;
     return 0;
 }

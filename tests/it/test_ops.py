@@ -1,5 +1,6 @@
 """Operations endpoints and the API's common rules (CONTRACT §4, §7)."""
 
+import http.client
 import json
 import re
 import threading
@@ -290,3 +291,40 @@ def test_metrics_count_stripe_calls_refreshes_and_redis_errors():
                          ("stb_redis_errors_total", {})):
         a, b = _metric(before, name, **labels) or 0, _metric(after, name, **labels)
         assert b is not None and b > a, f"{name}{labels} did not grow: {a} -> {b}"
+
+
+def test_workers_share_client_connections_evenly():
+    """Keep-alive connections opened one after the other alternate between the two
+    workers (the worker is the request id's 9th-10th hex digits), so that no worker's
+    connections wait behind a crowd while the other worker idles."""
+    b = S.new_broker("balance", BROKER_THREADS="2")
+    try:
+        conns = []
+        off = b.log_size()   # a quiet worker's line is out before its answer
+        for _ in range(10):
+            c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5)
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200
+            conns.append(c)
+        def ten_lines():
+            got = []
+            for l in b.log_lines(off):
+                try:
+                    j = json.loads(l)
+                except ValueError:
+                    continue
+                if j.get("route") == "/healthz" and "request_id" in j:
+                    got.append(j["request_id"])
+            return got if len(got) >= 10 else None
+        ids = h.wait_until(ten_lines, 5, what="10 /healthz log lines")
+        per_worker = {}
+        assert len(ids) == 10, ids
+        for rid in ids:
+            per_worker[rid[8:10]] = per_worker.get(rid[8:10], 0) + 1
+        assert sorted(per_worker.values()) == [5, 5], per_worker
+        for c in conns:
+            c.close()
+    finally:
+        b.stop()
