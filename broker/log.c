@@ -88,6 +88,7 @@ static unsigned long q_lost; /* dropped since the last report */
 static int q_state;          /* 0 no writer, 1 running, 2 stopping */
 static int q_owner;          /* someone is writing to stderr */
 static int q_fd = -1;        /* direct writes: stderr, non-blocking when it is a pipe or terminal */
+static int q_direct;         /* direct writes allowed: stderr is a file, or q_fd is non-blocking */
 static pthread_t q_thread;
 static atomic_ulong g_dropped;
 
@@ -178,7 +179,7 @@ static void emit(const char *p, size_t len, int direct)
         write_now(STDERR_FILENO, p, len);
         return;
     }
-    if (direct && !queue_pending() && !q_owner) {
+    if (direct && q_direct && !queue_pending() && !q_owner) {
         q_owner = 1;
         pthread_mutex_unlock(&q_lock);
         size_t n = write_now(q_fd, p, len);
@@ -201,14 +202,21 @@ int log_writer_start(void)
     pthread_mutex_lock(&q_lock);
     int rc = 0;
     if (q_state == 0) {
-        /* a pipe or terminal gets a file description of its own, non-blocking, for the
-         * direct writes (setting O_NONBLOCK on fd 2 would change it for every process
-         * sharing it); a file, or a socket, which cannot be reopened, keeps fd 2 */
+        /* Direct writes must not block on a reader: a pipe or terminal gets a file
+         * description of its own, non-blocking (setting O_NONBLOCK on fd 2 would change
+         * it for every process sharing it). Where that cannot be opened — a pipe of
+         * another user, as a container runtime's is for a non-root process, or a socket
+         * — every line goes through the writer. A file keeps fd 2. */
         q_fd = STDERR_FILENO;
-        if (fstat(STDERR_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
-            int fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-            if (fd != -1)
-                q_fd = fd;
+        q_direct = 0;
+        if (fstat(STDERR_FILENO, &st) == 0) {
+            if (S_ISREG(st.st_mode)) {
+                q_direct = 1;
+            } else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+                int fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+                if (fd != -1)
+                    q_fd = fd, q_direct = 1;
+            }
         }
         rc = pthread_create(&q_thread, NULL, writer_main, NULL);
         if (rc == 0)

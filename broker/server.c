@@ -803,15 +803,19 @@ typedef struct server {
 } server_t;
 
 /* Workers share the client connections evenly: a worker holding more connections than
- * the least loaded worker stops accepting until that is no longer so (the least loaded
- * always accepts, so someone always does). Without this, whichever worker woke first
- * took a burst of connections (wrk's 64 split 54/10 or 32/32 from one run to the next),
- * and the connections of the crowded worker waited longest: the p99 followed the split. */
+ * an accepting sibling leaves new connections to it. The listening socket stays in every
+ * worker's epoll, level-triggered, so the sibling is woken for them too, and the worker
+ * that declined is woken again until they are taken: nobody has to wake anybody, and
+ * the least loaded accepting worker always accepts. Without this, whichever worker woke
+ * first took a burst of connections (wrk's 64 split 54/10 or 32/32 from one run to the
+ * next), and the connections of the crowded worker waited longest: the p99 followed the
+ * split. */
 static int over_share(const worker_t *w)
 {
     int mine = atomic_load_explicit(&w->conns, memory_order_relaxed);
     for (int i = 0; i < w->nsiblings; i++)
-        if (mine > atomic_load_explicit(&w->siblings[i].conns, memory_order_relaxed))
+        if (atomic_load_explicit(&w->siblings[i].accepting, memory_order_relaxed) &&
+            mine > atomic_load_explicit(&w->siblings[i].conns, memory_order_relaxed))
             return 1;
     return 0;
 }
@@ -820,22 +824,6 @@ static void on_conn_close(void *data)
 {
     worker_t *w = data;
     atomic_fetch_sub_explicit(&w->conns, 1, memory_order_relaxed);
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err);
-
-/* After every loop turn: accept while not over this worker's share. */
-static void balance(worker_t *w)
-{
-    if (w->listener == NULL)
-        return;
-    int reading = h2o_socket_is_reading(w->listener);
-    if (over_share(w)) {
-        if (reading)
-            h2o_socket_read_stop(w->listener);
-    } else if (!reading) {
-        h2o_socket_read_start(w->listener, on_accept);
-    }
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -852,7 +840,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         sock->on_close.data = w;
         h2o_accept(&w->accept_ctx, sock);
     }
-    balance(w);
 }
 
 static int open_listener(const server_t *s)
@@ -893,10 +880,12 @@ static void *worker_main(void *arg)
     while (!redis_loop_ready(w->redis) && time_mono_ms() - t0 < STARTUP_REDIS_WAIT_MS && !atomic_load(&g_stop))
         h2o_evloop_run(w->loop, 10);
     h2o_socket_read_start(w->listener, on_accept);
+    atomic_store(&w->accepting, 1);
     log_batch_start();
     while (!atomic_load(&g_stop) || w->inflight > 0) {
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
+            atomic_store(&w->accepting, 0);
             h2o_socket_read_stop(w->listener);
             h2o_socket_close(w->listener);
             w->listener = NULL;
@@ -907,7 +896,6 @@ static void *worker_main(void *arg)
             break;
         h2o_evloop_run(w->loop, 50);
         send_turn(w);
-        balance(w);
     }
     send_turn(w);
     log_batch_stop();

@@ -47,6 +47,7 @@ typedef struct worker {
     h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */
     size_t inflight;                /* requests not yet answered */
     atomic_int conns;               /* client connections open (read by the other workers) */
+    atomic_int accepting;           /* takes new connections (from start-up to SIGTERM) */
     struct worker *siblings;        /* every worker of the process, this one included */
     int nsiblings;
     uint64_t window_ms;             /* answers per 100 ms window: busy or quiet (send_turn) */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -200,6 +201,62 @@ static void test_a_stalled_stderr_drops_lines_and_never_blocks_the_caller(void *
     buf_free(&r.out);
 }
 
+struct sock_reader {
+    int fd;
+    _Atomic int stop;
+    unsigned long lines;
+};
+
+static void *read_socket(void *arg)
+{
+    struct sock_reader *r = arg;
+    char b[65536];
+    for (;;) {
+        struct pollfd pfd = {r->fd, POLLIN, 0};
+        if (poll(&pfd, 1, 20) != 1) {
+            if (r->stop)
+                break;
+            continue;
+        }
+        ssize_t n = read(r->fd, b, sizeof(b));
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            r->lines += b[i] == '\n';
+    }
+    return NULL;
+}
+
+static void test_a_socket_that_nobody_reads_never_blocks_a_direct_write(void **state)
+{
+    /* a socket cannot be reopened non-blocking: every line goes through the writer */
+    enum { N = 40000 };
+    int sv[2], small = 4096;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    int pipe_end = dup(STDERR_FILENO);
+    dup2(sv[0], STDERR_FILENO);
+    close(sv[0]);
+    uint64_t before = log_dropped_lines();
+    assert_int_equal(log_writer_start(), 0);
+    alarm(10); /* a direct write blocked on the socket would hang here */
+    for (int i = 0; i < N; i++)
+        log_event(LOG_INFO, "to a socket", "pad", "..................................................", NULL);
+    alarm(0);
+    unsigned long dropped = log_dropped_lines() - before;
+    assert_true(dropped > 0);
+    struct sock_reader r = {sv[1], 0, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, read_socket, &r);
+    log_writer_stop();
+    dup2(pipe_end, STDERR_FILENO); /* closes our end of the socket: the reader sees EOF */
+    close(pipe_end);
+    r.stop = 1;
+    pthread_join(t, NULL);
+    close(sv[1]);
+    assert_true(r.lines + dropped >= N); /* plus the report of the drop */
+}
+
 static void *batch_thread(void *arg)
 {
     (void)arg;
@@ -275,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_without_writer_a_line_is_written_before_the_call_returns),
         cmocka_unit_test(test_writer_delivers_a_line_without_further_calls),
         cmocka_unit_test(test_a_stalled_stderr_drops_lines_and_never_blocks_the_caller),
+        cmocka_unit_test(test_a_socket_that_nobody_reads_never_blocks_a_direct_write),
         cmocka_unit_test(test_batches_of_threads_arrive_whole),
         cmocka_unit_test(test_direct_and_queued_lines_keep_their_order),
     };
