@@ -141,8 +141,6 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&q_lock);
             nanosleep(&ts, NULL);
             pthread_mutex_lock(&q_lock);
-            if (q_owner)
-                continue;
         }
         buf_t t = q_buf;
         q_buf = mine, mine = t;

@@ -35,9 +35,7 @@ void log_batch_stop(void);
  * log_writer_stop() writes everything queued, then joins the thread. */
 #define LOG_QUEUE_MAX_BYTES (2u << 20)
 /* A queued line reaches stderr about this long after it was handed over, or sooner. */
-#ifndef LOG_GATHER_MS
 #define LOG_GATHER_MS 5
-#endif
 int log_writer_start(void);
 void log_writer_stop(void);
 unsigned long log_dropped_lines(void);

@@ -256,14 +256,7 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
 
 static int busy(worker_t *w, size_t answers)
 {
-    uint64_t now = h2o_now(w->loop);
-    if (now < w->window_ms || now - w->window_ms >= 100) {
-        w->prev_window_answers = now - w->window_ms < 200 ? w->window_answers : 0;
-        w->window_answers = 0;
-        w->window_ms = now;
-    }
-    w->window_answers += answers;
-    return w->window_answers > QUIET_MAX_ANSWERS || w->prev_window_answers > QUIET_MAX_ANSWERS;
+    return ratewin_add(&w->answers, h2o_now(w->loop), 100, (unsigned)answers) > QUIET_MAX_ANSWERS;
 }
 
 /* The end of a loop turn: hand over the turn's log lines (at once), then send the

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "core/buf.h"
 #include "core/errors.h"
+#include "core/ratewin.h"
 #include "core/orgid.h"
 #include "store/redis_loop.h"
 #include "stripe/curl_loop.h"
@@ -50,8 +51,7 @@ typedef struct worker {
     atomic_int accepting;           /* takes new connections (from start-up to SIGTERM) */
     struct worker *siblings;        /* every worker of the process, this one included */
     int nsiblings;
-    uint64_t window_ms;             /* answers per 100 ms window: busy or quiet (send_turn) */
-    size_t window_answers, prev_window_answers;
+    ratewin_t answers;              /* answers per 100 ms: busy or quiet (send_turn) */
     H2O_VECTOR(struct pending_send) sends; /* answers of this loop turn, sent after its log lines */
     struct rate_slot *rate;         /* RATE_SLOTS fixed-window counters (per IP / per org) */
 } worker_t;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core/crypto.h"
+#include "core/ratewin.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -61,8 +62,7 @@ struct rcache {
     uint64_t probe_sent_ms;
     int probe_out;          /* probe_seq has not come back yet */
     uint64_t confirmed_ms;  /* send time of the newest probe that came back; 0: none */
-    uint64_t window_ms;     /* start of the current RCACHE_BUSY_WINDOW_MS window */
-    unsigned window_reqs, prev_window_reqs;
+    ratewin_t reqs;         /* requests per RCACHE_BUSY_WINDOW_MS */
     unsigned busy_reqs;     /* per window; 0: never busy */
 
     h2o_timeout_t tick_list;
@@ -308,14 +308,8 @@ int rcache_tracking(const rcache_t *c)
 int rcache_fresh(rcache_t *c)
 {
     uint64_t now = h2o_now(c->loop);
-    if (now < c->window_ms || now - c->window_ms >= RCACHE_BUSY_WINDOW_MS) {
-        c->prev_window_reqs = now - c->window_ms < 2 * RCACHE_BUSY_WINDOW_MS ? c->window_reqs : 0;
-        c->window_reqs = 0;
-        c->window_ms = now;
-    }
-    c->window_reqs++;
-    if (c->tracking_id == 0 || c->busy_reqs == 0 ||
-        (c->prev_window_reqs < c->busy_reqs && c->window_reqs < c->busy_reqs))
+    unsigned reqs = ratewin_add(&c->reqs, now, RCACHE_BUSY_WINDOW_MS, 1);
+    if (c->tracking_id == 0 || c->busy_reqs == 0 || reqs < c->busy_reqs)
         return 0;
     /* the next probe, or one in place of a probe that is not back in time */
     if (!fresh(c, c->probe_sent_ms, c->probe_out ? RCACHE_FRESH_MS : RCACHE_PROBE_MS))

@@ -10,6 +10,7 @@ contract's 1 s, the slack being for a loaded machine), and the old answer must n
 come back after.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -104,11 +105,19 @@ def until(fn, bound=1.0):
         assert time.monotonic() - t0 < bound, f"not seen {time.monotonic() - t0:.3f}s after the change"
 
 
+@contextlib.contextmanager
 def busy_replica():
-    """A replica without the per-org rate limit, so that one org can keep it busy, and
+    """A second replica kept busy (Busy) by a newly connected org: yields (replica, org,
+    key). The replica has no per-org rate limit, so that one org can keep it busy, and is
     busy from 500 requests/s per worker (a sanitizer build under a parallel suite does
     not reach the default 5,000)."""
-    return S.new_broker(f"busy{h.rand_str(4)}", BROKER_RATE_LIMIT_ORG_PER_S="0", BROKER_CACHE_BUSY_RPS="500")
+    busy = S.new_broker(f"busy{h.rand_str(4)}", BROKER_RATE_LIMIT_ORG_PER_S="0", BROKER_CACHE_BUSY_RPS="500")
+    try:
+        org, key = connected()
+        with Busy(busy, org, key):
+            yield busy, org, key
+    finally:
+        busy.stop()
 
 
 def mget_calls():
@@ -196,60 +205,40 @@ def test_a_warm_cache_does_not_hide_a_stalled_redis():
 
 
 def test_rotation_while_the_other_replica_is_busy():
-    busy = busy_replica()
-    try:
-        org, key = connected()
-        with Busy(busy, org, key):
-            for _ in range(10):
-                r = S.broker.request("POST", f"/v1/orgs/{org}/access-token/rotate?mode=test", token=key)
-                h.assert_status(r, 200)
-                new = r.json()["access_token"]
-                until(lambda: busy.access_token(org, "test", token=key).json()["access_token"] == new)
-                for _ in range(3):
-                    got = busy.access_token(org, "test", token=key)
-                    assert got.json()["access_token"] == new, "the old token came back"
-    finally:
-        busy.stop()
+    with busy_replica() as (busy, org, key):
+        for _ in range(10):
+            r = S.broker.request("POST", f"/v1/orgs/{org}/access-token/rotate?mode=test", token=key)
+            h.assert_status(r, 200)
+            new = r.json()["access_token"]
+            until(lambda: busy.access_token(org, "test", token=key).json()["access_token"] == new)
+            for _ in range(3):
+                got = busy.access_token(org, "test", token=key)
+                assert got.json()["access_token"] == new, "the old token came back"
 
 
 def test_deleted_connection_while_the_other_replica_is_busy():
-    busy = busy_replica()
-    try:
-        org, key = connected()
-        with Busy(busy, org, key):
-            h.assert_status(S.broker.request("DELETE", f"/v1/orgs/{org}/connections/test", token=key), 204)
-            until(lambda: busy.access_token(org, "test", token=key).status == 404)
-            h.assert_error(busy.access_token(org, "test", token=key), 404, "not_connected")
-    finally:
-        busy.stop()
+    with busy_replica() as (busy, org, key):
+        h.assert_status(S.broker.request("DELETE", f"/v1/orgs/{org}/connections/test", token=key), 204)
+        until(lambda: busy.access_token(org, "test", token=key).status == 404)
+        h.assert_error(busy.access_token(org, "test", token=key), 404, "not_connected")
 
 
 def test_revoked_key_while_the_other_replica_is_busy():
-    busy = busy_replica()
-    try:
-        org, key = connected()
+    with busy_replica() as (busy, org, key):
         key_id = key.split("_")[1]
-        with Busy(busy, org, key):
-            h.assert_status(S.broker.admin("DELETE", f"/v1/admin/orgs/{org}/api-keys/{key_id}"), 204)
-            until(lambda: busy.access_token(org, "test", token=key).status == 401)
-            h.assert_error(busy.access_token(org, "test", token=key), 401, "unauthorized")
-    finally:
-        busy.stop()
+        h.assert_status(S.broker.admin("DELETE", f"/v1/admin/orgs/{org}/api-keys/{key_id}"), 204)
+        until(lambda: busy.access_token(org, "test", token=key).status == 401)
+        h.assert_error(busy.access_token(org, "test", token=key), 401, "unauthorized")
 
 
 def test_a_busy_replica_still_answers_503_when_redis_stalls():
-    busy = busy_replica()
-    try:
-        org, key = connected()
-        with Busy(busy, org, key):
-            c = S.rc()
-            try:
-                c.command("CLIENT", "PAUSE", 2500, "ALL")
-                r = until(lambda: (lambda x: x if x.status == 503 else None)(
-                    busy.access_token(org, "test", token=key)), bound=2.0)
-                h.assert_error(r, 503, "store_unavailable")
-            finally:
-                c.command("CLIENT", "UNPAUSE")
-                c.close()
-    finally:
-        busy.stop()
+    with busy_replica() as (busy, org, key):
+        c = S.rc()
+        try:
+            c.command("CLIENT", "PAUSE", 2500, "ALL")
+            r = until(lambda: (lambda x: x if x.status == 503 else None)(
+                busy.access_token(org, "test", token=key)), bound=2.0)
+            h.assert_error(r, 503, "store_unavailable")
+        finally:
+            c.command("CLIENT", "UNPAUSE")
+            c.close()
