@@ -166,7 +166,14 @@ def test_redis_refused_at_startup_then_appears():
         while time.monotonic() < deadline:
             assert_503_fast(b.admin("GET", f"/v1/orgs/{org}/connections"))
             fds.append(F.fd_count(pid))
-        assert max(fds) <= fds[0] + 2, f"descriptors grow while Redis is refused: {fds}"
+        # A leak raises the floor for good; a reconnect attempt in flight only adds a
+        # descriptor for a moment (two workers × two connections may be mid-connect at
+        # any sample), so compare the floors of the first and last quarters.
+        quarter = max(1, len(fds) // 4)
+        first, last = min(fds[:quarter]), min(fds[-quarter:])
+        assert last <= first, (f"descriptors grow while Redis is refused: floor {first} -> {last} "
+                               f"over {len(fds)} samples, max {max(fds)}; "
+                               f"open at the end: {F.fd_targets(pid)}")
         r2.start()
         h.wait_until(lambda: b.request("GET", "/readyz", timeout=3).status == 200, 15, interval=0.05,
                      what="readyz 200 once Redis appeared")
