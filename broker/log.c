@@ -123,6 +123,7 @@ static void *writer_main(void *arg)
 {
     buf_t mine = {0};
     (void)arg;
+    pthread_setname_np(pthread_self(), "stb-log");
     pthread_mutex_lock(&q_lock);
     for (;;) {
         while ((!queue_pending() || q_owner) && q_state == 1)

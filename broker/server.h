@@ -49,6 +49,9 @@ typedef struct worker {
     size_t inflight;                /* requests not yet answered */
     atomic_int conns;               /* client connections open (read by the other workers) */
     atomic_int accepting;           /* takes new connections (from start-up to SIGTERM) */
+    atomic_uint accepts;            /* connections accepted so far (read by the other workers) */
+    uint64_t leave_since;           /* h2o_now when it began leaving connections to a sibling; 0: not */
+    unsigned leave_seen;            /* the siblings' accepts then */
     struct worker *siblings;        /* every worker of the process, this one included */
     int nsiblings;
     ratewin_t answers;              /* answers per 100 ms: busy or quiet (send_turn) */

@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import os
 import re
 import threading
 import time
@@ -291,6 +292,57 @@ def test_metrics_count_stripe_calls_refreshes_and_redis_errors():
                          ("stb_redis_errors_total", {})):
         a, b = _metric(before, name, **labels) or 0, _metric(after, name, **labels)
         assert b is not None and b > a, f"{name}{labels} did not grow: {a} -> {b}"
+
+
+def _freeze_thread(tid):
+    """Stops one thread of another process (ptrace SEIZE + INTERRUPT stops that thread
+    only, unlike SIGSTOP); returns a function that lets it run again."""
+    import ctypes
+    import os
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 17
+    if libc.ptrace(PTRACE_SEIZE, tid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), f"ptrace(SEIZE, {tid})")
+    assert libc.ptrace(PTRACE_INTERRUPT, tid, None, None) == 0
+    os.waitpid(tid, 0x40000000)  # __WALL: the thread is stopped now
+
+    def thaw():
+        assert libc.ptrace(PTRACE_DETACH, tid, None, None) == 0
+    return thaw
+
+
+def test_a_stuck_worker_does_not_hold_back_new_connections():
+    """The connection balance leaves new connections to the least loaded worker only
+    while it takes them: a worker that stops taking them (stuck in a long loop turn;
+    here really stopped) must not leave them waiting, the other worker takes them."""
+    b = S.new_broker("stuck", BROKER_THREADS="2")
+    thaw = None
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{b.proc.pid}/task")
+                if open(f"/proc/{b.proc.pid}/task/{t}/comm").read().strip() == "stb-worker-1"]
+        assert len(tids) == 1, "worker 1's thread is named stb-worker-1"
+        thaw = _freeze_thread(tids[0])
+        conns = []
+        for i in range(6):
+            c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=3)
+            c.request("GET", "/healthz")
+            try:
+                r = c.getresponse()
+            except OSError as e:
+                raise AssertionError(f"connection {i + 1} was not answered while worker 1 was stopped: {e!r}")
+            r.read()
+            assert r.status == 200
+            conns.append(c)
+        thaw, release = None, thaw
+        release()
+        for c in conns:
+            c.close()
+        h.assert_status(b.request("GET", "/healthz"), 200)
+    finally:
+        if thaw is not None:
+            thaw()
+        b.stop()
 
 
 def test_workers_share_client_connections_evenly():
