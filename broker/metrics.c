@@ -25,9 +25,9 @@ static atomic_ulong http_total[METRICS_MAX_ROUTES];
 static atomic_ulong stripe_count[2][4];
 static atomic_ulong refresh_count[2][4];
 static atomic_ulong redis_errors;
-#define NCACHE 4
+#define NCACHE 5
 static atomic_ulong cache_count[NCACHE];
-static const char *const cache_events[NCACHE] = {"hit", "miss", "invalidation", "probe"};
+static const char *const cache_events[NCACHE] = {"hit", "miss", "invalidation", "probe", "flush"};
 
 static int index_of(const char *const *names, int n, const char *name)
 {
@@ -80,9 +80,9 @@ void metrics_redis_error(void)
     atomic_fetch_add_explicit(&redis_errors, 1, memory_order_relaxed);
 }
 
-void metrics_cache(uint64_t hits, uint64_t misses, uint64_t invalidations, uint64_t probes)
+void metrics_cache(uint64_t hits, uint64_t misses, uint64_t invalidations, uint64_t probes, uint64_t flushes)
 {
-    const uint64_t v[NCACHE] = {hits, misses, invalidations, probes};
+    const uint64_t v[NCACHE] = {hits, misses, invalidations, probes, flushes};
     for (int i = 0; i < NCACHE; i++)
         if (v[i] != 0)
             atomic_fetch_add_explicit(&cache_count[i], v[i], memory_order_relaxed);
@@ -147,7 +147,8 @@ void metrics_render(buf_t *out)
     buf_printf(out, "stb_log_lines_dropped_total %lu\n", log_dropped_lines());
 
     buf_puts(out, "# HELP stb_read_cache_events_total Read cache of key and connection records: lookups "
-                  "(hit, miss), invalidations received from Redis, and probes sent while busy.\n"
+                  "(hit, miss), invalidations received from Redis, probes sent while busy, and flushes "
+                  "(the whole cache dropped: Redis FLUSHALL, or a tracking session that ended).\n"
                   "# TYPE stb_read_cache_events_total counter\n");
     for (int i = 0; i < NCACHE; i++)
         buf_printf(out, "stb_read_cache_events_total{event=\"%s\"} %lu\n", cache_events[i], LOAD(cache_count[i]));

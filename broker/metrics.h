@@ -18,6 +18,6 @@ void metrics_refresh(const char *mode, const char *outcome);
 void metrics_redis_error(void);
 /* Read-cache events since the last call (store/rcache.c adds them up per worker and
  * reports them every RCACHE_TICK_MS, so the request path stays free of atomics). */
-void metrics_cache(uint64_t hits, uint64_t misses, uint64_t invalidations, uint64_t probes);
+void metrics_cache(uint64_t hits, uint64_t misses, uint64_t invalidations, uint64_t probes, uint64_t flushes);
 void metrics_render(buf_t *out);
 #endif

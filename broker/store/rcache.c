@@ -1,7 +1,7 @@
 /* rcache.c — the worker's tracked read cache (see rcache.h).
  *
  * Owns the subscriber connection, the tracking handshake on the main connection, the
- * probes and a 4-way set-associative table of entries. An entry is filled (its value
+ * probes and an RCACHE_WAYS-way set-associative table of entries. An entry is filled (its value
  * known), reserved (ticket != 0: a read is on its way), or both (a re-read of a
  * value still valid). Invalidations, flushes and connection changes clear entries;
  * they never wait for anything.
@@ -119,9 +119,12 @@ static void slot_clear(rcache_t *c, slot_t *s)
 
 static void flush_all(rcache_t *c)
 {
+    size_t n = 0;
     for (size_t i = 0; i < (size_t)RCACHE_SETS * RCACHE_WAYS; i++)
         if (c->slots[i].key != NULL)
-            slot_clear(c, &c->slots[i]);
+            slot_clear(c, &c->slots[i]), n++;
+    if (n != 0)
+        c->st.flushes++;
 }
 
 /* 1 when ms (a past h2o_now) is less than limit ago; a clock step back counts as stale. */
@@ -135,6 +138,8 @@ static int fresh(const rcache_t *c, uint64_t ms, uint64_t limit)
 
 static void tracking_off(rcache_t *c)
 {
+    if (c->tracking_id != 0)
+        log_event(LOG_WARN, "redis tracking session ended: read cache flushed", (const char *)NULL);
     c->tracking_id = 0;
     c->confirmed_ms = 0;
     c->probe_out = 0;
@@ -243,7 +248,8 @@ static void on_tick(h2o_timeout_entry_t *entry)
     rcache_t *c = H2O_STRUCT_FROM_MEMBER(rcache_t, tick_entry, entry);
     h2o_timeout_link(c->loop, &c->tick_list, &c->tick_entry);
     metrics_cache(c->st.hits - c->reported.hits, c->st.misses - c->reported.misses,
-                  c->st.invalidations - c->reported.invalidations, c->st.probes - c->reported.probes);
+                  c->st.invalidations - c->reported.invalidations, c->st.probes - c->reported.probes,
+                  c->st.flushes - c->reported.flushes);
     c->reported = c->st;
     uint64_t last = c->confirmed_ms > c->sub_up_ms ? c->confirmed_ms : c->sub_up_ms;
     if (c->tracking_id != 0 && c->main_up && c->probe_out && !fresh(c, last, RCACHE_SUB_DEAD_MS)) {

@@ -52,6 +52,7 @@ typedef struct rcache_entry rcache_entry_t; /* valid until control returns to th
 
 typedef struct rcache_stats {
     uint64_t hits, misses, invalidations, probes;
+    uint64_t flushes; /* the whole table dropped while it held entries */
 } rcache_stats_t;
 
 /* Start the subscriber (same Redis settings as main) and the watchdog. main must

@@ -242,3 +242,37 @@ def test_a_busy_replica_still_answers_503_when_redis_stalls():
         finally:
             c.command("CLIENT", "UNPAUSE")
             c.close()
+
+
+def test_a_flushall_empties_the_cache_and_is_counted():
+    org, key = connected()
+    warm(org, key)
+    flushes = cache_events(B, "flush")
+    c = S.rc()
+    try:
+        c.command("FLUSHALL")
+    finally:
+        c.close()
+    h.wait_until(lambda: cache_events(B, "flush") > flushes, 5, interval=0.05,
+                 what="stb_read_cache_events_total{event=\"flush\"} counting Redis's FLUSHALL")
+    r = B.access_token(org, "test", token=key)
+    assert r.status == 401, r.describe()
+
+
+def test_a_lost_invalidation_channel_is_logged_and_counted():
+    org, key = connected()
+    tok = warm(org, key)
+    flushes = cache_events(B, "flush")
+    off = B.log_size()
+    c = S.rc()
+    try:
+        assert int(c.command("CLIENT", "KILL", "TYPE", "pubsub")) >= 1
+    finally:
+        c.close()
+    h.wait_until(lambda: cache_events(B, "flush") > flushes, 5, interval=0.05,
+                 what="a flush counted when the subscriber went away")
+    h.wait_until(lambda: any("read cache flushed" in l for l in B.log_lines(off)), 5, interval=0.05,
+                 what="a warn line saying the read cache was flushed")
+    r = B.access_token(org, "test", token=key)
+    h.assert_status(r, 200)
+    assert r.json()["access_token"] == tok

@@ -298,7 +298,6 @@ def _freeze_thread(tid):
     """Stops one thread of another process (ptrace SEIZE + INTERRUPT stops that thread
     only, unlike SIGSTOP); returns a function that lets it run again."""
     import ctypes
-    import os
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 17
