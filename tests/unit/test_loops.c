@@ -880,6 +880,26 @@ static void test_rcache_stalled_redis_is_not_fresh_within_the_bound(void **state
     kt_free(t);
 }
 
+/* The watchdog drops a subscriber whose probe stays out RCACHE_SUB_DEAD_MS. The first
+ * probe after a quiet spell longer than that is not late: it gets its own time (here
+ * Redis holds it back for 300 ms, six watchdog ticks). */
+static void test_rcache_first_probe_after_a_quiet_spell_is_not_taken_for_lost(void **state)
+{
+    kt_t *t = kt_new();
+    assert_true(busy_until_fresh(t, 3000));
+    RUN_UNTIL(t->loop, 0, RCACHE_SUB_DEAD_MS + 300); /* quiet: no probes */
+    uint64_t probes = rcache_stats(t->c).probes;
+    redisReply *rep = ctl_command(&g_redis, "CLIENT PAUSE 300 ALL");
+    freeReplyObject(rep);
+    for (int i = 0; i < 600; i++)
+        rcache_fresh(t->c); /* busy again: a probe goes out, and waits */
+    assert_true(rcache_stats(t->c).probes > probes);
+    assert_false(RUN_UNTIL(t->loop, !rcache_tracking(t->c), 6 * RCACHE_TICK_MS));
+    assert_true(busy_until_fresh(t, 3000));
+    assert_true(rcache_tracking(t->c));
+    kt_free(t);
+}
+
 static void test_rcache_same_bytes_keep_what_was_derived(void **state)
 {
     kt_t *t = kt_new();
@@ -1507,6 +1527,7 @@ int main(void)
         cmocka_unit_test(test_rcache_derived_data_lives_and_dies_with_the_entry),
         cmocka_unit_test(test_rcache_is_fresh_only_for_a_busy_worker_with_a_recent_probe),
         cmocka_unit_test(test_rcache_stalled_redis_is_not_fresh_within_the_bound),
+        cmocka_unit_test(test_rcache_first_probe_after_a_quiet_spell_is_not_taken_for_lost),
         cmocka_unit_test(test_rcache_same_bytes_keep_what_was_derived),
         cmocka_unit_test(test_rcache_lost_subscriber_empties_it_and_it_comes_back),
         cmocka_unit_test(test_rcache_redis_restart_empties_it_and_it_comes_back),
