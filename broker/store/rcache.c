@@ -120,9 +120,12 @@ static void slot_clear(rcache_t *c, slot_t *s)
 static void flush_all(rcache_t *c)
 {
     size_t n = 0;
-    for (size_t i = 0; i < (size_t)RCACHE_SETS * RCACHE_WAYS; i++)
-        if (c->slots[i].key != NULL)
-            slot_clear(c, &c->slots[i]), n++;
+    for (size_t i = 0; i < (size_t)RCACHE_SETS * RCACHE_WAYS; i++) {
+        if (c->slots[i].key != NULL) {
+            slot_clear(c, &c->slots[i]);
+            n++;
+        }
+    }
     if (n != 0)
         c->st.flushes++;
 }

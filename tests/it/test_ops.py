@@ -1,5 +1,6 @@
 """Operations endpoints and the API's common rules (CONTRACT §4, §7)."""
 
+import ctypes
 import http.client
 import json
 import os
@@ -247,7 +248,6 @@ def test_sigterm_finishes_the_request_in_flight():
 
 
 def test_body_over_64k_sent_chunked_is_413():
-    import http.client
     org = h.new_org()
     conn = http.client.HTTPConnection("127.0.0.1", S.broker.port, timeout=10)
     try:
@@ -297,7 +297,6 @@ def test_metrics_count_stripe_calls_refreshes_and_redis_errors():
 def _freeze_thread(tid):
     """Stops one thread of another process (ptrace SEIZE + INTERRUPT stops that thread
     only, unlike SIGSTOP); returns a function that lets it run again."""
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 17
@@ -316,31 +315,29 @@ def test_a_stuck_worker_does_not_hold_back_new_connections():
     while it takes them: a worker that stops taking them (stuck in a long loop turn;
     here really stopped) must not leave them waiting, the other worker takes them."""
     b = S.new_broker("stuck", BROKER_THREADS="2")
-    thaw = None
+    conns = []
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{b.proc.pid}/task")
                 if open(f"/proc/{b.proc.pid}/task/{t}/comm").read().strip() == "stb-worker-1"]
         assert len(tids) == 1, "worker 1's thread is named stb-worker-1"
         thaw = _freeze_thread(tids[0])
-        conns = []
-        for i in range(6):
-            c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=3)
-            c.request("GET", "/healthz")
-            try:
-                r = c.getresponse()
-            except OSError as e:
-                raise AssertionError(f"connection {i + 1} was not answered while worker 1 was stopped: {e!r}")
-            r.read()
-            assert r.status == 200
-            conns.append(c)
-        thaw, release = None, thaw
-        release()
-        for c in conns:
-            c.close()
+        try:
+            for i in range(6):
+                c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=3)
+                conns.append(c)
+                c.request("GET", "/healthz")
+                try:
+                    r = c.getresponse()
+                except OSError as e:
+                    raise AssertionError(f"connection {i + 1} was not answered while worker 1 was stopped: {e!r}")
+                r.read()
+                assert r.status == 200
+        finally:
+            thaw()
         h.assert_status(b.request("GET", "/healthz"), 200)
     finally:
-        if thaw is not None:
-            thaw()
+        for c in conns:
+            c.close()
         b.stop()
 
 
