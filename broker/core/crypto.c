@@ -1,7 +1,8 @@
 /* crypto.c — random values, SHA-256, HMAC-SHA256, hex/base64 codecs and
  * constant-time comparison, all over OpenSSL 3.
  *
- * Owns: no state at all; every function is pure apart from the CSPRNG.
+ * Owns: no state but one SHA-256 context per thread (reused, see sha256_hex); every
+ * function is pure apart from the CSPRNG.
  * Never: logs, or returns a partial random value (rand_bytes aborts when the CSPRNG
  * fails, because a predictable token is worse than a crash). Intermediate copies of
  * secret material are wiped before they are freed.
@@ -48,14 +49,25 @@ void rand_token(char *out, size_t nbytes)
     OPENSSL_cleanse(chunk, sizeof(chunk));
 }
 
-/* OpenSSL 3 looks the algorithm up on every EVP_sha256() use; the hot path hashes an
- * API key per request, so the implementation is fetched once (thread-safe, immutable). */
+/* OpenSSL 3 looks the algorithm up on every EVP_sha256() use, and EVP_Digest() allocates
+ * and frees two contexts per call; the hot path hashes an API key per request. So the
+ * implementation is fetched once (thread-safe, immutable) and each thread keeps one digest
+ * context, reset by every EVP_DigestInit_ex2() and freed when the thread ends. Between
+ * calls it holds only the last digest (OpenSSL wipes the input block in its final step). */
 static EVP_MD *g_sha256;
+static pthread_key_t g_sha256_ctx;
 static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void free_ctx(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
 
 static void fetch_sha256(void)
 {
     g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (pthread_key_create(&g_sha256_ctx, free_ctx) != 0)
+        abort();
 }
 
 void sha256_hex(const void *data, size_t len, char out[65])
@@ -64,7 +76,11 @@ void sha256_hex(const void *data, size_t len, char out[65])
     unsigned int mdlen = 0;
 
     pthread_once(&g_sha256_once, fetch_sha256);
-    if (g_sha256 == NULL || EVP_Digest(data, len, md, &mdlen, g_sha256, NULL) != 1 || mdlen != sizeof(md))
+    EVP_MD_CTX *ctx = pthread_getspecific(g_sha256_ctx);
+    if (ctx == NULL && ((ctx = EVP_MD_CTX_new()) == NULL || pthread_setspecific(g_sha256_ctx, ctx) != 0))
+        abort();
+    if (g_sha256 == NULL || EVP_DigestInit_ex2(ctx, g_sha256, NULL) != 1 || EVP_DigestUpdate(ctx, data, len) != 1 ||
+        EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != sizeof(md))
         abort();
     hex_encode(md, sizeof(md), out);
 }

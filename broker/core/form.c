@@ -7,14 +7,14 @@
  * decoding ("a%62=1" is "ab"). Empty segments ("a=1&&b=2") are skipped; a segment
  * without '=' is a name with an empty value.
  * Never: logs (values may be codes, states or secrets); picks one of two duplicates.
- * Decoded values that are not returned are wiped before they are freed.
+ * Only the value returned is copied: other segments are checked (and names compared)
+ * without a copy of any value.
  * Tested by: tests/unit/test_form.c and tests/fuzz/fuzz_form.c. */
 #include "form.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "crypto.h"
 
 static int hex_value(unsigned char c)
 {
@@ -48,31 +48,39 @@ ssize_t form_unescape(const char *src, size_t len, char *dst, int plus_is_space)
         }
         if (c == '\0')
             return -1;
-        dst[o++] = (char)c;
+        if (dst != NULL)
+            dst[o] = (char)c;
+        o++;
     }
-    dst[o] = '\0';
+    if (dst != NULL)
+        dst[o] = '\0';
     return (ssize_t)o;
 }
 
-/* Decode s[0..len) into a fresh buffer; NULL when malformed. */
-static char *decode_dup(const char *s, size_t len)
+/* 1 when src[0..len) decodes to exactly name (nlen bytes), 0 when not, -1 when it is
+ * malformed. A segment over three bytes per byte of name cannot decode to it, and is
+ * only checked. */
+static int decodes_to(const char *src, size_t len, const char *name, size_t nlen)
 {
-    char *d = malloc(len + 1);
+    char small[128], *tmp = small;
+    ssize_t n;
+    int rc;
 
-    if (d == NULL)
+    if (len > 3 * nlen)
+        return form_unescape(src, len, NULL, 1) < 0 ? -1 : 0;
+    if (len >= sizeof(small) && (tmp = malloc(len + 1)) == NULL)
         abort();
-    if (form_unescape(s, len, d, 1) < 0) {
-        secure_free(d, len + 1);
-        return NULL;
-    }
-    return d;
+    n = form_unescape(src, len, tmp, 1);
+    rc = n < 0 ? -1 : (size_t)n == nlen && memcmp(tmp, name, nlen) == 0;
+    if (tmp != small)
+        free(tmp);
+    return rc;
 }
 
 int form_get(const char *qs, size_t len, const char *name, char **out)
 {
-    const char *p, *end;
-    char *found = NULL, *key = NULL, *value = NULL;
-    int rc = -1;
+    const char *p, *end, *found = NULL;
+    size_t found_len = 0, nlen = strlen(name);
 
     *out = NULL;
     if (qs == NULL || len == 0)
@@ -86,36 +94,26 @@ int form_get(const char *qs, size_t len, const char *name, char **out)
         const char *val = eq != NULL ? eq + 1 : pair_end;
 
         if (pair_end > p) {
-            key = decode_dup(p, (size_t)((eq != NULL ? eq : pair_end) - p));
-            value = decode_dup(val, (size_t)(pair_end - val));
-            if (key == NULL || value == NULL)
-                goto out;
-            if (strcmp(key, name) == 0) {
+            int match = decodes_to(p, (size_t)((eq != NULL ? eq : pair_end) - p), name, nlen);
+            if (match < 0 || form_unescape(val, (size_t)(pair_end - val), NULL, 1) < 0)
+                return -1;
+            if (match) {
                 if (found != NULL)
-                    goto out; /* given twice: ambiguous */
-                found = value;
-                value = NULL;
+                    return -1; /* given twice: ambiguous */
+                found = val;
+                found_len = (size_t)(pair_end - val);
             }
-            free(key);
-            secure_free_str(value);
-            key = value = NULL;
         }
         if (amp == NULL)
             break;
         p = amp + 1;
     }
-    if (found != NULL) {
-        *out = found;
-        found = NULL;
-        rc = 1;
-    } else {
-        rc = 0;
-    }
-out:
-    free(key);
-    secure_free_str(value);
-    secure_free_str(found);
-    return rc;
+    if (found == NULL)
+        return 0;
+    if ((*out = malloc(found_len + 1)) == NULL)
+        abort();
+    form_unescape(found, found_len, *out, 1); /* checked above */
+    return 1;
 }
 
 static int is_unreserved(unsigned char c)

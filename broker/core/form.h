@@ -7,9 +7,9 @@
 #include <sys/types.h>
 #include "buf.h"
 
-/* Percent-decode src[0..len) into dst (capacity at least len + 1), NUL-terminated.
- * '+' becomes a space when plus_is_space. Returns the decoded length, or -1 on a bad
- * escape or a decoded NUL byte. */
+/* Percent-decode src[0..len) into dst (capacity at least len + 1), NUL-terminated;
+ * dst NULL only checks. '+' becomes a space when plus_is_space. Returns the decoded
+ * length, or -1 on a bad escape or a decoded NUL byte. */
 ssize_t form_unescape(const char *src, size_t len, char *dst, int plus_is_space);
 
 /* Look up the parameter `name` in qs[0..len) ("a=1&b=2", no leading '?').

@@ -157,6 +157,36 @@ static void test_form_get_respects_len(void **state)
     free(v);
 }
 
+static void test_form_get_escaped_names_of_any_length(void **state)
+{
+    /* a name is compared after decoding, however long its escaped form */
+    const char *name = "a_long_name_whose_escaped_form_needs_more_than_128_bytes";
+    buf_t qs = {0};
+    char *v = NULL;
+
+    for (const char *c = name; *c != '\0'; c++)
+        buf_printf(&qs, "%%%02x", (unsigned char)*c);
+    buf_puts(&qs, "=v%41&mode=live");
+    assert_true(qs.len > 128);
+    assert_int_equal(form_get(qs.p, qs.len, name, &v), 1);
+    assert_string_equal(v, "vA");
+    free(v);
+    assert_int_equal(form_get(qs.p, qs.len, "mode", &v), 1);
+    assert_string_equal(v, "live");
+    free(v);
+    /* a segment too long to be the name is still checked */
+    assert_int_equal(form_get("mode=live&xxxxxxxxxxxxxxxxxxxx%zz=1", 35, "mode", &v), -1);
+    assert_null(v);
+    buf_free(&qs);
+}
+
+static void test_form_unescape_without_destination_only_checks(void **state)
+{
+    assert_int_equal(form_unescape("a%41+b", 6, NULL, 1), 4);
+    assert_int_equal(form_unescape("a%4", 3, NULL, 1), -1);
+    assert_int_equal(form_unescape("a%00", 4, NULL, 1), -1);
+}
+
 /* ===== form_append ===== */
 
 static void test_form_append_encodes_all_but_unreserved(void **state)
@@ -206,6 +236,8 @@ int main(void)
         cmocka_unit_test(test_form_unescape_stops_at_len),
         cmocka_unit_test(test_form_get_table),
         cmocka_unit_test(test_form_get_rejects_duplicate_name),
+        cmocka_unit_test(test_form_get_escaped_names_of_any_length),
+        cmocka_unit_test(test_form_unescape_without_destination_only_checks),
         cmocka_unit_test(test_form_get_rejects_bad_escape_anywhere),
         cmocka_unit_test(test_form_get_rejects_nul_escape),
         cmocka_unit_test(test_form_get_respects_len),
