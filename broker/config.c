@@ -749,39 +749,46 @@ static int load_stripe_value(loader_t *l, const char *name, char **out)
     return 0;
 }
 
+static const char *const ids[] = {"STRIPE_CLIENT_ID_TEST", "STRIPE_CLIENT_ID_LIVE"};
+static const char *const keys[] = {"STRIPE_SECRET_KEY_TEST", "STRIPE_SECRET_KEY_LIVE"};
+
 static int load_stripe_mode(loader_t *l, config_t *c, int mode)
 {
-    static const char *const ids[] = {"STRIPE_CLIENT_ID_TEST", "STRIPE_CLIENT_ID_LIVE"};
-    static const char *const keys[] = {"STRIPE_SECRET_KEY_TEST", "STRIPE_SECRET_KEY_LIVE"};
     static const char *const hooks[] = {"STRIPE_WEBHOOK_SECRET_TEST", "STRIPE_WEBHOOK_SECRET_LIVE"};
     stripe_mode_config_t *m = &c->stripe[mode];
-    char what[96];
 
     if (load_stripe_value(l, ids[mode], &m->client_id) != 0 ||
         load_stripe_value(l, keys[mode], &m->secret_key) != 0 ||
         load_stripe_value(l, hooks[mode], &m->webhook_secret) != 0)
         return -1;
-    if (m->client_id != NULL && m->secret_key == NULL) {
-        snprintf(what, sizeof(what), "is required when %s is set", ids[mode]);
-        return fail(l, keys[mode], what);
-    }
-    if (m->client_id == NULL && m->secret_key != NULL) {
-        snprintf(what, sizeof(what), "is required when %s is set", keys[mode]);
-        return fail(l, ids[mode], what);
-    }
-    m->enabled = m->client_id != NULL;
+    if ((m->client_id == NULL) != (m->secret_key == NULL))
+        m->missing = m->client_id == NULL ? ids[mode] : keys[mode];
+    m->enabled = m->client_id != NULL && m->secret_key != NULL;
     return 0;
 }
 
+/* A mode is enabled when both its client id and its secret key are set (CONTRACT §2); half a
+ * pair leaves it disabled (the server logs a warning), and is an error only when no mode is
+ * left: then it names the variable missing. */
 static int load_stripe(loader_t *l, config_t *c)
 {
+    char what[96];
+
     if (load_stripe_mode(l, c, MODE_TEST) != 0 || load_stripe_mode(l, c, MODE_LIVE) != 0)
         return -1;
-    if (!c->stripe[MODE_TEST].enabled && !c->stripe[MODE_LIVE].enabled)
-        return fail(l, "STRIPE_CLIENT_ID_TEST",
-                    "no Stripe mode is configured; set STRIPE_CLIENT_ID_TEST and "
-                    "STRIPE_SECRET_KEY_TEST, or the _LIVE pair");
-    return 0;
+    if (c->stripe[MODE_TEST].enabled || c->stripe[MODE_LIVE].enabled)
+        return 0;
+    for (int mode = MODE_TEST; mode <= MODE_LIVE; mode++) {
+        const char *missing = c->stripe[mode].missing;
+        if (missing != NULL) {
+            snprintf(what, sizeof(what), "is required when %s is set",
+                     missing == ids[mode] ? keys[mode] : ids[mode]);
+            return fail(l, missing, what);
+        }
+    }
+    return fail(l, "STRIPE_CLIENT_ID_TEST",
+                "no Stripe mode is configured; set STRIPE_CLIENT_ID_TEST and "
+                "STRIPE_SECRET_KEY_TEST, or the _LIVE pair");
 }
 
 /* ===== Entry points ======================================================= */

@@ -17,6 +17,7 @@ typedef struct stripe_mode_config {
     char *client_id;       /* ca_… */
     char *secret_key;      /* sk_… (secret) */
     char *webhook_secret;  /* whsec_… (secret), NULL when unset */
+    const char *missing;   /* half configured (so not enabled): the variable not set; else NULL */
 } stripe_mode_config_t;
 
 typedef struct config {

@@ -54,6 +54,10 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level(cfg.log_level);
+    for (int mode = MODE_TEST; mode <= MODE_LIVE; mode++)
+        if (cfg.stripe[mode].missing != NULL)
+            log_event(LOG_WARN, "Stripe mode not enabled: half of its credentials are set", "mode", mode_name(mode),
+                      "missing", cfg.stripe[mode].missing, NULL);
     if (strcmp(cmd, "check") == 0)
         rc = cli_check(&cfg);
     else if (strcmp(cmd, "create-api-key") == 0)

@@ -194,7 +194,8 @@ static void finish(breq_t *b, int status)
 {
     uint64_t dur = now_us() - b->start_us;
     b->status = status;
-    if (log_enabled(LOG_INFO)) {
+    int level = status >= 500 ? LOG_WARN : LOG_INFO; /* a 5xx line stays at BROKER_LOG_LEVEL=warn */
+    if (log_enabled(level)) {
         /* formatted by hand: this runs once per request */
         char line[512], num[24];
         const h2o_req_t *req = b->req;
@@ -223,7 +224,7 @@ static void finish(breq_t *b, int status)
         line[n] = '\0';
 #undef PUT
 #undef PUTS
-        log_raw(status >= 500 ? LOG_WARN : LOG_INFO, line);
+        log_raw(level, line);
     }
     metrics_http(b->route, status, dur);
     b->req = NULL;
@@ -660,8 +661,10 @@ static void on_key_record(breq_t *b, redisReply *r)
     routes[b->route].fn(b);
 }
 
-/* Authenticate API routes, then run the handler. getAccessToken authenticates inside
- * its own single Redis round trip (it reads the key record and the connection at once). */
+/* Authenticate API routes, then run the handler. getAccessToken with an org key and a
+ * valid mode authenticates inside its own single Redis round trip (it reads the key record
+ * and the connection at once); with a bad mode it takes the common path, so that the key
+ * is judged before the mode, as on every route. */
 static void dispatch(breq_t *b)
 {
     const route_t *rt = &routes[b->route];
@@ -693,10 +696,8 @@ static void dispatch(breq_t *b)
         rt->fn(b);
         return;
     }
-    if (rt->fn == token_get) {
-        token_get_with_key(b);
+    if (rt->fn == token_get && token_get_with_key(b) == 0)
         return;
-    }
     breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk->key_id));
 }
 

@@ -276,7 +276,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         n->livemode = f->mode == MODE_LIVE;
         n->connected_at = f->op == TOKEN_OP_MINT ? now : f->cur.connected_at;
         n->refreshed_at = now;
-        n->expires_at = tok.expires_in > 0 ? now + tok.expires_in : 0;
+        n->expires_at = stripe_token_expires_at(&tok, cfg->flavor == FLAVOR_APPS, now);
         if (f->op == TOKEN_OP_MINT)
             snprintf(n->derived_from, sizeof(n->derived_from), "%s", mode_name(MODE_LIVE));
         else

@@ -165,6 +165,13 @@ void stripe_token_clear(stripe_token_t *tok)
     tok->expires_in = -1;
 }
 
+time_t stripe_token_expires_at(const stripe_token_t *tok, int apps, time_t now)
+{
+    if (tok->expires_in > 0)
+        return now + tok->expires_in;
+    return apps ? now + STRIPE_APPS_TOKEN_TTL_S : 0;
+}
+
 const char *stripe_outcome_name(stripe_outcome_t o)
 {
     switch (o) {

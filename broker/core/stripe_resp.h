@@ -5,6 +5,7 @@
 #ifndef BROKER_CORE_STRIPE_RESP_H
 #define BROKER_CORE_STRIPE_RESP_H
 #include <stddef.h>
+#include <time.h>
 
 typedef struct stripe_token {
     char *access_token;           /* secret */
@@ -27,6 +28,11 @@ typedef enum stripe_outcome {
  * err (size 64) receives Stripe's error code, or "" (it is not secret). */
 stripe_outcome_t stripe_token_parse(long http_status, const char *body, size_t len,
                                     stripe_token_t *tok, char err[64]);
+/* When tok's access token expires, 0 for never (connect flavor). An apps-flavor token
+ * whose answer leaves expires_in out still expires after STRIPE_APPS_TOKEN_TTL_S
+ * (STRIPE.md: an hour): taken for one that never expires, it would be handed out dead. */
+#define STRIPE_APPS_TOKEN_TTL_S 3600
+time_t stripe_token_expires_at(const stripe_token_t *tok, int apps, time_t now);
 /* Wipe and free every field. */
 void stripe_token_clear(stripe_token_t *tok);
 /* A short name for logs and metrics: "ok", "invalid_grant", "rejected", "transient". */

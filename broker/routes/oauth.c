@@ -88,7 +88,7 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
     rec.scope = tok.scope;
     rec.livemode = b->mode == MODE_LIVE;
     rec.connected_at = rec.refreshed_at = now;
-    rec.expires_at = tok.expires_in > 0 ? now + tok.expires_in : 0;
+    rec.expires_at = stripe_token_expires_at(&tok, b->w->cfg->flavor == FLAVOR_APPS, now);
     snprintf(c->acct, sizeof(c->acct), "%s", tok.stripe_user_id ? tok.stripe_user_id : "");
     char *sealed = store_conn_seal(b->w->cfg, b->org, b->mode, &rec);
     stripe_token_clear(&tok);

@@ -18,8 +18,9 @@ void admin_keys_delete(breq_t *b);
 /* token.c — getAccessToken and rotation; the hot path */
 void token_get(breq_t *b);
 /* getAccessToken for an org key (b->bearer): authenticates and reads in one Redis
- * round trip. */
-void token_get_with_key(breq_t *b);
+ * round trip. Returns -1, having done nothing, when the mode query is not a valid,
+ * enabled mode: the caller checks the key first, then token_get reports the mode. */
+int token_get_with_key(breq_t *b);
 void token_rotate(breq_t *b);
 /* connections.c — connections, authorize links, webhook secrets */
 void conn_list(breq_t *b);

@@ -137,22 +137,25 @@ static void on_key_and_conn(breq_t *b, redisReply *r)
     key_and_conn(b, kv, kl, cv, cl, rcache_fill(b->w->cache, conn, clen, b->cache_ticket[1], cv, cl));
 }
 
-void token_get_with_key(breq_t *b)
+int token_get_with_key(breq_t *b)
 {
     rcache_t *cache = b->w->cache;
     rcache_entry_t *ke, *ce;
-    char key[128], conn[128];
+    char key[128], conn[128], *m = NULL;
     size_t klen, clen, kl, cl;
 
-    if (parse_mode_query(b) < 0)
-        return;
+    int mode = breq_query(b, "mode", &m) == 1 ? mode_parse(m, strlen(m)) : -1;
+    free(m);
+    if (mode < 0 || !b->w->cfg->stripe[mode].enabled)
+        return -1;
+    b->mode = mode;
     hot_keys(b, key, &klen, conn, &clen);
     /* a busy worker answers from the cache while Redis vouches for it (rcache.h) */
     if (rcache_fresh(cache) && (ke = rcache_get(cache, key, klen)) != NULL &&
         (ce = rcache_get(cache, conn, clen)) != NULL) {
         const char *kv = rcache_value(ke, &kl), *cv = rcache_value(ce, &cl);
         key_and_conn(b, kv, kl, cv, cl, ce);
-        return;
+        return 0;
     }
     /* else one round trip, reserved in the cache first so that a change racing the
      * read wins */
@@ -161,6 +164,7 @@ void token_get_with_key(breq_t *b)
     const char *argv[3] = {"MGET", key, conn};
     const size_t lens[3] = {4, klen, clen};
     breq_redisv(b, on_key_and_conn, 3, argv, lens);
+    return 0;
 }
 
 static void on_conn_for_rotate(breq_t *b, redisReply *r)

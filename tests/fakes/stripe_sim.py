@@ -34,7 +34,8 @@ How to control it (JSON, same port, for tests):
   DELETE /_sim/faults       clear faults (and release hung calls)
   POST   /_sim/config       {"authorize": consent|approve|deny, "next_account": "acct_…",
                              "apps_token_lifetime": 30, "code_lifetime": 300,
-                             "clock_offset": seconds added to the simulator's clock}
+                             "clock_offset": seconds added to the simulator's clock,
+                             "apps_send_expires_in": false (apps tokens still expire)}
   POST   /_sim/token-info   {"access_token": "…"} or {"refresh_token": "…"} → {"active": bool, …}
   POST   /_sim/issue-code   {"client_id": "ca_…", "account"?, "flavor"?: connect|apps,
                              "scope"?} → {"code": "ac_…", "account": "acct_…"}
@@ -94,7 +95,7 @@ class Sim:
         self.keys = {args.test_secret_key: "test", args.live_secret_key: "live"}
         self.app_name = args.app_name
         self.defaults = {"authorize": args.authorize, "apps_token_lifetime": args.apps_token_lifetime,
-                         "code_lifetime": 300, "clock_offset": 0.0}
+                         "code_lifetime": 300, "clock_offset": 0.0, "apps_send_expires_in": True}
         self.release = threading.Event()  # set to release hung calls
         self.reset()
 
@@ -200,7 +201,7 @@ class Sim:
         body = {"access_token": tok, "refresh_token": refresh_token, "token_type": "bearer",
                 "stripe_publishable_key": pk, "stripe_user_id": acct, "livemode": mode == "live",
                 "scope": scope}
-        if lifetime is not None:
+        if lifetime is not None and self.config["apps_send_expires_in"]:
             body["expires_in"] = int(lifetime)
         return body
 
@@ -632,6 +633,8 @@ class Handler(BaseHTTPRequestHandler):
                 for k in ("apps_token_lifetime", "code_lifetime", "clock_offset"):
                     if k in req:
                         sim.config[k] = float(req[k])
+                if "apps_send_expires_in" in req:
+                    sim.config["apps_send_expires_in"] = bool(req["apps_send_expires_in"])
                 out = dict(sim.config, next_account=sim.next_account)
             return self.send(200, out)
         if (method, path) == ("POST", "/_sim/token-info"):

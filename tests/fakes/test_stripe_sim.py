@@ -198,6 +198,14 @@ def test_grant_type_errors():
     assert s == 400 and e["error"] == "invalid_grant"
 
 
+def test_apps_answer_without_expires_in_still_expires():
+    ctl("config", {"apps_token_lifetime": 60, "apps_send_expires_in": False})
+    _, j = new_connection(flavor="apps")
+    assert "expires_in" not in j and active(j["access_token"])
+    ctl("config", {"clock_offset": 61})
+    assert not active(j["access_token"])
+
+
 def test_apps_rotation_and_expiry():
     ctl("config", {"apps_token_lifetime": 60})
     _, j = new_connection(flavor="apps")

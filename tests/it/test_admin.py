@@ -203,6 +203,21 @@ def test_org_key_for_another_org_is_403_forbidden():
         h.assert_error(r, 403, "forbidden")
 
 
+def test_access_token_judges_the_key_before_the_mode():
+    """getAccessToken answers 401/403 for a bad key whatever the mode, as every route
+    does; only a good key learns that its mode is wrong."""
+    org_a, org_b = h.new_org(), h.new_org()
+    a = S.broker.create_api_key(org_a)
+    flip = "A" if a["api_key"][-1] != "A" else "B"
+    for mode in ("bogus", "", "LIVE", "test&mode=live"):
+        path_a = f"/v1/orgs/{org_a}/access-token?mode={mode}"
+        _assert_unauthorized(S.broker.request("GET", path_a, token=a["api_key"][:-1] + flip))
+        h.assert_error(S.broker.request("GET", f"/v1/orgs/{org_b}/access-token?mode={mode}",
+                                        token=a["api_key"]), 403, "forbidden")
+        h.assert_error(S.broker.request("GET", path_a, token=a["api_key"]), 400, "invalid_request")
+    _assert_unauthorized(S.broker.request("GET", f"/v1/orgs/{org_a}/access-token", token=h.rand_str(43)))
+
+
 def test_org_key_on_admin_route_is_403_forbidden():
     org = h.new_org()
     a = S.broker.create_api_key(org)

@@ -34,6 +34,17 @@ def grants(kind):
             if g.get("endpoint") == "apps_token" and g.get("grant_type") == kind]
 
 
+def test_apps_token_without_expires_in_is_taken_to_live_an_hour():
+    """STRIPE.md: apps access tokens expire after an hour, expires_in only "possibly" sent."""
+    S.sim.config(apps_send_expires_in=False)
+    org = h.new_org()
+    connect(org, "live", lifetime=3600)
+    j = S.broker.access_token(org, "live").json()
+    exp = h.parse_rfc3339(j.get("expires_at"))
+    left = (exp - datetime.now(timezone.utc)).total_seconds()
+    assert 3500 <= left <= 3610, f"expires_at is {left:.0f}s away: {j}"
+
+
 def test_apps_authorize_redirect_goes_to_the_marketplace():
     f = h.Flow(S.broker, S.sim, h.new_org(), "live")
     f.open()

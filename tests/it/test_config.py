@@ -210,6 +210,23 @@ def test_several_encryption_keys_are_accepted():
     b.stop()
 
 
+def test_half_a_stripe_pair_starts_with_that_mode_disabled_and_warns():
+    """CONTRACT §2: a mode is enabled when its client id and secret key are both set."""
+    b = S.new_broker("halfpair", STRIPE_SECRET_KEY_LIVE=None)
+    try:
+        h.assert_error(b.access_token(h.new_org(), "live"), 400, "mode_not_enabled")
+        h.assert_error(b.access_token(h.new_org(), "test"), 404, "not_connected")
+        warn = [json.loads(l) for l in b.log_lines() if "STRIPE_SECRET_KEY_LIVE" in l]
+        assert [(j["level"], j.get("mode")) for j in warn] == [("warn", "live")], warn
+    finally:
+        b.stop()
+
+
+def test_half_a_stripe_pair_with_no_other_mode_is_rejected_naming_the_missing_one():
+    check_rejected("STRIPE_SECRET_KEY_TEST", {"STRIPE_SECRET_KEY_TEST": None, "STRIPE_CLIENT_ID_LIVE": None,
+                                              "STRIPE_SECRET_KEY_LIVE": None})
+
+
 def test_http_localhost_upstream_is_accepted():
     b = S.new_broker("localhost", STRIPE_CONNECT_URL=f"http://localhost:{S.sim.port}")
     b.stop()

@@ -53,14 +53,15 @@ def is_request_line(j):
     return "status" in j and "method" in j
 
 
-def request_lines_after(offset, expected, timeout=3):
+def request_lines_after(offset, expected, timeout=3, broker=None):
     """Wait until at least `expected` request lines were written after offset."""
+    b = broker or S.broker
     def enough():
-        got = [j for j in parse_lines(S.broker.log_lines(offset)) if is_request_line(j)]
+        got = [j for j in parse_lines(b.log_lines(offset)) if is_request_line(j)]
         return got if len(got) >= expected else None
     got = h.wait_until(enough, timeout, interval=0.05, what=f"{expected} request log lines")
     time.sleep(0.2)   # a line too many would show up now
-    return [j for j in parse_lines(S.broker.log_lines(offset)) if is_request_line(j)]
+    return [j for j in parse_lines(b.log_lines(offset)) if is_request_line(j)]
 
 
 def test_every_request_logs_exactly_one_json_line_with_the_fields():
@@ -107,6 +108,22 @@ def test_request_line_for_an_admin_route_has_the_org_id():
     S.broker.create_api_key(org15)
     lines = request_lines_after(off, 1)
     assert lines[-1].get("org_id") == h.org18(org15), lines
+
+
+def test_at_level_warn_only_5xx_request_lines_are_logged():
+    quiet = S.new_broker(f"warn{h.rand_str(4)}", BROKER_LOG_LEVEL="warn")
+    try:
+        org = h.new_org()
+        c = S.rc()
+        c.command("SET", f"stb:conn:{org}:test", "not a sealed record")  # 500 record_unreadable
+        offset = quiet.log_size()
+        h.assert_status(quiet.request("GET", "/healthz"), 200)
+        h.assert_error(quiet.access_token(org, "live"), 404, "not_connected")
+        h.assert_error(quiet.access_token(org, "test"), 500, "record_unreadable")
+        lines = request_lines_after(offset, 1, broker=quiet)
+        assert [(j["status"], j["level"]) for j in lines] == [(500, "warn")], lines
+    finally:
+        quiet.stop()
 
 
 def test_request_ids_are_unique():

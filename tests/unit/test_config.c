@@ -345,7 +345,6 @@ static const bad_var_t BAD_VALUES[] = {
     {"BROKER_LOG_LEVEL", "INFO", "BROKER_LOG_LEVEL"},
     {"STRIPE_SECRET_KEY_TEST", NULL, "STRIPE_SECRET_KEY_TEST"},
     {"STRIPE_CLIENT_ID_TEST", NULL, "STRIPE_CLIENT_ID_TEST"},
-    {"STRIPE_LIVE_ONLY_ID", "ca_live", "STRIPE_SECRET_KEY_LIVE"}, /* special-cased below */
     {"STRIPE_CLIENT_ID_TEST", "ca test", "STRIPE_CLIENT_ID_TEST"},
     {"STRIPE_SECRET_KEY_TEST", "sk_test_1\n", "STRIPE_SECRET_KEY_TEST"},
     {"STRIPE_SECRET_KEY_TEST", "", "STRIPE_SECRET_KEY_TEST"},
@@ -367,10 +366,7 @@ static void test_config_rejects_bad_values_naming_the_variable(void **state)
         const bad_var_t *b = &BAD_VALUES[i];
         fake_env_t e = minimal_env();
         char err[256];
-        if (strcmp(b->var, "STRIPE_LIVE_ONLY_ID") == 0)
-            env_set(&e, "STRIPE_CLIENT_ID_LIVE", b->value);
-        else
-            env_set(&e, b->var, b->value);
+        env_set(&e, b->var, b->value);
         load_fails(&e, b->named, err, sizeof(err));
         if (b->value != NULL && strlen(b->value) >= 6 && strstr(err, b->value) != NULL)
             fail_msg("error \"%s\" contains the value", err);
@@ -387,14 +383,33 @@ static void test_config_requires_one_stripe_mode(void **state)
     load_fails(&e, "STRIPE_CLIENT_ID_TEST", err, sizeof(err));
 }
 
-static void test_config_half_a_pair_names_the_missing_variable(void **state)
+static void test_config_half_a_pair_leaves_its_mode_disabled(void **state)
 {
     fake_env_t e = minimal_env();
+    config_t c;
     char err[256];
 
+    /* CONTRACT §2: a mode is enabled when both are set; half a pair is not an error while
+     * another mode is enabled */
     env_set(&e, "STRIPE_SECRET_KEY_LIVE", "sk_live_x");
-    load_fails(&e, "STRIPE_CLIENT_ID_LIVE", err, sizeof(err));
-    assert_null(strstr(err, "sk_live_x"));
+    assert_int_equal(config_load(&c, fake_getenv, &e, err, sizeof(err)), 0);
+    assert_true(c.stripe[MODE_TEST].enabled);
+    assert_false(c.stripe[MODE_LIVE].enabled);
+    assert_null(c.stripe[MODE_TEST].missing);
+    assert_string_equal(c.stripe[MODE_LIVE].missing, "STRIPE_CLIENT_ID_LIVE");
+    config_free(&c);
+
+    env_set(&e, "STRIPE_SECRET_KEY_LIVE", NULL);
+    env_set(&e, "STRIPE_CLIENT_ID_LIVE", "ca_live");
+    assert_int_equal(config_load(&c, fake_getenv, &e, err, sizeof(err)), 0);
+    assert_false(c.stripe[MODE_LIVE].enabled);
+    assert_string_equal(c.stripe[MODE_LIVE].missing, "STRIPE_SECRET_KEY_LIVE");
+    config_free(&c);
+
+    /* with no mode left, the error names the variable missing */
+    env_set(&e, "STRIPE_SECRET_KEY_TEST", NULL);
+    load_fails(&e, "STRIPE_SECRET_KEY_TEST", err, sizeof(err));
+    assert_null(strstr(err, "ca_live"));
 }
 
 static void test_config_errors_never_contain_secrets(void **state)
@@ -676,7 +691,7 @@ int main(void)
         cmocka_unit_test(test_config_only_live_mode_is_enough),
         cmocka_unit_test(test_config_rejects_bad_values_naming_the_variable),
         cmocka_unit_test(test_config_requires_one_stripe_mode),
-        cmocka_unit_test(test_config_half_a_pair_names_the_missing_variable),
+        cmocka_unit_test(test_config_half_a_pair_leaves_its_mode_disabled),
         cmocka_unit_test(test_config_errors_never_contain_secrets),
         cmocka_unit_test(test_config_error_fits_small_buffers),
         cmocka_unit_test(test_config_file_variant_strips_one_newline),
