@@ -864,6 +864,46 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     w->leave_since = 0;
 }
 
+/* ===== h2o's own error answers =====
+ *
+ * h2o answers a few requests itself, before any handler runs: a body over
+ * max_request_entity_size (413), a broken chunked encoding or content-length (400), in
+ * text/plain. Those answers, and only those, take the host's fallback path (every
+ * request that reaches a handler is bound to "/"); this filter there gives them the
+ * contract's JSON error and headers. */
+typedef struct json_error_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+} json_error_ostream_t;
+
+static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                            h2o_send_state_t state)
+{
+    json_error_ostream_t *o = (json_error_ostream_t *)self;
+    /* h2o_send_inline: the whole body in one final call, or none for HEAD */
+    h2o_ostream_send_next(self, req, bufcnt != 0 ? &o->body : NULL, bufcnt != 0, state);
+}
+
+static void json_error_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    api_err_t e = req->res.status == 413 ? ERR_PAYLOAD_TOO_LARGE : req->res.status == 400 ? ERR_INVALID_REQUEST : ERR__COUNT;
+    if (e != ERR__COUNT) {
+        buf_t b = {0};
+        api_err_json(&b, e, e == ERR_INVALID_REQUEST ? "The request body is malformed." : NULL);
+        json_error_ostream_t *o = (json_error_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+        o->super.do_send = json_error_send;
+        o->body = h2o_strdup(&req->pool, b.p, b.len);
+        buf_free(&b);
+        memset(&req->res.headers, 0, sizeof(req->res.headers));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+        add_header(req, "cache-control", "no-store");
+        add_header(req, "x-content-type-options", "nosniff");
+        req->res.content_length = o->body.len;
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 static int open_listener(const server_t *s)
 {
     int fd, on = 1;
@@ -1023,13 +1063,14 @@ int server_run(const config_t *cfg)
     }
 
     h2o_config_init(&s.globalconf);
-    s.globalconf.max_request_entity_size = BODY_MAX_BYTES * 4; /* larger bodies: our own JSON 413 */
+    s.globalconf.max_request_entity_size = BODY_MAX_BYTES * 4; /* larger: h2o's 413, as JSON (json_error_setup) */
     s.globalconf.http1.upgrade_to_http2 = 0;
     s.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("stripe-token-broker"));
     h2o_hostconf_t *host = h2o_config_register_host(&s.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
     handler->on_req = on_req;
+    h2o_create_filter(&host->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = json_error_setup;
 
     s.workers = calloc((size_t)cfg->threads, sizeof(worker_t));
     if (s.workers == NULL)

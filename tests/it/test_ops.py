@@ -3,6 +3,7 @@
 import ctypes
 import http.client
 import json
+import socket
 import os
 import re
 import threading
@@ -261,6 +262,39 @@ def test_body_over_64k_sent_chunked_is_413():
         conn.close()
     assert resp.status == 413, f"{resp.status} {body[:200]!r}"
     assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+def _raw_exchange(head, body=b""):
+    """Send a request head (and a body, perhaps partial or broken) on a fresh socket; returns
+    (status, headers, body) of the answer, read until the broker closes."""
+    with socket.create_connection(("127.0.0.1", S.broker.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    raw_head, _, rest = data.partition(b"\r\n\r\n")
+    lines = raw_head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    return int(lines[0].split()[1]), headers, rest
+
+
+def test_bodies_h2o_refuses_itself_still_get_the_json_error():
+    """A body far over the limit, announced by Content-Length, is refused before any handler
+    runs, and so is a broken chunked encoding: the answers keep the contract's shape."""
+    org = h.new_org()
+    head = (f"POST /v1/orgs/{org}/authorize-links HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {S.broker.admin_token}\r\nContent-Type: application/json\r\n")
+    cases = [(413, "payload_too_large", (head + "Content-Length: 1048576\r\n\r\n").encode(), b"{" * 1024),
+             (400, "invalid_request", (head + "Transfer-Encoding: chunked\r\n\r\n").encode(), b"zz\r\n{}\r\n")]
+    for status, code, req_head, body in cases:
+        got, headers, raw = _raw_exchange(req_head, body)
+        assert got == status, f"{got} {raw[:200]!r}"
+        assert headers.get("content-type", "").startswith("application/json"), headers
+        assert headers.get("cache-control") == "no-store", headers
+        assert json.loads(raw)["error"]["code"] == code, raw[:200]
 
 
 def _metric(text, name, **labels):
