@@ -155,6 +155,30 @@ def test_authorizing_again_after_deauthorization_reconnects():
     assert r.json()["stripe_user_id"] == f2.account
 
 
+def test_a_derived_test_token_follows_live_through_deauthorization_and_reauthorization():
+    """A test token minted from live needs no authorization of its own (CONTRACT §4.2): after
+    the account is deauthorized and live is authorized again, test works again at once."""
+    org = h.new_org()
+    f = connect(org, "live")
+    old = S.broker.access_token(org, "test").json()["access_token"]   # minted from live
+    send(f.account, secret=WH_LIVE, livemode=True, revoke=True)
+    h.assert_error(S.broker.access_token(org, "test"), 409, "reauthorization_required")
+    mints = S.sim.calls("token")
+    h.assert_error(S.broker.access_token(org, "test"), 409, "reauthorization_required")
+    assert S.sim.calls("token") == mints, "a mint was tried while live is revoked"
+    f2 = connect(org, "live")
+    calls = S.sim.calls("token")
+    r = S.broker.access_token(org, "test")
+    h.assert_status(r, 200)
+    j = r.json()
+    assert j["stripe_user_id"] == f2.account and j["access_token"] != old, j
+    assert S.sim.token_active(j["access_token"])
+    assert S.sim.calls("token") == calls + 1, "exactly one mint"
+    assert status_of(org, "test") == "connected"
+    h.assert_status(S.broker.access_token(org, "test"), 200)
+    assert S.sim.calls("token") == calls + 1
+
+
 def test_webhook_body_over_64k_is_413():
     r = S.broker.request("POST", "/webhooks/stripe", body=b"{" + b" " * (64 * 1024) + b"}",
                          headers={"Content-Type": "application/json",
