@@ -2,8 +2,8 @@
 comparisons of every secret.
 
 Limits: the browser endpoints (/setup*, /oauth/callback) per client IP
-(BROKER_RATE_LIMIT_IP_PER_MIN, default 120), the API under /v1/orgs/{org_id}/ per org
-(BROKER_RATE_LIMIT_ORG_PER_S, default 200), each per worker thread. With one worker the
+(BROKER_RATE_LIMIT_IP_PER_MIN, default 1200), the API under /v1/orgs/{org_id}/ per org
+(BROKER_RATE_LIMIT_ORG_PER_S, default 1000), each per worker thread. With one worker the
 counts are exact; with N workers a client gets at most N × the limit.
 
 Timing: a black-box timing test cannot see a memcmp on loopback, so the comparisons are
@@ -131,12 +131,12 @@ def test_api_is_limited_per_org():
         close(b)
 
 
-def test_default_limits_are_300_per_minute_and_1000_per_second():
+def test_default_limits_are_1200_per_minute_and_1000_per_second():
     b = limited_broker("defaults")
     try:
-        sts = [r[0] for r in burst(b, "/setup", 601)]
-        assert 429 not in sts[:300], f"a browser client was limited before 300 requests: first at {sts.index(429)}"
-        assert 429 in sts, "601 browser requests within a minute were never limited"
+        sts = [r[0] for r in burst(b, "/setup", 1201)]
+        assert 429 not in sts[:1200], f"a browser client was limited before 1200 requests: first at {sts.index(429)}"
+        assert 429 in sts, "1201 browser requests within a minute were never limited"
         org = h.new_org()
         key = b.create_api_key(org)["api_key"]
         t0 = time.monotonic()
