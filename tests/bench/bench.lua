@@ -9,7 +9,9 @@
 --
 -- PATH_OVERRIDE, when given, replaces every path (h2o, webdis, /healthz) but keeps the
 -- headers of the list. done() prints one line "BENCH {json}" with requests/s, latency
--- percentiles (µs), socket errors and the exact count of non-2xx responses (by status).
+-- percentiles (µs), socket errors, the exact count of non-2xx responses (by status) and the
+-- latency histogram. wrk corrects its latency figures for coordinated omission before done()
+-- (src/stats.c, stats_correct); bench.py also reports them with the correction undone.
 
 local threads = {}
 local reqs = {}
@@ -59,14 +61,25 @@ function done(summary, latency, requests)
    for s, c in pairs(by) do
       table.insert(parts, string.format('"%d":%d', s, c))
    end
+   -- the histogram itself (value µs, count), corrected like the percentiles: bench.py undoes
+   -- the correction. latency(i) walks the histogram from its start on every call, so a very
+   -- wide one is left out.
+   local hist = {}
+   if #latency * (latency.max - latency.min + 1) <= 2e9 then
+      for i = 1, #latency do
+         local v, c = latency(i)
+         hist[i] = string.format("[%d,%d]", v, c)
+      end
+   end
    local e = summary.errors
    local secs = summary.duration / 1e6
    io.write(string.format(
       'BENCH {"requests":%d,"duration_s":%.3f,"rps":%.1f,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
       '"p999_us":%d,"max_us":%d,"mean_us":%.1f,"non2xx":%d,"err_connect":%d,"err_read":%d,' ..
-      '"err_write":%d,"err_timeout":%d,"bytes":%d,"by_status":{%s}}\n',
+      '"err_write":%d,"err_timeout":%d,"bytes":%d,"by_status":{%s},"duration_us":%d,"hist":[%s]}\n',
       summary.requests, secs, summary.requests / secs,
       latency:percentile(50), latency:percentile(90), latency:percentile(99),
       latency:percentile(99.9), latency.max, latency.mean, bad,
-      e.connect, e.read, e.write, e.timeout, summary.bytes, table.concat(parts, ",")))
+      e.connect, e.read, e.write, e.timeout, summary.bytes, table.concat(parts, ","),
+      summary.duration, table.concat(hist, ",")))
 end
