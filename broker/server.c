@@ -263,8 +263,9 @@ static int busy(worker_t *w, size_t answers)
 /* The end of a loop turn: hand over the turn's log lines (at once), then send the
  * answers, so that a quiet worker's answer never leaves before its line. An answer
  * queued while sending (a pipelined request started by h2o) gets its line handed over
- * in the next round here. The vector keeps its capacity from turn to turn. */
-static void send_turn(worker_t *w)
+ * in the next round here. The vector keeps its capacity from turn to turn. Returns the
+ * number of answers sent. */
+static size_t send_turn(worker_t *w)
 {
     static h2o_generator_t generator = {NULL, NULL};
     size_t i = 0;
@@ -279,6 +280,7 @@ static void send_turn(worker_t *w)
     }
     w->sends.size = 0;
     log_flush(direct);
+    return i;
 }
 
 void breq_json(breq_t *b, int status, const char *json, size_t len)
@@ -950,6 +952,7 @@ static void *worker_main(void *arg)
     h2o_socket_read_start(w->listener, on_accept);
     atomic_store(&w->accepting, 1);
     log_batch_start();
+    size_t sent = 0;
     while (!atomic_load(&g_stop) || w->inflight > 0) {
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
@@ -962,8 +965,12 @@ static void *worker_main(void *arg)
         }
         if (drain_start != 0 && time_mono_ms() - drain_start > DRAIN_MAX_MS)
             break;
-        h2o_evloop_run(w->loop, 50);
-        send_turn(w);
+        /* After answers were sent, the next turn must not sleep: h2o completes a write made
+         * outside its loop by a pending callback, and that callback is what resumes reading
+         * the connection's next request; without an event or a timer to end the wait, a
+         * keep-alive client waited up to 50 ms for each answer after a Redis round trip. */
+        h2o_evloop_run(w->loop, sent != 0 ? 0 : 50);
+        sent = send_turn(w);
     }
     send_turn(w);
     log_batch_stop();

@@ -264,6 +264,29 @@ def test_body_over_64k_sent_chunked_is_413():
     assert json.loads(body)["error"]["code"] == "payload_too_large"
 
 
+def test_a_keep_alive_client_is_not_left_waiting_after_a_redis_round_trip():
+    """Each answer that needed Redis used to leave its connection unread until the worker's
+    loop woke for something else: on a quiet worker, up to 50 ms per request."""
+    b = S.new_broker(f"ka{h.rand_str(4)}", BROKER_THREADS="1")
+    try:
+        org = h.new_org()
+        c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5)
+        took = []
+        try:
+            for _ in range(30):
+                t0 = time.monotonic()
+                c.request("GET", f"/v1/orgs/{org}/connections", headers={"Authorization": f"Bearer {b.admin_token}"})
+                r = c.getresponse()
+                assert r.status == 200 and json.loads(r.read()) == {"connections": []}
+                took.append(time.monotonic() - t0)
+        finally:
+            c.close()
+        took.sort()
+        assert took[len(took) // 2] < 0.02, f"median {took[len(took) // 2] * 1000:.1f} ms per request on one connection"
+    finally:
+        b.stop()
+
+
 def _raw_exchange(head, body=b""):
     """Send a request head (and a body, perhaps partial or broken) on a fresh socket; returns
     (status, headers, body) of the answer, read until the broker closes."""
