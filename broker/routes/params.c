@@ -7,17 +7,32 @@
 #include "core/form.h"
 #include "core/timefmt.h"
 
-int parse_mode_value(breq_t *b, const char *s)
+/* The mode s names: MODE_*, -1 when it names none, -2 when that mode is not enabled. */
+static int mode_check(const breq_t *b, const char *s)
 {
     int mode = s != NULL ? mode_parse(s, strlen(s)) : -1;
-    if (mode < 0) {
+    return mode < 0 ? -1 : b->w->cfg->stripe[mode].enabled ? mode : -2;
+}
+
+int parse_mode_value(breq_t *b, const char *s)
+{
+    int mode = mode_check(b, s);
+    if (mode == -1)
         breq_error(b, ERR_INVALID_REQUEST, "The mode must be \"test\" or \"live\".");
-        return -1;
-    }
-    if (!b->w->cfg->stripe[mode].enabled) {
+    else if (mode == -2)
         breq_error(b, ERR_MODE_NOT_ENABLED, NULL);
+    else
+        b->mode = mode;
+    return mode < 0 ? -1 : mode;
+}
+
+int peek_mode_query(breq_t *b)
+{
+    char *v = NULL;
+    int mode = breq_query(b, "mode", &v) == 1 ? mode_check(b, v) : -1;
+    free(v);
+    if (mode < 0)
         return -1;
-    }
     b->mode = mode;
     return mode;
 }

@@ -9,6 +9,9 @@
 
 /* ?mode=test|live, required. Returns the mode or -1 (answered). */
 int parse_mode_query(breq_t *b);
+/* The same without answering: the mode (b->mode set) when it is valid and enabled, else -1
+ * and nothing done (parse_mode_query then says why). */
+int peek_mode_query(breq_t *b);
 /* Path parameter idx as a mode. Returns the mode or -1 (answered). */
 int parse_mode_param(breq_t *b, int idx);
 /* A mode name from anywhere (JSON field, form): checks enabled. -1 (answered). */

@@ -146,14 +146,11 @@ int token_get_with_key(breq_t *b)
 {
     rcache_t *cache = b->w->cache;
     rcache_entry_t *ke, *ce;
-    char key[128], conn[128], *m = NULL;
+    char key[128], conn[128];
     size_t klen, clen, kl, cl;
 
-    int mode = breq_query(b, "mode", &m) == 1 ? mode_parse(m, strlen(m)) : -1;
-    free(m);
-    if (mode < 0 || !b->w->cfg->stripe[mode].enabled)
+    if (peek_mode_query(b) < 0)
         return -1;
-    b->mode = mode;
     hot_keys(b, key, &klen, conn, &clen);
     /* a busy worker answers from the cache while Redis vouches for it (rcache.h) */
     if (rcache_fresh(cache) && (ke = rcache_get(cache, key, klen)) != NULL &&
