@@ -13,6 +13,15 @@
 -- latency histogram. wrk corrects its latency figures for coordinated omission before done()
 -- (src/stats.c, stats_correct); bench.py also reports them with the correction undone.
 
+-- BENCH_PACE_MS (environment), when set, makes each connection wait that long between an
+-- answer and its next request (wrk's delay()): a paced load below the machine's limit.
+local pace = tonumber(os.getenv("BENCH_PACE_MS") or "")
+if pace then
+   function delay()
+      return pace
+   end
+end
+
 local threads = {}
 local reqs = {}
 local n = 0

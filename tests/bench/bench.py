@@ -14,6 +14,8 @@ One run on this machine, every server and wrk sharing its cores:
        h2o      Debian's h2o (2 threads) serving a static JSON file of the same size
        webdis   Debian's webdis (2 threads) answering GET /GET/<key> of the same size
        healthz  the broker's GET /healthz (its own HTTP ceiling);
+     then, not a target, the broker and h2o again under a paced load: each connection
+     waits PACE_MS between an answer and its next request (the load below the limit);
   3. the broker at 1,000 connections (RSS), then a SOAK_S soak (RSS sampled; perf
      samples the first seconds when perf works);
   4. instructions per request under valgrind --tool=callgrind for a fixed number of
@@ -25,7 +27,7 @@ One run on this machine, every server and wrk sharing its cores:
 
 Timings are reported, never asserted. Every process this script starts is stopped at
 the end. Environment knobs: BROKER_BIN, ORGS, ROUNDS, CONNS, WRK_THREADS, WARMUP_S,
-WRK_DURATION_S, SOAK_S, CALLGRIND_REQUESTS, BENCH_OUT (folder for results.md/png).
+WRK_DURATION_S, SOAK_S, PACE_MS, CALLGRIND_REQUESTS, BENCH_OUT (folder for results.md/png).
 """
 
 import asyncio
@@ -64,6 +66,8 @@ SOAK_S = int(os.environ.get("SOAK_S", "60"))
 BIG_CONNS = int(os.environ.get("BIG_CONNS", "1000"))
 CG_REQUESTS = int(os.environ.get("CALLGRIND_REQUESTS", "10000"))
 MINT_DELAY_MS = 50
+PACE_MS = int(os.environ.get("PACE_MS", "2"))
+PACED = ("broker", "h2o")
 OUT_DIR = os.environ.get("BENCH_OUT", BENCH_DIR)
 LUA = os.path.join(BENCH_DIR, "bench.lua")
 WEBDIS_KEY = "benchtoken"
@@ -101,6 +105,14 @@ def stop(p, sig=signal.SIGTERM, timeout=15):
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds of process pid, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def proc_status(pid):
@@ -189,14 +201,19 @@ def uncorrect(corrected, interval):
     return raw if again == corrected else None
 
 
-def wrk(url, reqfile, override=None, conns=CONNS, duration=DURATION_S, threads=WRK_THREADS):
+def wrk(url, reqfile, override=None, conns=CONNS, duration=DURATION_S, threads=WRK_THREADS, pace_ms=None):
     """One wrk run: its figures (corrected for coordinated omission, as wrk reports them),
     plus raw_p50_us/raw_p99_us/raw_p999_us and stalls_10ms (answers that took 10 ms or
-    more) from the histogram with the correction undone (None when it could not be)."""
+    more) from the histogram with the correction undone (None when it could not be).
+    pace_ms: each connection waits that long between an answer and its next request."""
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", LUA, url,
            "--", reqfile] + ([override] if override else [])
+    env = dict(os.environ)
+    env.pop("BENCH_PACE_MS", None)
+    if pace_ms is not None:
+        env["BENCH_PACE_MS"] = str(pace_ms)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60,
-                       preexec_fn=raise_nofile)
+                       preexec_fn=raise_nofile, env=env)
     m = re.search(r"^BENCH (\{.*\})$", p.stdout, re.M)
     if p.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({p.returncode}): {p.stdout[-800:]} {p.stderr[-800:]}")
@@ -322,10 +339,12 @@ def callgrind_phase(env, reqs_token, reqs_health):
     ctl("-i", "on")
     out = {}
     for name, reqs in (("token", reqs_token), ("healthz", reqs_health)):
+        before = cache_events(port)
         ctl("-z")
         counts = fixed_requests(port, reqs, CG_REQUESTS)
         ctl("-d", name)
-        out[name] = {"counts": counts}
+        after = cache_events(port)
+        out[name] = {"counts": counts, "cache": {k: after[k] - before.get(k, 0) for k in after}}
     stop(p, timeout=60)
     for name in out:
         files = [f for f in glob.glob(f"{cgdir}/callgrind.out.{p.pid}*") if _dump_reason(f) == name]
@@ -335,6 +354,17 @@ def callgrind_phase(env, reqs_token, reqs_health):
         out[name]["ir"] = ir
         out[name]["ir_per_req"] = ir / CG_REQUESTS
         out[name]["files"] = files
+    return out
+
+
+def cache_events(port):
+    """The read cache's event counters (stb_read_cache_events_total) of the broker on port."""
+    r = H.http_request("GET", f"http://127.0.0.1:{port}/metrics", timeout=30)
+    out = {}
+    for line in r.body.decode().splitlines():
+        m = re.match(r'^stb_read_cache_events_total\{event="(\w+)"\} (\S+)$', line)
+        if m:
+            out[m.group(1)] = int(float(m.group(2)))
     return out
 
 
@@ -523,8 +553,8 @@ def write_results(ctx):
     w("")
     w("## Throughput and latency")
     w("")
-    w("| round | target | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 raw ms | answers ≥ 10 ms | non-2xx | socket errors |")
-    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| round | target | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 raw ms | answers ≥ 10 ms | non-2xx | socket errors | server CPU µs / answer (user) |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = {"broker": "broker getAccessToken", "h2o": "h2o static file", "webdis": "webdis GET",
              "healthz": "broker /healthz"}
     for i, r in enumerate(R):
@@ -535,12 +565,15 @@ def write_results(ctx):
             stalls = x["stalls_10ms"] if x.get("stalls_10ms") is not None else "—"
             w(f"| {i + 1} | {names[t]} | {x['rps']:,.0f} | {fmt_ms(x['p50_us'])} | {fmt_ms(x['p90_us'])} | "
               f"{fmt_ms(x['p99_us'])} | {fmt_ms(x['p999_us'])} | {fmt_ms(x['max_us'])} | {raw} | {stalls} | "
-              f"{x['non2xx']} | {errs} |")
+              f"{x['non2xx']} | {errs} | {x['usr_us'] + x['sys_us']:.1f} ({x['usr_us']:.1f}) |")
     w("")
     w("Latencies are wrk's, which are corrected for coordinated omission (every answer that took "
       "*L* adds samples as if the requests held back meanwhile had been sent); *p99 raw* and "
       "*answers ≥ 10 ms* are from the same histogram with the correction undone "
-      "(`tests/bench/notes.md`, *What wrk's p99 is*).")
+      "(`tests/bench/notes.md`, *What wrk's p99 is*). *Server CPU* is the server process's user + system "
+      "time over the point (`/proc/PID/stat`, all its threads) divided by the answers wrk counted; user "
+      "time in brackets. The kernel's share is mostly loopback TCP and epoll, the same work for every "
+      "server; for webdis, Redis's own CPU is not counted.")
     w("")
     w("Ratios (same round):")
     w("")
@@ -551,6 +584,22 @@ def write_results(ctx):
         w(f"| {i + 1} | {b / r['h2o']['rps']:.2f} | {b / r['webdis']['rps']:.2f} | {b / r['healthz']['rps']:.2f} |")
     w("")
     w("![latency percentiles](latency.png)")
+    w("")
+    w(f"### Below the limit (not a target): a paced load")
+    w("")
+    w(f"The points above are closed loops at the limit: wrk sends the next request as soon as an answer "
+      f"comes, so every thread on the two cores is always runnable, and latency is mostly the wait for a "
+      f"core. Here each of the {CONNS} connections waits {PACE_MS} ms between an answer and its next request "
+      f"(wrk's `delay()`), so the load is below what the machine can take. Same round, same client.")
+    w("")
+    w("| round | target | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 raw ms | non-2xx |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, r in enumerate(ctx["paced"]):
+        for t in PACED:
+            x = r[t]
+            raw = fmt_ms(x["raw_p99_us"]) if x.get("raw_p99_us") is not None else "—"
+            w(f"| {i + 1} | {names[t]} | {x['rps']:,.0f} | {fmt_ms(x['p50_us'])} | {fmt_ms(x['p90_us'])} | "
+              f"{fmt_ms(x['p99_us'])} | {fmt_ms(x['p999_us'])} | {fmt_ms(x['max_us'])} | {raw} | {x['non2xx']} |")
     w("")
     w("## Memory")
     w("")
@@ -578,6 +627,10 @@ def write_results(ctx):
     w("|---|---:|---|")
     for name, label in (("token", "getAccessToken"), ("healthz", "/healthz")):
         w(f"| {label} | {cg[name]['ir_per_req']:,.0f} | {cg[name]['counts']} |")
+    w("")
+    w(f"The read cache's events during the measured getAccessToken requests: {cg['token'].get('cache')} "
+      "(a `flush` or an `invalidation` makes the next request of each org affected open its record "
+      "again, about 200,000 instructions each).")
     w("")
     w(f"getAccessToken minus /healthz: {cg['token']['ir_per_req'] - cg['healthz']['ir_per_req']:,.0f} "
       "instructions (the key check — SHA-256 of the presented key and constant-time comparisons — and the "
@@ -711,8 +764,8 @@ def main():
         rc.close()
 
         h2o_port, webdis_port = H.free_port(), H.free_port()
-        start_h2o(h2o_port, docroot)
-        start_webdis(webdis_port, stack.redis.port)
+        h2o_proc = start_h2o(h2o_port, docroot)
+        webdis_proc = start_webdis(webdis_port, stack.redis.port)
         for url in (f"http://127.0.0.1:{h2o_port}/token.json", f"http://127.0.0.1:{webdis_port}/GET/{WEBDIS_KEY}"):
             r = H.http_request("GET", url)
             assert r.status == 200 and len(r.body) == body_len, (url, r.status, len(r.body), body_len)
@@ -723,20 +776,37 @@ def main():
             "webdis": (f"http://127.0.0.1:{webdis_port}", f"/GET/{WEBDIS_KEY}"),
             "healthz": (broker.base, "/healthz"),
         }
-        rounds = []
+        pids = {"broker": broker.proc.pid, "h2o": h2o_proc.pid, "webdis": webdis_proc.pid,
+                "healthz": broker.proc.pid}
+        rounds, paced_rounds = [], []
         for i in range(ROUNDS):
             res = {}
             for t in TARGETS:
                 url, override = targets[t]
                 wrk(url, reqfile, override, duration=WARMUP_S)
+                cpu0 = cpu_seconds(pids[t])
                 res[t] = wrk(url, reqfile, override)
+                cpu1 = cpu_seconds(pids[t])
+                answers = max(res[t]["requests"], 1)
+                res[t]["usr_us"] = (cpu1[0] - cpu0[0]) * 1e6 / answers
+                res[t]["sys_us"] = (cpu1[1] - cpu0[1]) * 1e6 / answers
                 res[t]["rss_kib"] = proc_status(broker.proc.pid).get("VmRSS", 0)
                 say(f"round {i + 1} {t}: {res[t]['rps']:,.0f} req/s, p50 {fmt_ms(res[t]['p50_us'])} ms, "
                     f"p99 {fmt_ms(res[t]['p99_us'])} ms (raw {fmt_ms(res[t]['raw_p99_us']) if res[t]['raw_p99_us'] else '—'}), "
                     f"p99.9 {fmt_ms(res[t]['p999_us'])} ms, "
-                    f"non-2xx {res[t]['non2xx']}")
+                    f"non-2xx {res[t]['non2xx']}, CPU {res[t]['usr_us'] + res[t]['sys_us']:.1f} µs/answer "
+                    f"(user {res[t]['usr_us']:.1f})")
             rounds.append(res)
+            paced = {}
+            for t in PACED:
+                url, override = targets[t]
+                paced[t] = wrk(url, reqfile, override, pace_ms=PACE_MS)
+                say(f"round {i + 1} {t} paced ({PACE_MS} ms): {paced[t]['rps']:,.0f} req/s, "
+                    f"p50 {fmt_ms(paced[t]['p50_us'])} ms, p99 {fmt_ms(paced[t]['p99_us'])} ms, "
+                    f"p99.9 {fmt_ms(paced[t]['p999_us'])} ms, non-2xx {paced[t]['non2xx']}")
+            paced_rounds.append(paced)
         ctx["rounds"] = rounds
+        ctx["paced"] = paced_rounds
 
         say(f"{BIG_CONNS} connections")
         big = wrk(broker.base, reqfile, conns=BIG_CONNS)

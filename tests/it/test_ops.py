@@ -287,6 +287,42 @@ def test_a_keep_alive_client_is_not_left_waiting_after_a_redis_round_trip():
         b.stop()
 
 
+def test_pipelined_requests_are_all_answered_in_order():
+    """Requests sent in one write, some needing Redis and some not: every answer leaves, in
+    order, although each is queued for the end of a loop turn that h2o starts from inside
+    the previous answer's write completion."""
+    b = S.new_broker(f"pl{h.rand_str(4)}", BROKER_THREADS="1")
+    try:
+        org = h.new_org()
+        kinds = ["conn", "health", "conn", "conn", "health", "missing", "conn", "health"] * 3
+        head = b""
+        for k in kinds:
+            path = {"conn": f"/v1/orgs/{org}/connections", "health": "/healthz", "missing": "/v1/nope"}[k]
+            head += (f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {b.admin_token}\r\n\r\n").encode()
+        answers = []  # (status, body)
+        with socket.create_connection(("127.0.0.1", b.port), timeout=2) as sock:
+            sock.sendall(head)
+            data = b""
+            deadline = time.monotonic() + 2
+            while len(answers) < len(kinds):
+                end = data.find(b"\r\n\r\n")
+                if end >= 0:
+                    lines = data[:end].decode("latin-1").split("\r\n")
+                    length = int(next(l.split(":", 1)[1] for l in lines if l.lower().startswith("content-length:")))
+                    if len(data) >= end + 4 + length:
+                        answers.append((int(lines[0].split()[1]), data[end + 4:end + 4 + length]))
+                        data = data[end + 4 + length:]
+                        continue
+                assert time.monotonic() < deadline, f"{len(answers)} of {len(kinds)} answers within 2 s"
+                chunk = sock.recv(65536)
+                assert chunk, f"closed after {len(answers)} answers"
+                data += chunk
+        assert [st for st, _ in answers] == [{"conn": 200, "health": 200, "missing": 404}[k] for k in kinds]
+        assert [json.loads(body) for (_, body), k in zip(answers, kinds) if k == "conn"] == [{"connections": []}] * kinds.count("conn")
+    finally:
+        b.stop()
+
+
 def _raw_exchange(head, body=b""):
     """Send a request head (and a body, perhaps partial or broken) on a fresh socket; returns
     (status, headers, body) of the answer, read until the broker closes."""
