@@ -28,8 +28,9 @@
  * calls back. On any loss, hiredis fails every pending command with reply NULL (exactly
  * once, through on_reply), then conn_lost() reports the state change and schedules the
  * next attempt with exponential backoff (REDIS_BACKOFF_MIN_MS doubling to
- * REDIS_BACKOFF_MAX_MS; one h2o_timeout_t list per step because a list has a fixed
- * duration).
+ * REDIS_BACKOFF_MAX_MS). An h2o_timeout_t list has a fixed duration, so the wait is hops of
+ * REDIS_BACKOFF_MIN_MS on one list, not a list per step: the loop walks every list of the
+ * worker on every turn, and fewer lists make each turn cheaper.
  *
  * Re-entrancy rules honoured here: the context is never freed from inside one of its
  * own callbacks (onConnect runs without hiredis's IN_CALLBACK guard, and onDisconnect
@@ -94,8 +95,9 @@ struct redis_loop {
     pending_t *q;
     size_t q_head, q_count, q_cap;
 
-    h2o_timeout_t backoff[REDIS_BACKOFF_STEPS];
+    h2o_timeout_t backoff_list; /* REDIS_BACKOFF_MIN_MS: hops until reconnect_at */
     h2o_timeout_entry_t reconnect_entry;
+    uint64_t reconnect_at;   /* h2o_now of the next attempt */
     h2o_timeout_t tick_list;
     h2o_timeout_entry_t tick_entry;
     h2o_timeout_t zero_list;
@@ -271,8 +273,11 @@ static void on_sock_writable(h2o_socket_t *sock, const char *err)
 static void schedule_reconnect(redis_loop_t *r)
 {
     unsigned step = r->backoff_step < REDIS_BACKOFF_STEPS ? r->backoff_step : REDIS_BACKOFF_STEPS - 1;
-    if (!h2o_timeout_is_linked(&r->reconnect_entry))
-        h2o_timeout_link(r->loop, &r->backoff[step], &r->reconnect_entry);
+    uint64_t ms = (uint64_t)REDIS_BACKOFF_MIN_MS << step;
+    if (!h2o_timeout_is_linked(&r->reconnect_entry)) {
+        r->reconnect_at = h2o_now(r->loop) + (ms < REDIS_BACKOFF_MAX_MS ? ms : REDIS_BACKOFF_MAX_MS);
+        h2o_timeout_link(r->loop, &r->backoff_list, &r->reconnect_entry);
+    }
     if (r->backoff_step < REDIS_BACKOFF_STEPS - 1)
         r->backoff_step++;
 }
@@ -326,6 +331,10 @@ static void drop_later(redis_loop_t *r)
 static void on_reconnect_timer(h2o_timeout_entry_t *entry)
 {
     redis_loop_t *r = H2O_STRUCT_FROM_MEMBER(redis_loop_t, reconnect_entry, entry);
+    if (h2o_now(r->loop) < r->reconnect_at) {
+        h2o_timeout_link(r->loop, &r->backoff_list, &r->reconnect_entry); /* a hop of a longer wait */
+        return;
+    }
     conn_start(r);
 }
 
@@ -582,11 +591,7 @@ static redis_loop_t *redis_loop_init(redis_loop_t *r, h2o_evloop_t *loop, const 
     r->cfg = *cfg;
     r->on_state = on_state;
     r->state_data = state_data;
-    uint64_t ms = REDIS_BACKOFF_MIN_MS;
-    for (int i = 0; i < REDIS_BACKOFF_STEPS; i++) {
-        h2o_timeout_init(loop, &r->backoff[i], ms < REDIS_BACKOFF_MAX_MS && i < REDIS_BACKOFF_STEPS - 1 ? ms : REDIS_BACKOFF_MAX_MS);
-        ms *= 2;
-    }
+    h2o_timeout_init(loop, &r->backoff_list, REDIS_BACKOFF_MIN_MS);
     h2o_timeout_init(loop, &r->tick_list, REDIS_TICK_MS);
     h2o_timeout_init(loop, &r->zero_list, 0);
     r->reconnect_entry.cb = on_reconnect_timer;
@@ -732,8 +737,7 @@ void redis_loop_destroy(redis_loop_t *r)
     h2o_timeout_unlink(&r->reconnect_entry);
     h2o_timeout_unlink(&r->tick_entry);
     h2o_timeout_unlink(&r->drop_entry);
-    for (int i = 0; i < REDIS_BACKOFF_STEPS; i++)
-        h2o_timeout_dispose(r->loop, &r->backoff[i]);
+    h2o_timeout_dispose(r->loop, &r->backoff_list);
     h2o_timeout_dispose(r->loop, &r->tick_list);
     h2o_timeout_dispose(r->loop, &r->zero_list);
     free(r->q);

@@ -38,8 +38,11 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-/* Power-of-two timer lists: 1, 2, 4 … 2^(CURL_TIMER_LISTS-1) ms (32 s). */
-#define CURL_TIMER_LISTS 16
+/* Timer lists of 1, 8, 64, 512 and 4,096 ms: a wait is hops on the longest list that fits,
+ * at most seven per list. Few lists, because the loop walks every list of the worker on
+ * every turn. */
+#define CURL_TIMER_LISTS 5
+#define CURL_TIMER_SHIFT 3
 /* First allocation for a response body. */
 #define CURL_BODY_INITIAL 4096
 
@@ -252,7 +255,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
 static void link_timer(curl_loop_t *c, uint64_t remaining_ms)
 {
     int i = CURL_TIMER_LISTS - 1;
-    while (i > 0 && ((uint64_t)1 << i) > remaining_ms)
+    while (i > 0 && ((uint64_t)1 << (i * CURL_TIMER_SHIFT)) > remaining_ms)
         i--;
     h2o_timeout_link(c->loop, &c->lists[i], &c->timer);
 }
@@ -374,7 +377,7 @@ curl_loop_t *curl_loop_create(h2o_evloop_t *loop)
     h2o_linklist_init_anchor(&c->socks);
     h2o_timeout_init(loop, &c->zero_list, 0);
     for (int i = 0; i < CURL_TIMER_LISTS; i++)
-        h2o_timeout_init(loop, &c->lists[i], (uint64_t)1 << i);
+        h2o_timeout_init(loop, &c->lists[i], (uint64_t)1 << (i * CURL_TIMER_SHIFT));
     c->timer.cb = on_timer;
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);

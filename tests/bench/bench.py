@@ -229,15 +229,18 @@ def wrk(url, reqfile, override=None, conns=CONNS, duration=DURATION_S, threads=W
 
 # ===== The fixed-count client (callgrind) and the mint burst =====
 
-def fixed_requests(port, reqs, n, nconn=2, walk=False):
+def fixed_requests(port, reqs, n, nconn=2, walk=False, conns=None):
     """n GET requests over nconn keep-alive connections, random ones or (walk) every one
-    in order on each connection; returns the status counts."""
+    in order on each connection; returns the status counts. conns: open connections to use
+    (and leave open) instead of new ones, so that each stays on the worker it landed on."""
     counts = {}
     lock = threading.Lock()
+    if conns is not None:
+        nconn = len(conns)
 
     def run(idx):
         rnd = random.Random(1000 + idx)
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        c = conns[idx] if conns is not None else http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         local = {}
         for i in range(n // nconn):
             path, key = reqs[i % len(reqs) if walk else rnd.randrange(len(reqs))]
@@ -245,7 +248,8 @@ def fixed_requests(port, reqs, n, nconn=2, walk=False):
             r = c.getresponse()
             r.read()
             local[r.status] = local.get(r.status, 0) + 1
-        c.close()
+        if conns is None:
+            c.close()
         with lock:
             for k, v in local.items():
                 counts[k] = counts.get(k, 0) + v
@@ -331,8 +335,12 @@ def callgrind_phase(env, reqs_token, reqs_health):
     # warm-up (uninstrumented): pools, OpenSSL and hiredis reach their steady state, and
     # every org is visited on each connection (each worker), so that the measured requests
     # are the steady state, not first visits (opening a record costs ~200k instructions)
-    fixed_requests(port, reqs_token, 2 * len(reqs_token), walk=True)
-    fixed_requests(port, reqs_health, 500)
+    # The same two connections for the warm-up and the measured requests: a new one could
+    # land on the other worker, whose cache the warm-up did not fill (each worker caches
+    # for itself), and every org's first visit there would count as an open.
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(2)]
+    fixed_requests(port, reqs_token, 2 * len(reqs_token), walk=True, conns=conns)
+    fixed_requests(port, reqs_health, 500, conns=conns)
 
     def ctl(*args):
         subprocess.run(["callgrind_control", *args, str(p.pid)], check=True, capture_output=True, timeout=120)
@@ -341,10 +349,12 @@ def callgrind_phase(env, reqs_token, reqs_health):
     for name, reqs in (("token", reqs_token), ("healthz", reqs_health)):
         before = cache_events(port)
         ctl("-z")
-        counts = fixed_requests(port, reqs, CG_REQUESTS)
+        counts = fixed_requests(port, reqs, CG_REQUESTS, conns=conns)
         ctl("-d", name)
         after = cache_events(port)
         out[name] = {"counts": counts, "cache": {k: after[k] - before.get(k, 0) for k in after}}
+    for c in conns:
+        c.close()
     stop(p, timeout=60)
     for name in out:
         files = [f for f in glob.glob(f"{cgdir}/callgrind.out.{p.pid}*") if _dump_reason(f) == name]
@@ -618,8 +628,9 @@ def write_results(ctx):
     w("## Instructions per request (callgrind, repeatable)")
     w("")
     cg = ctx["callgrind"]
-    w(f"{CG_REQUESTS} random requests on 2 keep-alive connections (one per worker) after an uninstrumented "
-      "warm-up that visits every org on each; all threads, user space only (the kernel's socket work is not "
+    w(f"{CG_REQUESTS} random requests after an uninstrumented warm-up that visits every org on the same "
+      "2 keep-alive connections (one per worker, unless both landed on one); all threads, user space only "
+      "(the kernel's socket work is not "
       "counted). Two sequential connections keep each worker quiet, so this is the quiet path: every request "
       "reads Redis, and the answer kept with the cache entry is reused while Redis returns the same bytes.")
     w("")

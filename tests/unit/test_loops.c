@@ -412,6 +412,38 @@ static void test_redis_commands_return_minus_one_while_disconnected(void **state
     redis_start(&g_redis);
 }
 
+/* Accepts and closes every connection waiting on lfd; returns how many. */
+static int accept_and_close(int lfd)
+{
+    int n = 0, c;
+    while ((c = accept(lfd, NULL, NULL)) >= 0) {
+        close(c);
+        n++;
+    }
+    return n;
+}
+
+static void test_redis_reconnect_attempts_back_off(void **state)
+{
+    /* a server that takes each connection and closes it at once: every attempt fails */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), attempts = 0;
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 64), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    redis_loop_config_t cfg = {.host = "127.0.0.1", .port = ntohs(sa.sin_port)};
+    rtest_t *t = rtest_new(&cfg);
+    /* waits of 50, 100, 200, 400 ms after the first attempt: 5 attempts in the first second
+     * (a fixed 50 ms would make about 17, the longest step alone 1) */
+    RUN_UNTIL(t->loop, (attempts += accept_and_close(lfd), 0), 1000);
+    assert_in_range(attempts, 3, 7);
+    assert_false(redis_loop_ready(t->r));
+    rtest_free(t);
+    close(lfd);
+}
+
 static void test_redis_reconnects_by_itself_after_restart(void **state)
 {
     rtest_t *t = rtest_connected();
@@ -1507,6 +1539,7 @@ int main(void)
         return 1;
     const struct CMUnitTest redis_tests[] = {
         cmocka_unit_test(test_redis_refuses_commands_until_connected),
+        cmocka_unit_test(test_redis_reconnect_attempts_back_off),
         cmocka_unit_test(test_redis_set_get_round_trip),
         cmocka_unit_test(test_redis_1000_pipelined_incrs_answered_in_order),
         cmocka_unit_test(test_redis_refuses_commands_that_break_reply_order),
