@@ -38,9 +38,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-/* Timer lists of 1, 8, 64, 512 and 4,096 ms: a wait is hops on the longest list that fits,
- * at most seven per list. Few lists, because the loop walks every list of the worker on
- * every turn. */
+/* Timer lists of 1, 8, 64, 512 and 4,096 ms: a wait is hops on the longest list that fits
+ * (on_timer links the rest), at most seven on each shorter list. Few lists, because the
+ * loop walks every list of the worker on every turn. */
 #define CURL_TIMER_LISTS 5
 #define CURL_TIMER_SHIFT 3
 /* First allocation for a response body. */
