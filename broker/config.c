@@ -779,11 +779,10 @@ static int load_stripe(loader_t *l, config_t *c)
     if (c->stripe[MODE_TEST].enabled || c->stripe[MODE_LIVE].enabled)
         return 0;
     for (int mode = MODE_TEST; mode <= MODE_LIVE; mode++) {
-        const char *missing = c->stripe[mode].missing;
-        if (missing != NULL) {
-            snprintf(what, sizeof(what), "is required when %s is set",
-                     missing == ids[mode] ? keys[mode] : ids[mode]);
-            return fail(l, missing, what);
+        const stripe_mode_config_t *m = &c->stripe[mode];
+        if (m->missing != NULL) {
+            snprintf(what, sizeof(what), "is required when %s is set", m->client_id != NULL ? ids[mode] : keys[mode]);
+            return fail(l, m->missing, what);
         }
     }
     return fail(l, "STRIPE_CLIENT_ID_TEST",

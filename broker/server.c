@@ -233,15 +233,21 @@ static void finish(breq_t *b, int status)
         h2o_timeout_unlink(&b->deadline);
 }
 
+/* The content type (static, may be NULL) and the headers every answer carries. */
+static void add_answer_headers(h2o_req_t *req, const char *ctype)
+{
+    if (ctype != NULL)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+    add_header(req, "cache-control", "no-store");
+    add_header(req, "x-content-type-options", "nosniff");
+}
+
 static void send_body(breq_t *b, int status, const char *ctype, const char *body, size_t len)
 {
     h2o_req_t *req = b->req;
     req->res.status = status;
     req->res.reason = reason_of(status);
-    if (ctype != NULL)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype)); /* static */
-    add_header(req, "cache-control", "no-store");
-    add_header(req, "x-content-type-options", "nosniff");
+    add_answer_headers(req, ctype);
     req->res.content_length = len;
     finish(b, status);
     /* sent at the end of the loop turn, right after the turn's log lines (send_turn) */
@@ -897,9 +903,7 @@ static void json_error_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         o->body = h2o_strdup(&req->pool, b.p, b.len);
         buf_free(&b);
         memset(&req->res.headers, 0, sizeof(req->res.headers));
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-        add_header(req, "cache-control", "no-store");
-        add_header(req, "x-content-type-options", "nosniff");
+        add_answer_headers(req, "application/json");
         req->res.content_length = o->body.len;
         slot = &o->super.next;
     }
