@@ -388,6 +388,16 @@ int breq_query(breq_t *b, const char *name, char **out)
     return form_get(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, name, out);
 }
 
+int breq_query_buf(breq_t *b, const char *name, char *dst, size_t cap)
+{
+    h2o_req_t *req = b->req;
+    if (req->query_at == SIZE_MAX) {
+        dst[0] = '\0';
+        return 0;
+    }
+    return form_get_buf(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, name, dst, cap);
+}
+
 const char *breq_body(breq_t *b, size_t *len)
 {
     h2o_iovec_t copy = h2o_strdup(&b->req->pool, b->req->entity.base != NULL ? b->req->entity.base : "",

@@ -116,6 +116,8 @@ void breq_text(breq_t *b, int status, const char *content_type, const char *body
 const h2o_iovec_t *breq_header(breq_t *b, const char *name);
 /* Decoded query parameter: 1 found (*out malloc'd), 0 absent, -1 malformed. */
 int breq_query(breq_t *b, const char *name, char **out);
+/* The same into dst (cap bytes) without an allocation; 2: found but too long (form_get_buf). */
+int breq_query_buf(breq_t *b, const char *name, char *dst, size_t cap);
 /* Request body as a NUL-terminated copy in the request pool (len in *len). */
 const char *breq_body(breq_t *b, size_t *len);
 /* Redis key "<prefix><fmt…>" in the request pool. */

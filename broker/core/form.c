@@ -77,12 +77,13 @@ static int decodes_to(const char *src, size_t len, const char *name, size_t nlen
     return rc;
 }
 
-int form_get(const char *qs, size_t len, const char *name, char **out)
+/* Find name in qs[0..len): 1 and its raw (still escaped) value in *val, *vlen; 0 absent;
+ * -1 malformed or given twice. */
+static int form_find(const char *qs, size_t len, const char *name, const char **val, size_t *vlen)
 {
     const char *p, *end, *found = NULL;
     size_t found_len = 0, nlen = strlen(name);
 
-    *out = NULL;
     if (qs == NULL || len == 0)
         return 0;
     p = qs;
@@ -91,17 +92,17 @@ int form_get(const char *qs, size_t len, const char *name, char **out)
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *pair_end = amp != NULL ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(pair_end - p));
-        const char *val = eq != NULL ? eq + 1 : pair_end;
+        const char *v = eq != NULL ? eq + 1 : pair_end;
 
         if (pair_end > p) {
             int match = decodes_to(p, (size_t)((eq != NULL ? eq : pair_end) - p), name, nlen);
-            if (match < 0 || form_unescape(val, (size_t)(pair_end - val), NULL, 1) < 0)
+            if (match < 0 || form_unescape(v, (size_t)(pair_end - v), NULL, 1) < 0)
                 return -1;
             if (match) {
                 if (found != NULL)
                     return -1; /* given twice: ambiguous */
-                found = val;
-                found_len = (size_t)(pair_end - val);
+                found = v;
+                found_len = (size_t)(pair_end - v);
             }
         }
         if (amp == NULL)
@@ -110,9 +111,39 @@ int form_get(const char *qs, size_t len, const char *name, char **out)
     }
     if (found == NULL)
         return 0;
-    if ((*out = malloc(found_len + 1)) == NULL)
+    *val = found;
+    *vlen = found_len;
+    return 1;
+}
+
+int form_get(const char *qs, size_t len, const char *name, char **out)
+{
+    const char *val;
+    size_t vlen;
+    int rc = form_find(qs, len, name, &val, &vlen);
+
+    *out = NULL;
+    if (rc != 1)
+        return rc;
+    if ((*out = malloc(vlen + 1)) == NULL)
         abort();
-    form_unescape(found, found_len, *out, 1); /* checked above */
+    form_unescape(val, vlen, *out, 1); /* checked by form_find */
+    return 1;
+}
+
+int form_get_buf(const char *qs, size_t len, const char *name, char *dst, size_t cap)
+{
+    const char *val;
+    size_t vlen;
+    int rc = form_find(qs, len, name, &val, &vlen);
+
+    if (cap > 0)
+        dst[0] = '\0';
+    if (rc != 1)
+        return rc;
+    if (vlen >= cap)
+        return 2;
+    form_unescape(val, vlen, dst, 1); /* checked by form_find; decodes to at most vlen bytes */
     return 1;
 }
 

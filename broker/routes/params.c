@@ -2,10 +2,12 @@
  * Never echoes a parameter value in an error message: values may be secrets pasted
  * in the wrong field. Tested through every API integration test. */
 #include "routes/params.h"
-#include <stdlib.h>
 #include <string.h>
 #include "core/form.h"
 #include "core/timefmt.h"
+
+/* Room for a mode value read from the query string; a longer one is no mode. */
+#define MODE_VALUE_MAX 16
 
 /* The mode s names: MODE_*, -1 when it names none, -2 when that mode is not enabled. */
 static int mode_check(const breq_t *b, const char *s)
@@ -28,9 +30,8 @@ int parse_mode_value(breq_t *b, const char *s)
 
 int peek_mode_query(breq_t *b)
 {
-    char *v = NULL;
-    int mode = breq_query(b, "mode", &v) == 1 ? mode_check(b, v) : -1;
-    free(v);
+    char v[MODE_VALUE_MAX];
+    int mode = breq_query_buf(b, "mode", v, sizeof(v)) == 1 ? mode_check(b, v) : -1;
     if (mode < 0)
         return -1;
     b->mode = mode;
@@ -39,17 +40,14 @@ int peek_mode_query(breq_t *b)
 
 int parse_mode_query(breq_t *b)
 {
-    char *v = NULL;
-    int rc = breq_query(b, "mode", &v);
-    if (rc != 1) {
-        free(v);
+    char v[MODE_VALUE_MAX];
+    int rc = breq_query_buf(b, "mode", v, sizeof(v));
+    if (rc == 0 || rc == -1) {
         breq_error(b, ERR_INVALID_REQUEST, rc == 0 ? "The query parameter mode is required (\"test\" or \"live\")."
                                                    : "The query string is malformed.");
         return -1;
     }
-    int mode = parse_mode_value(b, v);
-    free(v);
-    return mode;
+    return parse_mode_value(b, v); /* too long (2) leaves v "": not a mode */
 }
 
 int parse_mode_param(breq_t *b, int idx)

@@ -1,7 +1,7 @@
 /* fuzz_form.c — form_unescape and form_get on any bytes. Checks that form_get agrees
  * with a plain reference (every segment decoded into a copy), that checking without a
  * destination gives the decoder's answer, and that a value that form_get returns
- * survives form_append + form_get unchanged. */
+ * survives form_append + form_get unchanged; form_get_buf agrees with form_get. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +77,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (reference_get(s, size, names[i], &want) != rc || (rc == 1 && strcmp(v, want) != 0))
             abort();
         free(want);
+        {
+            char small[8];
+            int brc = form_get_buf(s, size, names[i], small, sizeof(small));
+            if (rc == 1 ? !(brc == 1 ? strcmp(small, v) == 0 : brc == 2 && small[0] == '\0')
+                        : brc != rc || small[0] != '\0')
+                abort();
+        }
         if (rc == 1) {
             if (v == NULL || strlen(v) > size)
                 abort();

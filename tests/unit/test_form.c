@@ -117,6 +117,35 @@ static void test_form_get_table(void **state)
     }
 }
 
+/* form_get_buf gives form_get's answers without an allocation, and 2 for a value whose
+ * escaped form does not fit. */
+static void test_form_get_buf_agrees_and_bounds(void **state)
+{
+    static const char *qs[] = {"mode=test", "mode=live&x=1", "x=1", "mode=te%73t", "mode=test&mode=live",
+                               "mode=%zz", "mode=", "mode=testtesttesttest", "mode=%74%65%73%74%74"};
+    char dst[16];
+    size_t i;
+
+    for (i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+        char *v = NULL;
+        int rc = form_get(qs[i], strlen(qs[i]), "mode", &v), brc;
+        memset(dst, 'z', sizeof(dst));
+        brc = form_get_buf(qs[i], strlen(qs[i]), "mode", dst, sizeof(dst));
+        if (rc == 1 && strlen(qs[i]) - 5 >= sizeof(dst)) {
+            assert_int_equal(brc, 2);
+            assert_string_equal(dst, "");
+        } else {
+            assert_int_equal(brc, rc);
+            assert_string_equal(dst, rc == 1 ? v : "");
+        }
+        free(v);
+    }
+    /* the bound is on the escaped form: 15 bytes fit in 16, 16 do not */
+    assert_int_equal(form_get_buf("a=123456789012345", 17, "a", dst, 16), 1);
+    assert_string_equal(dst, "123456789012345");
+    assert_int_equal(form_get_buf("a=1234567890123456", 18, "a", dst, 16), 2);
+}
+
 static void test_form_get_rejects_duplicate_name(void **state)
 {
     char *v = NULL;
@@ -236,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_form_unescape_stops_at_len),
         cmocka_unit_test(test_form_get_table),
         cmocka_unit_test(test_form_get_rejects_duplicate_name),
+        cmocka_unit_test(test_form_get_buf_agrees_and_bounds),
         cmocka_unit_test(test_form_get_escaped_names_of_any_length),
         cmocka_unit_test(test_form_unescape_without_destination_only_checks),
         cmocka_unit_test(test_form_get_rejects_bad_escape_anywhere),
