@@ -4,7 +4,8 @@
  * because Stripe revokes the whole connection when a code is used twice (a reload or
  * a browser retry must never reach Stripe again). The state must come back to the
  * browser that started it (the stb_oauth cookie's hash is stored with the state).
- * Then exactly one POST /oauth/token, and the connection is written.
+ * Then exactly one POST /oauth/token, and the connection is written (a new live one
+ * with the test connection minted from live for another account deleted).
  * Never logs or reflects the code, the state or a token. Tested by
  * tests/it/test_browser_flow.py (replay, other browser, declined, expired). */
 #include <jansson.h>
@@ -26,15 +27,35 @@
 #define CODE_MAX 256
 
 typedef struct callback {
-    char *code; /* secret */
+    char *code;   /* secret */
+    char *sealed; /* the new connection, sealed, until it is written */
     char browser[65];
     char acct[128];
 } callback_t;
+
+/* Store the new live connection and delete the test connection minted from live for
+ * another account, if it still has the version read. KEYS: live conn, its account index,
+ * test conn, the test's account index; ARGV: sealed live, live member, test version,
+ * test member. */
+static const char LUA_LIVE_PUT_DROP_TEST[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "local ver = 1\n"
+    "if cur then ver = (tonumber(string.match(cur, '^(%d+):')) or 0) + 1 end\n"
+    "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
+    "redis.call('SADD', KEYS[2], ARGV[2])\n"
+    "local t = redis.call('GET', KEYS[3])\n"
+    "if t and tonumber(string.match(t, '^(%d+):')) == tonumber(ARGV[3]) then\n"
+    "  redis.call('DEL', KEYS[3])\n"
+    "  redis.call('SREM', KEYS[4], ARGV[4])\n"
+    "  return 2\n"
+    "end\n"
+    "return 1\n";
 
 static void callback_free(void *p)
 {
     callback_t *c = p;
     secure_free_str(c->code);
+    free(c->sealed); /* sealed: not a secret in this form */
     OPENSSL_cleanse(c, sizeof(*c));
     free(c);
 }
@@ -56,6 +77,53 @@ static void on_stored(breq_t *b, redisReply *r)
     setup_cookie(&cookie, b->w->cfg, SETUP_BROWSER_COOKIE, "", "/oauth", 0);
     breq_redirect(b, "/setup", cookie.p);
     buf_free(&cookie);
+}
+
+/* Write the new connection (c->sealed). */
+static void store_new(breq_t *b)
+{
+    callback_t *c = b->state;
+    char member[64];
+    snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
+    breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT,
+               breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", c->acct), c->sealed,
+               member);
+}
+
+static void on_stored_dropped_test(breq_t *b, redisReply *r)
+{
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 2)
+        log_event(LOG_INFO, "test connection minted from live dropped: live is now another account", "org_id",
+                  b->org, "mode", mode_name(MODE_TEST), NULL);
+    on_stored(b, r);
+}
+
+/* A new live authorization: a test connection minted from live for another Stripe
+ * account would keep serving that account's test token, so it goes in the same write;
+ * the next test request mints one for the new account. One minted for the same
+ * account stays (its token still works). */
+static void on_test_conn(breq_t *b, redisReply *r)
+{
+    callback_t *c = b->state;
+    conn_record_t test;
+    long ver = 0;
+    int rc = store_conn_open(b->w->cfg, b->org, MODE_TEST, r->type == REDIS_REPLY_STRING ? r->str : NULL,
+                             r->type == REDIS_REPLY_STRING ? r->len : 0, &ver, &test);
+    if (rc == STORE_OK && strcmp(test.derived_from, mode_name(MODE_LIVE)) == 0 &&
+        strcmp(test.stripe_user_id ? test.stripe_user_id : "", c->acct) != 0) {
+        char member[64], tmember[64], tver[24];
+        snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(MODE_LIVE));
+        snprintf(tmember, sizeof(tmember), "%s:%s", b->org, mode_name(MODE_TEST));
+        snprintf(tver, sizeof(tver), "%ld", ver);
+        breq_redis(b, on_stored_dropped_test, "EVAL %s 4 %s %s %s %s %s %s %s %s", LUA_LIVE_PUT_DROP_TEST,
+                   breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_LIVE)), breq_key(b, "acct:%s", c->acct),
+                   breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)),
+                   breq_key(b, "acct:%s", test.stripe_user_id ? test.stripe_user_id : ""), c->sealed, member, tver,
+                   tmember);
+    } else {
+        store_new(b); /* none, its own authorization, the same account, or unreadable: left as it is */
+    }
+    conn_record_clear(&test);
 }
 
 static void on_token(breq_t *b, long status, const char *body, size_t len)
@@ -90,14 +158,12 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
     rec.connected_at = rec.refreshed_at = now;
     rec.expires_at = stripe_token_expires_at(&tok, b->w->cfg->flavor == FLAVOR_APPS, now);
     snprintf(c->acct, sizeof(c->acct), "%s", tok.stripe_user_id ? tok.stripe_user_id : "");
-    char *sealed = store_conn_seal(b->w->cfg, b->org, b->mode, &rec);
+    c->sealed = store_conn_seal(b->w->cfg, b->org, b->mode, &rec);
     stripe_token_clear(&tok);
-    char member[64];
-    snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
-    breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT,
-               breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", c->acct), sealed,
-               member);
-    free(sealed);
+    if (b->w->cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_LIVE)
+        breq_redis(b, on_test_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)));
+    else
+        store_new(b);
 }
 
 static void on_state(breq_t *b, redisReply *r)

@@ -141,6 +141,51 @@ def test_test_token_is_minted_from_a_live_connection():
     assert "derived_from" not in conns.get("live", {}), conns
 
 
+def test_live_authorized_again_for_another_account_drops_the_minted_test_token():
+    org = h.new_org()
+    first = connect(org, "live")
+    old = S.broker.access_token(org, "test").json()
+    assert old["stripe_user_id"] == first.account, old
+    second = connect(org, "live")
+    assert second.account != first.account
+    conns = {c["mode"]: c for c in S.broker.connections(org)}
+    assert set(conns) == {"live"}, f"the test token of the old account is still listed: {conns}"
+    calls = S.sim.calls("token")
+    new = S.broker.access_token(org, "test")
+    j = assert_token_body(new, "test", second.account)
+    assert j["access_token"] != old["access_token"], "the old account's test token was served"
+    assert S.sim.calls("token") == calls + 1, "the new test token was not minted exactly once"
+    conns = {c["mode"]: c for c in S.broker.connections(org)}
+    assert conns["test"].get("derived_from") == "live" and conns["test"]["stripe_user_id"] == second.account, conns
+    # the old account's index no longer names this org's test connection: its
+    # deauthorization leaves the new connections alone
+    assert S.rc().command("SISMEMBER", "stb:acct:" + first.account, org + ":test") == 0
+    live = S.broker.access_token(org, "live").json()
+    assert live["stripe_user_id"] == second.account and S.sim.token_active(live["access_token"]), live
+
+
+def test_live_authorized_again_for_the_same_account_keeps_the_minted_test_token():
+    org = h.new_org()
+    first = connect(org, "live")
+    old = S.broker.access_token(org, "test").json()["access_token"]
+    h.Flow(S.broker, S.sim, org, "live").run(account=first.account)
+    calls = S.sim.calls("token")
+    again = S.broker.access_token(org, "test").json()
+    assert again["access_token"] == old and again["stripe_user_id"] == first.account, again
+    assert S.sim.calls("token") == calls, "a working test token was minted again"
+    assert S.sim.token_active(old)
+
+
+def test_live_authorized_again_leaves_a_test_connection_of_its_own():
+    org = h.new_org()
+    test = connect(org, "test")
+    tok = S.broker.access_token(org, "test").json()["access_token"]
+    live = connect(org, "live")
+    assert live.account != test.account
+    again = S.broker.access_token(org, "test").json()
+    assert again["access_token"] == tok and again["stripe_user_id"] == test.account, again
+
+
 def test_live_token_is_never_minted_from_a_test_connection():
     org = h.new_org()
     connect(org, "test")
