@@ -379,23 +379,29 @@ const h2o_iovec_t *breq_header(breq_t *b, const char *name)
     return i < 0 ? NULL : &b->req->headers.entries[i].value;
 }
 
+/* The request's query string (after '?'), or NULL (*len 0) when it has none. */
+static const char *query_of(const h2o_req_t *req, size_t *len)
+{
+    if (req->query_at == SIZE_MAX) {
+        *len = 0;
+        return NULL;
+    }
+    *len = req->path.len - req->query_at - 1;
+    return req->path.base + req->query_at + 1;
+}
+
 int breq_query(breq_t *b, const char *name, char **out)
 {
-    h2o_req_t *req = b->req;
-    *out = NULL;
-    if (req->query_at == SIZE_MAX)
-        return 0;
-    return form_get(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, name, out);
+    size_t len;
+    const char *qs = query_of(b->req, &len);
+    return form_get(qs, len, name, out);
 }
 
 int breq_query_buf(breq_t *b, const char *name, char *dst, size_t cap)
 {
-    h2o_req_t *req = b->req;
-    if (req->query_at == SIZE_MAX) {
-        dst[0] = '\0';
-        return 0;
-    }
-    return form_get_buf(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, name, dst, cap);
+    size_t len;
+    const char *qs = query_of(b->req, &len);
+    return form_get_buf(qs, len, name, dst, cap);
 }
 
 const char *breq_body(breq_t *b, size_t *len)

@@ -33,24 +33,6 @@ typedef struct callback {
     char acct[128];
 } callback_t;
 
-/* Store the new live connection and delete the test connection minted from live for
- * another account, if it still has the version read. KEYS: live conn, its account index,
- * test conn, the test's account index; ARGV: sealed live, live member, test version,
- * test member. */
-static const char LUA_LIVE_PUT_DROP_TEST[] =
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "local ver = 1\n"
-    "if cur then ver = (tonumber(string.match(cur, '^(%d+):')) or 0) + 1 end\n"
-    "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
-    "redis.call('SADD', KEYS[2], ARGV[2])\n"
-    "local t = redis.call('GET', KEYS[3])\n"
-    "if t and tonumber(string.match(t, '^(%d+):')) == tonumber(ARGV[3]) then\n"
-    "  redis.call('DEL', KEYS[3])\n"
-    "  redis.call('SREM', KEYS[4], ARGV[4])\n"
-    "  return 2\n"
-    "end\n"
-    "return 1\n";
-
 static void callback_free(void *p)
 {
     callback_t *c = p;
@@ -74,34 +56,38 @@ static void on_stored(breq_t *b, redisReply *r)
     char mode[8];
     snprintf(mode, sizeof(mode), "%s", mode_name(b->mode));
     log_event(LOG_INFO, "connection authorized", "org_id", b->org, "mode", mode, "stripe_user_id", c->acct, NULL);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER &&
+        r->element[1]->integer == 1)
+        log_event(LOG_INFO, "test connection minted from live dropped: live is now another account", "org_id",
+                  b->org, "mode", mode_name(MODE_TEST), NULL);
     setup_cookie(&cookie, b->w->cfg, SETUP_BROWSER_COOKIE, "", "/oauth", 0);
     breq_redirect(b, "/setup", cookie.p);
     buf_free(&cookie);
 }
 
-/* Write the new connection (c->sealed). */
-static void store_new(breq_t *b)
+/* Write the new connection (c->sealed); drop_acct != NULL: in the same write, delete the
+ * test connection (of that account) if it still has version drop_ver. */
+static void store_new(breq_t *b, const char *drop_acct, long drop_ver)
 {
     callback_t *c = b->state;
+    const char *conn = breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), *acct = breq_key(b, "acct:%s", c->acct);
     char member[64];
     snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
-    breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT,
-               breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", c->acct), c->sealed,
-               member);
-}
-
-static void on_stored_dropped_test(breq_t *b, redisReply *r)
-{
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 2)
-        log_event(LOG_INFO, "test connection minted from live dropped: live is now another account", "org_id",
-                  b->org, "mode", mode_name(MODE_TEST), NULL);
-    on_stored(b, r);
+    if (drop_acct == NULL) {
+        breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT, conn, acct, c->sealed, member);
+        return;
+    }
+    char tmember[64];
+    snprintf(tmember, sizeof(tmember), "%s:%s", b->org, mode_name(MODE_TEST));
+    breq_redis(b, on_stored, "EVAL %s 4 %s %s %s %s %s %s * %ld %s", STORE_LUA_CONN_PUT, conn, acct,
+               breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)), breq_key(b, "acct:%s", drop_acct), c->sealed,
+               member, drop_ver, tmember);
 }
 
 /* A new live authorization: a test connection minted from live for another Stripe
  * account would keep serving that account's test token, so it goes in the same write;
  * the next test request mints one for the new account. One minted for the same
- * account stays (its token still works). */
+ * account stays (its token still works), and so does one authorized on its own. */
 static void on_test_conn(breq_t *b, redisReply *r)
 {
     callback_t *c = b->state;
@@ -109,20 +95,9 @@ static void on_test_conn(breq_t *b, redisReply *r)
     long ver = 0;
     int rc = store_conn_open(b->w->cfg, b->org, MODE_TEST, r->type == REDIS_REPLY_STRING ? r->str : NULL,
                              r->type == REDIS_REPLY_STRING ? r->len : 0, &ver, &test);
-    if (rc == STORE_OK && strcmp(test.derived_from, mode_name(MODE_LIVE)) == 0 &&
-        strcmp(test.stripe_user_id ? test.stripe_user_id : "", c->acct) != 0) {
-        char member[64], tmember[64], tver[24];
-        snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(MODE_LIVE));
-        snprintf(tmember, sizeof(tmember), "%s:%s", b->org, mode_name(MODE_TEST));
-        snprintf(tver, sizeof(tver), "%ld", ver);
-        breq_redis(b, on_stored_dropped_test, "EVAL %s 4 %s %s %s %s %s %s %s %s", LUA_LIVE_PUT_DROP_TEST,
-                   breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_LIVE)), breq_key(b, "acct:%s", c->acct),
-                   breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)),
-                   breq_key(b, "acct:%s", test.stripe_user_id ? test.stripe_user_id : ""), c->sealed, member, tver,
-                   tmember);
-    } else {
-        store_new(b); /* none, its own authorization, the same account, or unreadable: left as it is */
-    }
+    const char *acct = test.stripe_user_id != NULL ? test.stripe_user_id : "";
+    int other = rc == STORE_OK && strcmp(test.derived_from, mode_name(MODE_LIVE)) == 0 && strcmp(acct, c->acct) != 0;
+    store_new(b, other ? acct : NULL, ver);
     conn_record_clear(&test);
 }
 
@@ -163,7 +138,7 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
     if (b->w->cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_LIVE)
         breq_redis(b, on_test_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)));
     else
-        store_new(b);
+        store_new(b, NULL, 0);
 }
 
 static void on_state(breq_t *b, redisReply *r)

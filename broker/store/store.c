@@ -17,7 +17,16 @@ const char STORE_LUA_CONN_PUT[] =
     "ver = ver + 1\n"
     "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
     "if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end\n"
-    "return ver\n";
+    "local dropped = 0\n"
+    "if KEYS[3] then\n"
+    "  local o = redis.call('GET', KEYS[3])\n"
+    "  if o and tonumber(string.match(o, '^(%d+):')) == tonumber(ARGV[4]) then\n"
+    "    redis.call('DEL', KEYS[3])\n"
+    "    redis.call('SREM', KEYS[4], ARGV[5])\n"
+    "    dropped = 1\n"
+    "  end\n"
+    "end\n"
+    "return {ver, dropped}\n";
 
 const char STORE_LUA_CONN_DEL[] =
     "redis.call('DEL', KEYS[1])\n"

@@ -30,8 +30,10 @@ int store_whsec_open(const config_t *cfg, const char *org, int mode, const char 
 char *store_whsec_seal(const config_t *cfg, const char *org, int mode, const char *secret);
 
 /* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=sealed, ARGV[2]=index member
- * ("" for none), ARGV[3]=expected version or "*". Returns the new version, or -1 when
- * the expected version is not current. */
+ * ("" for none), ARGV[3]=expected version or "*". Optionally, in the same write, another
+ * connection dropped if it still has a version: KEYS[3]=its conn key, KEYS[4]=its acct
+ * index key, ARGV[4]=that version, ARGV[5]=its index member. Returns {new version, 1 when
+ * the other was dropped else 0}, or -1 when the expected version is not current. */
 extern const char STORE_LUA_CONN_PUT[];
 /* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=index member. Deletes both. */
 extern const char STORE_LUA_CONN_DEL[];
