@@ -1,13 +1,18 @@
 /* webhooks.c — POST /webhooks/stripe (CONTRACT §6).
  *
  * Verifies Stripe-Signature (v1, any of several values, 300 s tolerance) against the
- * live and the test signing secret. On account.application.deauthorized every
- * connection of that account (found through the acct index) is re-sealed as
- * reauthorization_required with its tokens removed, in one Lua call that checks each
- * record's version (a concurrent refresh makes it start over). Event ids are
- * remembered for 24 h, and only once the event was handled, so a redelivery after a
- * failure is handled again and a redelivery after success does nothing.
- * Never logs the body or the signature. Tested by tests/it/test_webhooks.py. */
+ * live and the test signing secret, and remembers which one verified it. On
+ * account.application.deauthorized the connections of that account (found through the
+ * acct index, each record's stripe_user_id checked: the index may be stale) that the
+ * event takes (takes() below: the verifying secret's mode, live also a test connection
+ * derived from live; connected_at at or before the event's created) are re-sealed as
+ * reauthorization_required with their tokens removed, in one Lua call that first
+ * checks every record is still byte for byte the one decided on (a re-authorization,
+ * refresh or delete in between makes it start over), so the decision and the revoke
+ * are atomic. Event ids are remembered for 24 h, and only once the event was handled,
+ * so a redelivery after a failure is handled again and a redelivery after success
+ * does nothing. Never logs the body or the signature.
+ * Tested by tests/it/test_webhooks.py. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,15 +26,17 @@
 #define DEAUTH_ATTEMPTS 3
 #define EVENT_ID_MAX 255
 
-/* KEYS = conn keys…, then the event key; ARGV = sealed1, ver1, sealed2, ver2, …, ttl */
+/* KEYS = conn keys…, then the event key; ARGV = old1, sealed1, old2, sealed2, …, ttl,
+ * old being the whole value the decision was made on ("<version>:<sealed>"; the seal's
+ * random nonce makes it unique, so a record deleted and written again never passes).
+ * Returns the number revoked, or -1 when any record changed (nothing written). */
 static const char LUA_MARK_REVOKED[] = "local n = #KEYS - 1\n"
                                        "for i = 1, n do\n"
-                                       "  local cur = redis.call('GET', KEYS[i])\n"
-                                       "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
-                                       "  if ver ~= tonumber(ARGV[2 * i]) then return -1 end\n"
+                                       "  if redis.call('GET', KEYS[i]) ~= ARGV[2 * i - 1] then return -1 end\n"
                                        "end\n"
                                        "for i = 1, n do\n"
-                                       "  redis.call('SET', KEYS[i], (tonumber(ARGV[2 * i]) + 1) .. ':' .. ARGV[2 * i - 1])\n"
+                                       "  local ver = tonumber(string.match(ARGV[2 * i - 1], '^(%d+):')) or 0\n"
+                                       "  redis.call('SET', KEYS[i], (ver + 1) .. ':' .. ARGV[2 * i])\n"
                                        "end\n"
                                        "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 1])\n"
                                        "return n\n";
@@ -38,6 +45,8 @@ typedef struct event {
     char id[EVENT_ID_MAX + 1];
     char type[128];
     char account[128];
+    int mode;          /* of the signing secret that verified the event */
+    long long created; /* the event's created (Unix seconds, Stripe's clock) */
     int attempts;
     char **members; /* "<org>:<mode>" of the account's connections */
     size_t nmembers;
@@ -81,9 +90,12 @@ static void on_done(breq_t *b, redisReply *r)
         restart(b);
         return;
     }
-    if (strcmp(e->type, "account.application.deauthorized") == 0)
+    if (strcmp(e->type, "account.application.deauthorized") == 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%lld", r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
         log_event(LOG_INFO, "stripe account deauthorized; connections need reauthorization", "stripe_user_id",
-                  e->account, NULL);
+                  e->account, "mode", mode_name(e->mode), "revoked", n, NULL);
+    }
     answer(b, 0);
 }
 
@@ -96,6 +108,26 @@ static int member_parse(const char *m, char *org, int *mode)
     org[ORGID_LEN] = '\0';
     *mode = mode_parse(m + ORGID_LEN + 1, strlen(m + ORGID_LEN + 1));
     return *mode < 0 ? -1 : 0;
+}
+
+/* Does the event take this connection (CONTRACT §6)? Its account (the index may be
+ * stale); the verifying secret's mode, where live also takes a test connection derived
+ * from live, and test takes every test connection of the account (a derived one is
+ * minted again from live on its next use), but live never takes a test connection
+ * authorized on its own, even for the same account: that authorization is the test
+ * application's, and Stripe tells its end with a test-mode event; and authorized at or
+ * before the event's created: both are whole seconds, and in a tie the connection is
+ * taken (a revoked token is never served; an authorization in the same second as the
+ * deauthorization is no human's flow). Already revoked ones need no write. */
+static int takes(const event_t *e, int mode, const conn_record_t *rec)
+{
+    if (rec->stripe_user_id == NULL || strcmp(rec->stripe_user_id, e->account) != 0)
+        return 0; /* the index is stale: this connection moved to another account */
+    if (mode != e->mode && !(e->mode == MODE_LIVE && strcmp(rec->derived_from, "live") == 0))
+        return 0;
+    if ((long long)rec->connected_at > e->created)
+        return 0; /* authorized after the event: a late or redelivered event must not touch it */
+    return rec->status == CONN_CONNECTED;
 }
 
 static void on_conns(breq_t *b, redisReply *r)
@@ -123,8 +155,8 @@ static void on_conns(breq_t *b, redisReply *r)
         if (store_conn_open(b->w->cfg, org, mode, v->type == REDIS_REPLY_STRING ? v->str : NULL,
                             v->type == REDIS_REPLY_STRING ? v->len : 0, &ver, &rec) != STORE_OK)
             continue;
-        if (rec.stripe_user_id == NULL || strcmp(rec.stripe_user_id, e->account) != 0) {
-            conn_record_clear(&rec); /* the index is stale: this connection moved to another account */
+        if (!takes(e, mode, &rec)) {
+            conn_record_clear(&rec);
             continue;
         }
         rec.status = CONN_REAUTH_REQUIRED;
@@ -132,10 +164,8 @@ static void on_conns(breq_t *b, redisReply *r)
         secure_free_str(rec.refresh_token);
         rec.access_token = rec.refresh_token = NULL;
         rec.expires_at = 0;
+        args[nargs++] = v->str; /* the value decided on, as read */
         owned[nowned] = store_conn_seal(b->w->cfg, org, mode, &rec);
-        args[nargs++] = owned[nowned++];
-        owned[nowned] = malloc(24);
-        snprintf(owned[nowned], 24, "%ld", ver);
         args[nargs++] = owned[nowned++];
         keys[nkeys++] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
         conn_record_clear(&rec);
@@ -215,7 +245,8 @@ static void on_seen(breq_t *b, redisReply *r)
     breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
 }
 
-static int verify(breq_t *b, const char *body, size_t len)
+/* Verify the signature; *mode gets the mode of the secret that verified it. */
+static int verify(breq_t *b, const char *body, size_t len, int *mode_out)
 {
     const config_t *cfg = b->w->cfg;
     const h2o_iovec_t *sig = breq_header(b, "stripe-signature");
@@ -228,8 +259,10 @@ static int verify(breq_t *b, const char *body, size_t len)
         any = 1;
         rc = whsig_verify(sig->base, sig->len, body, len, cfg->stripe[mode].webhook_secret, time(NULL),
                           WEBHOOK_TOLERANCE_S);
-        if (rc == WHSIG_OK)
+        if (rc == WHSIG_OK) {
+            *mode_out = mode;
             return WHSIG_OK;
+        }
     }
     return any ? rc : WHSIG_MISMATCH;
 }
@@ -238,7 +271,8 @@ void webhooks_stripe(breq_t *b)
 {
     size_t len;
     const char *body = breq_body(b, &len);
-    int vr = verify(b, body, len);
+    int mode = -1;
+    int vr = verify(b, body, len, &mode);
     if (vr != WHSIG_OK) {
         char msg[160];
         snprintf(msg, sizeof(msg), "The Stripe-Signature header is missing or does not verify (%s).", whsig_reason(vr));
@@ -249,10 +283,17 @@ void webhooks_stripe(breq_t *b)
     const char *id = json_string_value(json_object_get(j, "id"));
     const char *type = json_string_value(json_object_get(j, "type"));
     const char *account = json_string_value(json_object_get(j, "account"));
+    json_t *created = json_object_get(j, "created");
     if (id == NULL || type == NULL || strlen(id) == 0 || strlen(id) > EVENT_ID_MAX || strlen(type) >= 128 ||
         (account != NULL && strlen(account) >= 128)) {
         json_decref(j);
         breq_error(b, ERR_INVALID_REQUEST, "The event is not a Stripe event object.");
+        return;
+    }
+    if (strcmp(type, "account.application.deauthorized") == 0 &&
+        (!json_is_integer(created) || json_integer_value(created) <= 0)) {
+        json_decref(j); /* without it, an old event could not be told from a new one */
+        breq_error(b, ERR_INVALID_REQUEST, "The deauthorization event has no created time.");
         return;
     }
     event_t *e = calloc(1, sizeof(*e));
@@ -261,6 +302,8 @@ void webhooks_stripe(breq_t *b)
     snprintf(e->id, sizeof(e->id), "%s", id);
     snprintf(e->type, sizeof(e->type), "%s", type);
     snprintf(e->account, sizeof(e->account), "%s", account != NULL ? account : "");
+    e->mode = mode;
+    e->created = json_is_integer(created) ? (long long)json_integer_value(created) : 0;
     json_decref(j);
     b->state = e;
     b->state_free = event_free;

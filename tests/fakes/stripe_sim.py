@@ -41,8 +41,11 @@ How to control it (JSON, same port, for tests):
                              "scope"?} → {"code": "ac_…", "account": "acct_…"}
   POST   /_sim/revoke       {"account": "acct_…"} → revoke a connection as if the user did
   POST   /_sim/webhook      {"url", "secret", "type", "account", "id"?, "livemode"?, "timestamp"?,
-                             "extra_signatures"?: [secrets], "data_object"?: {…}, "revoke"?: bool}
+                             "created"?, "extra_signatures"?: [secrets], "data_object"?: {…},
+                             "revoke"?: bool}
                             → signs and POSTs a Stripe event; {"status", "body", "event_id"}
+                            ("timestamp" is the signature's t, default now; "created" the
+                            event's, default the timestamp: a redelivery signs an old event anew)
 """
 import argparse
 import base64
@@ -665,7 +668,8 @@ class Handler(BaseHTTPRequestHandler):
         etype = req.get("type", "account.application.deauthorized")
         obj = req.get("data_object") or {"id": sim.client_of_mode["live" if live else "test"],
                                          "object": "application", "name": sim.app_name}
-        event = {"id": evt_id, "object": "event", "api_version": "2024-06-20", "created": ts,
+        created = int(req["created"]) if req.get("created") is not None else ts
+        event = {"id": evt_id, "object": "event", "api_version": "2024-06-20", "created": created,
                  "type": etype, "account": req.get("account"), "livemode": live,
                  "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
                  "data": {"object": obj}}

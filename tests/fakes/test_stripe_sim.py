@@ -417,9 +417,14 @@ def test_webhook_signing():
         assert ev["type"] == "account.application.deauthorized" and ev["account"] == j["stripe_user_id"]
         assert ev["data"]["object"] == dict(ev["data"]["object"], id=LIVE_CA, object="application")
         assert not active(j["access_token"])  # "revoke": true disconnected the account too
+        assert ev["created"] == 1700000000  # by default the signature's timestamp
         r = ctl("webhook", {"url": url, "secret": "whsec_a", "type": "charge.captured", "account": "acct_1",
                             "id": "evt_fixed"})
         assert r["event_id"] == "evt_fixed" and json.loads(Receiver.got[-1][1])["id"] == "evt_fixed"
+        r = ctl("webhook", {"url": url, "secret": "whsec_a", "type": "charge.captured", "account": "acct_1",
+                            "timestamp": 1700003600, "created": 1700000000})   # a redelivery
+        sig, body = Receiver.got[-1]
+        assert sig.startswith("t=1700003600,") and json.loads(body)["created"] == 1700000000
     finally:
         srv.shutdown()
         srv.server_close()

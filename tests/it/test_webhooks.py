@@ -1,5 +1,7 @@
 """Stripe's webhooks: signatures and account.application.deauthorized (CONTRACT §6)."""
 
+import hashlib
+import hmac
 import json
 import time
 
@@ -189,3 +191,147 @@ def test_webhook_body_over_64k_is_413():
 def test_webhook_with_wrong_method_is_405():
     r = S.broker.request("GET", "/webhooks/stripe")
     h.assert_error(r, 405, "method_not_allowed")
+
+
+# ===== which connections a deauthorization takes (CONTRACT §6) =====
+
+def connected_at(org, mode):
+    for c in S.broker.connections(org):
+        if c["mode"] == mode:
+            return int(h.parse_rfc3339(c["connected_at"]).timestamp())
+    raise AssertionError(f"no {mode} connection for {org}")
+
+
+def assert_served(org, mode, token):
+    r = S.broker.access_token(org, mode)
+    h.assert_status(r, 200)
+    assert r.json()["access_token"] == token, "another token is served"
+    assert S.sim.token_active(token)
+
+
+def signed(event, secret):
+    body = json.dumps(event)
+    t = int(time.time())
+    mac = hmac.new(secret.encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+    return S.broker.request("POST", "/webhooks/stripe", body=body,
+                            headers={"Content-Type": "application/json", "Stripe-Signature": f"t={t},v1={mac}"})
+
+
+def test_event_created_before_a_reauthorization_leaves_the_new_connection():
+    """Stripe redelivers for days: an event created an hour ago, delivered after the
+    account was authorized again, must not touch the new authorization."""
+    org = h.new_org()
+    f = connect(org, "live")
+    connect(org, "live", account=f.account)          # authorized again, same account
+    tok = S.broker.access_token(org, "live").json()["access_token"]
+    out = send(f.account, secret=WH_LIVE, livemode=True, created=int(time.time()) - 3600)
+    assert out["status"] == 200, out
+    assert status_of(org, "live") == "connected", "an event older than the connection revoked it"
+    assert_served(org, "live", tok)
+
+
+def test_created_in_the_same_second_as_the_authorization_takes_it():
+    """Both times are whole seconds: one second before the authorization leaves it, the
+    same second takes it (proto/threat-model.md: in a tie, fail closed)."""
+    org = h.new_org()
+    f = connect(org)
+    tok = S.broker.access_token(org, "test").json()["access_token"]
+    t = connected_at(org, "test")
+    assert send(f.account, created=t - 1)["status"] == 200
+    assert status_of(org, "test") == "connected"
+    assert_served(org, "test", tok)
+    assert send(f.account, created=t)["status"] == 200
+    assert status_of(org, "test") == "reauthorization_required"
+    h.assert_error(S.broker.access_token(org, "test"), 409, "reauthorization_required")
+
+
+def test_event_verified_with_the_test_secret_never_takes_a_live_connection():
+    """The mode is the verifying secret's, not the event's livemode (which whoever holds
+    the test secret can write)."""
+    org = h.new_org()
+    f = connect(org, "live")
+    live = S.broker.access_token(org, "live").json()["access_token"]
+    own = h.new_org()
+    connect(own, "test", account=f.account)           # a test authorization, same account
+    for livemode in (False, True):
+        out = send(f.account, secret=WH_TEST, livemode=livemode)
+        assert out["status"] == 200, out
+        assert status_of(org, "live") == "connected", f"a test-mode event (livemode {livemode}) took live"
+        assert_served(org, "live", live)
+    assert status_of(own, "test") == "reauthorization_required"
+    h.assert_error(S.broker.access_token(own, "test"), 409, "reauthorization_required")
+
+
+def test_event_verified_with_the_test_secret_takes_a_test_connection_derived_from_live():
+    """Test takes every test connection of the account; a derived one is minted again
+    from live (still connected) on its next use."""
+    org = h.new_org()
+    f = connect(org, "live")
+    old = S.broker.access_token(org, "test").json()["access_token"]     # minted from live
+    assert send(f.account, secret=WH_TEST)["status"] == 200
+    assert status_of(org, "test") == "reauthorization_required"
+    assert status_of(org, "live") == "connected"
+    r = S.broker.access_token(org, "test")
+    h.assert_status(r, 200)
+    assert r.json()["access_token"] != old and S.sim.token_active(r.json()["access_token"])
+
+
+def test_live_event_takes_live_and_the_test_connection_derived_from_it_only():
+    """Live takes the live connection and a test connection minted from it, never a test
+    connection authorized on its own, whether for the same account or another."""
+    a = h.new_org()
+    fa = connect(a, "live")
+    h.assert_status(S.broker.access_token(a, "test"), 200)               # derived from live
+    b = h.new_org()
+    connect(b, "live", account=fa.account)
+    connect(b, "test", account=fa.account)                               # its own, same account
+    b_test = S.broker.access_token(b, "test").json()["access_token"]
+    c = h.new_org()
+    connect(c, "live", account=fa.account)
+    connect(c, "test")                                                   # its own, another account
+    c_test = S.broker.access_token(c, "test").json()["access_token"]
+    assert {x["mode"]: x.get("derived_from") for x in S.broker.connections(b)} == {"live": None, "test": None}
+    out = send(fa.account, secret=WH_LIVE, livemode=True)
+    assert out["status"] == 200, out
+    for org in (a, b, c):
+        assert status_of(org, "live") == "reauthorization_required", org
+        h.assert_error(S.broker.access_token(org, "live"), 409, "reauthorization_required")
+    assert status_of(a, "test") == "reauthorization_required"
+    h.assert_error(S.broker.access_token(a, "test"), 409, "reauthorization_required")
+    assert status_of(b, "test") == "connected", "the live event took a test authorization of its own"
+    assert_served(b, "test", b_test)
+    assert status_of(c, "test") == "connected"
+    assert_served(c, "test", c_test)
+
+
+def test_deauthorization_of_the_previous_account_leaves_the_new_one():
+    """Live authorized again with account B; a deauthorization for the old account A
+    finds the org through A's index (a stale member) and must leave B alone."""
+    org = h.new_org()
+    first = connect(org, "live")
+    second = connect(org, "live")
+    assert second.account != first.account
+    tok = S.broker.access_token(org, "live").json()["access_token"]
+    assert S.rc().command("SISMEMBER", "stb:acct:" + first.account, org + ":live") == 1, \
+        "precondition: A's index still names the org, so the record's account check is what decides"
+    out = send(first.account, secret=WH_LIVE, livemode=True)
+    assert out["status"] == 200, out
+    assert status_of(org, "live") == "connected", "the new account's connection was revoked"
+    assert_served(org, "live", tok)
+
+
+def test_deauthorization_without_created_is_400_and_changes_nothing():
+    org = h.new_org()
+    f = connect(org)
+    event = {"id": "evt_" + h.rand_str(24), "object": "event", "type": "account.application.deauthorized",
+             "account": f.account, "livemode": False,
+             "data": {"object": {"id": h.TEST_CLIENT_ID, "object": "application"}}}
+    for created in (None, "1700000000", 0):
+        if created is not None:
+            event["created"] = created
+        h.assert_error(signed(event, WH_TEST), 400, "invalid_request")
+    assert status_of(org, "test") == "connected"
+    event["created"] = int(time.time())
+    h.assert_status(signed(event, WH_TEST), 200)
+    assert status_of(org, "test") == "reauthorization_required"
+
