@@ -7,6 +7,11 @@
  *   - 400/401 with error "invalid_grant": TERMINAL (the authorization is gone);
  *   - any other 4xx: REJECTED (invalid_client, invalid_request, …);
  *   - 2xx with the fields: OK, *tok filled.
+ * Also owns the decision "done / not connected / failed" for POST /oauth/deauthorize
+ * (stripe_deauth_parse): only a 2xx naming the account is done, and only Stripe's
+ * invalid_client "This application is not connected to stripe account acct_…" (for
+ * that account) means the account is already gone; a wrong key or client id is
+ * invalid_client too, with another description, and is a failure like any other.
  * Stripe's error code is copied into err only when it is short and made of [a-z_]
  * (flat {"error": "…"} or nested {"error": {"code": "…"}}); error_description and
  * messages are never copied: they may echo request data.
@@ -15,6 +20,7 @@
  * Tested by: tests/unit/test_stripe_resp.c and tests/fuzz/fuzz_stripe_resp.c. */
 #include "stripe_resp.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +157,54 @@ out:
         wipe_secret(doc, "refresh_token");
         json_decref(doc);
     }
+    return o;
+}
+
+/* Does hay contain "not connected to stripe account <account>" (the phrase in any case)? */
+static int says_not_connected(const char *hay, size_t n, const char *account)
+{
+    static const char phrase[] = "not connected to stripe account ";
+    size_t plen = sizeof(phrase) - 1, alen = strlen(account);
+
+    for (size_t i = 0; alen > 0 && i + plen + alen <= n; i++) {
+        size_t j = 0;
+        while (j < plen && tolower((unsigned char)hay[i + j]) == phrase[j])
+            j++;
+        if (j == plen && memcmp(hay + i + plen, account, alen) == 0 &&
+            (i + plen + alen == n || !(isalnum((unsigned char)hay[i + plen + alen]) || hay[i + plen + alen] == '_')))
+            return 1; /* the whole id, not a prefix of another */
+    }
+    return 0;
+}
+
+stripe_deauth_t stripe_deauth_parse(long http_status, const char *body, size_t len, const char *account,
+                                    char err[64])
+{
+    stripe_deauth_t o = STRIPE_DEAUTH_FAILED;
+    json_t *doc = NULL, *v;
+
+    err[0] = '\0';
+    if (body != NULL && len > 0)
+        doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(doc) || account == NULL || account[0] == '\0')
+        goto out;
+    if (http_status >= 200 && http_status < 300) {
+        v = json_object_get(doc, "stripe_user_id");
+        if (json_is_string(v) && strcmp(json_string_value(v), account) == 0 &&
+            json_string_length(v) == strlen(account))
+            o = STRIPE_DEAUTH_DONE;
+        goto out;
+    }
+    if (http_status == 0)
+        goto out;
+    copy_error_code(doc, err);
+    v = json_object_get(doc, "error_description");
+    if ((http_status == 400 || http_status == 401) && json_is_string(json_object_get(doc, "error")) &&
+        strcmp(json_string_value(json_object_get(doc, "error")), "invalid_client") == 0 && json_is_string(v) &&
+        says_not_connected(json_string_value(v), json_string_length(v), account))
+        o = STRIPE_DEAUTH_NOT_CONNECTED;
+out:
+    json_decref(doc);
     return o;
 }
 

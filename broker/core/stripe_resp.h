@@ -1,7 +1,8 @@
 /* stripe_resp.h — parsing of Stripe's OAuth token responses and the classification
  * of failures (STRIPE.md): a token, a terminal refusal (invalid_grant: the
  * authorization is gone), or a transient failure (network, timeout, 5xx, 429,
- * anything unusable). Pure; never logs. */
+ * anything unusable); and the classification of /oauth/deauthorize answers (done,
+ * already disconnected, or refused/failed). Pure; never logs. */
 #ifndef BROKER_CORE_STRIPE_RESP_H
 #define BROKER_CORE_STRIPE_RESP_H
 #include <stddef.h>
@@ -35,6 +36,21 @@ stripe_outcome_t stripe_token_parse(long http_status, const char *body, size_t l
 time_t stripe_token_expires_at(const stripe_token_t *tok, int apps, time_t now);
 /* Wipe and free every field. */
 void stripe_token_clear(stripe_token_t *tok);
+/* The answer of POST /oauth/deauthorize (STRIPE.md, CONTRACT §4.2 DELETE). */
+typedef enum stripe_deauth {
+    STRIPE_DEAUTH_DONE,          /* 2xx {"stripe_user_id": <that account>} */
+    STRIPE_DEAUTH_NOT_CONNECTED, /* Stripe's "not connected" answer: already gone there */
+    STRIPE_DEAUTH_FAILED,        /* anything else: a refusal (bad key, bad client id,
+                                  * invalid_request…), 5xx, 429, transport, unusable */
+} stripe_deauth_t;
+
+/* Classify a deauthorize answer for account (the stripe_user_id that was sent).
+ * "Not connected" is only a 400/401 whose error is invalid_client and whose
+ * error_description says the application is not connected to that stripe account;
+ * every other invalid_client (a wrong key or client id) is FAILED. err (size 64) as
+ * in stripe_token_parse. */
+stripe_deauth_t stripe_deauth_parse(long http_status, const char *body, size_t len, const char *account,
+                                    char err[64]);
 /* A short name for logs and metrics: "ok", "invalid_grant", "rejected", "transient". */
 const char *stripe_outcome_name(stripe_outcome_t o);
 #endif

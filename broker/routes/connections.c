@@ -1,7 +1,10 @@
 /* connections.c — an org's connections, authorize links and webhook signing secrets
  * (CONTRACT §4.2). The connection list never carries a token or secret; webhook
- * secrets are sealed before they reach Redis and never returned. Tested by
- * tests/it/test_connections.py and test_webhooks.py. */
+ * secrets are sealed before they reach Redis and never returned. Deleting an
+ * authorized connection deletes it locally only when Stripe's deauthorize confirmed it
+ * or answered that the account is already disconnected (core/stripe_resp.h decides);
+ * any other answer is 502 and deletes nothing. Tested by tests/it/test_token.py and
+ * tests/it/test_connection_delete.py. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -106,24 +109,31 @@ static void delete_local(breq_t *b)
     }
 }
 
+/* Stripe's answer decides: done, or its "not connected" answer (already gone there),
+ * deletes locally; any other refusal or failure keeps everything (CONTRACT §4.2). */
 static void on_deauthorized(breq_t *b, long status, const char *body, size_t len)
 {
-    stripe_token_t tok = {0};
-    char err[64] = "";
-    /* 200: done. invalid_client "not connected": already gone at Stripe — delete anyway. */
-    stripe_outcome_t o = status == 200 ? STRIPE_OK : stripe_token_parse(status, body, len, &tok, err);
-    stripe_token_clear(&tok);
-    if (status == 200 || o == STRIPE_REJECTED || o == STRIPE_TERMINAL) {
-        metrics_stripe("deauthorize", status == 200 ? "ok" : "rejected");
-        if (status != 200)
-            log_event(LOG_WARN, "stripe deauthorize refused; deleting locally", "org_id", b->org, "mode",
-                      mode_name(b->mode), "error", err, NULL);
+    conn_del_t *cd = b->state;
+    char err[64] = "", msg[160], st[8];
+    stripe_deauth_t o = stripe_deauth_parse(status, body, len, cd->acct, err);
+    if (o == STRIPE_DEAUTH_DONE || o == STRIPE_DEAUTH_NOT_CONNECTED) {
+        metrics_stripe("deauthorize", o == STRIPE_DEAUTH_DONE ? "ok" : "rejected");
+        if (o == STRIPE_DEAUTH_NOT_CONNECTED)
+            log_event(LOG_WARN, "stripe deauthorize: the account is already disconnected; deleting locally", "org_id",
+                      b->org, "mode", mode_name(b->mode), "stripe_user_id", cd->acct, NULL);
         delete_local(b);
         return;
     }
-    metrics_stripe("deauthorize", "transient");
-    log_event(LOG_WARN, "stripe deauthorize failed", "org_id", b->org, "mode", mode_name(b->mode), NULL);
-    breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
+    metrics_stripe("deauthorize", status >= 400 && status < 500 && status != 429 ? "rejected" : "transient");
+    snprintf(st, sizeof(st), "%ld", status);
+    log_event(LOG_WARN, "stripe deauthorize refused or failed; the connection is kept", "org_id", b->org, "mode",
+              mode_name(b->mode), "http_status", st, "error", err, NULL);
+    if (status == 0)
+        snprintf(msg, sizeof(msg), "Stripe did not answer the deauthorization; the connection is kept.");
+    else
+        snprintf(msg, sizeof(msg), "Stripe did not confirm the deauthorization (HTTP %ld%s%s); the connection is kept.",
+                 status, err[0] ? ", " : "", err);
+    breq_error(b, ERR_STRIPE_UNAVAILABLE, msg);
 }
 
 static void on_conn_for_delete(breq_t *b, redisReply *r)

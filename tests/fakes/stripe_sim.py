@@ -580,14 +580,17 @@ class Handler(BaseHTTPRequestHandler):
         cid, acct = form.get("client_id", ""), form.get("stripe_user_id", "")
         if not cid or not acct:
             raise OAuthError(400, "invalid_request", "client_id and stripe_user_id are required")
+        # Stripe answers every refusal here with 401 invalid_client; only the description
+        # tells "not connected" (the account is already gone) from a wrong key or client id.
         cmode = self.sim.clients.get(cid)
         if cmode is None:
-            raise OAuthError(400, "invalid_client", "No such application: %s" % cid)
+            raise OAuthError(401, "invalid_client", "No such application: '%s'" % cid)
         if cmode != mode:
             raise OAuthError(401, "invalid_client", "The API key's mode (%s) does not match "
                              "client_id %s (%s mode)" % (mode, cid, cmode))
         if not self.sim.revoke_account(acct):
-            raise OAuthError(400, "invalid_client", "No such user connected to this application")
+            raise OAuthError(401, "invalid_client", "This application is not connected to stripe account "
+                             "%s, or that account does not exist." % acct)
         self.send(200, {"stripe_user_id": acct})
 
     # -- control interface --

@@ -239,8 +239,30 @@ def test_deauthorize():
     assert s == 200 and k == {"stripe_user_id": acct}
     assert not active(j["access_token"]) and not rt_active(j["refresh_token"])
     s, e = jcall("POST", "/oauth/deauthorize", form=form, headers=bearer(TEST_KEY))
-    assert s == 400 and e == {"error": "invalid_client",
-                              "error_description": "No such user connected to this application"}
+    assert s == 401 and e == {"error": "invalid_client", "error_description": (
+        "This application is not connected to stripe account %s, or that account does not exist." % acct)}
+
+
+def test_deauthorize_refusals_are_stripes():
+    """STRIPE.md: every refusal is invalid_client (401) but a missing field; only the
+    "not connected" description means the account is gone, and nothing else revokes."""
+    _, j = new_connection()
+    acct = j["stripe_user_id"]
+    for headers, form in ((bearer("sk_test_wrong"), {"client_id": TEST_CA, "stripe_user_id": acct}),
+                          ({}, {"client_id": TEST_CA, "stripe_user_id": acct}),
+                          (bearer(TEST_KEY), {"client_id": "ca_unknown", "stripe_user_id": acct}),
+                          (bearer(TEST_KEY), {"client_id": LIVE_CA, "stripe_user_id": acct})):
+        s, e = jcall("POST", "/oauth/deauthorize", form=form, headers=headers)
+        assert s == 401 and e["error"] == "invalid_client", (headers, form, s, e)
+        assert "not connected" not in e["error_description"], e
+    for form in ({"client_id": TEST_CA}, {"stripe_user_id": acct}):
+        s, e = jcall("POST", "/oauth/deauthorize", form=form, headers=bearer(TEST_KEY))
+        assert s == 400 and e["error"] == "invalid_request", (form, s, e)
+    assert active(j["access_token"]) and rt_active(j["refresh_token"]), "a refused deauthorize revoked"
+    s, e = jcall("POST", "/oauth/deauthorize", form={"client_id": TEST_CA, "stripe_user_id": "acct_never"},
+                 headers=bearer(TEST_KEY))
+    assert s == 401 and e["error"] == "invalid_client" and \
+        "not connected to stripe account acct_never" in e["error_description"], e
 
 
 def test_authorize_modes():

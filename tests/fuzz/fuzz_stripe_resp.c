@@ -1,6 +1,7 @@
-/* fuzz_stripe_resp.c — stripe_token_parse on any status and body. The first byte
- * picks the HTTP status; the rest is the body. Checks the invariants of each
- * outcome (a token only on OK; err made of [a-z_] only). */
+/* fuzz_stripe_resp.c — stripe_token_parse and stripe_deauth_parse on any status and
+ * body. The first byte picks the HTTP status; the rest is the body. Checks the
+ * invariants of each outcome (a token only on OK; deauthorize done only on a 2xx, "not
+ * connected" only on a 400/401; err made of [a-z_] only). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,5 +35,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (stripe_outcome_name(o) == NULL)
         abort();
     stripe_token_clear(&tok);
+
+    stripe_deauth_t d = stripe_deauth_parse(status, (const char *)data + 1, size - 1, "acct_1", err);
+    if ((d == STRIPE_DEAUTH_DONE && (status < 200 || status > 299)) ||
+        (d == STRIPE_DEAUTH_NOT_CONNECTED && status != 400 && status != 401))
+        abort();
+    if (strlen(err) > 63)
+        abort();
+    for (i = 0; err[i] != '\0'; i++)
+        if (!((err[i] >= 'a' && err[i] <= 'z') || err[i] == '_'))
+            abort();
     return 0;
 }

@@ -1,4 +1,5 @@
-/* test_stripe_resp.c — classification of Stripe OAuth token responses. */
+/* test_stripe_resp.c — classification of Stripe OAuth token responses and of
+ * /oauth/deauthorize answers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -164,6 +165,77 @@ static void test_stripe_token_clear_is_idempotent(void **state)
     assert_null(tok.refresh_token);
 }
 
+typedef struct deauth_case {
+    long status;
+    const char *body;
+    stripe_deauth_t want;
+    const char *err;
+} deauth_case_t;
+
+#define NOT_CONNECTED_DESC                                                                         \
+    "This application is not connected to stripe account acct_1, or that account does not exist."
+
+static void test_stripe_deauth_classification_table(void **state)
+{
+    static const deauth_case_t cases[] = {
+        /* done: a 2xx naming the account sent */
+        {200, "{\"stripe_user_id\":\"acct_1\"}", STRIPE_DEAUTH_DONE, ""},
+        {200, "{\"stripe_user_id\":\"acct_2\"}", STRIPE_DEAUTH_FAILED, ""},
+        {200, "{}", STRIPE_DEAUTH_FAILED, ""},
+        {200, "{not json", STRIPE_DEAUTH_FAILED, ""},
+        {200, NULL, STRIPE_DEAUTH_FAILED, ""},
+        /* Stripe's "not connected" answer: the account is already gone */
+        {401, "{\"error\":\"invalid_client\",\"error_description\":\"" NOT_CONNECTED_DESC "\"}",
+         STRIPE_DEAUTH_NOT_CONNECTED, "invalid_client"},
+        {400, "{\"error\":\"invalid_client\",\"error_description\":\"" NOT_CONNECTED_DESC "\"}",
+         STRIPE_DEAUTH_NOT_CONNECTED, "invalid_client"},
+        {401, "{\"error\":\"invalid_client\",\"error_description\":\"this APPLICATION is Not Connected To "
+              "Stripe Account acct_1\"}",
+         STRIPE_DEAUTH_NOT_CONNECTED, "invalid_client"},
+        /* … only for the account sent, the whole id */
+        {401, "{\"error\":\"invalid_client\",\"error_description\":\"This application is not connected to "
+              "stripe account acct_2.\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_client"},
+        {401, "{\"error\":\"invalid_client\",\"error_description\":\"This application is not connected to "
+              "stripe account acct_10.\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_client"},
+        /* … and only with invalid_client, from a 400/401 */
+        {401, "{\"error\":\"invalid_request\",\"error_description\":\"" NOT_CONNECTED_DESC "\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_request"},
+        {403, "{\"error\":\"invalid_client\",\"error_description\":\"" NOT_CONNECTED_DESC "\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_client"},
+        {500, "{\"error\":\"invalid_client\",\"error_description\":\"" NOT_CONNECTED_DESC "\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_client"},
+        /* every other refusal: a wrong key or client id is invalid_client too */
+        {401, "{\"error\":\"invalid_client\",\"error_description\":\"Invalid API Key provided: sk_test_****abcd\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_client"},
+        {401, "{\"error\":\"invalid_client\",\"error_description\":\"No such application: 'ca_x'\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_client"},
+        {401, "{\"error\":\"invalid_client\"}", STRIPE_DEAUTH_FAILED, "invalid_client"},
+        {400, "{\"error\":\"invalid_request\",\"error_description\":\"client_id is required\"}",
+         STRIPE_DEAUTH_FAILED, "invalid_request"},
+        {400, "{\"error\":{\"code\":\"invalid_client\",\"message\":\"" NOT_CONNECTED_DESC "\"}}",
+         STRIPE_DEAUTH_FAILED, "invalid_client"},
+        /* transport, overload, unusable */
+        {0, NULL, STRIPE_DEAUTH_FAILED, ""},
+        {429, "{\"error\":\"rate_limited\"}", STRIPE_DEAUTH_FAILED, "rate_limited"},
+        {503, "<html>", STRIPE_DEAUTH_FAILED, ""},
+    };
+    char err[64];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const deauth_case_t *c = &cases[i];
+        stripe_deauth_t got = stripe_deauth_parse(c->status, c->body, c->body ? strlen(c->body) : 0, "acct_1", err);
+        if (got != c->want || strcmp(err, c->err) != 0)
+            fail_msg("case %zu (HTTP %ld): got %d err \"%s\", want %d err \"%s\"", i, c->status, got, err, c->want,
+                     c->err);
+    }
+    /* no account to compare with: never "not connected" */
+    static const char nc[] = "{\"error\":\"invalid_client\",\"error_description\":\"" NOT_CONNECTED_DESC "\"}";
+    assert_int_equal(stripe_deauth_parse(401, nc, strlen(nc), "", err), STRIPE_DEAUTH_FAILED);
+    assert_int_equal(stripe_deauth_parse(401, nc, strlen(nc), NULL, err), STRIPE_DEAUTH_FAILED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_stripe_resp_never_copies_error_description),
         cmocka_unit_test(test_stripe_resp_outcome_names),
         cmocka_unit_test(test_stripe_token_clear_is_idempotent),
+        cmocka_unit_test(test_stripe_deauth_classification_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
