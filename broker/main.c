@@ -54,10 +54,15 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level(cfg.log_level);
-    for (int mode = MODE_TEST; mode <= MODE_LIVE; mode++)
+    for (int mode = MODE_TEST; mode <= MODE_LIVE; mode++) {
         if (cfg.stripe[mode].missing != NULL)
             log_event(LOG_WARN, "Stripe mode not enabled: half of its credentials are set", "mode", mode_name(mode),
                       "missing", cfg.stripe[mode].missing, NULL);
+        if (cfg.stripe[mode].enabled && cfg.stripe[mode].webhook_secret == NULL)
+            log_event(LOG_WARN, "no webhook signing secret for an enabled Stripe mode: its deauthorizations are never seen",
+                      "mode", mode_name(mode), "missing",
+                      mode == MODE_LIVE ? "STRIPE_WEBHOOK_SECRET_LIVE" : "STRIPE_WEBHOOK_SECRET_TEST", NULL);
+    }
     if (strcmp(cmd, "check") == 0)
         rc = cli_check(&cfg);
     else if (strcmp(cmd, "create-api-key") == 0)

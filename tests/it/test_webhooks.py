@@ -335,3 +335,20 @@ def test_deauthorization_without_created_is_400_and_changes_nothing():
     h.assert_status(signed(event, WH_TEST), 200)
     assert status_of(org, "test") == "reauthorization_required"
 
+
+def test_missing_webhook_secret_of_an_enabled_mode_warns_at_start():
+    lines = [json.loads(l) for l in S.broker.log_lines()]
+    assert not [j for j in lines if "STRIPE_WEBHOOK_SECRET" in json.dumps(j)], "both secrets are set"
+    b = S.new_broker("nolivewhsec", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST)
+    try:
+        warn = [json.loads(l) for l in b.log_lines() if "STRIPE_WEBHOOK_SECRET" in l]
+        assert [(j["level"], j.get("mode")) for j in warn] == [("warn", "live")], warn
+        assert "STRIPE_WEBHOOK_SECRET_LIVE" in json.dumps(warn[0]) and WH_TEST not in json.dumps(warn[0])
+    finally:
+        b.stop()
+    b = S.new_broker("nowhsec", STRIPE_CLIENT_ID_LIVE=None, STRIPE_SECRET_KEY_LIVE=None)  # live not enabled
+    try:
+        warn = [json.loads(l) for l in b.log_lines() if "STRIPE_WEBHOOK_SECRET" in l]
+        assert [(j["level"], j.get("mode")) for j in warn] == [("warn", "test")], warn
+    finally:
+        b.stop()
