@@ -1,7 +1,10 @@
 /* admin.c — org API keys (CONTRACT §4.1): create, list, delete. Admin token only.
  * The API key is shown once, in the 201 answer; Redis keeps its SHA-256 only. A
- * deleted key is gone from Redis at once, and keys are never cached, so every
- * replica rejects it on its next request. Tested by tests/it/test_admin.py. */
+ * deleted key is gone from Redis at once: a quiet worker reads the key record on every
+ * request, and a busy one that cached it (store/rcache.h) drops it when Redis's
+ * invalidation arrives and misses no write older than 100 ms, so every replica
+ * rejects it within the contract's 1 s. Tested by tests/it/test_admin.py and
+ * tests/it/test_cache.py. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
