@@ -245,7 +245,8 @@ static void on_seen(breq_t *b, redisReply *r)
     breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
 }
 
-/* Verify the signature; *mode gets the mode of the secret that verified it. */
+/* Verify the signature; *mode gets the mode of the secret that verified it, or -1 when
+ * both modes are configured with the same secret (then the secret cannot tell). */
 static int verify(breq_t *b, const char *body, size_t len, int *mode_out)
 {
     const config_t *cfg = b->w->cfg;
@@ -260,7 +261,8 @@ static int verify(breq_t *b, const char *body, size_t len, int *mode_out)
         rc = whsig_verify(sig->base, sig->len, body, len, cfg->stripe[mode].webhook_secret, time(NULL),
                           WEBHOOK_TOLERANCE_S);
         if (rc == WHSIG_OK) {
-            *mode_out = mode;
+            const char *other = cfg->stripe[!mode].webhook_secret;
+            *mode_out = other != NULL && strcmp(other, cfg->stripe[mode].webhook_secret) == 0 ? -1 : mode;
             return WHSIG_OK;
         }
     }
@@ -302,7 +304,8 @@ void webhooks_stripe(breq_t *b)
     snprintf(e->id, sizeof(e->id), "%s", id);
     snprintf(e->type, sizeof(e->type), "%s", type);
     snprintf(e->account, sizeof(e->account), "%s", account != NULL ? account : "");
-    e->mode = mode;
+    /* one secret for both modes: the event's livemode, signed with it, is all there is */
+    e->mode = mode >= 0 ? mode : json_is_true(json_object_get(j, "livemode")) ? MODE_LIVE : MODE_TEST;
     e->created = json_is_integer(created) ? (long long)json_integer_value(created) : 0;
     json_decref(j);
     b->state = e;

@@ -320,6 +320,30 @@ def test_deauthorization_of_the_previous_account_leaves_the_new_one():
     assert_served(org, "live", tok)
 
 
+
+def test_one_secret_for_both_modes_goes_by_the_events_livemode():
+    """When both modes are configured with the same signing secret, the secret cannot tell
+    the mode; the event's livemode (signed with that one secret) decides."""
+    same = "whsec_" + h.rand_str(32)
+    h.remember("webhook_secret", same)
+    b = S.new_broker("samewhsec", STRIPE_WEBHOOK_SECRET_TEST=same, STRIPE_WEBHOOK_SECRET_LIVE=same)
+    try:
+        org = h.new_org()
+        f = connect(org, "live")
+        live = S.broker.access_token(org, "live").json()["access_token"]
+        own = h.new_org()
+        connect(own, "test", account=f.account)
+        body = {"url": b.url("/webhooks/stripe"), "secret": same, "account": f.account,
+                "type": "account.application.deauthorized"}
+        assert S.sim._call("POST", "/_sim/webhook", dict(body, livemode=False))["status"] == 200
+        assert status_of(own, "test") == "reauthorization_required"
+        assert status_of(org, "live") == "connected"
+        assert_served(org, "live", live)
+        assert S.sim._call("POST", "/_sim/webhook", dict(body, livemode=True))["status"] == 200
+        assert status_of(org, "live") == "reauthorization_required"
+    finally:
+        b.stop()
+
 def test_deauthorization_without_created_is_400_and_changes_nothing():
     org = h.new_org()
     f = connect(org)
