@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import threading
 import time
 
 import harness as h
@@ -343,6 +344,52 @@ def test_one_secret_for_both_modes_goes_by_the_events_livemode():
         assert status_of(org, "live") == "reauthorization_required"
     finally:
         b.stop()
+
+
+def blocked_on(c, cmd):
+    return any(f"cmd={cmd} " in l and "flags=b" in l
+               for l in c.command("CLIENT", "LIST").decode().splitlines())
+
+
+def test_a_record_rewritten_between_decision_and_revoke_is_decided_again():
+    """The revoke must apply to the very record it was decided on. Here the old
+    authorization is read and taken, and before the revoking script runs the key is
+    written with a newer authorization carrying the same version number (what a delete
+    and a new authorization give): the script must see it, decide again, and leave it.
+    Redis's CLIENT PAUSE WRITE holds writes (the newer record's SET first, then the
+    broker's script) while reads go on, and releases them in order."""
+    org = h.new_org()
+    f = connect(org)
+    key = f"stb:conn:{org}:test"
+    rc = S.rc()
+    old = rc.command("GET", key)
+    t1 = connected_at(org, "test")
+    h.wait_until(lambda: int(time.time()) > t1, 3, interval=0.01, what="the next second")
+    connect(org, account=f.account)                       # authorized again, same account
+    tok = S.broker.access_token(org, "test").json()["access_token"]
+    newer = rc.command("GET", key)
+    assert connected_at(org, "test") > t1 and old.split(b":")[0] == b"1" and newer.split(b":")[0] == b"2"
+    same_version = b"1:" + newer.split(b":", 1)[1]
+    rc.command("SET", key, old)                           # back to the old authorization
+    writer, out, done = S.rc(), {}, []
+    try:
+        rc.command("CLIENT", "PAUSE", 3000, "WRITE")
+        try:
+            threading.Thread(target=lambda: done.append(writer.command("SET", key, same_version)),
+                             daemon=True).start()
+            h.wait_until(lambda: blocked_on(rc, "set"), 0.5, interval=0.005, what="the SET to wait")
+            th = threading.Thread(target=lambda: out.update(send(f.account, created=t1)), daemon=True)
+            th.start()
+            h.wait_until(lambda: blocked_on(rc, "eval"), 0.7, interval=0.005, what="the broker's script to wait")
+        finally:
+            rc.command("CLIENT", "UNPAUSE")
+        th.join(10)
+    finally:
+        writer.close()
+        rc.close()
+    assert done == ["OK"] and out.get("status") == 200, out
+    assert status_of(org, "test") == "connected", "the revoke was written over the newer authorization"
+    assert_served(org, "test", tok)
 
 def test_deauthorization_without_created_is_400_and_changes_nothing():
     org = h.new_org()
