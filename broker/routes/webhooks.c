@@ -22,14 +22,15 @@
 #define EVENT_ID_MAX 255
 
 /* KEYS = conn keys…, then the event key; ARGV = sealed1, ver1, sealed2, ver2, …, ttl */
-static const char LUA_MARK_REVOKED[] = "local n = #KEYS - 1\n"
+static const char LUA_MARK_REVOKED[] = STORE_LUA_NEXT_VERSION
+                                       "local n = #KEYS - 1\n"
                                        "for i = 1, n do\n"
                                        "  local cur = redis.call('GET', KEYS[i])\n"
                                        "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
                                        "  if ver ~= tonumber(ARGV[2 * i]) then return -1 end\n"
                                        "end\n"
                                        "for i = 1, n do\n"
-                                       "  redis.call('SET', KEYS[i], (tonumber(ARGV[2 * i]) + 1) .. ':' .. ARGV[2 * i - 1])\n"
+                                       "  redis.call('SET', KEYS[i], next_version(KEYS[i], tonumber(ARGV[2 * i])) .. ':' .. ARGV[2 * i - 1])\n"
                                        "end\n"
                                        "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 1])\n"
                                        "return n\n";
