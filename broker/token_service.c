@@ -17,7 +17,10 @@
  * A fenced or refused write is never served (another holder may have called Stripe
  * since, revoking this token): the flight goes round again from ACQUIRE, at most
  * MAX_ROUNDS times, and serves what someone else stored or does the work again under
- * a new lease. When the Redis has connected replicas (ROLE, cached ROLE_TTL_MS per
+ * a new lease. The one write that needs no lease is a rotated refresh token (apps):
+ * Stripe lets only one call succeed with a refresh token, so a holder that got a new
+ * one has the only live continuation of the record it read, and must not lose it
+ * because its lease vanished (the version check still applies). When the Redis has connected replicas (ROLE, cached ROLE_TTL_MS per
  * worker), a new lease and a write of a rotated refresh token are followed by
  * WAIT 1 WAIT_MS, so that a failover does not forget them.
  * The Stripe call's result is written even when every waiter has given up.
@@ -60,13 +63,15 @@ static const char LUA_ACQUIRE[] =
 
 /* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
  * expected version, owner, index member or '', cooldown ms, expected source version or
- * '' (MINT: the live record it minted from must still be that version).
+ * '' (MINT: the live record it minted from must still be that version), '1' when the
+ * write needs no lease (a rotated refresh token, see rotated_needs_no_lease).
  * → new version, 0 nothing written, -1 a version moved (someone else wrote), -2 this
  * flight no longer owns the lease (expired, deleted by a failover or a restart):
  * nothing is written, not even the cooldown. */
 static const char LUA_COMMIT[] =
     STORE_LUA_NEXT_VERSION
-    "if redis.call('GET', KEYS[2]) ~= ARGV[3] then return -2 end\n"
+    "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
+    "if not owner and ARGV[7] ~= '1' then return -2 end\n"
     "local res = 0\n"
     "if ARGV[1] ~= '' then\n"
     "  local cur = redis.call('GET', KEYS[1])\n"
@@ -83,7 +88,7 @@ static const char LUA_COMMIT[] =
     "  else res = -1 end\n"
     "end\n"
     "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
-    "redis.call('DEL', KEYS[2])\n"
+    "if owner then redis.call('DEL', KEYS[2]) end\n"
     "return res\n";
 
 static const char LUA_RENEW[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -113,7 +118,6 @@ typedef struct flight {
     int rounds;           /* go-rounds so far */
     int writing;          /* the pending COMMIT writes a record */
     int rotated;          /* result carries a new refresh token: the one sent is dead */
-    int held;             /* a fenced rotated result, written under the next lease */
     conn_record_t cur;    /* the target record as last read (may be empty) */
     int have_cur;
     long cur_version;
@@ -148,7 +152,7 @@ struct token_service {
 };
 
 static void acquire(flight_t *f);
-static void go_round(flight_t *f, int fenced);
+static void go_round(flight_t *f);
 static void on_bg_tick(h2o_timeout_entry_t *e);
 
 /* ===== Flights ===== */
@@ -252,7 +256,7 @@ static void on_commit(redisReply *r, void *data)
         if (r->integer == -2)
             log_event(LOG_WARN, "refresh lease lost before the token write; nothing written", "org_id", f->org,
                       "mode", mode_name(f->mode), NULL);
-        go_round(f, r->integer == -2);
+        go_round(f);
         return;
     }
     if (f->deliver_written && f->rotated && f->ts->replicas > 0 &&
@@ -270,15 +274,18 @@ static void commit(flight_t *f, int write_mode, long expected, const char *seale
                    long source_version)
 {
     char exp[24], cool[16], src[24] = "";
+    /* Stripe accepts a refresh token once: whoever got the new one holds the record's
+     * only future, lease or not */
+    int rotated_needs_no_lease = sealed != NULL && f->deliver_written && f->rotated;
     const char *target = write_mode == f->mode ? f->keys[0] : f->keys[2];
     snprintf(exp, sizeof(exp), "%ld", expected);
     snprintf(cool, sizeof(cool), "%d", cooldown_ms);
     if (source_version >= 0)
         snprintf(src, sizeof(src), "%ld", source_version);
     f->writing = sealed != NULL;
-    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1], f->acct_key,
-            f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner, member != NULL ? member : "", cool,
-            src);
+    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1],
+            f->acct_key, f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner,
+            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0");
 }
 
 /* Write f->result, the outcome of a successful Stripe call, to the flight's record. */
@@ -300,21 +307,16 @@ static void commit_result(flight_t *f)
  * since, so this token may already be revoked) or refused (a record moved) is never
  * served. The flight starts over from ACQUIRE with the version it read: that serves
  * what someone else stored, waits for the new holder, or takes a new lease and does
- * the work again. A fenced result with a rotated refresh token is kept and written
- * under the new lease if the record is still the one it read: the refresh token it
- * used is dead at Stripe, so calling again could only fail. */
-static void go_round(flight_t *f, int fenced)
+ * the work again. */
+static void go_round(flight_t *f)
 {
     if (f->rounds >= MAX_ROUNDS) {
         command(f, on_reread, "GET %s", f->keys[0]);
         return;
     }
     f->rounds++;
-    f->held = fenced && f->deliver_written && f->rotated;
-    if (!f->held) {
-        conn_record_clear(&f->result);
-        f->rotated = 0;
-    }
+    conn_record_clear(&f->result);
+    f->rotated = 0;
     f->deliver_written = 0;
     f->writing = 0;
     f->result_err = -1;
@@ -481,17 +483,6 @@ static void work(flight_t *f)
     commit(f, f->mode, 0, NULL, 0, NULL, -1);
 }
 
-/* Under the lease: write a held result, or decide and call Stripe. */
-static void start_work(flight_t *f)
-{
-    if (f->held) {
-        f->held = 0;
-        commit_result(f);
-        return;
-    }
-    work(f);
-}
-
 /* A new lease has reached a replica (or WAIT gave up): go on either way. */
 static void on_lease_waited(redisReply *r, void *data)
 {
@@ -504,7 +495,7 @@ static void on_lease_waited(redisReply *r, void *data)
     if (r->type != REDIS_REPLY_INTEGER || r->integer < 1)
         log_event(LOG_WARN, "refresh lease taken, but no replica confirmed it in time", "org_id", f->org, "mode",
                   mode_name(f->mode), NULL);
-    start_work(f);
+    work(f);
 }
 
 static void on_poll_tick(h2o_timeout_entry_t *e)
@@ -578,7 +569,7 @@ static void on_acquire(redisReply *r, void *data)
     if (f->ts->replicas > 0)
         command(f, on_lease_waited, "WAIT 1 %d", WAIT_MS);
     else
-        start_work(f);
+        work(f);
 }
 
 static void on_role(redisReply *r, void *data)

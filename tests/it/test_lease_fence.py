@@ -26,24 +26,32 @@ import harness as h
 UPSTREAM_MS = 4000          # room for a 2.5 s Stripe delay inside one call
 ENV = dict(BROKER_UPSTREAM_TIMEOUT_MS=str(UPSTREAM_MS))
 
+APPS_ENV = dict(ENV, BROKER_OAUTH_FLAVOR="apps")
+
 S = None
 R2 = None
+A = None        # apps flavor
+A2 = None
 
 
 def setup_module():
-    global S, R2
+    global S, R2, A, A2
     S = h.Stack("lease", **ENV)
     R2 = S.new_broker("r2", **ENV)
+    A = h.Stack("lease-apps", **APPS_ENV)
+    A2 = A.new_broker("a2", **APPS_ENV)
 
 
 def teardown_module():
-    if S is not None:
-        S.close()
+    for st in (S, A):
+        if st is not None:
+            st.close()
 
 
 def setup_function():
     S.reset()
-    assert R2.running(), "the second replica died"
+    A.reset()
+    assert R2.running() and A2.running(), "a second replica died"
 
 
 def live_org(account=None):
@@ -110,6 +118,37 @@ def test_a_holder_whose_lease_was_deleted_neither_writes_nor_serves_its_token():
         assert b.access_token(org, "test").json()["access_token"] == tok
     assert S.sim.calls("token") - before == 2
     rc.close()
+
+
+def test_apps_a_holder_whose_lease_was_deleted_keeps_its_rotated_refresh_token():
+    """The same run in the apps flavor: replica 1's refresh reaches Stripe first and
+    rotates the refresh token, so replica 2's call with the old one fails
+    (invalid_grant). Stripe accepts a refresh token once, so replica 1 holds the only
+    live refresh token: it must still be stored (version-checked, lease or not), and
+    replica 2 must not mark the connection revoked."""
+    org = h.new_org()
+    h.Flow(A.broker, A.sim, org, "live").run()
+    rc = A.rc()
+    lock = f"stb:lock:{org}:live"
+    before = A.sim.calls("apps_token")
+    A.sim.fault(endpoint="apps_token", kind="delay", delay_ms=2500, count=2)
+    path = f"/v1/orgs/{org}/access-token/rotate?mode=live"
+    t1, out1 = in_background(lambda: A.broker.admin("POST", path))
+    h.wait_until(lambda: A.sim.calls("apps_token") >= before + 1, 10, what="replica 1's Stripe call")
+    h.wait_until(lambda: rc.command("EXISTS", lock) == 1, 5, what="replica 1's lease")
+    assert rc.command("DEL", lock) == 1
+    t2, out2 = in_background(lambda: A2.admin("POST", path))
+    h.wait_until(lambda: A.sim.calls("apps_token") >= before + 2, 10, what="replica 2's Stripe call")
+    r1, r2 = joined(t1, out1, "replica 1"), joined(t2, out2, "replica 2")
+    rc.close()
+    h.assert_status(r1, 200)
+    h.assert_status(r2, 200)
+    tok = r1.json()["access_token"]
+    assert r2.json()["access_token"] == tok and A.sim.token_active(tok)
+    # the stored refresh token is the live one: the connection goes on
+    again = A.broker.admin("POST", path)
+    h.assert_status(again, 200)
+    assert A.sim.token_active(again.json()["access_token"])
 
 
 def test_a_holder_whose_redis_restarted_empty_writes_nothing_into_it():
@@ -241,7 +280,7 @@ def _info(rc, section):
 
 
 def test_apps_rotation_with_a_replica_attached_waits_for_it():
-    apps = h.Stack("lease-apps", broker=False, BROKER_OAUTH_FLAVOR="apps")
+    apps = h.Stack("lease-wait", broker=False, BROKER_OAUTH_FLAVOR="apps")
     rc = apps.rc()
     rc.command("CONFIG", "SET", "repl-diskless-sync-delay", "0")   # sync now, not in 5 s
     proc, port, d = _replica_of(apps.redis.port)
