@@ -25,9 +25,11 @@
  * WAIT 1 WAIT_MS, so that a failover does not forget them.
  * The Stripe call's result is written even when every waiter has given up.
  *
- * Never logs a token; logs org, mode, outcome. Tested by tests/it/test_refresh.py
- * (three replicas, 200 concurrent callers, exactly one Stripe call; SIGKILL of the
- * lease holder; invalid_grant; transient failures). */
+ * Never logs a token; logs org, mode, outcome. Tested by tests/it/test_exactly_once.py
+ * and tests/it/test_concurrency.py (replicas, 200 concurrent callers, exactly one
+ * Stripe call; SIGKILL of the lease holder), tests/it/test_lease_fence.py (lost lease,
+ * emptied Redis, delete / re-authorize during a call, WAIT with a replica),
+ * tests/it/test_stripe_failures.py (invalid_grant; transient failures). */
 #include "token_service.h"
 #include <stdio.h>
 #include <stdlib.h>
