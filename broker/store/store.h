@@ -32,15 +32,16 @@ char *store_whsec_seal(const config_t *cfg, const char *org, int mode, const cha
 /* Lua prelude of every script that writes a connection record (a string literal to
  * put in front of the script). next_version(conn_key, cur) is the version of that
  * write: the INCR of the org's counter P cver:<org18> (named from the conn key, so
- * callers pass no extra key), never below cur + 1. The counter is never deleted, so a
+ * callers pass no extra key; fine on one Redis with or without replicas, not on Redis
+ * Cluster, which the broker does not support), never below cur + 1. The counter is never deleted, so a
  * version never repeats for a key, not even across delete + re-authorize: a writer
  * that compares versions cannot mistake a re-created record for the one it read. */
-#define STORE_LUA_NEXT_VERSION                                                            \
-    "local function next_version(conn_key, cur)\n"                                      \
-    "  local ck = string.gsub(conn_key, 'conn:([^:]+):[^:]+$', 'cver:%1')\n"            \
-    "  local v = redis.call('INCR', ck)\n"                                               \
-    "  if v <= cur then v = cur + 1; redis.call('SET', ck, v) end\n"                     \
-    "  return v\n"                                                                       \
+#define STORE_LUA_NEXT_VERSION                                               \
+    "local function next_version(conn_key, cur)\n"                           \
+    "  local ck = string.gsub(conn_key, 'conn:([^:]+):[^:]+$', 'cver:%1')\n" \
+    "  local v = redis.call('INCR', ck)\n"                                   \
+    "  if v <= cur then v = cur + 1; redis.call('SET', ck, v) end\n"         \
+    "  return v\n"                                                           \
     "end\n"
 
 /* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=sealed, ARGV[2]=index member
