@@ -10,13 +10,26 @@
  *     work from — the re-check under the lease and the acquisition are one step.
  * A flight that finds the lease taken polls ACQUIRE until the record changes or the
  * lease is free (a crashed holder's lease simply expires). The holder calls Stripe
- * once, renewing the lease meanwhile, then COMMITs: a compare-and-set on the version
- * it read, the cooldown on failure, and the owner-checked release, in one Lua call.
+ * once, renewing the lease meanwhile (a renewal that finds the lease gone is logged
+ * and stops), then COMMITs in one Lua call: nothing at all unless it still owns the
+ * lease (the fence), a compare-and-set on the version it read (and, for a mint, on
+ * the live record it minted from), the cooldown on failure, and the release.
+ * A fenced or refused write is never served (another holder may have called Stripe
+ * since, revoking this token): the flight goes round again from ACQUIRE, at most
+ * MAX_ROUNDS times, and serves what someone else stored or does the work again under
+ * a new lease. The one write that needs no lease is a rotated refresh token (apps):
+ * Stripe lets only one call succeed with a refresh token, so a holder that got a new
+ * one has the only live continuation of the record it read, and must not lose it
+ * because its lease vanished (the version check still applies). When the Redis has connected replicas (ROLE, cached ROLE_TTL_MS per
+ * worker), a new lease and a write of a rotated refresh token are followed by
+ * WAIT 1 WAIT_MS, so that a failover does not forget them.
  * The Stripe call's result is written even when every waiter has given up.
  *
- * Never logs a token; logs org, mode, outcome. Tested by tests/it/test_refresh.py
- * (three replicas, 200 concurrent callers, exactly one Stripe call; SIGKILL of the
- * lease holder; invalid_grant; transient failures). */
+ * Never logs a token; logs org, mode, outcome. Tested by tests/it/test_exactly_once.py
+ * and tests/it/test_concurrency.py (replicas, 200 concurrent callers, exactly one
+ * Stripe call; SIGKILL of the lease holder), tests/it/test_lease_fence.py (lost lease,
+ * emptied Redis, delete / re-authorize during a call, WAIT with a replica),
+ * tests/it/test_stripe_failures.py (invalid_grant; transient failures). */
 #include "token_service.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +47,9 @@
 #define POLL_MS 50
 #define COOLDOWN_MS 2000
 #define OWNER_BYTES 16
+#define MAX_ROUNDS 2      /* go-rounds after a fenced or refused write */
+#define ROLE_TTL_MS 5000  /* how long a worker trusts its count of Redis replicas */
+#define WAIT_MS 200       /* WAIT bound: the worker's other Redis commands queue behind it */
 
 /* KEYS: target conn, lock, source conn, cooldown. ARGV: seen version, owner, lease ms.
  * → {0, cur} changed | {1, cur, source} acquired | {2} wait | {3, cur} cooling down */
@@ -47,22 +63,34 @@ static const char LUA_ACQUIRE[] =
     "end\n"
     "return {2}\n";
 
-/* KEYS: conn to write, lock, acct index, cooldown. ARGV: sealed or '', expected
- * version, owner, index member or '', cooldown ms. → new version, 0 nothing written,
- * -1 the version moved (someone else wrote). */
+/* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
+ * expected version, owner, index member or '', cooldown ms, expected source version or
+ * '' (MINT: the live record it minted from must still be that version), '1' when the
+ * write needs no lease (a rotated refresh token, see rotated_needs_no_lease).
+ * → new version, 0 nothing written, -1 a version moved (someone else wrote), -2 this
+ * flight no longer owns the lease (expired, deleted by a failover or a restart):
+ * nothing is written, not even the cooldown. */
 static const char LUA_COMMIT[] =
+    STORE_LUA_NEXT_VERSION
+    "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
+    "if not owner and ARGV[7] ~= '1' then return -2 end\n"
     "local res = 0\n"
     "if ARGV[1] ~= '' then\n"
     "  local cur = redis.call('GET', KEYS[1])\n"
     "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
-    "  if ver == tonumber(ARGV[2]) then\n"
-    "    redis.call('SET', KEYS[1], (ver + 1) .. ':' .. ARGV[1])\n"
+    "  local ok = ver == tonumber(ARGV[2])\n"
+    "  if ok and ARGV[6] ~= '' then\n"
+    "    local src = redis.call('GET', KEYS[5])\n"
+    "    ok = (src and tonumber(string.match(src, '^(%d+):')) or 0) == tonumber(ARGV[6])\n"
+    "  end\n"
+    "  if ok then\n"
+    "    res = next_version(KEYS[1], ver)\n"
+    "    redis.call('SET', KEYS[1], res .. ':' .. ARGV[1])\n"
     "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
-    "    res = ver + 1\n"
     "  else res = -1 end\n"
     "end\n"
     "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
-    "if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end\n"
+    "if owner then redis.call('DEL', KEYS[2]) end\n"
     "return res\n";
 
 static const char LUA_RENEW[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -86,7 +114,12 @@ typedef struct flight {
     waiter_t *waiters;
     char owner[OWNER_BYTES * 2];
     int holds_lease;
+    uint64_t id;          /* finds the flight from a renewal's answer */
     uint64_t started_ms;
+    uint64_t round_ms;    /* when this round began (bounds the polling) */
+    int rounds;           /* go-rounds so far */
+    int writing;          /* the pending COMMIT writes a record */
+    int rotated;          /* result carries a new refresh token: the one sent is dead */
     conn_record_t cur;    /* the target record as last read (may be empty) */
     int have_cur;
     long cur_version;
@@ -108,6 +141,9 @@ struct token_service {
     h2o_timeout_t poll_list;
     h2o_timeout_t renew_list;
     long lease_ms;
+    uint64_t next_id;
+    int replicas;         /* connected Redis replicas, per ROLE */
+    uint64_t role_ms;     /* when ROLE was last asked (0: never) */
     /* the background pass (apps flavor, worker 0) */
     h2o_timeout_t bg_list;
     h2o_timeout_entry_t bg_timer;
@@ -118,6 +154,7 @@ struct token_service {
 };
 
 static void acquire(flight_t *f);
+static void go_round(flight_t *f);
 static void on_bg_tick(h2o_timeout_entry_t *e);
 
 /* ===== Flights ===== */
@@ -197,6 +234,15 @@ static void on_reread(redisReply *r, void *data)
     conn_record_clear(&rec);
 }
 
+static void on_waited(redisReply *r, void *data)
+{
+    flight_t *f = data;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer < 1)
+        log_event(LOG_WARN, "rotated refresh token stored, but no replica confirmed it in time", "org_id", f->org,
+                  "mode", mode_name(f->mode), NULL);
+    deliver(f, -1, &f->result);
+}
+
 static void on_commit(redisReply *r, void *data)
 {
     flight_t *f = data;
@@ -207,29 +253,104 @@ static void on_commit(redisReply *r, void *data)
         deliver(f, ERR_STORE_UNAVAILABLE, NULL);
         return;
     }
-    if (r->integer < 0) {
-        /* someone else wrote first (a revocation, a newer refresh): serve what is stored */
-        command(f, on_reread, "GET %s", f->keys[0]);
+    if (r->integer < 0 && f->writing) {
+        /* fenced (-2) or someone else wrote first (-1): this result is not served */
+        if (r->integer == -2)
+            log_event(LOG_WARN, "refresh lease lost before the token write; nothing written", "org_id", f->org,
+                      "mode", mode_name(f->mode), NULL);
+        go_round(f);
         return;
     }
+    if (f->deliver_written && f->rotated && f->ts->replicas > 0 &&
+        redis_loop_command(f->ts->w->redis, on_waited, f, "WAIT 1 %d", WAIT_MS) == 0)
+        return;
     if (f->deliver_written)
         deliver(f, -1, &f->result);
     else
         deliver(f, f->result_err, f->result_err < 0 && f->have_cur ? &f->cur : NULL);
 }
 
-/* Write f->result (when sealed != NULL) to the record of write_mode, release the lease. */
-static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member)
+/* Write sealed (when not NULL) to the record of write_mode if it still has version
+ * expected (and, source_version >= 0, the live record that one), release the lease. */
+static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member,
+                   long source_version)
 {
-    char exp[24], cool[16];
+    char exp[24], cool[16], src[24] = "";
+    /* Stripe accepts a refresh token once: whoever got the new one holds the record's
+     * only future, lease or not */
+    int rotated_needs_no_lease = sealed != NULL && f->deliver_written && f->rotated;
     const char *target = write_mode == f->mode ? f->keys[0] : f->keys[2];
     snprintf(exp, sizeof(exp), "%ld", expected);
     snprintf(cool, sizeof(cool), "%d", cooldown_ms);
-    command(f, on_commit, "EVAL %s 4 %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1], f->acct_key,
-            f->keys[3], sealed != NULL ? sealed : "", exp, f->owner, member != NULL ? member : "", cool);
+    if (source_version >= 0)
+        snprintf(src, sizeof(src), "%ld", source_version);
+    f->writing = sealed != NULL;
+    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1],
+            f->acct_key, f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner,
+            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0");
+}
+
+/* Write f->result, the outcome of a successful Stripe call, to the flight's record. */
+static void commit_result(flight_t *f)
+{
+    const config_t *cfg = f->ts->w->cfg;
+    char *sealed = store_conn_seal(cfg, f->org, f->mode, &f->result);
+    char member[64];
+    snprintf(member, sizeof(member), "%s:%s", f->org, mode_name(f->mode));
+    snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:%s", cfg->redis_prefix,
+             f->result.stripe_user_id ? f->result.stripe_user_id : "");
+    f->deliver_written = 1;
+    commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member,
+           f->op == TOKEN_OP_MINT ? f->source_version : -1);
+    free(sealed);
+}
+
+/* A write that was fenced (the lease is gone: another holder may have called Stripe
+ * since, so this token may already be revoked) or refused (a record moved) is never
+ * served. The flight starts over from ACQUIRE with the version it read: that serves
+ * what someone else stored, waits for the new holder, or takes a new lease and does
+ * the work again. */
+static void go_round(flight_t *f)
+{
+    if (f->rounds >= MAX_ROUNDS) {
+        command(f, on_reread, "GET %s", f->keys[0]);
+        return;
+    }
+    f->rounds++;
+    conn_record_clear(&f->result);
+    f->rotated = 0;
+    f->deliver_written = 0;
+    f->writing = 0;
+    f->result_err = -1;
+    f->seen_version = f->have_cur ? f->cur_version : 0;
+    f->round_ms = time_mono_ms();
+    acquire(f);
 }
 
 /* ===== The Stripe call ===== */
+
+typedef struct renewal {
+    token_service_t *ts;
+    uint64_t id;
+} renewal_t;
+
+/* A renewal that finds the lease gone stops renewing; the COMMIT will be fenced. The
+ * flight is looked up by id: it may have ended before the answer came. */
+static void on_renewed(redisReply *r, void *data)
+{
+    renewal_t *rn = data;
+    flight_t *f = rn->ts->flights;
+    while (f != NULL && f->id != rn->id)
+        f = f->next;
+    free(rn);
+    if (f == NULL || !f->holds_lease || r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer != 0)
+        return;
+    f->holds_lease = 0;
+    if (h2o_timeout_is_linked(&f->renew))
+        h2o_timeout_unlink(&f->renew);
+    log_event(LOG_WARN, "refresh lease lost during the stripe call; its result will not be written", "org_id", f->org,
+              "mode", mode_name(f->mode), NULL);
+}
 
 static void on_renew_tick(h2o_timeout_entry_t *e)
 {
@@ -237,9 +358,15 @@ static void on_renew_tick(h2o_timeout_entry_t *e)
     char ms[24];
     if (!f->holds_lease)
         return;
+    renewal_t *rn = malloc(sizeof(*rn));
+    if (rn == NULL)
+        abort();
+    rn->ts = f->ts;
+    rn->id = f->id;
     snprintf(ms, sizeof(ms), "%ld", f->ts->lease_ms);
-    /* fire and forget: a failed renewal only shortens the lease */
-    redis_loop_command(f->ts->w->redis, NULL, NULL, "EVAL %s 1 %s %s %s", LUA_RENEW, f->keys[1], f->owner, ms);
+    if (redis_loop_command(f->ts->w->redis, on_renewed, rn, "EVAL %s 1 %s %s %s", LUA_RENEW, f->keys[1], f->owner,
+                           ms) != 0)
+        free(rn);
     h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
 }
 
@@ -265,6 +392,8 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
     if (o == STRIPE_OK) {
         const conn_record_t *base = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
         conn_record_t *n = &f->result;
+        f->rotated = tok.refresh_token != NULL &&
+                     (base->refresh_token == NULL || strcmp(tok.refresh_token, base->refresh_token) != 0);
         n->status = CONN_CONNECTED;
         n->access_token = tok.access_token, tok.access_token = NULL;
         n->refresh_token = tok.refresh_token != NULL ? tok.refresh_token : dup_or_null(base->refresh_token);
@@ -285,13 +414,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         metrics_refresh(mname, "ok");
         log_event(LOG_INFO, f->op == TOKEN_OP_MINT ? "test token minted from the live connection" : "token refreshed",
                   "org_id", f->org, "mode", mname, NULL);
-        char *sealed = store_conn_seal(cfg, f->org, f->mode, n);
-        char member[64];
-        snprintf(member, sizeof(member), "%s:%s", f->org, mname);
-        snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:%s", cfg->redis_prefix, n->stripe_user_id ? n->stripe_user_id : "");
-        f->deliver_written = 1;
-        commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member);
-        free(sealed);
+        commit_result(f);
         return;
     }
     stripe_token_clear(&tok);
@@ -310,7 +433,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         dead->expires_at = 0;
         char *sealed = store_conn_seal(cfg, f->org, mode, dead);
         f->result_err = ERR_REAUTH_REQUIRED;
-        commit(f, mode, ver, sealed, 0, NULL);
+        commit(f, mode, ver, sealed, 0, NULL, -1);
         free(sealed);
         return;
     }
@@ -322,7 +445,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         f->result_err = -1; /* the old token is still valid: serve it */
     else
         f->result_err = ERR_STRIPE_UNAVAILABLE;
-    commit(f, f->mode, 0, NULL, COOLDOWN_MS, NULL);
+    commit(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1);
 }
 
 static void call_stripe(flight_t *f, const char *refresh_token)
@@ -335,7 +458,7 @@ static void call_stripe(flight_t *f, const char *refresh_token)
     buf_wipe(&form);
     if (rc != 0) {
         f->result_err = ERR_STRIPE_UNAVAILABLE;
-        commit(f, f->mode, 0, NULL, 0, NULL);
+        commit(f, f->mode, 0, NULL, 0, NULL, -1);
         return;
     }
     h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
@@ -359,7 +482,22 @@ static void work(flight_t *f)
         call_stripe(f, from->refresh_token);
         return;
     }
-    commit(f, f->mode, 0, NULL, 0, NULL);
+    commit(f, f->mode, 0, NULL, 0, NULL, -1);
+}
+
+/* A new lease has reached a replica (or WAIT gave up): go on either way. */
+static void on_lease_waited(redisReply *r, void *data)
+{
+    flight_t *f = data;
+    if (r == NULL) {
+        metrics_redis_error();
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        return;
+    }
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < 1)
+        log_event(LOG_WARN, "refresh lease taken, but no replica confirmed it in time", "org_id", f->org, "mode",
+                  mode_name(f->mode), NULL);
+    work(f);
 }
 
 static void on_poll_tick(h2o_timeout_entry_t *e)
@@ -394,7 +532,7 @@ static void on_acquire(redisReply *r, void *data)
             if (what == 1) {
                 f->holds_lease = 1;
                 f->result_err = ERR_RECORD_UNREADABLE;
-                commit(f, f->mode, 0, NULL, 0, NULL);
+                commit(f, f->mode, 0, NULL, 0, NULL, -1);
             } else {
                 deliver(f, ERR_RECORD_UNREADABLE, NULL);
             }
@@ -411,7 +549,7 @@ static void on_acquire(redisReply *r, void *data)
         serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
         return;
     case 2: /* another replica holds the lease: poll until it is done or gone */
-        if (time_mono_ms() - f->started_ms > (uint64_t)f->ts->lease_ms + 1000) {
+        if (time_mono_ms() - f->round_ms > (uint64_t)f->ts->lease_ms + 1000) {
             serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
             return;
         }
@@ -422,18 +560,38 @@ static void on_acquire(redisReply *r, void *data)
     }
     f->holds_lease = 1;
     if (f->op == TOKEN_OP_MINT && r->elements >= 3) {
+        conn_record_clear(&f->source);
         int rc = open_value(f, MODE_LIVE, r->element[2], &f->source, &f->source_version);
         if (rc == STORE_UNREADABLE) {
             f->result_err = ERR_RECORD_UNREADABLE;
-            commit(f, f->mode, 0, NULL, 0, NULL);
+            commit(f, f->mode, 0, NULL, 0, NULL, -1);
             return;
         }
     }
-    work(f);
+    if (f->ts->replicas > 0)
+        command(f, on_lease_waited, "WAIT 1 %d", WAIT_MS);
+    else
+        work(f);
+}
+
+static void on_role(redisReply *r, void *data)
+{
+    token_service_t *ts = data;
+    ts->replicas = 0;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 && r->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(r->element[0]->str, "master") == 0 && r->element[2]->type == REDIS_REPLY_ARRAY)
+        ts->replicas = (int)r->element[2]->elements;
 }
 
 static void acquire(flight_t *f)
 {
+    token_service_t *ts = f->ts;
+    uint64_t now = time_mono_ms();
+    /* queued before ACQUIRE, so its answer is in before ACQUIRE's */
+    if (ts->role_ms == 0 || now - ts->role_ms > ROLE_TTL_MS) {
+        ts->role_ms = now;
+        redis_loop_command(ts->w->redis, on_role, ts, "ROLE");
+    }
     char seen[24], lease[24];
     snprintf(seen, sizeof(seen), "%ld", f->seen_version);
     snprintf(lease, sizeof(lease), "%ld", f->ts->lease_ms);
@@ -473,6 +631,8 @@ static flight_t *flight_start(token_service_t *ts, const char *org, int mode, to
     f->op = op;
     f->seen_version = seen_version;
     f->started_ms = time_mono_ms();
+    f->round_ms = f->started_ms;
+    f->id = ++ts->next_id;
     f->result_err = -1;
     f->poll.cb = on_poll_tick;
     f->renew.cb = on_renew_tick;

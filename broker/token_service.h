@@ -4,7 +4,9 @@
  * here (connect test-from-live mints, rotations, apps refreshes). Stripe revokes the
  * previous token of a mode on every such call, so it must happen once per need,
  * whatever the concurrency: in-process single flight per (org, mode), a Redis lease
- * across replicas, a re-check under the lease and a version-fenced write (DESIGN.md). */
+ * across replicas, a re-check under the lease and a write fenced by the lease owner and
+ * the record's version (DESIGN.md, proto/redis.md). A result whose write is refused is
+ * never served: the flight re-reads, or works again under a new lease. */
 #ifndef BROKER_TOKEN_SERVICE_H
 #define BROKER_TOKEN_SERVICE_H
 #include "core/record.h"

@@ -30,13 +30,14 @@
  * old being the whole value the decision was made on ("<version>:<sealed>"; the seal's
  * random nonce makes it unique, so a record deleted and written again never passes).
  * Returns the number revoked, or -1 when any record changed (nothing written). */
-static const char LUA_MARK_REVOKED[] = "local n = #KEYS - 1\n"
+static const char LUA_MARK_REVOKED[] = STORE_LUA_NEXT_VERSION
+                                       "local n = #KEYS - 1\n"
                                        "for i = 1, n do\n"
                                        "  if redis.call('GET', KEYS[i]) ~= ARGV[2 * i - 1] then return -1 end\n"
                                        "end\n"
                                        "for i = 1, n do\n"
                                        "  local ver = tonumber(string.match(ARGV[2 * i - 1], '^(%d+):')) or 0\n"
-                                       "  redis.call('SET', KEYS[i], (ver + 1) .. ':' .. ARGV[2 * i])\n"
+                                       "  redis.call('SET', KEYS[i], next_version(KEYS[i], ver) .. ':' .. ARGV[2 * i])\n"
                                        "end\n"
                                        "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 1])\n"
                                        "return n\n";

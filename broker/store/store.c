@@ -10,11 +10,12 @@
 #include "log.h"
 
 const char STORE_LUA_CONN_PUT[] =
+    STORE_LUA_NEXT_VERSION
     "local cur = redis.call('GET', KEYS[1])\n"
     "local ver = 0\n"
     "if cur then ver = tonumber(string.match(cur, '^(%d+):')) or 0 end\n"
     "if ARGV[3] ~= '*' and tonumber(ARGV[3]) ~= ver then return -1 end\n"
-    "ver = ver + 1\n"
+    "ver = next_version(KEYS[1], ver)\n"
     "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
     "if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end\n"
     "local dropped = 0\n"
