@@ -176,19 +176,6 @@ static void add_header(h2o_req_t *req, const char *name, const char *value)
                           h2o_strdup(&req->pool, value, n).base, n);
 }
 
-/* Decimal digits of v into out (no NUL); returns the count. */
-static int fmt_uint(char *out, uint64_t v)
-{
-    char tmp[24];
-    int n = 0, i = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    while (n > 0)
-        out[i++] = tmp[--n];
-    return i;
-}
-
 /* Log, count, and forget the h2o request: after this b->req is NULL. */
 static void finish(breq_t *b, int status)
 {
@@ -196,34 +183,10 @@ static void finish(breq_t *b, int status)
     b->status = status;
     int level = status >= 500 ? LOG_WARN : LOG_INFO; /* a 5xx line stays at BROKER_LOG_LEVEL=warn */
     if (log_enabled(level)) {
-        /* formatted by hand: this runs once per request */
-        char line[512], num[24];
-        const h2o_req_t *req = b->req;
-        const char *route = b->route < NROUTES ? routes[b->route].pattern : "unmatched";
-        size_t n = 0, mlen = req->method.len < 10 ? req->method.len : 10;
-#define PUT(s, l) (memcpy(line + n, (s), (l)), n += (l))
-#define PUTS(s) PUT((s), strlen(s))
-        PUTS("\"request_id\":\"");
-        PUTS(b->request_id);
-        PUTS("\",\"method\":\"");
-        PUT(req->method.base, mlen);
-        PUTS("\",\"route\":\"");
-        PUTS(route);
-        PUTS("\",\"status\":");
-        PUT(num, (size_t)fmt_uint(num, (uint64_t)status));
-        PUTS(",\"duration_ms\":");
-        PUT(num, (size_t)fmt_uint(num, dur / 1000));
-        line[n++] = '.';
-        num[0] = (char)('0' + dur % 1000 / 100), num[1] = (char)('0' + dur % 100 / 10), num[2] = (char)('0' + dur % 10);
-        PUT(num, 3);
-        if (b->org[0]) {
-            PUTS(",\"org_id\":\"");
-            PUTS(b->org);
-            line[n++] = '"';
-        }
-        line[n] = '\0';
-#undef PUT
-#undef PUTS
+        char line[LOG_REQUEST_FIELDS_MAX];
+        log_request_t r = {b->request_id, b->req->method.base, b->req->method.len,
+                           b->route < NROUTES ? routes[b->route].pattern : "unmatched", status, dur, b->org};
+        log_request_fields(line, &r);
         log_raw(level, line);
     }
     metrics_http(b->route, status, dur);
