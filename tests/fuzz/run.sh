@@ -36,8 +36,8 @@ sources() {
     seal_open | keyring) echo "$c/seal.c $c/crypto.c" ;;
     stripe_resp) echo "$c/stripe_resp.c $c/crypto.c" ;;
     record) echo "$c/record.c $c/buf.c $c/crypto.c" ;;
-    config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c" ;;
-    log_line) echo "broker/log.c $c/buf.c" ;;
+    config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c $c/netaddr.c" ;;
+    log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
     esac
 }
 
