@@ -1,7 +1,8 @@
 /* netaddr.c — addresses, CIDR ranges and the forwarded client address (see netaddr.h).
  * Owns the X-Forwarded-For reading rule: only a trusted peer's header counts, and only
  * the entries that trusted proxies appended (read from the right), since everything
- * left of them is whatever the client chose to send. Tested by tests/unit/test_netaddr.c. */
+ * left of them is whatever the client chose to send. Tested by tests/unit/test_netaddr.c
+ * and tests/fuzz/fuzz_netaddr.c. */
 #include "core/netaddr.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>

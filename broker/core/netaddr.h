@@ -1,7 +1,7 @@
 /* netaddr.h — client addresses: IPv4/IPv6 addresses and CIDR ranges, and who the
  * client is behind trusted proxies (BROKER_TRUSTED_PROXIES).
  * An address is kept as 16 bytes (IPv4 as ::ffff:a.b.c.d), so one range list holds both
- * families. Tested by tests/unit/test_netaddr.c and
+ * families. Tested by tests/unit/test_netaddr.c, tests/fuzz/fuzz_netaddr.c and
  * tests/fault/test_abuse_limits_fair.py (the forwarded address end to end). */
 #ifndef BROKER_CORE_NETADDR_H
 #define BROKER_CORE_NETADDR_H

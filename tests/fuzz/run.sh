@@ -38,10 +38,11 @@ sources() {
     record) echo "$c/record.c $c/buf.c $c/crypto.c" ;;
     config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c $c/netaddr.c" ;;
     log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
+    netaddr) echo "$c/netaddr.c" ;;
     esac
 }
 
-targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line"
+targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr"
 passed=0
 failed=0
 mkdir -p "$out/artifacts" "$out/logs"
