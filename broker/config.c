@@ -21,6 +21,7 @@
 
 #include "core/crypto.h"
 #include "core/form.h"
+#include "core/netaddr.h"
 
 #define CONFIG_FILE_MAX_BYTES (64 * 1024)
 #define CONFIG_NAME_MAX 64
@@ -36,6 +37,7 @@
 #define UPSTREAM_TIMEOUT_MAX_MS 120000
 #define RETURN_URL_MAX_CHARS 2048
 #define RETURN_ALLOW_MAX_ENTRIES 64
+#define TRUSTED_PROXIES_MAX_ENTRIES 64
 
 #define DEFAULT_LISTEN "127.0.0.1:8080"
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
@@ -705,6 +707,51 @@ out:
     return rc;
 }
 
+/* BROKER_TRUSTED_PROXIES: comma list of addresses or CIDR ranges, IPv4 and IPv6; empty
+ * (the default): no proxy is trusted and the client is always the TCP peer. */
+static int load_trusted_proxies(loader_t *l, config_t *c)
+{
+    char *v, *p, what[96];
+    int rc = -1;
+
+    if (read_var_default(l, "BROKER_TRUSTED_PROXIES", "", &v) != 0)
+        return -1;
+    if (v[0] == '\0') {
+        free(v);
+        return 0;
+    }
+    c->trusted_proxies = calloc(TRUSTED_PROXIES_MAX_ENTRIES, sizeof(cidr_t));
+    if (c->trusted_proxies == NULL)
+        abort();
+    for (p = v;;) {
+        char *comma = strchr(p, ',');
+        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+
+        while (len > 0 && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (c->trusted_proxies_n == TRUSTED_PROXIES_MAX_ENTRIES) {
+            rc = fail(l, "BROKER_TRUSTED_PROXIES", "too many entries (at most 64)");
+            goto out;
+        }
+        if (len == 0 || cidr_parse(p, len, &c->trusted_proxies[c->trusted_proxies_n]) != 0) {
+            snprintf(what, sizeof(what), "entry %zu is not an IPv4 or IPv6 address or CIDR range (10.0.0.0/8, fd00::/8)",
+                     c->trusted_proxies_n + 1);
+            rc = fail(l, "BROKER_TRUSTED_PROXIES", what);
+            goto out;
+        }
+        c->trusted_proxies_n++;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    rc = 0;
+out:
+    free(v);
+    return rc;
+}
+
 /* Does host (any case) match a stored, lower-case pattern host? A wildcard matches
  * one or more whole labels in front of the suffix. */
 static int host_matches(const origin_pattern_t *p, const char *host, size_t hostlen)
@@ -812,6 +859,7 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
         load_number(&l, "BROKER_RATE_LIMIT_IP_PER_MIN", "1200", 0, 1000000, &c->rate_ip_per_min) != 0 ||
         load_number(&l, "BROKER_RATE_LIMIT_ORG_PER_S", "1000", 0, 1000000, &c->rate_org_per_s) != 0 ||
         load_number(&l, "BROKER_CACHE_BUSY_RPS", "5000", 0, 10000000, &c->cache_busy_rps) != 0 ||
+        load_trusted_proxies(&l, c) != 0 ||
         load_return_allow(&l, c) != 0 || load_log_level(&l, c) != 0 || load_stripe(&l, c) != 0 ||
         load_base_url(&l, "STRIPE_CONNECT_URL", DEFAULT_CONNECT_URL, 1, &c->connect_url,
                       NULL) != 0 ||
@@ -840,6 +888,7 @@ void config_free(config_t *c)
     for (i = 0; i < c->return_allow_n; i++)
         free(c->return_allow[i]);
     free(c->return_allow);
+    free(c->trusted_proxies);
     for (m = 0; m < MODE_COUNT; m++) {
         free(c->stripe[m].client_id);
         secure_free_str(c->stripe[m].secret_key);

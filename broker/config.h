@@ -4,6 +4,7 @@
 #ifndef BROKER_CONFIG_H
 #define BROKER_CONFIG_H
 #include <stddef.h>
+#include "core/netaddr.h"
 #include "core/seal.h"
 
 #define MODE_TEST 0
@@ -37,8 +38,10 @@ typedef struct config {
     oauth_flavor_t flavor;
     int refresh_margin_s;
     int background_refresh_s; /* BROKER_BACKGROUND_REFRESH_S (apps): seconds between passes */
-    int rate_ip_per_min;      /* BROKER_RATE_LIMIT_IP_PER_MIN: browser pages, per client IP, per worker; 0 off */
+    int rate_ip_per_min;      /* BROKER_RATE_LIMIT_IP_PER_MIN: browser pages and failed authentications, per client, per worker; 0 off */
     int rate_org_per_s;       /* BROKER_RATE_LIMIT_ORG_PER_S: org API, per org, per worker; 0 off */
+    cidr_t *trusted_proxies;  /* BROKER_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client */
+    size_t trusted_proxies_n;
     int cache_busy_rps;       /* BROKER_CACHE_BUSY_RPS: a worker this busy answers from its read cache; 0 never */
     int upstream_timeout_ms;
     char **return_allow;   /* origin patterns, lower case, e.g. https + "://" + "*.my.site.com" */

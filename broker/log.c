@@ -285,16 +285,12 @@ void log_batch_stop(void)
     t_batch = 0;
 }
 
-void log_event(int level, const char *msg, ...)
+/* An event line without its closing "}\n". */
+static void event_body(buf_t *b, int level, const char *msg, va_list ap)
 {
-    if (!log_enabled(level))
-        return;
-    buf_t own = {0}, *b = line_buf(&own);
-    va_list ap;
     line_begin(b, level);
     buf_puts(b, ",\"msg\":");
     buf_json_str(b, msg, strlen(msg));
-    va_start(ap, msg);
     for (;;) {
         const char *k = va_arg(ap, const char *);
         if (k == NULL)
@@ -305,8 +301,34 @@ void log_event(int level, const char *msg, ...)
         buf_puts(b, ":");
         buf_json_str(b, v != NULL ? v : "", v != NULL ? strlen(v) : 0);
     }
+}
+
+void log_event(int level, const char *msg, ...)
+{
+    if (!log_enabled(level))
+        return;
+    buf_t own = {0}, *b = line_buf(&own);
+    va_list ap;
+    va_start(ap, msg);
+    event_body(b, level, msg, ap);
     va_end(ap);
     line_end(b);
+}
+
+void log_format_event(buf_t *out, int level, const char *msg, ...)
+{
+    va_list ap;
+    va_start(ap, msg);
+    event_body(out, level, msg, ap);
+    va_end(ap);
+    buf_puts(out, "}\n");
+}
+
+static void raw_body(buf_t *b, int level, const char *json_fields)
+{
+    line_begin(b, level);
+    buf_puts(b, ",");
+    buf_puts(b, json_fields);
 }
 
 void log_raw(int level, const char *json_fields)
@@ -314,8 +336,83 @@ void log_raw(int level, const char *json_fields)
     if (!log_enabled(level))
         return;
     buf_t own = {0}, *b = line_buf(&own);
-    line_begin(b, level);
-    buf_puts(b, ",");
-    buf_puts(b, json_fields);
+    raw_body(b, level, json_fields);
     line_end(b);
+}
+
+void log_format_raw(buf_t *out, int level, const char *json_fields)
+{
+    raw_body(out, level, json_fields);
+    buf_puts(out, "}\n");
+}
+
+/* s[0..n) (at most max bytes of it) as the inside of a JSON string: printable ASCII as
+ * is, '"' and '\\' escaped, every other byte as \u00XX (so the line stays ASCII and
+ * valid whatever the bytes). Returns the bytes written (at most 6 × max). */
+static size_t esc(char *dst, const char *s, size_t n, size_t max)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (s == NULL)
+        return 0;
+    if (n > max)
+        n = max;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            dst[o++] = '\\';
+            dst[o++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            dst[o++] = (char)c;
+        } else {
+            memcpy(dst + o, "\\u00", 4);
+            dst[o + 4] = hex[c >> 4];
+            dst[o + 5] = hex[c & 0xf];
+            o += 6;
+        }
+    }
+    return o;
+}
+
+/* Decimal digits of v into out (no NUL); returns the count. */
+static size_t fmt_uint(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0, i = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n > 0)
+        out[i++] = tmp[--n];
+    return i;
+}
+
+size_t log_request_fields(char out[LOG_REQUEST_FIELDS_MAX], const log_request_t *r)
+{
+    size_t n = 0;
+    uint64_t dur = r->duration_us;
+    /* worst case: 60 bytes of names + 6 × (16 + 16 + 64 + 18) escaped + 2 × 20 digits */
+#define PUTS(s) (memcpy(out + n, (s), sizeof(s) - 1), n += sizeof(s) - 1)
+    PUTS("\"request_id\":\"");
+    n += esc(out + n, r->request_id, r->request_id != NULL ? strlen(r->request_id) : 0, 16);
+    PUTS("\",\"method\":\"");
+    n += esc(out + n, r->method, r->method_len, 16);
+    PUTS("\",\"route\":\"");
+    n += esc(out + n, r->route, r->route != NULL ? strlen(r->route) : 0, 64);
+    PUTS("\",\"status\":");
+    n += fmt_uint(out + n, (uint64_t)(r->status < 0 ? 0 : r->status));
+    PUTS(",\"duration_ms\":");
+    n += fmt_uint(out + n, dur / 1000);
+    out[n++] = '.';
+    out[n++] = (char)('0' + dur % 1000 / 100);
+    out[n++] = (char)('0' + dur % 100 / 10);
+    out[n++] = (char)('0' + dur % 10);
+    if (r->org_id != NULL && r->org_id[0] != '\0') {
+        PUTS(",\"org_id\":\"");
+        n += esc(out + n, r->org_id, strlen(r->org_id), 18);
+        out[n++] = '"';
+    }
+#undef PUTS
+    out[n] = '\0';
+    return n;
 }

@@ -11,6 +11,9 @@
  * ever reaches this module. */
 #ifndef BROKER_LOG_H
 #define BROKER_LOG_H
+#include <stddef.h>
+#include <stdint.h>
+#include "core/buf.h"
 
 enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 
@@ -21,6 +24,26 @@ int log_enabled(int level);
 void log_event(int level, const char *msg, ...);
 /* Append a raw, already JSON-encoded line body (used by the request logger). */
 void log_raw(int level, const char *json_fields);
+
+/* The request line's fields (CONTRACT §7), built without printf (once per request).
+ * Every string is JSON-escaped, whoever supplied it: the method comes from the client
+ * as is; the others are checked values, escaped all the same. Each is cut at a limit
+ * (method 16 bytes, route 64, request id 16, org id 18). */
+typedef struct log_request {
+    const char *request_id;
+    const char *method; /* not NUL-terminated */
+    size_t method_len;
+    const char *route;
+    int status;
+    uint64_t duration_us;
+    const char *org_id; /* "" or NULL: no org_id field */
+} log_request_t;
+#define LOG_REQUEST_FIELDS_MAX 1024
+/* Writes the fields (for log_raw) NUL-terminated into out; returns their length. */
+size_t log_request_fields(char out[LOG_REQUEST_FIELDS_MAX], const log_request_t *r);
+/* The whole line log_raw / log_event would write, appended to out (tests, fuzzers). */
+void log_format_raw(buf_t *out, int level, const char *json_fields);
+void log_format_event(buf_t *out, int level, const char *msg, ...);
 /* From now on, this thread's lines wait in a buffer until log_flush() (worker threads
  * call it after every loop turn) or until LOG_BATCH_BYTES are waiting (then queued).
  * direct: write them now unless lines already wait for the writer (see above). */

@@ -12,7 +12,8 @@
  * notice a client that went away while a handler is pending).
  *
  * Never logs a header value, a body or a query string: they carry secrets.
- * Tested end to end by tests/it (every route, status code and failure mode). */
+ * Tested end to end by tests/it (every route, status code and failure mode); the rate
+ * limits by tests/fault/test_abuse_limits.py and test_abuse_limits_fair.py. */
 #include "server.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -30,14 +31,19 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 #include "auth.h"
+#include "core/cookie.h"
 #include "core/crypto.h"
 #include "core/form.h"
+#include "core/netaddr.h"
+#include "core/ratelimit.h"
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
 #include "routes/routes.h"
 #include "routes/pages.h"
+#include "routes/setup.h"
 #include "store/rcache.h"
 #include "token_service.h"
 
@@ -88,6 +94,7 @@ static const route_t routes[] = {
 #define STARTUP_REDIS_WAIT_MS 1000
 
 static atomic_int g_stop;
+static void rate_after_answer(breq_t *b, int status);
 static char g_csp[PAGE_CSP_MAX];
 static uint32_t g_reqid_prefix;
 
@@ -176,19 +183,6 @@ static void add_header(h2o_req_t *req, const char *name, const char *value)
                           h2o_strdup(&req->pool, value, n).base, n);
 }
 
-/* Decimal digits of v into out (no NUL); returns the count. */
-static int fmt_uint(char *out, uint64_t v)
-{
-    char tmp[24];
-    int n = 0, i = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    while (n > 0)
-        out[i++] = tmp[--n];
-    return i;
-}
-
 /* Log, count, and forget the h2o request: after this b->req is NULL. */
 static void finish(breq_t *b, int status)
 {
@@ -196,36 +190,13 @@ static void finish(breq_t *b, int status)
     b->status = status;
     int level = status >= 500 ? LOG_WARN : LOG_INFO; /* a 5xx line stays at BROKER_LOG_LEVEL=warn */
     if (log_enabled(level)) {
-        /* formatted by hand: this runs once per request */
-        char line[512], num[24];
-        const h2o_req_t *req = b->req;
-        const char *route = b->route < NROUTES ? routes[b->route].pattern : "unmatched";
-        size_t n = 0, mlen = req->method.len < 10 ? req->method.len : 10;
-#define PUT(s, l) (memcpy(line + n, (s), (l)), n += (l))
-#define PUTS(s) PUT((s), strlen(s))
-        PUTS("\"request_id\":\"");
-        PUTS(b->request_id);
-        PUTS("\",\"method\":\"");
-        PUT(req->method.base, mlen);
-        PUTS("\",\"route\":\"");
-        PUTS(route);
-        PUTS("\",\"status\":");
-        PUT(num, (size_t)fmt_uint(num, (uint64_t)status));
-        PUTS(",\"duration_ms\":");
-        PUT(num, (size_t)fmt_uint(num, dur / 1000));
-        line[n++] = '.';
-        num[0] = (char)('0' + dur % 1000 / 100), num[1] = (char)('0' + dur % 100 / 10), num[2] = (char)('0' + dur % 10);
-        PUT(num, 3);
-        if (b->org[0]) {
-            PUTS(",\"org_id\":\"");
-            PUTS(b->org);
-            line[n++] = '"';
-        }
-        line[n] = '\0';
-#undef PUT
-#undef PUTS
+        char line[LOG_REQUEST_FIELDS_MAX];
+        log_request_t r = {b->request_id, b->req->method.base, b->req->method.len,
+                           b->route < NROUTES ? routes[b->route].pattern : "unmatched", status, dur, b->org};
+        log_request_fields(line, &r);
         log_raw(level, line);
     }
+    rate_after_answer(b, status);
     metrics_http(b->route, status, dur);
     b->req = NULL;
     b->w->inflight--;
@@ -531,47 +502,45 @@ int breq_stripe(breq_t *b, const curl_loop_req_t *req, breq_stripe_cb cb)
 
 /* ===== Rate limits =====
  *
- * Fixed-window counters in a direct-mapped table per worker (no lock, no allocation):
- * browser pages per client IP per minute, the org API per org per second. Two keys
- * that land on one slot simply share a window, which errs on the strict side. The
- * limits are per worker thread; a client spread over N workers gets up to N times. */
+ * Fixed-window counters per worker thread (core/ratelimit.h: no lock, whole keys, so
+ * two keys never share or reset a count); a client spread over N workers gets up to N
+ * times a limit. The keys, by class (the first byte):
+ *   RL_ORG        the org API, per org per second (BROKER_RATE_LIMIT_ORG_PER_S), charged
+ *                 only once the bearer checked out for that org (its key, or the admin
+ *                 token): nobody without the key can use up an org's allowance.
+ *   RL_FAIL_ADDR  failed authentications per client address, and RL_FAIL_KEY per key id,
+ *   RL_FAIL_KEY   per minute (BROKER_RATE_LIMIT_IP_PER_MIN): over either, a failure is
+ *                 answered 429 instead of 401/403. A request whose key checks out is never
+ *                 refused by them (the callouts of many Salesforce orgs share addresses).
+ *   RL_ANON       browser pages without a flow credential, per client address per minute.
+ *   RL_FLOW       browser pages with a flow credential (the setup session or OAuth state
+ *                 cookie), per credential per minute: an anonymous flood from the same
+ *                 address never touches it. A page whose credential did not hold (a 4xx
+ *                 answer) is a failed authentication of its address; once those are over
+ *                 the limit, that address's pages with a credential are refused as well.
+ * The client address is the TCP peer, or when the peer is one of BROKER_TRUSTED_PROXIES,
+ * the address its X-Forwarded-For names (core/netaddr.h). */
 
-#define RATE_SLOTS 4096
+enum { RL_ORG = 'o', RL_FAIL_ADDR = 'a', RL_FAIL_KEY = 'k', RL_ANON = 'p', RL_FLOW = 'f' };
+#define RATE_SETS_LOG2 10 /* 1024 sets × RATELIMIT_WAYS */
+#define XFF_MAX_HEADERS 8
 
-struct rate_slot {
-    uint64_t key;
-    uint64_t window;
-    uint32_t count;
-};
-
-static uint64_t hash64(const void *p, size_t n, uint64_t seed)
+/* Count one hit of class + data; returns 0, or the seconds until its window ends when over. */
+static int rate_hit(breq_t *b, char cls, const void *data, size_t n, int limit, int window_s)
 {
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 1099511628211ull;
-    return h | 1; /* never 0: 0 marks an empty slot */
-}
-
-/* Count one hit for key; returns 0, or the seconds until the window ends when over. */
-static int rate_hit(worker_t *w, uint64_t key, int limit, int window_s)
-{
+    unsigned char key[RATELIMIT_KEY_MAX];
+    worker_t *w = b->w;
     if (limit <= 0)
         return 0;
-    if (w->rate == NULL && (w->rate = calloc(RATE_SLOTS, sizeof(*w->rate))) == NULL)
-        abort();
-    uint64_t now = time_mono_ms() / 1000, window = now / (uint64_t)window_s;
-    struct rate_slot *s = &w->rate[key % RATE_SLOTS];
-    if (s->key != key || s->window != window) {
-        s->key = key;
-        s->window = window;
-        s->count = 0;
-    }
-    if (++s->count <= (uint32_t)limit)
-        return 0;
-    return (int)((window + 1) * (uint64_t)window_s - now);
+    if (w->rate == NULL)
+        w->rate = ratelimit_new(RATE_SETS_LOG2, 0);
+    key[0] = (unsigned char)cls;
+    n = n < sizeof(key) - 1 ? n : sizeof(key) - 1;
+    memcpy(key + 1, data, n);
+    return ratelimit_hit(w->rate, key, n + 1, limit, window_s, time_mono_ms() / 1000);
 }
 
+/* Answers 429 with Retry-After and returns 1 when retry_after_s > 0; else 0. */
 static int rate_limited(breq_t *b, int retry_after_s)
 {
     char v[16];
@@ -583,25 +552,110 @@ static int rate_limited(breq_t *b, int retry_after_s)
     return 1;
 }
 
-static int rate_check_ip(breq_t *b)
+/* The client's address (see above), worked out once per request. */
+static const netaddr_t *client_addr(breq_t *b)
 {
+    if (b->client_known)
+        return &b->client;
     struct sockaddr_storage sa;
-    socklen_t n = b->req->conn->callbacks->get_peername(b->req->conn, (struct sockaddr *)&sa);
-    const void *addr = &sa;
-    size_t alen = 0;
-    if (n > 0 && sa.ss_family == AF_INET) {
-        addr = &((struct sockaddr_in *)&sa)->sin_addr;
-        alen = sizeof(struct in_addr);
-    } else if (n > 0 && sa.ss_family == AF_INET6) {
-        addr = &((struct sockaddr_in6 *)&sa)->sin6_addr;
-        alen = sizeof(struct in6_addr);
+    netaddr_t peer;
+    memset(&peer, 0, sizeof(peer));
+    if (b->req->conn->callbacks->get_peername(b->req->conn, (struct sockaddr *)&sa) > 0)
+        netaddr_from_sockaddr((struct sockaddr *)&sa, &peer);
+    const config_t *cfg = b->w->cfg;
+    const char *vals[XFF_MAX_HEADERS];
+    size_t lens[XFF_MAX_HEADERS], n = 0;
+    /* the last XFF_MAX_HEADERS X-Forwarded-For headers, in order (read from the right) */
+    for (ssize_t i = -1; cfg->trusted_proxies_n > 0 &&
+                         (i = h2o_find_header(&b->req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) != -1;) {
+        if (n == XFF_MAX_HEADERS) {
+            memmove(vals, vals + 1, sizeof(vals[0]) * (n - 1));
+            memmove(lens, lens + 1, sizeof(lens[0]) * (n - 1));
+            n--;
+        }
+        vals[n] = b->req->headers.entries[i].value.base;
+        lens[n++] = b->req->headers.entries[i].value.len;
     }
-    return rate_limited(b, rate_hit(b->w, hash64(addr, alen, 0x1b), b->w->cfg->rate_ip_per_min, 60));
+    netaddr_client(cfg->trusted_proxies, cfg->trusted_proxies_n, &peer, vals, lens, n, &b->client);
+    b->client_known = 1;
+    return &b->client;
+}
+
+/* A failed authentication: counted for the client address and the key id (when the
+ * bearer has one); answered e, or 429 once either is over its limit. */
+static void auth_failed(breq_t *b, api_err_t e, const char *message)
+{
+    int limit = b->w->cfg->rate_ip_per_min;
+    int ra = rate_hit(b, RL_FAIL_ADDR, client_addr(b)->a, 16, limit, 60);
+    if (b->bearer.kind == BEARER_KEY) {
+        int rk = rate_hit(b, RL_FAIL_KEY, b->bearer.key_id, APIKEY_ID_LEN, limit, 60);
+        ra = rk > ra ? rk : ra;
+    }
+    if (!rate_limited(b, ra))
+        breq_error(b, e, message);
 }
 
 static int rate_check_org(breq_t *b)
 {
-    return rate_limited(b, rate_hit(b->w, hash64(b->org, ORGID_LEN, 0x2c), b->w->cfg->rate_org_per_s, 1));
+    return rate_limited(b, rate_hit(b, RL_ORG, b->org, ORGID_LEN, b->w->cfg->rate_org_per_s, 1));
+}
+
+int breq_auth_checked(breq_t *b, int rc)
+{
+    if (rc >= 0) {
+        auth_failed(b, (api_err_t)rc, NULL);
+        return 1;
+    }
+    return routes[b->route].auth == AUTH_ORG && rate_check_org(b);
+}
+
+/* A digest of the page request's flow credential (the setup session and OAuth state
+ * cookies of the right shape) into out; 0 when it carries none. */
+static int flow_credential(breq_t *b, unsigned char out[32])
+{
+    static const char *const names[] = {SETUP_SESSION_COOKIE, SETUP_BROWSER_COOKIE};
+    const h2o_iovec_t *h = breq_header(b, "cookie");
+    char vals[2 * 64 + 2];
+    size_t n = 0;
+    for (size_t i = 0; h != NULL && i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v;
+        size_t vlen;
+        if (cookie_get(h->base, h->len, names[i], &v, &vlen) == 1 && vlen <= 64 && setup_token_ok(v, vlen)) {
+            memcpy(vals + n, v, vlen);
+            n += vlen;
+            vals[n++] = (char)('0' + i);
+        }
+    }
+    if (n == 0)
+        return 0;
+    hmac_sha256("stb-rate-v1", 11, vals, n, out);
+    OPENSSL_cleanse(vals, sizeof(vals));
+    return 1;
+}
+
+static int rate_check_page(breq_t *b)
+{
+    const config_t *cfg = b->w->cfg;
+    unsigned char cred[32];
+    if (!flow_credential(b, cred))
+        return rate_limited(b, rate_hit(b, RL_ANON, client_addr(b)->a, 16, cfg->rate_ip_per_min, 60));
+    b->flow_cred = 1;
+    unsigned char key[1 + 16];
+    key[0] = RL_FAIL_ADDR;
+    memcpy(key + 1, client_addr(b)->a, 16);
+    if (b->w->rate != NULL) {
+        int ra = ratelimit_full(b->w->rate, key, sizeof(key), cfg->rate_ip_per_min, time_mono_ms() / 1000);
+        if (ra > 0)
+            return rate_limited(b, ra);
+    }
+    return rate_limited(b, rate_hit(b, RL_FLOW, cred, 16, cfg->rate_ip_per_min, 60));
+}
+
+/* After the answer: a page whose flow credential did not hold is a failed authentication. */
+static void rate_after_answer(breq_t *b, int status)
+{
+    if (b->flow_cred && status >= 400 && status < 500 && status != 429)
+        rate_hit(b, RL_FAIL_ADDR, client_addr(b)->a, 16, b->w->cfg->rate_ip_per_min, 60);
 }
 
 /* ===== The router ===== */
@@ -678,10 +732,8 @@ static void on_key_record(breq_t *b, redisReply *r)
     int rc = auth_check_record(&b->bearer, r->type == REDIS_REPLY_STRING ? r->str : NULL,
                                r->type == REDIS_REPLY_STRING ? r->len : 0,
                                routes[b->route].auth == AUTH_ADMIN ? NULL : b->org);
-    if (rc >= 0) {
-        breq_error(b, (api_err_t)rc, NULL);
+    if (breq_auth_checked(b, rc))
         return;
-    }
     routes[b->route].fn(b);
 }
 
@@ -700,8 +752,8 @@ static void dispatch(breq_t *b)
     const bearer_t *bk = &b->bearer;
     auth_parse(b->w->cfg, authz ? authz->base : NULL, authz ? authz->len : 0, &b->bearer);
     if (bk->kind == BEARER_NONE || bk->kind == BEARER_MALFORMED) {
-        breq_error(b, ERR_UNAUTHORIZED, bk->kind == BEARER_NONE ? "An Authorization: Bearer header is required."
-                                                               : "The bearer token is not valid.");
+        auth_failed(b, ERR_UNAUTHORIZED, bk->kind == BEARER_NONE ? "An Authorization: Bearer header is required."
+                                                                : "The bearer token is not valid.");
         return;
     }
     /* the org id is validated after the bearer is known to be well-formed */
@@ -713,10 +765,10 @@ static void dispatch(breq_t *b)
         breq_error(b, ERR_INVALID_REQUEST, "The org id is not a valid Salesforce organization id (15 or 18 characters, starting with 00D).");
         return;
     }
-    if (rt->auth == AUTH_ORG && rate_check_org(b))
-        return;
     if (bk->kind == BEARER_ADMIN) {
         b->is_admin = 1;
+        if (breq_auth_checked(b, -1))
+            return;
         rt->fn(b);
         return;
     }
@@ -756,7 +808,7 @@ static void route_request(breq_t *b)
             breq_error(b, ERR_PAYLOAD_TOO_LARGE, NULL);
             return;
         }
-        if (routes[i].kind == KIND_PAGE && rate_check_ip(b))
+        if (routes[i].kind == KIND_PAGE && rate_check_page(b))
             return;
         dispatch(b);
         return;

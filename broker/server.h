@@ -17,6 +17,8 @@
 #include "config.h"
 #include "core/buf.h"
 #include "core/errors.h"
+#include "core/netaddr.h"
+#include "core/ratelimit.h"
 #include "core/ratewin.h"
 #include "core/orgid.h"
 #include "store/redis_loop.h"
@@ -56,7 +58,7 @@ typedef struct worker {
     int nsiblings;
     ratewin_t answers;              /* answers per 100 ms: busy or quiet (send_turn) */
     H2O_VECTOR(struct pending_send) sends; /* answers of this loop turn, sent after its log lines */
-    struct rate_slot *rate;         /* RATE_SLOTS fixed-window counters (per IP / per org) */
+    ratelimit_t *rate;              /* rate-limit counters (server.c "Rate limits") */
 } worker_t;
 
 typedef struct breq breq_t;
@@ -76,6 +78,9 @@ struct breq {
     size_t param_len[3];
     int is_admin;            /* authenticated with the admin token */
     bearer_t bearer;         /* the parsed Authorization header (API routes) */
+    int flow_cred;           /* a browser page carrying a setup session / OAuth state cookie */
+    int client_known;        /* client is worked out (server.c client_addr) */
+    netaddr_t client;        /* the client's address (the peer, or behind trusted proxies) */
     uint64_t cache_ticket[2];/* read-cache reservations of a pending read (routes/token.c) */
     h2o_timeout_entry_t deadline;
     api_err_t deadline_err;  /* what the deadline answers */
@@ -109,6 +114,14 @@ void breq_html(breq_t *b, int status, const char *html, size_t len, const char *
 void breq_redirect(breq_t *b, const char *location, const char *set_cookie);
 /* Plain answer with a content type (metrics, openapi). */
 void breq_text(breq_t *b, int status, const char *content_type, const char *body, size_t len);
+
+/* ---- Authentication ---- */
+
+/* The outcome of checking b's bearer against its key record (auth_check_record's rc, -1:
+ * it checked out). A failure is answered (401/403, or 429 once the client address or the
+ * key id failed too often) and counted; a success is charged to the org's allowance
+ * (org routes; 429 when over). Returns 1 when b was answered, 0 when the handler goes on. */
+int breq_auth_checked(breq_t *b, int rc);
 
 /* ---- Request helpers (valid only while breq_live) ---- */
 

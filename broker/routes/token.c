@@ -96,15 +96,13 @@ void token_get(breq_t *b)
 }
 
 /* The key record and the connection are known (ce: the connection's cache entry, or
- * NULL): check the key, then answer. */
+ * NULL): check the key (a key that checked out is charged to its org's allowance), then
+ * answer. */
 static void key_and_conn(breq_t *b, const char *key, size_t klen, const char *conn, size_t clen,
                          rcache_entry_t *ce)
 {
-    int rc = auth_check_record(&b->bearer, key, klen, b->org);
-    if (rc >= 0) {
-        breq_error(b, (api_err_t)rc, NULL);
+    if (breq_auth_checked(b, auth_check_record(&b->bearer, key, klen, b->org)))
         return;
-    }
     serve(b, conn, clen, ce);
 }
 

@@ -23,7 +23,7 @@ fi
 out=${FUZZ_BUILD:-build-fuzz} # another folder keeps concurrent runs apart
 cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11"
 cflags="$cflags -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -Ibroker $(pkg-config --cflags jansson openssl)"
-libs="$(pkg-config --libs jansson openssl)"
+libs="$(pkg-config --libs jansson openssl) -pthread"
 
 # The broker sources each target needs.
 sources() {
@@ -36,11 +36,13 @@ sources() {
     seal_open | keyring) echo "$c/seal.c $c/crypto.c" ;;
     stripe_resp) echo "$c/stripe_resp.c $c/crypto.c" ;;
     record) echo "$c/record.c $c/buf.c $c/crypto.c" ;;
-    config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c" ;;
+    config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c $c/netaddr.c" ;;
+    log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
+    netaddr) echo "$c/netaddr.c" ;;
     esac
 }
 
-targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url"
+targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr"
 passed=0
 failed=0
 mkdir -p "$out/artifacts" "$out/logs"

@@ -126,6 +126,10 @@ REJECTED = [
     ("redis_url_with_bad_scheme", "BROKER_REDIS_URL", {"BROKER_REDIS_URL": "http://127.0.0.1:6379/0"}, []),
     ("redis_url_with_bad_port_hides_password", "BROKER_REDIS_URL",
      {"BROKER_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:notaport/0"}, [REDIS_PASSWORD]),
+    ("trusted_proxies_not_an_address", "BROKER_TRUSTED_PROXIES",
+     {"BROKER_TRUSTED_PROXIES": "10.0.0.0/8,ingress.internal"}, []),
+    ("trusted_proxies_prefix_too_long", "BROKER_TRUSTED_PROXIES", {"BROKER_TRUSTED_PROXIES": "10.0.0.0/33"}, []),
+    ("trusted_proxies_empty_entry", "BROKER_TRUSTED_PROXIES", {"BROKER_TRUSTED_PROXIES": "fd00::/8,,10.0.0.1"}, []),
     ("no_stripe_mode_enabled", "STRIPE_", {"STRIPE_CLIENT_ID_TEST": None, "STRIPE_SECRET_KEY_TEST": None,
                                            "STRIPE_CLIENT_ID_LIVE": None, "STRIPE_SECRET_KEY_LIVE": None}, []),
 ]

@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import select
+import socket
 import subprocess
 import time
 
@@ -153,6 +154,46 @@ def test_browser_flow_requests_are_logged():
     pages = [j for j in lines if j.get("method") in ("GET", "POST") and j.get("status") in (200, 303)]
     assert len(pages) >= 5, lines
     assert any(j.get("org_id") == f.org for j in lines), "no request line of the flow names the org"
+
+
+def _raw_request(port, request):
+    """Send one raw request and read the answer until the broker closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    try:
+        s.sendall(request)
+        out = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return out
+            out += d
+    finally:
+        s.close()
+
+
+def test_outside_bytes_in_the_method_stay_inside_its_json_string():
+    """The method is the client's bytes: a quote must not add a key to the line, a
+    backslash must not make it invalid JSON, and nothing else breaks out of the string."""
+    methods = [b'X","a":"b', b"A\\B", b"Q\\", b'P"', b"M\x01", b"U\xc3\xa9\xff"]
+    off = S.broker.log_size()
+    answered = 0
+    for m in methods:
+        ans = _raw_request(S.broker.port, m + b" /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        if ans.startswith(b"HTTP/1.1 405"):   # routed: /healthz with another method
+            answered += 1
+    assert answered >= 4, "h2o refused the requests before they reached the router"
+    h.wait_until(lambda: len([l for l in S.broker.log_lines(off) if '"status"' in l]) >= answered, 3,
+                 what="the request lines")
+    time.sleep(0.2)   # a line too many would show up now
+    raw = [l for l in S.broker.log_lines(off) if l.strip()]
+    lines = parse_lines(raw)   # every line is one JSON object
+    assert all("\n" not in l.rstrip("\n") for l in raw)
+    got = [j for j in lines if is_request_line(j)]
+    assert len(got) == answered, f"{answered} answered requests, {len(got)} request lines: {raw}"
+    assert not any("a" in j for j in got), f"a method added a key to the log line: {got}"
+    logged = {j["method"] for j in got}
+    for m in methods[:4]:
+        assert m.decode() in logged, f"method {m!r} was not logged as itself: {logged}"
 
 
 def test_every_log_line_is_json_with_ts_and_level():

@@ -156,6 +156,7 @@ static void test_config_reads_every_variable(void **state)
     env_set(&e, "BROKER_UPSTREAM_TIMEOUT_MS", "120000");
     env_set(&e, "BROKER_RETURN_URL_ALLOW", "https://*.Example.COM, http://localhost:3000/");
     env_set(&e, "BROKER_LOG_LEVEL", "error");
+    env_set(&e, "BROKER_TRUSTED_PROXIES", " 10.0.0.0/8, fd00::/8 ,192.168.1.7");
     env_set(&e, "STRIPE_CLIENT_ID_LIVE", "ca_live_1");
     env_set(&e, "STRIPE_SECRET_KEY_LIVE", "sk_live_1");
     env_set(&e, "STRIPE_WEBHOOK_SECRET_TEST", "whsec_t");
@@ -173,6 +174,10 @@ static void test_config_reads_every_variable(void **state)
     assert_string_equal(c.redis_password, "p@ss");
     assert_int_equal(c.redis_db, 3);
     assert_string_equal(c.redis_prefix, "stb-prod:");
+    assert_int_equal(c.trusted_proxies_n, 3);
+    assert_int_equal(c.trusted_proxies[0].bits, 96 + 8);
+    assert_int_equal(c.trusted_proxies[1].bits, 8);
+    assert_int_equal(c.trusted_proxies[2].bits, 128);
     assert_int_equal(c.threads, 7);
     assert_int_equal(c.keyring.n, 2);
     assert_string_equal(c.keyring.keys[0].kid, "k2");
@@ -341,6 +346,11 @@ static const bad_var_t BAD_VALUES[] = {
     {"BROKER_RETURN_URL_ALLOW", "https://x.force.com/path", "BROKER_RETURN_URL_ALLOW"},
     {"BROKER_RETURN_URL_ALLOW", "https://x.force.com,,https://y.force.com", "BROKER_RETURN_URL_ALLOW"},
     {"BROKER_RETURN_URL_ALLOW", "https://x.force.com:0", "BROKER_RETURN_URL_ALLOW"},
+    {"BROKER_TRUSTED_PROXIES", "10.0.0.0/8,ingress", "BROKER_TRUSTED_PROXIES"},
+    {"BROKER_TRUSTED_PROXIES", "10.0.0.0/33", "BROKER_TRUSTED_PROXIES"},
+    {"BROKER_TRUSTED_PROXIES", "::/129", "BROKER_TRUSTED_PROXIES"},
+    {"BROKER_TRUSTED_PROXIES", "10.0.0.1,,10.0.0.2", "BROKER_TRUSTED_PROXIES"},
+    {"BROKER_TRUSTED_PROXIES", "10.0.0.1:80", "BROKER_TRUSTED_PROXIES"},
     {"BROKER_LOG_LEVEL", "trace", "BROKER_LOG_LEVEL"},
     {"BROKER_LOG_LEVEL", "INFO", "BROKER_LOG_LEVEL"},
     {"STRIPE_SECRET_KEY_TEST", NULL, "STRIPE_SECRET_KEY_TEST"},
