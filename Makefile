@@ -4,6 +4,7 @@
 #   make run      install what is needed, start Redis and the Stripe simulator, serve the broker
 #   make test     install what is needed, build (plain and ASan+UBSan), run every test
 #   make fuzz     run every libFuzzer target for a few minutes (clang)
+#   make sf-check the Salesforce metadata through the Salesforce CLI and Lightning Flow Scanner
 #
 # BUILD selects the output folder so that several builds can coexist.
 
@@ -37,7 +38,7 @@ CORE_OBJS := $(filter $(BUILD)/obj/broker/core/%,$(OBJS)) $(BUILD)/obj/broker/co
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all deps run test unit asan fuzz bench soak clean image image-test k8s-check
+.PHONY: all deps run test unit asan fuzz bench soak clean image image-test k8s-check sf-check
 all: $(BUILD)/stripe-token-broker
 
 # V=1 shows the full commands
@@ -94,6 +95,11 @@ image-test: image
 
 k8s-check: all
 	@sh tests/k8s/run.sh
+
+# The Salesforce metadata through the Salesforce CLI and Lightning Flow Scanner (installs them
+# with npm into tests/salesforce/node_modules: about 2 minutes cold; CI runs it after make test).
+sf-check:
+	@sh tests/salesforce/sf-check.sh
 
 fuzz:
 	@sh tests/fuzz/run.sh 180
