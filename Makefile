@@ -4,6 +4,7 @@
 #   make run      install what is needed, start Redis and the Stripe simulator, serve the broker
 #   make test     install what is needed, build (plain and ASan+UBSan), run every test
 #   make fuzz     run every libFuzzer target for a few minutes (clang)
+#   make sf-check the Salesforce metadata through the Salesforce CLI and Lightning Flow Scanner
 #
 # BUILD selects the output folder so that several builds can coexist.
 
@@ -14,8 +15,13 @@ PYTHON    ?= /usr/bin/python3
 PKGS      := libh2o-evloop hiredis libcurl jansson openssl
 SAN       ?=
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# pkg-config is asked when a recipe first needs the flags, not when this file is parsed: on a
+# fresh machine `make run` installs the -dev packages (deps) after parsing and before compiling.
+# Each is evaluated once (the eval turns it into a simple variable); failing is a clear error.
+pkg_config = $(or $(shell pkg-config $(1) $(PKGS) 2>/dev/null),$(error pkg-config cannot \
+    find $(PKGS): run 'make deps' (or sh deploy/scripts/install-deps.sh) first))
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(call pkg_config,--cflags))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(call pkg_config,--libs))$(PKG_LIBS)
 
 CFLAGS  ?= -O2 -g
 override CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
@@ -32,7 +38,7 @@ CORE_OBJS := $(filter $(BUILD)/obj/broker/core/%,$(OBJS)) $(BUILD)/obj/broker/co
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all deps run test unit asan fuzz bench soak clean image image-test k8s-check
+.PHONY: all deps run test unit asan fuzz bench soak clean image image-test k8s-check sf-check
 all: $(BUILD)/stripe-token-broker
 
 # V=1 shows the full commands
@@ -65,8 +71,12 @@ asan:
 deps:
 	@sh deploy/scripts/install-deps.sh
 
-run: deps all
-	@sh deploy/scripts/run-demo.sh
+# run, bench and soak install first, then build in a new make (as test does), so that nothing
+# of the build depends on what was installed while this one ran; DEMO_SMOKE=1 make run starts
+# everything, checks the setup page and getAccessToken, and stops (tests/firstrun).
+run: deps
+	@$(MAKE) --no-print-directory all
+	@BROKER_BIN='$(abspath $(BUILD))/stripe-token-broker' sh deploy/scripts/run-demo.sh
 
 # tests/run.sh ends with the one summary line; the container image test runs first
 # (when podman and buildah are installed, as .ci/run does) and is counted there.
@@ -86,14 +96,22 @@ image-test: image
 k8s-check: all
 	@sh tests/k8s/run.sh
 
+# The Salesforce metadata through the Salesforce CLI and Lightning Flow Scanner (installs them
+# with npm into tests/salesforce/node_modules: about 2 minutes cold; CI runs it after make test).
+sf-check:
+	@sh tests/salesforce/sf-check.sh
+
 fuzz:
 	@sh tests/fuzz/run.sh 180
 
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	@sh tests/bench/run.sh
 
 # 10 minutes of mixed traffic on three replicas (one under ASan) with Redis restarts
-soak: deps all asan
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory asan
 	@SOAK_SECONDS=$${SOAK_SECONDS:-600} sh tests/soak/run.sh
 
 clean:

@@ -12,6 +12,10 @@
 #
 # Environment it honours: BROKER_* and STRIPE_* (see CONTRACT.md), BROKER_BIN (the binary,
 # default build/stripe-token-broker), PYTHON (default python3), DEMO_ORG_ID, DEMO_MODE (test|live).
+#
+# DEMO_SMOKE=1 (`DEMO_SMOKE=1 make run`): the same start on a free port, then check that the
+# setup link opens the setup page and that getAccessToken answers 404 not_connected, stop
+# everything and exit 0 (or 1, saying which check failed). tests/firstrun runs it.
 # shellcheck disable=SC2317  # stop and cleanup run from traps
 set -eu
 
@@ -169,6 +173,10 @@ else
     ADMIN_TOKEN=$(cat "$BROKER_ADMIN_TOKEN_FILE")
 fi
 
+if [ "${DEMO_SMOKE:-}" = 1 ]; then  # a free port and nothing of the operator's listener
+    unset BROKER_LISTEN BROKER_PUBLIC_URL
+    export BROKER_LISTEN="127.0.0.1:$(free_port)"
+fi
 if [ -z "${BROKER_LISTEN:-}" ]; then
     PORT=8080
     if [ -z "${BROKER_PUBLIC_URL:-}" ] && ! port_free "$PORT"; then
@@ -225,6 +233,46 @@ LINK_CMD="curl -s -X POST -H \"Authorization: Bearer $ADMIN_TOKEN\" -H 'Content-
 LINK=$(curl -s -X POST -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
     -d "{\"mode\":\"$DEMO_MODE\"}" "$LOCAL_URL/v1/orgs/$ORG/authorize-links" | json_field url)
 [ -n "$LINK" ] || LINK="(could not create one; try: $LINK_CMD)"
+
+if [ "${DEMO_SMOKE:-}" = 1 ]; then
+    # The setup link (303 to the setup page with a session cookie), the setup page, and
+    # getAccessToken before any authorization (404 not_connected).
+    "$PY" - "$LOCAL_URL" "$LINK" "$ORG" "$API_KEY" "$DEMO_MODE" <<'PYEOF' || die "smoke check failed"
+import http.client, json, sys, urllib.parse
+base, link, org, api_key, mode = sys.argv[1:]
+host = urllib.parse.urlsplit(base).netloc
+
+def get(path, headers=None):
+    c = http.client.HTTPConnection(host, timeout=10)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    return r.status, r.getheaders(), r.read().decode("utf-8", "replace")
+
+def check(ok, what):
+    print("run-demo: smoke: %s: %s" % ("ok" if ok else "FAILED", what), file=sys.stderr)
+    if not ok:
+        sys.exit(1)
+
+u = urllib.parse.urlsplit(link)
+check(u.path.endswith("/setup") and "ticket=" in u.query, "authorize-links gave a setup link")
+st, hdrs, _ = get(u.path + "?" + u.query)
+cookies = [v.split(";", 1)[0] for k, v in hdrs if k.lower() == "set-cookie"]
+check(st == 303 and cookies, "the setup link answers 303 with a session cookie (got %d)" % st)
+st, _, body = get(u.path, {"Cookie": "; ".join(cookies)})
+check(st == 200 and org in body and "setup/authorize" in body,
+      "the setup page shows the org and the Authorize form (got %d)" % st)
+st, _, body = get("/v1/orgs/%s/access-token?mode=%s" % (org, mode),
+                  {"Authorization": "Bearer " + api_key})
+try:
+    code = json.loads(body)["error"]["code"]
+except (ValueError, KeyError, TypeError):
+    code = None
+check(st == 404 and code == "not_connected",
+      "getAccessToken before authorization: 404 not_connected (got %d %s)" % (st, code))
+PYEOF
+    say "smoke check passed; stopping"
+    exit 0
+fi
 
 cat <<EOF
 

@@ -4,23 +4,27 @@
 //   1. every object is validated against the Kubernetes JSON schemas bundled by the npm package
 //      kubernetes-models (core API groups) and @kubernetes-models/prometheus-operator
 //      (ServiceMonitor) — ajv validators compiled from the upstream OpenAPI, no network;
-//   2. the hardening list of the deployment issue is checked on the rendered objects: replicas
-//      and rolling update, probes, requests and limits, non-root, read-only root filesystem,
+//   2. the hardening list of the deployment issue is checked on the rendered objects: no replicas
+//      (the HPA scales), rolling update, probes, requests and limits, non-root, read-only root filesystem,
 //      capabilities, seccomp, secrets as files through _FILE, preStop + grace period against
 //      the 10 s drain, topology spread, Service/Ingress/HPA/PDB/NetworkPolicy/ServiceMonitor
-//      wiring, and the overlay-specific parts (dev Redis with AOF and a volume, production TLS
+//      wiring, the Namespace, NetworkPolicy peers exactly as written in the sources (kustomize
+//      must not rewrite them), the optional monitoring component (ServiceMonitor, and a
+//      PrometheusRule equal to the alert table of deploy/README.md), and the overlay-specific parts (dev Redis with AOF and a volume, production TLS
 //      sidecar).
 // Prints PASS/FAIL lines and ends with "checks: N passed, M failed"; exit 1 on any failure.
 // Usage: node tests/k8s/check.mjs [overlay …]   (default: every overlay)
 import { spawnSync } from "node:child_process";
-import { readdirSync, existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { readdirSync, existsSync, readFileSync, writeFileSync, cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, "..", "..");
-const OVERLAYS_DIR = join(ROOT, "deploy", "k8s", "overlays");
+const K8S_DIR = join(ROOT, "deploy", "k8s");
+const OVERLAYS_DIR = join(K8S_DIR, "overlays");
 const KUBECTL = process.env.KUBECTL || "kubectl";
 
 const DRAIN_MAX_S = 10; // the broker's SIGTERM drain bound (CONTRACT §7)
@@ -79,8 +83,8 @@ async function validateSchema(obj) {
 
 // ===== helpers over the rendered objects =====
 
-function render(overlay) {
-  const r = spawnSync(KUBECTL, ["kustomize", join(OVERLAYS_DIR, overlay)], {
+function render(overlay, overlaysDir = OVERLAYS_DIR) {
+  const r = spawnSync(KUBECTL, ["kustomize", join(overlaysDir, overlay)], {
     encoding: "utf8", timeout: 60000,
   });
   if (r.error || r.status !== 0) {
@@ -164,7 +168,8 @@ function checkBroker(o, docs) {
   const broker = pod.containers.find((c) => c.name === "broker");
   if (!check(`${o}: container broker`, !!broker)) return;
 
-  check(`${o}: 3 replicas`, dep.spec.replicas === 3, String(dep.spec.replicas));
+  check(`${o}: no replicas in the Deployment (the HPA owns the scale)`, dep.spec.replicas === undefined,
+    String(dep.spec.replicas));
   const ru = dep.spec.strategy?.rollingUpdate || {};
   check(`${o}: rolling update with surge and no unavailability`,
     dep.spec.strategy?.type === "RollingUpdate" && String(ru.maxUnavailable) === "0" &&
@@ -272,7 +277,7 @@ function checkBroker(o, docs) {
   const pdb = find(docs, "PodDisruptionBudget");
   check(`${o}: PDB selects the broker pods and allows one disruption`, !!pdb &&
     labelsMatch(pdb.spec.selector.matchLabels, podLabels) &&
-    (pdb.spec.maxUnavailable === 1 || (pdb.spec.minAvailable !== undefined && pdb.spec.minAvailable < dep.spec.replicas)));
+    (pdb.spec.maxUnavailable === 1 || (pdb.spec.minAvailable !== undefined && pdb.spec.minAvailable < hpa?.spec.minReplicas)));
 
   // NetworkPolicy
   const np = docs.find((d) => d.kind === "NetworkPolicy" && labelsMatch(d.spec.podSelector.matchLabels, podLabels));
@@ -298,13 +303,105 @@ function checkBroker(o, docs) {
     check(`${o}: no other egress`, egress.every((r) => ports(r).every((p) => [53, 443, 6379, 6380].includes(p))));
   }
 
-  // ServiceMonitor
-  const sm = find(docs, "ServiceMonitor");
-  check(`${o}: ServiceMonitor scrapes /metrics on the Service's http port`, !!sm && !!svc &&
-    labelsMatch(sm.spec.selector.matchLabels, svc.metadata.labels) &&
-    sm.spec.endpoints.some((e) => e.port === "http" && e.path === "/metrics"));
+  checkPeers(o, docs);
+
+  // ServiceMonitor and PrometheusRule: only from the optional component, where an overlay lists it
+  const withMonitoring = /components\/monitoring/.test(
+    readFileSync(join(OVERLAYS_DIR, o, "kustomization.yaml"), "utf8").replace(/#.*$/gm, ""));
+  const operatorObjs = docs.filter((d) => d.apiVersion === "monitoring.coreos.com/v1");
+  if (!withMonitoring) {
+    check(`${o}: no Prometheus Operator object without the monitoring component`, operatorObjs.length === 0,
+      operatorObjs.map((d) => d.kind).join(","));
+  } else {
+    const sm = find(docs, "ServiceMonitor");
+    check(`${o}: ServiceMonitor scrapes /metrics on the Service's http port`, !!sm && !!svc &&
+      labelsMatch(sm.spec.selector.matchLabels, svc.metadata.labels) &&
+      sm.spec.endpoints.some((e) => e.port === "http" && e.path === "/metrics"));
+    checkAlerts(o, docs);
+  }
 
   return { dep, pod, broker, env };
+}
+
+// ===== NetworkPolicy peers: rendered exactly as written =====
+
+// A canonical string of a JSON value (object keys sorted).
+function canon(v) {
+  if (Array.isArray(v)) return `[${v.map(canon).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+// Every peer (an element of a `from` or `to` list) written in the sources under deploy/k8s:
+// the YAML files and the inline patches of the kustomizations.
+function writtenPeers() {
+  const peers = new Set();
+  const walk = (v) => {
+    if (Array.isArray(v)) return v.forEach(walk);
+    if (!v || typeof v !== "object") return;
+    for (const [k, x] of Object.entries(v)) {
+      if ((k === "from" || k === "to") && Array.isArray(x)) {
+        x.forEach((p) => peers.add(canon(p)));
+      } else if (k === "patch" && typeof x === "string") {
+        parseAllDocuments(x).forEach((d) => walk(d.toJS()));
+      } else walk(x);
+    }
+  };
+  const files = (dir) => readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? files(join(dir, e.name)) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : []);
+  for (const f of files(K8S_DIR)) parseAllDocuments(readFileSync(f, "utf8")).forEach((d) => walk(d.toJS()));
+  return peers;
+}
+const WRITTEN_PEERS = writtenPeers();
+
+// kustomize's labels with includeSelectors: true rewrote the peers' pod selectors (ingress-nginx,
+// Prometheus, kube-dns became the broker's own labels): no traffic on a cluster that enforces it.
+function checkPeers(o, docs) {
+  const bad = [];
+  let n = 0;
+  for (const np of docs.filter((d) => d.kind === "NetworkPolicy")) {
+    const peers = [...(np.spec.ingress || []).flatMap((r) => r.from || []),
+      ...(np.spec.egress || []).flatMap((r) => r.to || [])];
+    for (const p of peers) {
+      n++;
+      if (!WRITTEN_PEERS.has(canon(p))) bad.push(`${np.metadata.name}: ${canon(p)}`);
+    }
+  }
+  check(`${o}: all ${n} NetworkPolicy peer selectors exactly as written in deploy/k8s`, n > 0 && !bad.length,
+    bad.join("; "));
+}
+
+// ===== alerts: the PrometheusRule carries the table of deploy/README.md =====
+
+function readmeAlerts() {
+  const text = readFileSync(join(ROOT, "deploy", "README.md"), "utf8");
+  const sec = text.split("### Metrics worth alerting on")[1] || "";
+  const rows = [];
+  for (const line of sec.split("\n").slice(1)) {
+    if (!line.startsWith("|")) {
+      if (rows.length) break;
+      continue;
+    }
+    const cells = line.trim().slice(1, -1).split(/(?<!\\)\|/).map((c) => c.trim());
+    const m = /^`(.*)`(?: for (\w+))?$/.exec(cells[1] || "");
+    if (m) rows.push({ name: cells[0], expr: m[1].replace(/\\\|/g, "|"), for: m[2] });
+  }
+  return rows;
+}
+const README_ALERTS = readmeAlerts();
+
+function checkAlerts(o, docs) {
+  const rule = find(docs, "PrometheusRule");
+  if (!check(`${o}: PrometheusRule rendered`, !!rule)) return;
+  const rules = (rule.spec.groups || []).flatMap((g) => g.rules || []);
+  check(`${o}: deploy/README.md's alert table read (${README_ALERTS.length} rows)`, README_ALERTS.length >= 10);
+  const missing = README_ALERTS.filter((a) => !rules.some((r) => r.alert && r.expr === a.expr && r.for === a.for));
+  check(`${o}: PrometheusRule has every alert of deploy/README.md (same expression and duration)`,
+    !missing.length, missing.map((a) => a.name).join(", "));
+  check(`${o}: PrometheusRule has no alert the README does not list`, rules.length === README_ALERTS.length,
+    `${rules.length} rules`);
 }
 
 // ===== overlay-specific =====
@@ -384,7 +481,16 @@ async function selfTest(o, docs) {
     ["egress open to everything", (d) => { d.find((x) => x.kind === "NetworkPolicy").spec.egress.push({}); }, hard],
     ["/metrics routed by the Ingress", (d) => { find(d, "Ingress").spec.rules[0].http.paths.push({ path: "/", pathType: "Prefix", backend: { service: { name: "stripe-token-broker", port: { name: "http" } } } }); }, hard],
     ["maxUnavailable 1 in the rollout", (d) => { find(d, "Deployment").spec.strategy.rollingUpdate.maxUnavailable = 1; }, hard],
+    ["replicas in the Deployment", (d) => { find(d, "Deployment").spec.replicas = 3; }, hard],
+    ["a peer selector widened by the common labels", (d) => {
+      const np = find(d, "NetworkPolicy", "stripe-token-broker");
+      Object.assign(np.spec.ingress[0].from[0].podSelector.matchLabels, { "app.kubernetes.io/name": "stripe-token-broker" });
+    }, hard],
   ];
+  if (find(docs, "PrometheusRule")) {
+    cases.push(["an alert of the README missing", (d) => { find(d, "PrometheusRule").spec.groups[0].rules.pop(); }, hard]);
+    cases.push(["an alert with another duration", (d) => { find(d, "PrometheusRule").spec.groups[0].rules[0].for = "1m"; }, hard]);
+  }
   for (const [what, mutate, fn] of cases) {
     check(`${o}: self-test: the checks catch ${what}`, await catches(docs, mutate, fn));
   }
@@ -410,13 +516,37 @@ for (const o of overlays) {
     }
   }
   check(`${o}: all ${docs.length} objects valid against the Kubernetes schemas`, schemaFail === 0);
-  check(`${o}: every object in the overlay's namespace`,
-    docs.every((d) => d.metadata?.namespace), docs.filter((d) => !d.metadata?.namespace).map((d) => d.kind).join(","));
+  const ns = find(docs, "Namespace");
+  check(`${o}: the overlay's Namespace rendered, enforcing Pod Security "restricted"`, !!ns &&
+    ns.metadata.labels?.["pod-security.kubernetes.io/enforce"] === "restricted");
+  const scoped = docs.filter((d) => d.kind !== "Namespace");
+  check(`${o}: every other object in that namespace`,
+    !!ns && scoped.every((d) => d.metadata?.namespace === ns.metadata.name),
+    scoped.filter((d) => d.metadata?.namespace !== ns?.metadata.name).map((d) => d.kind).join(","));
   const b = checkBroker(o, docs);
   if (!b) continue;
   await selfTest(o, docs);
   if (o === "dev") checkDev(o, docs, b);
   if (o === "production") checkProduction(o, docs, b);
+}
+
+// The broken variant that was shipped: the base's labels with includeSelectors: true, rendered
+// from a copy of deploy/k8s; the peer check must catch it.
+{
+  const tmp = mkdtempSync(join(tmpdir(), "stb-k8s-"));
+  try {
+    cpSync(K8S_DIR, tmp, { recursive: true });
+    const kf = join(tmp, "base", "kustomization.yaml");
+    const text = readFileSync(kf, "utf8");
+    const broken = text.replace(/includeSelectors: false/, "includeSelectors: true");
+    writeFileSync(kf, broken);
+    const r = render(overlays[0], join(tmp, "overlays"));
+    const name = `self-test: peer selectors rewritten by includeSelectors: true (${relative(ROOT, K8S_DIR)} copy) are caught`;
+    if (broken === text || r.error) check(name, false, r.error || "includeSelectors: false not found");
+    else check(name, await catches(r.docs, () => {}, (d) => checkPeers(overlays[0], d)));
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 console.log(`checks: ${passed} passed, ${failed} failed`);

@@ -17,6 +17,11 @@ What it checks (standard library only, no Salesforce org needed):
     screen, its External Service actions name operations of the registration and have a fault
     path, its Apex-defined variables name schemas of the contract and their assigned fields
     exist in those schemas;
+  - declared responses are outputs, not faults (Salesforce: each response code the schema
+    declares becomes an output of the action, with responseCode; only undeclared codes fault):
+    each External Service action stores responseCode and every declared status of its operation,
+    and goes on to a Decision on responseCode whose success rule alone reaches the element that
+    reads the success output; the guide and proto/openapi.yaml do not say that errors fault;
   - manifest/package.xml lists exactly the components in the source folder;
   - the admin guide (deploy/salesforce/README.md) exists and names every component.
 """
@@ -97,6 +102,23 @@ def spec_text():
 
 def spec_operation_ids(t):
     return re.findall(r"^\s+operationId:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*$", t, re.M)
+
+
+def spec_responses(t):
+    """{operationId: [status codes]} of proto/openapi.yaml (block-style YAML, as written there)."""
+    out, cur = {}, None
+    for l in t.splitlines():
+        m = re.match(r"^\s+operationId:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)", l)
+        if m:
+            cur = m.group(1)
+            out[cur] = []
+            continue
+        m = re.match(r"^        '([1-5][0-9X]{2})':\s*$", l)
+        if cur and m:
+            out[cur].append(m.group(1))
+        if re.match(r"^\S", l):
+            cur = None
+    return out
 
 
 def spec_schemas(t):
@@ -336,6 +358,68 @@ def _():
     for m in re.finditer(r"\{!([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\}", ET.tostring(flow, "unicode")):
         if m.group(1) in apex_vars:
             assert m.group(2) in apex_vars[m.group(1)], "{!%s.%s}: no such field" % (m.group(1), m.group(2))
+
+
+@check("screen flow: declared responses are outputs; a Decision on responseCode, not the fault path")
+def _():
+    esr_name, _ = only("ExternalServiceRegistration")
+    _, flow = only("Flow")
+    responses = spec_responses(spec_text())
+    assert responses.get("createAuthorizeLink"), "could not read the responses of proto/openapi.yaml"
+    decisions = {text(d, "name"): d for d in flow.findall(Q + "decisions")}
+    for a in flow.findall(Q + "actionCalls"):
+        if text(a, "actionType") != "externalService":
+            continue
+        name = text(a, "name")
+        op = (text(a, "actionName") or "").partition(".")[2]
+        outs = {text(o, "name"): text(o, "assignToReference") for o in a.findall(Q + "outputParameters")}
+        code_var = outs.get("responseCode")
+        assert code_var, "action %s does not store responseCode: a declared error would continue as success" % name
+        declared = responses.get(op, [])
+        missing = [c for c in declared if c not in outs]
+        assert not missing, "action %s does not store the declared responses %s of %s" % (name, missing, op)
+        ok = [c for c in declared if c.startswith("2")]
+        assert ok, "%s declares no 2xx response" % op
+        nxt = a.find(_p("connector/targetReference"))
+        assert nxt is not None and nxt.text in decisions, \
+            "action %s must go on to a Decision on %s (declared errors are not faults)" % (name, code_var)
+        d = decisions[nxt.text]
+        ok_vars = {outs[c] for c in ok}
+        success_rules = []
+        for r in d.findall(Q + "rules"):
+            conds = r.findall(Q + "conditions")
+            on_code = [c for c in conds if text(c, "leftValueReference") == code_var]
+            assert on_code, "decision %s rule %s does not test %s" % (nxt.text, text(r, "name"), code_var)
+            vals = {str(int(float(c.find(_p("rightValue/numberValue")).text))) for c in on_code
+                    if text(c, "operator") == "EqualTo" and c.find(_p("rightValue/numberValue")) is not None}
+            if vals and vals <= set(ok):
+                success_rules.append(r)
+        assert success_rules, "decision %s has no rule for %s" % (nxt.text, ok)
+        default = d.find(_p("defaultConnector/targetReference"))
+        assert default is not None, "decision %s has no default path for the declared errors" % nxt.text
+        # the element that reads the success output is reached by a success rule only
+        readers = set()
+        for k in ("screens", "assignments", "actionCalls", "decisions"):
+            for el in flow.findall(Q + k):
+                body = ET.tostring(el, "unicode")
+                if any(re.search(r"\{!%s\.|>%s\." % (v, v), body) for v in ok_vars):
+                    readers.add(text(el, "name"))
+        assert readers, "nothing reads the success output %s" % sorted(ok_vars)
+        targets = {text(r, "name"): r.find(_p("connector/targetReference")).text for r in d.findall(Q + "rules")}
+        for rname, t in targets.items():
+            if t in readers:
+                assert any(text(r, "name") == rname for r in success_rules), \
+                    "decision %s: rule %s reaches %s, which reads the success output" % (nxt.text, rname, t)
+        assert default.text not in readers, \
+            "decision %s: the default path (declared errors) reaches %s, which reads the success output" % (
+                nxt.text, default.text)
+    for path in (os.path.join(SF, "README.md"), SPEC):
+        with open(path, encoding="utf-8") as f:
+            body = re.sub(r"\s+", " ", f.read())
+        m = re.search(r"(every|any) (status|answer)[^.]{0,40}(300|error)[^.]{0,60}fault path", body, re.I)
+        assert not m, "%s still says %r" % (os.path.relpath(path, REPO), m.group(0))
+    with open(os.path.join(SF, "README.md"), encoding="utf-8") as f:
+        assert "responseCode" in f.read(), "the admin guide does not explain the responseCode Decision"
 
 
 @check("manifest/package.xml lists exactly the components of the source folder")
