@@ -198,7 +198,8 @@ BEHAVIOUR = {
                        "test_browser_flow::test_authorize_csrf_of_another_session_is_rejected",
                        "test_browser_flow::test_webhook_secret_form_with_wrong_csrf_stores_nothing"],
     "the OAuth state's browser binding": [
-        "test_browser_flow::test_callback_from_another_browser_is_400_and_never_reaches_stripe"],
+        "test_browser_flow::test_callback_from_another_browser_is_400_and_never_reaches_stripe",
+        "test_browser_flow::test_callback_with_the_state_of_another_session_is_400"],
     "Stripe webhook signatures": ["test_webhooks::test_bad_signature_is_400_and_changes_nothing"],
     "lookups by hash": ["test_secrets_at_rest::test_redis_holds_no_ticket_state_or_cookie_value_in_clear"],
 }

@@ -259,11 +259,14 @@ def test_callback_with_the_state_of_another_session_is_400():
     a.setup_page()
     a.authorize_ok()
     a.stripe()
-    b = flow()
+    b = flow()   # a browser that went as far as Stripe itself: it holds a binding of its own
     b.open()
+    b.setup_page()
+    b.authorize_ok()
     r = a.callback(browser=b.browser)
-    assert r.status == 400, r.describe()
+    assert_page(r, 400)
     assert S.sim.calls("token") == 0
+    assert S.broker.connections(a.org) == []
 
 
 def test_declined_authorization_shows_a_page_and_stores_nothing():
