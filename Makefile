@@ -114,5 +114,12 @@ soak: deps
 	@$(MAKE) --no-print-directory asan
 	@SOAK_SECONDS=$${SOAK_SECONDS:-600} sh tests/soak/run.sh
 
+# The mutation score (not part of `make test`): every mutant of tests/mutants/mutants.txt
+# built in a scratch copy and run against the test that must catch it (tests/mutants/run.py;
+# MUTANTS="name …" runs some, MUTANTS_JOBS=N runs N at a time).
+.PHONY: mutants
+mutants: all unit
+	@$(PYTHON) tests/mutants/run.py -j $${MUTANTS_JOBS:-1} $${MUTANTS:-}
+
 clean:
 	rm -rf build build-*

@@ -5,7 +5,8 @@
 #
 # What it does, in order, and undoes on exit:
 #   1. makes sure Debian's Chromium is installed (apt-get install -y chromium, as root; when that is
-#      impossible it says so and skips: "e2e: 0 passed, 0 failed, 1 skipped", exit 0);
+#      impossible it says so and skips: "e2e: 0 passed, 0 failed, 1 skipped", exit 0 — except
+#      under CI=true (.ci/run), where a missing test tool is a failure: "e2e: 0 passed, 1 failed");
 #   2. installs the pinned npm packages of tests/e2e (playwright-core, axe-core) with `npm ci`
 #      when node_modules is missing or older than package-lock.json;
 #   3. starts redis-server on a free loopback port (no persistence), the Stripe simulator
@@ -72,8 +73,10 @@ fail() {
     exit 1
 }
 
-# skip MESSAGE: a missing tool that cannot be installed here is a skip, said clearly.
+# skip MESSAGE: a missing tool that cannot be installed here is a skip, said clearly; under
+# CI=true it is a failure (CI installs every test tool: a skip there would hide the suite).
 skip() {
+    [ "${CI:-}" != true ] || fail "$* (CI=true: a missing test tool is a failure)"
     say "SKIPPED: $*"
     FINAL="e2e: 0 passed, 0 failed, 1 skipped"
     exit 0

@@ -331,7 +331,8 @@ await test('declined: the admin declines on Stripe; the page says so and what to
       page.click('#decline'),
     ]);
     await page.waitForLoadState('load');
-    assert(resp.status() < 500, `the declined page answered ${resp.status()}`);
+    // the contract asks for a status below 500; declining is not an error: the page itself, 200
+    assert(resp.status() === 200, `the declined page answered ${resp.status()}`);
     checkPageHeaders(resp, 'declined page');
     const t = await text(page);
     assert(/declined/i.test(t), 'the page does not say the authorization was declined');

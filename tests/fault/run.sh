@@ -7,7 +7,8 @@
 #   BROKER_BIN=build-asan/stripe-token-broker sh tests/fault/run.sh
 #
 # wrk is installed with apt-get when it is missing and we are root; without it the
-# load parts are skipped (each test says so) and the rest still runs.
+# load parts are skipped (each test says so) and the rest still runs — except under CI=true
+# (.ci/run), where a missing wrk is one failure.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -20,6 +21,11 @@ if ! command -v wrk >/dev/null 2>&1; then
     else
         echo "# wrk is not installed: load parts skipped"
     fi
+fi
+if [ "${CI:-}" = true ] && ! command -v wrk >/dev/null 2>&1; then
+    echo "fault: wrk is missing (CI=true: a missing test tool is a failure)"
+    echo "fault: 0 passed, 1 failed"
+    exit 1
 fi
 if [ ! -x "$BROKER_BIN" ]; then
     echo "fault: $BROKER_BIN is missing (build it first)"

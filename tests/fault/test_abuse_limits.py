@@ -161,6 +161,10 @@ def test_limits_are_per_worker_thread():
 
 
 # ===== timing-safe comparisons (source audit) =====
+# The audit below sees *how* each secret is compared, not that the result decides: it passed
+# with the CSRF comparison's result ignored. Each property it names has a behavioural test
+# (BEHAVIOUR, checked to exist by test_every_audited_property_has_a_behavioural_test) and a
+# mutant in tests/mutants/mutants.txt that the behavioural test catches.
 
 BROKER = os.path.join(F.REPO, "broker")
 COMPARATORS = re.compile(r"\b(memcmp|strcmp|strncmp|strcasecmp|strncasecmp|bcmp|timingsafe_bcmp|CRYPTO_memcmp)\s*\(")
@@ -183,6 +187,32 @@ REQUIRED = [
     ("routes/oauth.c", r"ct_equal\(browser, 64, c->browser, 64\)", "the OAuth state's browser binding"),
     ("core/webhook_sig.c", r"ct_equal\(want, WHSIG_HEX_LEN", "Stripe webhook signatures"),
 ]
+
+
+# property -> the integration tests (tests/it/<module>.py::<function>) that see it decide
+BEHAVIOUR = {
+    "the admin token": ["test_admin::test_an_admin_token_off_by_one_character_is_401",
+                        "test_admin::test_malformed_authorization_is_401_with_www_authenticate"],
+    "the API key hash": ["test_admin::test_api_key_with_a_wrong_secret_part_is_401"],
+    "the CSRF token": ["test_browser_flow::test_authorize_with_wrong_csrf_is_rejected_without_redirect_to_stripe",
+                       "test_browser_flow::test_authorize_csrf_of_another_session_is_rejected",
+                       "test_browser_flow::test_webhook_secret_form_with_wrong_csrf_stores_nothing"],
+    "the OAuth state's browser binding": [
+        "test_browser_flow::test_callback_from_another_browser_is_400_and_never_reaches_stripe",
+        "test_browser_flow::test_callback_with_the_state_of_another_session_is_400"],
+    "Stripe webhook signatures": ["test_webhooks::test_bad_signature_is_400_and_changes_nothing"],
+    "lookups by hash": ["test_secrets_at_rest::test_redis_holds_no_ticket_state_or_cookie_value_in_clear"],
+}
+
+
+def test_every_audited_property_has_a_behavioural_test():
+    names = [what for _, _, what in REQUIRED] + ["lookups by hash"]
+    assert sorted(names) == sorted(BEHAVIOUR), "REQUIRED and BEHAVIOUR name different properties"
+    for what, tests in BEHAVIOUR.items():
+        for t in tests:
+            mod, fn = t.split("::")
+            with open(os.path.join(F.REPO, "tests", "it", mod + ".py"), encoding="utf-8") as f:
+                assert re.search(rf"^def {fn}\(", f.read(), re.M), f"{what}: {t} does not exist"
 
 
 def _calls(src):

@@ -259,11 +259,14 @@ def test_callback_with_the_state_of_another_session_is_400():
     a.setup_page()
     a.authorize_ok()
     a.stripe()
-    b = flow()
+    b = flow()   # a browser that went as far as Stripe itself: it holds a binding of its own
     b.open()
+    b.setup_page()
+    b.authorize_ok()
     r = a.callback(browser=b.browser)
-    assert r.status == 400, r.describe()
+    assert_page(r, 400)
     assert S.sim.calls("token") == 0
+    assert S.broker.connections(a.org) == []
 
 
 def test_declined_authorization_shows_a_page_and_stores_nothing():
@@ -277,9 +280,9 @@ def test_declined_authorization_shows_a_page_and_stores_nothing():
     f.callback_url = r.header("Location")
     assert "error=access_denied" in f.callback_url
     r = f.callback()
-    if r.status in (302, 303):
-        r = f.browser.get(S.broker.url(urllib.parse.urlsplit(r.header("Location")).path or "/setup"))
-    assert r.status < 500, r.describe()
+    # the contract asks for a status below 500; declining is not an error: the broker
+    # answers the page itself, 200, with the page headers
+    assert_page(r, 200)
     assert "declined" in r.text.lower(), f"the page does not say the admin declined: {r.text[:600]!r}"
     assert S.sim.calls("token") == 0
     assert S.broker.connections(f.org) == []

@@ -54,15 +54,31 @@ def is_request_line(j):
     return "status" in j and "method" in j
 
 
-def request_lines_after(offset, expected, timeout=3, broker=None):
-    """Wait until at least `expected` request lines were written after offset."""
+def options_healthz(b):
+    """The default sentinel request: OPTIONS /healthz (405), a method no test sends."""
+    r = b.request("OPTIONS", "/healthz")
+    assert r.status == 405, r.describe()
+    return lambda j: j.get("method") == "OPTIONS"
+
+
+def request_lines_after(offset, expected, timeout=3, broker=None, sentinel=options_healthz):
+    """The request lines written after offset, once `expected` of them are there and then
+    the line of a sentinel request sent after them (sentinel(broker) sends it and returns a
+    predicate that recognises its line, which is left out). A quiet worker writes a
+    request's line before its answer (broker/server.c, send_turn), so the lines of the
+    requests answered before are all there; awaiting the sentinel's line gives a line
+    written late (say a second line for one request, written on the next loop turn) the
+    time to show up, where a fixed sleep used to."""
     b = broker or S.broker
-    def enough():
-        got = [j for j in parse_lines(b.log_lines(offset)) if is_request_line(j)]
-        return got if len(got) >= expected else None
-    got = h.wait_until(enough, timeout, interval=0.05, what=f"{expected} request log lines")
-    time.sleep(0.2)   # a line too many would show up now
-    return [j for j in parse_lines(b.log_lines(offset)) if is_request_line(j)]
+
+    def lines():
+        return [j for j in parse_lines(b.log_lines(offset)) if is_request_line(j)]
+    h.wait_until(lambda: len(lines()) >= expected, timeout, interval=0.02,
+                 what=f"{expected} request log lines")
+    is_sentinel = sentinel(b)
+    got = h.wait_until(lambda: (lambda g: g if any(is_sentinel(j) for j in g) else None)(lines()),
+                       timeout, interval=0.02, what="the sentinel request's log line")
+    return [j for j in got if not is_sentinel(j)]
 
 
 def test_every_request_logs_exactly_one_json_line_with_the_fields():
@@ -121,7 +137,13 @@ def test_at_level_warn_only_5xx_request_lines_are_logged():
         h.assert_status(quiet.request("GET", "/healthz"), 200)
         h.assert_error(quiet.access_token(org, "live"), 404, "not_connected")
         h.assert_error(quiet.access_token(org, "test"), 500, "record_unreadable")
-        lines = request_lines_after(offset, 1, broker=quiet)
+
+        def unreadable(b):   # at level warn only a 5xx is logged: another org's 500
+            other = h.new_org()
+            c.command("SET", f"stb:conn:{other}:test", "not a sealed record")
+            h.assert_error(b.access_token(other, "test"), 500, "record_unreadable")
+            return lambda j: j.get("org_id") == other
+        lines = request_lines_after(offset, 1, broker=quiet, sentinel=unreadable)
         assert [(j["status"], j["level"]) for j in lines] == [(500, "warn")], lines
     finally:
         quiet.stop()
@@ -140,11 +162,21 @@ def test_route_is_a_template_not_the_raw_path():
     org = h.new_org()
     off = S.broker.log_size()
     ticket_like = h.rand_str(43)
-    S.broker.admin("GET", f"/v1/orgs/{org}/access-token?mode=test&x={ticket_like}")
-    h.Browser().get(S.broker.url(f"/setup?ticket={ticket_like}"))
-    lines = request_lines_after(off, 2)
+    key_id = "0123456789abcdef"
+    h.assert_error(S.broker.admin("GET", f"/v1/orgs/{org}/access-token?mode=test&x={ticket_like}"),
+                   404, "not_connected")
+    h.assert_error(S.broker.admin("DELETE", f"/v1/admin/orgs/{org}/api-keys/{key_id}"), 404, "not_found")
+    assert h.Browser().get(S.broker.url(f"/setup?ticket={ticket_like}")).status == 400
+    h.assert_error(S.broker.request("GET", f"/no/such/{ticket_like}"), 404, "not_found")
+    lines = request_lines_after(off, 4)
+    assert [(j["method"], j["route"], j["status"]) for j in lines[:3]] == [
+        ("GET", "/v1/orgs/{org_id}/access-token", 404),
+        ("DELETE", "/v1/admin/orgs/{org_id}/api-keys/{key_id}", 404),
+        ("GET", "/setup", 400)], lines
+    assert len(lines) == 4 and lines[3]["status"] == 404, lines
+    assert lines[3]["route"] and "/no/such" not in lines[3]["route"], f"an unknown path is not a route: {lines[3]}"
     raw = "\n".join(json.dumps(j) for j in lines)
-    assert ticket_like not in raw, f"the query string reached the log: {raw}"
+    assert ticket_like not in raw and key_id not in raw, f"a raw path or query reached the log: {raw}"
 
 
 def test_browser_flow_requests_are_logged():

@@ -90,17 +90,62 @@ def test_healthz_stays_200_while_redis_is_down():
 
 # ===== metrics, openapi =====
 
-METRIC_FAMILIES = ["stb_http_requests_total", "stb_http_request_duration_seconds",
-                   "stb_stripe_requests_total", "stb_token_refreshes_total",
-                   "stb_redis_errors_total", "stb_build_info"]
+# CONTRACT §7: family -> (Prometheus type, label names of its samples)
+METRIC_FAMILIES = {"stb_http_requests_total": ("counter", {"route", "status"}),
+                   "stb_http_request_duration_seconds": ("histogram", {"route"}),
+                   "stb_stripe_requests_total": ("counter", {"endpoint", "outcome"}),
+                   "stb_token_refreshes_total": ("counter", {"mode", "outcome"}),
+                   "stb_redis_errors_total": ("counter", set()),
+                   "stb_build_info": ("gauge", {"version"})}
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
+
+
+def scrape(broker=None):
+    """/metrics parsed: ({family: type}, {(name, ((label, value), …)): value}). Asserts
+    every sample line parses and no series appears twice."""
+    r = (broker or S.broker).request("GET", "/metrics")
+    h.assert_status(r, 200)
+    types, samples = {}, {}
+    for line in r.text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split()
+            types[name] = typ
+        elif line and not line.startswith("#"):
+            m = SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            labels = tuple(sorted(LABEL.findall(m.group(2) or "")))
+            key = (m.group(1), labels)
+            assert key not in samples, f"the series {key} appears twice"
+            samples[key] = float(m.group(3))
+    return types, samples
+
+
+def sample(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_has_every_required_family():
     S.broker.request("GET", "/healthz")
-    r = S.broker.request("GET", "/metrics")
-    h.assert_status(r, 200)
-    missing = [m for m in METRIC_FAMILIES if m not in r.text]
-    assert not missing, f"/metrics lacks {missing}"
+    types, samples = scrape()
+    for fam, (typ, labels) in METRIC_FAMILIES.items():
+        assert types.get(fam) == typ, f"{fam} is typed {types.get(fam)!r}, not {typ}"
+        names = [fam + sfx for sfx in (("_bucket", "_sum", "_count") if typ == "histogram" else ("",))]
+        for n in names:
+            series = [dict(l) for (name, l) in samples if name == n]
+            assert series, f"/metrics has no {n} sample"
+            want = labels | ({"le"} if n.endswith("_bucket") else set())
+            for l in series:
+                assert set(l) == want, f"{n} has labels {sorted(l)}, expected {sorted(want)}"
+    # the histogram of /healthz: cumulative buckets ending with +Inf == _count
+    d = "stb_http_request_duration_seconds"
+    buckets = sorted(((float(dict(l)["le"]), v) for (n, l), v in samples.items()
+                      if n == d + "_bucket" and dict(l)["route"] == "/healthz"))
+    assert buckets and buckets[-1][0] == float("inf"), f"no +Inf bucket for /healthz: {buckets}"
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), f"buckets are not cumulative: {buckets}"
+    assert buckets[-1][1] == sample(samples, d + "_count", route="/healthz") >= 1
+    info = [dict(l) for (n, l), v in samples.items() if n == "stb_build_info" and v == 1]
+    assert len(info) == 1 and info[0]["version"], f"stb_build_info: {info}"
 
 
 def test_metrics_is_prometheus_text():
@@ -119,22 +164,29 @@ def test_metrics_is_prometheus_text():
             raise AssertionError(f"sample value is not a number: {line!r}") from None
 
 
-def test_metrics_duration_is_a_histogram_and_build_info_has_version():
-    S.broker.request("GET", "/healthz")
-    r = S.broker.request("GET", "/metrics")
-    assert "stb_http_request_duration_seconds_bucket" in r.text, "no histogram buckets"
-    assert 'le="+Inf"' in r.text, "histogram without the +Inf bucket"
-    assert re.search(r'stb_build_info\{[^}]*version="[^"]+"', r.text), "stb_build_info lacks version"
-
-
 def test_metrics_counts_requests_by_route_and_status():
+    """Each request counts once, under its route template and its status."""
+    org = h.new_org()
+    total, dur = "stb_http_requests_total", "stb_http_request_duration_seconds_count"
+    tok_route = "/v1/orgs/{org_id}/access-token"
+    _, before = scrape()
     for _ in range(3):
-        S.broker.request("GET", "/healthz")
-    r = S.broker.request("GET", "/metrics")
-    lines = [l for l in r.text.splitlines() if l.startswith("stb_http_requests_total{")]
-    assert lines, "no stb_http_requests_total samples"
-    assert any('status="200"' in l and "route=" in l for l in lines), \
-        f"no route/status labels: {lines[:5]}"
+        h.assert_status(S.broker.request("GET", "/healthz"), 200)
+    for _ in range(2):
+        h.assert_error(S.broker.admin("GET", f"/v1/orgs/{org}/access-token?mode=test"), 404, "not_connected")
+    h.assert_error(S.broker.admin("GET", f"/v1/orgs/{org}/access-token?mode=nope"), 400, "invalid_request")
+    _, after = scrape()
+
+    def grew(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert grew(total, route="/healthz", status="200") == 3
+    assert grew(total, route=tok_route, status="404") == 2
+    assert grew(total, route=tok_route, status="400") == 1
+    assert grew(total, route=tok_route, status="200") == 0
+    assert grew(dur, route="/healthz") == 3
+    assert grew(dur, route=tok_route) == 3
+    assert sample(after, total, route="/metrics", status="200") >= 1
 
 
 def test_openapi_yaml_is_served_with_getAccessToken():

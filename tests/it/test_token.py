@@ -400,6 +400,35 @@ def test_authorize_link_with_return_url_outside_allow_list_is_400():
         h.assert_error(r, 400, "invalid_request")
 
 
+def assert_link(r, org, mode, return_url=None):
+    """A 201 authorize link as the contract shapes it, opened in a browser: the setup page
+    of that org with the link's mode preselected and, when given, a Finish link to the
+    return_url. Returns the Flow, its setup page loaded."""
+    h.assert_status(r, 201)
+    body = r.json()
+    assert set(body) == {"url", "expires_at"}, body
+    u = urllib.parse.urlsplit(body["url"])
+    assert f"{u.scheme}://{u.netloc}" == S.broker.public and u.path == "/setup", body["url"]
+    q = urllib.parse.parse_qs(u.query)
+    assert list(q) == ["ticket"] and len(q["ticket"][0]) >= 43, body["url"]
+    left = (h.parse_rfc3339(body["expires_at"]) - datetime.now(timezone.utc)).total_seconds()
+    assert 600 - 5 <= left <= 600 + 1, f"the link expires in {left:.0f}s, not 10 minutes"
+    f = h.Flow(S.broker, S.sim, org, mode, return_url=return_url)
+    f.link_url, f.ticket = body["url"], q["ticket"][0]
+    r = f.open_ticket()
+    assert r.status == 303, f"opening the link: {r.describe()}"
+    page = f.setup_page()
+    assert org in page.text, "the setup page does not show the org"
+    form = h.find_form(page.text, "/setup/authorize")
+    assert form and form["inputs"].get("mode") == mode, f"{mode} is not preselected: {form}"
+    links = h.parse_page(page.text).links
+    if return_url is not None:
+        assert return_url in links, f"no Finish link to {return_url}: {links}"
+    else:
+        assert not [l for l in links if l and l.startswith("https://")], f"a Finish link without return_url: {links}"
+    return f
+
+
 def test_authorize_link_with_allowed_return_url_is_201():
     org = h.new_org()
     for url in ("https://acme.my.salesforce.com/lightning/page",
@@ -407,11 +436,15 @@ def test_authorize_link_with_allowed_return_url_is_201():
                 "https://acme.lightning.force.com/lightning/page/home"):
         r = S.broker.authorize_link(org, "test", return_url=url)
         assert r.status == 201, f"return_url {url!r} refused: {r.describe()}"
+        assert_link(r, org, "test", return_url=url)
 
 
 def test_authorize_link_for_live_mode_is_201():
-    r = S.broker.authorize_link(h.new_org(), "live")
-    h.assert_status(r, 201)
+    org = h.new_org()
+    f = assert_link(S.broker.authorize_link(org, "live"), org, "live")
+    f.authorize_ok()   # to Stripe with the live platform's client id
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(f.authorize_location).query)
+    assert q.get("client_id") == [h.LIVE_CLIENT_ID], q
 
 
 def test_delete_live_keeps_a_directly_authorized_test_connection():

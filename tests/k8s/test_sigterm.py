@@ -14,10 +14,12 @@ within 10 s, and exit 0. This checks exactly that, against the real binary and a
   4. an idle broker exits 0 promptly on SIGTERM.
 
 Needs redis-server and the binary ($BROKER_BIN, default build/stripe-token-broker). Python 3
-standard library only. Ends with "sigterm: N passed, M failed"; exit 1 on any failure.
+standard library only. Set-up steps are not counted unless they fail. Ends with "sigterm: N
+passed, M failed"; exit 1 on any failure.
 """
 import base64
 import http.client
+import json
 import os
 import secrets
 import shutil
@@ -43,6 +45,14 @@ def check(name, ok, detail=""):
     RESULTS["passed" if ok else "failed"] += 1
     print(f"{'PASS' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""),
           flush=True)
+    return ok
+
+
+def need(name, ok, detail=""):
+    """A set-up step: counted (as a failure) only when it fails."""
+    if not ok:
+        return check(name, ok, detail)
+    print(f"# {name}: ok", flush=True)
     return ok
 
 
@@ -123,14 +133,16 @@ class Broker:
 def test_drain(tmp, redis_port):
     b = Broker(tmp, redis_port)
     try:
-        if not check("broker starts and answers /healthz", b.up(), b.tail()):
+        if not need("broker starts and answers /healthz", b.up(), b.tail()):
             return
         auth = {"Authorization": f"Bearer {b.admin}"}
-        check("Redis-backed requests answer 200 before the test",
-              get(b.port, "/readyz")[0] == 200
-              and get(b.port, f"/v1/admin/orgs/{ORG}/api-keys", auth)[0] == 200)
+        if not need("Redis-backed requests answer 200 before the test",
+                    get(b.port, "/readyz")[0] == 200
+                    and get(b.port, f"/v1/admin/orgs/{ORG}/api-keys", auth)[0] == 200):
+            return
 
         results = [None] * IN_FLIGHT
+        ports = [None] * IN_FLIGHT
         sent = threading.Barrier(IN_FLIGHT + 1)
 
         def one(i):
@@ -138,6 +150,7 @@ def test_drain(tmp, redis_port):
             conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=DRAIN_MAX_S + 5)
             try:
                 conn.connect()
+                ports[i] = conn.sock.getsockname()[1]
                 conn.request("GET", path, headers=auth if i % 2 == 0 else {})
                 sent.wait(5)
                 r = conn.getresponse()
@@ -152,7 +165,8 @@ def test_drain(tmp, redis_port):
             finally:
                 conn.close()
 
-        check("Redis paused", redis_cmd(redis_port, "CLIENT", "PAUSE", str(PAUSE_MS), "ALL") == "+OK")
+        if not need("Redis paused", redis_cmd(redis_port, "CLIENT", "PAUSE", str(PAUSE_MS), "ALL") == "+OK"):
+            return
         threads = [threading.Thread(target=one, args=(i,)) for i in range(IN_FLIGHT)]
         for t in threads:
             t.start()
@@ -160,7 +174,10 @@ def test_drain(tmp, redis_port):
             sent.wait(5)
         except threading.BrokenBarrierError:
             pass
-        time.sleep(0.15)  # the requests are read by the broker and wait on Redis
+        # the broker has read every request (nothing left unread on its side of each
+        # connection), so they all wait on Redis; bounded well inside the pause
+        need("the broker read all requests before SIGTERM",
+             wait_until(lambda: all_read(b.port, ports), PAUSE_MS / 2000), f"{unread(b.port, ports)}")
         t_term = time.monotonic()
         b.proc.send_signal(signal.SIGTERM)
 
@@ -181,12 +198,50 @@ def test_drain(tmp, redis_port):
         late = [r for r in results if r and r[0] in (200, 503) and r[2] >= t_term]
         check("they were answered after SIGTERM (really in flight)", len(late) == IN_FLIGHT,
               f"{len(late)} of {IN_FLIGHT} after the signal")
-        bodies_ok = all(r and r[0] in (200, 503) and r[1].startswith(b"{") for r in results)
-        check("every answer has a complete JSON body", bodies_ok)
+        bad = [(i, r[:2]) for i, r in enumerate(results) if not complete_answer(i, r)]
+        check("every answer has its complete JSON body (the contract's shape)", not bad, f"{bad[:4]}")
         check(f"the process exits 0 within {DRAIN_MAX_S} s of SIGTERM",
               rc == 0 and took < DRAIN_MAX_S, f"exit {rc} after {took:.2f} s\n{b.tail()}")
     finally:
         b.stop()
+
+
+def complete_answer(i, r):
+    """200: /readyz's {"status": "ready"} or the admin listing's {"api_keys": […]};
+    503: the error shape with store_unavailable. The body parses whole as JSON."""
+    if not r or r[0] not in (200, 503):
+        return False
+    try:
+        j = json.loads(r[1])
+    except ValueError:
+        return False
+    if r[0] == 503:
+        err = j.get("error") if isinstance(j, dict) else None
+        return isinstance(err, dict) and err.get("code") == "store_unavailable" and isinstance(err.get("message"), str)
+    if i % 2:
+        return j == {"status": "ready"}
+    return isinstance(j, dict) and isinstance(j.get("api_keys"), list)
+
+
+def unread(port, client_ports):
+    """{client port: bytes the broker has not read yet} of our connections to port, from
+    /proc/net/tcp (the broker's side of each: local port = port); None: not there."""
+    left = {p: None for p in client_ports}
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            lport = int(fields[1].split(":")[1], 16)
+            rport = int(fields[2].split(":")[1], 16)
+            if lport == port and rport in left and fields[3] == "01":   # ESTABLISHED
+                left[rport] = int(fields[4].split(":")[1], 16)          # rx_queue
+    return left
+
+
+def all_read(port, client_ports):
+    if None in client_ports:
+        return False
+    return all(v == 0 for v in unread(port, client_ports).values())
 
 
 def _refused(port):
@@ -200,7 +255,7 @@ def _refused(port):
 def test_idle(tmp, redis_port):
     b = Broker(tmp, redis_port)
     try:
-        if not check("idle broker starts", b.up(), b.tail()):
+        if not need("idle broker starts", b.up(), b.tail()):
             return
         # an idle keep-alive connection must not hold the shutdown up
         idle = socket.create_connection(("127.0.0.1", b.port), timeout=2)
@@ -229,7 +284,7 @@ def main():
                               "--save", "", "--appendonly", "no", "--dir", tmp],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if check("redis-server starts", wait_until(
+        if need("redis-server starts", wait_until(
                 lambda: redis_cmd(redis_port, "PING") == "+PONG", 10)):
             test_drain(tmp, redis_port)
             test_idle(tmp, redis_port)

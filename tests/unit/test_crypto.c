@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -143,18 +144,76 @@ static void test_rand_token_is_unpadded_base64url_of_the_size(void **state)
     assert_string_not_equal(a, b);
 }
 
+/* 100 bytes take three chunks of the CSPRNG: every byte is random, so the decoded token
+ * does not repeat a chunk, and two tokens differ in every chunk. */
 static void test_rand_token_handles_sizes_beyond_one_chunk(void **state)
 {
-    char out[4 * 100 / 3 + 2];
+    char a[4 * 100 / 3 + 2], b[4 * 100 / 3 + 2];
+    unsigned char ra[100 + 3], rb[100 + 3];
 
-    rand_token(out, 100);
-    assert_int_equal(strlen(out), 134);
+    rand_token(a, 100);
+    rand_token(b, 100);
+    assert_int_equal(strlen(a), 134);
+    assert_int_equal(strspn(a, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), 134);
+    assert_int_equal(b64_decode(a, 134, ra), 100);
+    assert_int_equal(b64_decode(b, 134, rb), 100);
+    /* 48-byte chunks (RAND_CHUNK_BYTES): bytes 0-47, 48-95, 96-99 */
+    assert_memory_not_equal(ra, ra + 48, 48);
+    assert_memory_not_equal(ra, ra + 96, 4);
+    assert_memory_not_equal(ra + 48, ra + 96, 4);
+    for (size_t off = 0; off < 100; off += 48)
+        assert_memory_not_equal(ra + off, rb + off, off + 48 <= 100 ? 48 : 100 - off);
 }
 
-static void test_secure_free_accepts_null(void **state)
+/* secure_free must wipe before it frees. Seen by interposing free() in this test binary
+ * (glibc's __libc_free does the freeing): the bytes of the watched block are copied just
+ * before they are released. Not under AddressSanitizer, which owns free(). */
+#if defined(__SANITIZE_ADDRESS__)
+#define WATCH_FREE 0
+#else
+#define WATCH_FREE 1
+extern void __libc_free(void *p);
+static void *watched;
+static size_t watched_len;
+static unsigned char at_free[64];
+static int freed;
+
+void free(void *p)
 {
-    secure_free(NULL, 10);
+    if (p != NULL && p == watched) {
+        memcpy(at_free, p, watched_len);
+        freed = 1;
+        watched = NULL;
+    }
+    __libc_free(p);
+}
+#endif
+
+static void test_secure_free_wipes_before_freeing(void **state)
+{
+#if WATCH_FREE
+    static const unsigned char zero[sizeof(at_free)];
+    char *s = strdup("sk_live_0123456789abcdefghijklmnopqrstuvwxyz");
+    unsigned char *p = malloc(sizeof(at_free));
+
+    assert_non_null(s);
+    assert_non_null(p);
+    memset(p, 0xa5, sizeof(at_free));
+    watched = p, watched_len = sizeof(at_free), freed = 0;
+    secure_free(p, sizeof(at_free));
+    assert_true(freed);
+    assert_memory_equal(at_free, zero, sizeof(at_free));
+
+    watched_len = strlen(s), watched = s, freed = 0;
+    secure_free_str(s);
+    assert_true(freed);
+    assert_memory_equal(at_free, zero, watched_len);
+
+    secure_free(NULL, 10); /* NULL is fine: nothing happens */
     secure_free_str(NULL);
+#else
+    skip();
+#endif
 }
 
 int main(void)
@@ -170,7 +229,7 @@ int main(void)
         cmocka_unit_test(test_b64_round_trips_every_length),
         cmocka_unit_test(test_rand_token_is_unpadded_base64url_of_the_size),
         cmocka_unit_test(test_rand_token_handles_sizes_beyond_one_chunk),
-        cmocka_unit_test(test_secure_free_accepts_null),
+        cmocka_unit_test(test_secure_free_wipes_before_freeing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

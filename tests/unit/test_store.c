@@ -42,7 +42,11 @@ static conn_record_t sample(void)
     r.stripe_user_id = (char *)"acct_123";
     r.stripe_publishable_key = (char *)"pk_test_123";
     r.scope = (char *)"read_write";
-    r.connected_at = r.refreshed_at = 1795000000;
+    r.livemode = 1;
+    r.connected_at = 1795000000;
+    r.refreshed_at = 1795000123;
+    r.expires_at = 1795003723;
+    strcpy(r.derived_from, "live");
     return r;
 }
 
@@ -58,17 +62,49 @@ static char *stored(long version, const char *org, int mode)
     return v;
 }
 
+/* Every field of the record comes back as it was sealed (each differs from its default). */
 static void test_store_connection_round_trip(void **state)
 {
     char *v = stored(7, ORG, MODE_TEST);
-    conn_record_t r;
+    conn_record_t want = sample(), r;
     long ver = 0;
     assert_null(strstr(v, "sk_test_secretsecret"));
     assert_null(strstr(v, "rt_secretsecret"));
     assert_int_equal(store_conn_open(&cfg, ORG, MODE_TEST, v, strlen(v), &ver, &r), STORE_OK);
     assert_int_equal(ver, 7);
-    assert_string_equal(r.access_token, "sk_test_secretsecret");
-    assert_string_equal(r.stripe_user_id, "acct_123");
+    assert_int_equal(r.status, want.status);
+    assert_string_equal(r.access_token, want.access_token);
+    assert_string_equal(r.refresh_token, want.refresh_token);
+    assert_string_equal(r.stripe_user_id, want.stripe_user_id);
+    assert_string_equal(r.stripe_publishable_key, want.stripe_publishable_key);
+    assert_string_equal(r.scope, want.scope);
+    assert_int_equal(r.livemode, want.livemode);
+    assert_int_equal(r.connected_at, want.connected_at);
+    assert_int_equal(r.refreshed_at, want.refreshed_at);
+    assert_int_equal(r.expires_at, want.expires_at);
+    assert_string_equal(r.derived_from, want.derived_from);
+    conn_record_clear(&r);
+    free(v);
+
+    /* and the other status, with the optional strings absent */
+    memset(&want, 0, sizeof(want));
+    want.status = CONN_REAUTH_REQUIRED;
+    want.stripe_user_id = (char *)"acct_456";
+    char *sealed = store_conn_seal(&cfg, ORG, MODE_LIVE, &want);
+    size_t n = strlen(sealed) + 8;
+    v = malloc(n);
+    snprintf(v, n, "1:%s", sealed);
+    free(sealed);
+    assert_int_equal(store_conn_open(&cfg, ORG, MODE_LIVE, v, strlen(v), &ver, &r), STORE_OK);
+    assert_int_equal(r.status, CONN_REAUTH_REQUIRED);
+    assert_null(r.access_token);
+    assert_null(r.refresh_token);
+    assert_null(r.stripe_publishable_key);
+    assert_null(r.scope);
+    assert_string_equal(r.stripe_user_id, "acct_456");
+    assert_int_equal(r.livemode, 0);
+    assert_int_equal(r.expires_at, 0);
+    assert_string_equal(r.derived_from, "");
     conn_record_clear(&r);
     free(v);
 }
