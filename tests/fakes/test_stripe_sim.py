@@ -826,6 +826,32 @@ def test_api_idempotency():
               "invalid_request_error", "api_version_invalid")
 
 
+def test_api_concurrent_calls_act_once():
+    tok = token_of()["access_token"]
+    pi = authorized_pi(tok, 1000, "manual")
+    out, errors = [], []
+
+    def run(fn):
+        try:
+            out.append(fn())
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+    form = {"amount": "700", "currency": "usd"}
+    calls = [lambda: api("POST", "/v1/payment_intents", tok, form=form, headers={"Idempotency-Key": "same"})] * 40
+    calls += [lambda: api("POST", "/v1/payment_intents/%s/capture" % pi["id"], tok)] * 20
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(out) == 60, errors[:3]
+    created = [(h.get("Idempotent-Replayed"), j["id"]) for s, h, j in out if j.get("amount") == 700]
+    assert len(created) == 40 and len({i for _, i in created}) == 1
+    assert [r for r, _ in created].count(None) == 1  # one executed, 39 replays
+    captures = [s for s, h, j in out if j.get("id") == pi["id"] or "error" in j]
+    assert sorted(captures) == [200] + [400] * 19, captures
+
+
 def test_api_record():
     ja = token_of()
     tok = ja["access_token"]
