@@ -57,11 +57,13 @@ typedef struct csock {
     int write_armed;
 } csock_t;
 
-/* One POST in flight. */
+/* One transfer in flight: a POST of curl_loop_post (cb), or a caller's easy handle
+ * (easy_cb, curl_loop_run: the fields below it are unused). */
 typedef struct transfer {
     h2o_linklist_t link; /* in curl_loop_t.transfers */
     curl_loop_t *c;
     CURL *easy;
+    curl_loop_easy_cb easy_cb;
     curl_loop_cb cb;
     void *data;
     char *form;          /* request body (secret) */
@@ -114,12 +116,20 @@ static void wipe_slist(struct curl_slist *l)
 /* ===== Completion ===== */
 
 /* Remove the transfer from curl, run its callback once, free everything. */
-static void transfer_finish(transfer_t *t, long status)
+static void transfer_finish(transfer_t *t, long status, CURLcode result)
 {
     curl_loop_t *c = t->c;
     h2o_linklist_unlink(&t->link);
     c->inflight--;
     curl_multi_remove_handle(c->multi, t->easy);
+    if (t->easy_cb != NULL) {
+        CURL *easy = t->easy;
+        curl_loop_easy_cb cb = t->easy_cb;
+        void *data = t->data;
+        free(t);
+        cb(easy, result, data);
+        return;
+    }
     if (status != 0 && t->body != NULL) {
         t->body[t->len] = '\0';
         t->cb(status, t->body, t->len, t->data);
@@ -147,7 +157,7 @@ static void check_multi_info(curl_loop_t *c)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
         if (result != CURLE_OK || curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
             status = 0;
-        transfer_finish(priv, status);
+        transfer_finish(priv, status, result);
     }
 }
 
@@ -163,7 +173,7 @@ static void drive(curl_loop_t *c, curl_socket_t fd, int ev_bitmask)
          * would never finish: fail them all here (the handle recovers once empty). */
         c->watch_failed = 0;
         while (!h2o_linklist_is_empty(&c->transfers))
-            transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0);
+            transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0, CURLE_SEND_ERROR);
     }
     c->dispatching--;
 }
@@ -458,6 +468,24 @@ fail:
     return -1;
 }
 
+int curl_loop_run(curl_loop_t *c, CURL *easy, curl_loop_easy_cb done, void *data)
+{
+    transfer_t *t;
+    if (c->closing || easy == NULL || done == NULL || (t = calloc(1, sizeof(*t))) == NULL)
+        return -1;
+    t->c = c;
+    t->easy = easy;
+    t->easy_cb = done;
+    t->data = data;
+    if (curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK || curl_multi_add_handle(c->multi, easy) != CURLM_OK) {
+        free(t);
+        return -1;
+    }
+    h2o_linklist_insert(&c->transfers, &t->link);
+    c->inflight++;
+    return 0;
+}
+
 size_t curl_loop_inflight(curl_loop_t *c)
 {
     return c->inflight;
@@ -472,7 +500,7 @@ void curl_loop_destroy(curl_loop_t *c)
     c->closing = 1;
     c->dispatching++;
     while (!h2o_linklist_is_empty(&c->transfers))
-        transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0);
+        transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0, CURLE_ABORTED_BY_CALLBACK);
     c->dispatching--;
     curl_multi_cleanup(c->multi); /* may still report CURL_POLL_REMOVE for cached connections */
     while (!h2o_linklist_is_empty(&c->socks))
