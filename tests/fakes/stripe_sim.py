@@ -14,6 +14,34 @@ whole connection; every token grant revokes the previous access token of that ac
 a live refresh token may mint a test token, never the reverse; Connect refresh tokens do not
 rotate, Apps refresh tokens do. Errors are flat {"error", "error_description"}.
 
+Stripe's payment API (what the broker's Stripe proxy forwards to; form-encoded bodies with
+Stripe's brackets, metadata[k]=v, expand[]=f; JSON answers; amounts are integers):
+  POST /v1/payment_intents                 amount, currency, capture_method (automatic|manual),
+                                           payment_method (pm_card_visa, pm_card_mastercard,
+                                           pm_card_amex, pm_card_chargeDeclined[InsufficientFunds]),
+                                           confirm, customer, metadata, description, …
+  GET  /v1/payment_intents/pi_…            POST …/confirm (payment_method), …/capture
+                                           (amount_to_capture), …/cancel (cancellation_reason)
+  POST /v1/refunds                         payment_intent or charge, amount (partial), reason
+  GET  /v1/refunds/re_…, /v1/charges/ch_…, POST /v1/customers, GET /v1/customers/cus_…
+Rules: the bearer (or Basic user) is an access token this simulator issued, active and, for Apps,
+unexpired (else 401 "Invalid API Key provided: sk_test_****abcd" / "Expired API Key provided…",
+code api_key_expired), or a platform secret key (acting on its own account, or with
+Stripe-Account on a connected one; any other Stripe-Account is 403 account_invalid). Objects belong
+to the token's account and mode (another's: 404 resource_missing). Status: requires_payment_method
+→ (payment_method) requires_confirmation → confirm → requires_capture (manual) or succeeded, with
+a charge (latest_charge); capture → succeeded, amount_received; cancel → canceled (a held charge is
+released); a wrong state is 400 payment_intent_unexpected_state; declines are 402 card_error (test
+cards are declined in live mode). Refunds: at most what was captured and not yet refunded.
+Unknown parameters 400 parameter_unknown, unknown paths 404 "Unrecognized request URL". Errors are
+{"error": {"type", "code"?, "message", "param"?}}. Every answer has Request-Id: req_…, Stripe-Version
+(the one sent, else 2024-06-20) and the Idempotency-Key sent; 5xx and 409 add Stripe-Should-Retry.
+Idempotency-Key (POST; per account and mode; 24 h of simulated time): the same key, endpoint and
+parameters replay the first answer (Idempotent-Replayed: true, Original-Request: its req_…),
+other parameters or another endpoint are 400 idempotency_error; only calls that executed
+(2xx, 402) are kept. Not simulated: lists, updates, other resources, Stripe-Account for tokens of
+platforms other than this one, concurrent use of one key (Stripe's 409).
+
 How to run:
   python3 tests/fakes/stripe_sim.py --port 0 --test-client-id ca_test_sim \
       --test-secret-key sk_test_platform_sim --live-client-id ca_live_sim \
@@ -23,14 +51,32 @@ It writes the port to --ready-file (atomically), then prints
 "stripe-sim listening on http://HOST:PORT" to stdout.
 
 How to control it (JSON, same port, for tests):
-  GET    /_sim/stats        calls per endpoint, every grant with its outcome, codes presented,
-                            number of revoked access tokens
-  POST   /_sim/reset        forget all OAuth state, counters, faults and config changes
+  GET    /_sim/stats        calls per endpoint (payment API: "api" and per resource), every grant
+                            with its outcome, codes presented, number of revoked access tokens
+  POST   /_sim/reset        forget all OAuth and payment state, records, counters, faults and
+                            config changes
   POST   /_sim/faults       {"endpoint": token|apps_token|deauthorize|authorize|any,
                              "kind": status|delay|hang|close|malformed, "status": 500,
                              "body": "raw", "delay_ms": 200, "count": N}  (appended; checked in
                             order; a delay is applied and checking goes on; the first other kind
                             answers the call; "any" = token, apps_token and deauthorize)
+                            Payment API: {"endpoint": api|payment_intents|refunds|charges|customers,
+                             "match"?: substring of "POST /v1/payment_intents/pi_…/capture",
+                             "kind": status|delay|hang|close|malformed|huge|truncated,
+                             "when": before_body|after_body (default)|after_processing (delay,
+                             hang and close; the others answer instead of the call, after_body),
+                             "status", "body" (default: Stripe's error for that status),
+                             "headers"?: {…}, "retry_after": 1 (429), "size": bytes of a huge
+                             200 (default 1 MiB + 1 KiB), "chunked"?: bool, "delay_ms", "count"}.
+                            close/hang before_body: nothing read, nothing done; after_body: the
+                            body is read, nothing done; after_processing: done (and kept for its
+                            Idempotency-Key), then the connection closes without an answer.
+                            truncated: a 200 whose body stops halfway. "any" is not the payment API.
+  GET    /_sim/requests?since=SEQ   every payment API call after SEQ, oldest first: {"requests":
+                            [{"seq", "t", "method", "path", "query", "headers": [[name, value], …]
+                             as received, "body", "params", "account", "mode", "status" (null:
+                             no answer), "request_id", "replayed", "fault"}]}; a call is listed
+                            from its arrival on, so a test can await a held one
   DELETE /_sim/faults       clear faults (and release hung calls)
   POST   /_sim/config       {"authorize": consent|approve|deny, "next_account": "acct_…",
                              "apps_token_lifetime": 30, "code_lifetime": 300,
@@ -51,6 +97,7 @@ import hmac
 import html
 import json
 import os
+import re
 import secrets
 import select
 import signal
@@ -114,6 +161,7 @@ class Sim:
             self.grants = []
             self.codes_used = {}
             self.revoked_count = 0
+            self.pay = Payments(self)
             old, self.release = self.release, threading.Event()
         old.set()
 
@@ -130,6 +178,27 @@ class Sim:
                 ep = f["endpoint"]
                 match = ep == endpoint or (ep == "any" and endpoint in ("token", "apps_token", "deauthorize"))
                 if not match or (f["count"] is not None and f["count"] <= 0):
+                    continue
+                if f["count"] is not None:
+                    f["count"] -= 1
+                out.append(dict(f))
+                if f["kind"] != "delay":
+                    break
+        return out
+
+    def take_api_faults(self, method, path):
+        """take_faults for the payment API: endpoint "api" or the call's resource, and "match" (a
+        substring of "METHOD /path"); counts the call under "api" and its resource."""
+        res = (path.split("/") + ["", "", ""])[2]
+        res = res if res in API_RESOURCES else None
+        out = []
+        with self.lock:
+            for ep in ("api", res):
+                if ep:
+                    self.calls[ep] = self.calls.get(ep, 0) + 1
+            for f in self.faults:
+                if f["endpoint"] not in ("api", res) or f.get("match", "") not in method + " " + path \
+                        or (f["count"] is not None and f["count"] <= 0):
                     continue
                 if f["count"] is not None:
                     f["count"] -= 1
@@ -294,6 +363,458 @@ class Sim:
             return {"active": r["active"], "mode": r["mode"], "account": r["account"], "flavor": r["flavor"]}
 
 
+# -- Stripe's payment API: state and rules ----------------------------------------------------
+API_VERSION = "2024-06-20"
+IDEMPOTENCY_TTL_S = 24 * 3600
+PLATFORM_ACCOUNT = "acct_PLATFORMSIM00000"  # what the platform's own secret keys act on
+API_RESOURCES = ("payment_intents", "refunds", "charges", "customers")
+API_FAULT_ENDPOINTS = ("api",) + API_RESOURCES
+API_ROUTE = re.compile(r"/v1/(payment_intents|refunds|charges|customers)(?:/([^/]+)(?:/([^/]+))?)?")
+API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[a-z_]+)?")
+# Stripe's test payment methods: brand, last4, decline_code (None: the charge succeeds).
+TEST_CARDS = {"pm_card_visa": ("visa", "4242", None), "pm_card_mastercard": ("mastercard", "4444", None),
+              "pm_card_amex": ("amex", "8431", None),
+              "pm_card_chargeDeclined": ("visa", "0002", "generic_decline"),
+              "pm_card_chargeDeclinedInsufficientFunds": ("visa", "9995", "insufficient_funds")}
+EXPANDABLE = ("latest_charge", "customer", "payment_intent", "charge", "default_source")
+NOUNS = {"pi_": "payment_intent", "ch_": "charge", "re_": "refund", "cus_": "customer"}
+# Parameters each call accepts (anything else is Stripe's 400 parameter_unknown).
+PI_CREATE = {"amount", "currency", "capture_method", "confirm", "customer", "description", "metadata",
+             "payment_method", "payment_method_types", "receipt_email", "statement_descriptor",
+             "statement_descriptor_suffix", "expand", "return_url", "off_session", "setup_future_usage"}
+PI_CONFIRM = {"payment_method", "expand", "return_url", "off_session", "receipt_email"}
+PI_CAPTURE = {"amount_to_capture", "expand", "metadata", "statement_descriptor", "statement_descriptor_suffix"}
+PI_CANCEL = {"cancellation_reason", "expand"}
+REFUND_CREATE = {"payment_intent", "charge", "amount", "reason", "metadata", "expand"}
+CUSTOMER_CREATE = {"email", "name", "description", "phone", "metadata", "expand"}
+RETRIEVE = {"expand"}
+PI_CANCELABLE = ("requires_payment_method", "requires_capture", "requires_confirmation", "requires_action",
+                 "processing")
+
+
+class ApiError(Exception):
+    """An error of Stripe's API: {"error": {"type", "code"?, "message", "param"?, …}}."""
+
+    def __init__(self, status, message, type_="invalid_request_error", code=None, param=None,
+                 headers=(), **extra):
+        super().__init__(message)
+        err = {"type": type_, "message": message}
+        if code:
+            err["code"] = code
+        if param:
+            err["param"] = param
+        err.update(extra)
+        self.status, self.body, self.headers = status, {"error": err}, list(headers)
+
+
+def parse_form(text):
+    """Stripe's form encoding: a[b]=1&l[]=x&l[]=y -> {"a": {"b": "1"}, "l": ["x", "y"]}."""
+    out = {}
+    for key, val in urllib.parse.parse_qsl(text, keep_blank_values=True):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[[^\[\]]*\])*)", key)
+        if not m:
+            raise ApiError(400, "Invalid request: malformed parameter name '%s'." % key)
+        parts = [m.group(1)] + re.findall(r"\[([^\[\]]*)\]", m.group(2))
+        node = out
+        for i, part in enumerate(parts):
+            if part == "":
+                part = str(len(node))
+            if i == len(parts) - 1:
+                if isinstance(node.get(part), dict):
+                    raise ApiError(400, "Invalid request: '%s' is both a value and a hash." % key, param=key)
+                node[part] = val
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ApiError(400, "Invalid request: '%s' is both a value and a hash." % key, param=key)
+
+    def lists(v):  # {"0": a, "1": b} -> [a, b]
+        if not isinstance(v, dict):
+            return v
+        v = {k: lists(x) for k, x in v.items()}
+        if v and sorted(v) == sorted(str(i) for i in range(len(v))):
+            return [v[str(i)] for i in range(len(v))]
+        return v
+    return lists(out)
+
+
+def cents(n):
+    return "$%d.%02d" % (n // 100, n % 100)
+
+
+class Payments:
+    """Objects, idempotency results and the call record of the payment API (sim.lock held)."""
+
+    def __init__(self, sim):
+        self.sim = sim
+        self.objects = {}  # id -> {"account", "mode", "obj"}
+        self.idem = {}     # (account, mode, key) -> {method, path, params, status, body, request_id, at}
+        self.log = []      # one record per call, oldest first
+
+    # -- the record --
+    def begin(self, method, path, query, headers, request_id):
+        r = {"seq": len(self.log) + 1, "t": round(time.time(), 6), "method": method, "path": path,
+             "query": query, "headers": [[k, v] for k, v in headers], "body": None, "params": None,
+             "account": None, "mode": None, "status": None, "request_id": request_id,
+             "replayed": False, "fault": None}
+        self.log.append(r)
+        return r
+
+    # -- authentication --
+    def auth(self, key, stripe_account):
+        sim = self.sim
+        if not key:
+            raise ApiError(401, "You did not provide an API key. You need to provide your API key in the "
+                           "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                           "YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, "
+                           "or we can help at https://support.stripe.com/.",
+                           headers=[("WWW-Authenticate", 'Basic realm="Stripe"')])
+        platform = key in sim.keys
+        if platform:
+            acct, mode = PLATFORM_ACCOUNT, sim.keys[key]
+        else:
+            t = sim.access.get(key)
+            if t is None or not t["active"]:
+                raise ApiError(401, "Invalid API Key provided: %s" % redact(key),
+                               headers=[("WWW-Authenticate", 'Basic realm="Stripe"')])
+            if t["expires_at"] is not None and sim.now() >= t["expires_at"]:
+                raise ApiError(401, "Expired API Key provided: %s. Refresh the access token of your "
+                               "Stripe App to continue." % redact(key), code="api_key_expired",
+                               headers=[("WWW-Authenticate", 'Basic realm="Stripe"')])
+            acct, mode = t["account"], t["mode"]
+        if stripe_account is not None and stripe_account != acct:
+            a = sim.accounts.get(stripe_account)
+            if not (platform and a and a["connected"]):
+                raise ApiError(403, "The provided key '%s' does not have access to account '%s' (or that "
+                               "account does not exist). Application access may have been revoked."
+                               % (redact(key), stripe_account), code="account_invalid")
+            acct = stripe_account
+        return acct, mode
+
+    # -- idempotency --
+    def replay(self, acct, mode, key, method, path, params):
+        """The stored answer for this key, None when there is none; 400 when it was used otherwise."""
+        if len(key) > 255:
+            raise ApiError(400, "Idempotency-Key must be at most 255 characters long.", param="Idempotency-Key")
+        e = self.idem.get((acct, mode, key))
+        if e is not None and self.sim.now() - e["at"] > IDEMPOTENCY_TTL_S:
+            del self.idem[(acct, mode, key)]
+            e = None
+        if e is None:
+            return None
+        if (e["method"], e["path"]) != (method, path):
+            raise ApiError(400, "Keys for idempotent requests can only be used for the same endpoint they "
+                           "were first used for ('%s %s' vs '%s %s'). Try using a key other than '%s' if "
+                           "you meant to execute a different request."
+                           % (e["method"], e["path"], method, path, key), type_="idempotency_error")
+        if e["params"] != params:
+            raise ApiError(400, "Keys for idempotent requests can only be used with the same parameters "
+                           "they were first used with. Try using a key other than '%s' if you meant to "
+                           "execute a different request." % key, type_="idempotency_error")
+        return e
+
+    def remember(self, acct, mode, key, method, path, params, status, body, request_id):
+        # Stripe saves a result once the endpoint started executing: successes and card errors,
+        # not requests that failed validation.
+        if status < 400 or status == 402:
+            self.idem[(acct, mode, key)] = {"method": method, "path": path, "params": params,
+                                            "status": status, "body": body, "request_id": request_id,
+                                            "at": self.sim.now()}
+
+    # -- objects --
+    def new(self, prefix, n, acct, mode, fields):
+        oid = prefix + rand(n)
+        obj = {"id": oid, "object": NOUNS[prefix], "created": int(self.sim.now()), "livemode": mode == "live"}
+        obj.update(fields)
+        self.objects[oid] = {"account": acct, "mode": mode, "obj": obj}
+        return obj
+
+    def get(self, oid, acct, mode, noun, param="id"):
+        o = self.objects.get(oid or "")
+        if o is None or o["account"] != acct or o["obj"]["object"] != noun:
+            raise ApiError(404, "No such %s: '%s'" % (noun, oid), code="resource_missing", param=param)
+        if o["mode"] != mode:
+            raise ApiError(404, "No such %s: '%s'; a similar object exists in %s mode, but a %s mode key "
+                           "was used to make this request." % (noun, oid, o["mode"], mode),
+                           code="resource_missing", param=param)
+        return o["obj"]
+
+    def expanded(self, obj, params, acct, mode):
+        out = json.loads(json.dumps(obj))
+        for field in params.get("expand") or []:
+            if field not in EXPANDABLE or field not in obj:
+                raise ApiError(400, "This property cannot be expanded (%s)." % field, param="expand")
+            o = self.objects.get(obj[field] or "")
+            if o is not None and o["account"] == acct and o["mode"] == mode:
+                out[field] = json.loads(json.dumps(o["obj"]))
+        return out
+
+    # -- parameters --
+    @staticmethod
+    def allow(params, allowed):
+        for k in params:
+            if k not in allowed:
+                raise ApiError(400, "Received unknown parameter: %s" % k, code="parameter_unknown", param=k)
+        if "expand" in params and not isinstance(params["expand"], list):
+            raise ApiError(400, "Invalid array", code="parameter_invalid_string", param="expand")
+
+    @staticmethod
+    def integer(params, name, required=False, default=None):
+        v = params.get(name)
+        if v is None:
+            if required:
+                raise ApiError(400, "Missing required param: %s." % name, code="parameter_missing", param=name)
+            return default
+        if not isinstance(v, str) or not re.fullmatch(r"-?\d{1,15}", v):
+            raise ApiError(400, "Invalid integer: %s" % v, code="parameter_invalid_integer", param=name)
+        if int(v) < 1:
+            raise ApiError(400, "This value must be greater than or equal to 1.",
+                           code="parameter_invalid_integer", param=name)
+        return int(v)
+
+    @staticmethod
+    def choice(params, name, values, default=None):
+        v = params.get(name, default)
+        if v is not default and v not in values:
+            raise ApiError(400, "Invalid %s: must be one of %s" % (name, ", ".join(values)), param=name)
+        return v
+
+    @staticmethod
+    def boolean(params, name):
+        v = params.get(name, "false")
+        if v not in ("true", "false"):
+            raise ApiError(400, "Invalid boolean: %s" % v, param=name)
+        return v == "true"
+
+    @staticmethod
+    def metadata(params, base=None):
+        md = dict(base or {})
+        v = params.get("metadata", {})
+        if v == "":
+            return {}
+        if not isinstance(v, dict) or any(not isinstance(x, str) for x in v.values()):
+            raise ApiError(400, "Invalid hash", code="parameter_invalid_string", param="metadata")
+        for k, x in v.items():
+            if x == "":
+                md.pop(k, None)
+            else:
+                md[k] = x
+        return md
+
+    @staticmethod
+    def strings(params, names):
+        for n in names:
+            if n in params and not isinstance(params[n], str):
+                raise ApiError(400, "Invalid string: %s" % json.dumps(params[n]), param=n)
+
+    # -- routes: (status, body) or ApiError --
+    def route(self, method, path, acct, mode, p):
+        m = API_ROUTE.fullmatch(path)
+        res, oid, action = m.groups() if m else (None, None, None)
+        if res == "payment_intents" and method == "POST" and oid is None:
+            return self.pi_create(acct, mode, p)
+        if res == "payment_intents" and method == "POST" and action in ("confirm", "capture", "cancel"):
+            self.allow(p, {"confirm": PI_CONFIRM, "capture": PI_CAPTURE, "cancel": PI_CANCEL}[action])
+            pi = self.get(oid, acct, mode, "payment_intent", "intent")
+            getattr(self, "pi_" + action)(acct, mode, pi, p)
+            return 200, self.expanded(pi, p, acct, mode)
+        if res == "refunds" and method == "POST" and oid is None:
+            return self.refund_create(acct, mode, p)
+        if res == "customers" and method == "POST" and oid is None:
+            self.allow(p, CUSTOMER_CREATE)
+            self.strings(p, ("email", "name", "description", "phone"))
+            cus = self.new("cus_", 14, acct, mode, {
+                "address": None, "balance": 0, "currency": None, "default_source": None, "delinquent": False,
+                "description": p.get("description"), "email": p.get("email"), "invoice_prefix": rand(8).upper(),
+                "metadata": self.metadata(p), "name": p.get("name"), "phone": p.get("phone"),
+                "preferred_locales": [], "tax_exempt": "none"})
+            return 200, self.expanded(cus, p, acct, mode)
+        if res and method == "GET" and oid is not None and action is None:
+            self.allow(p, RETRIEVE)
+            noun = {"payment_intents": "payment_intent", "charges": "charge", "refunds": "refund",
+                    "customers": "customer"}[res]
+            obj = self.get(oid, acct, mode, noun, "intent" if noun == "payment_intent" else "id")
+            return 200, self.expanded(obj, p, acct, mode)
+        raise ApiError(404, "Unrecognized request URL (%s: %s). Please see https://stripe.com/docs or we can "
+                       "help at https://support.stripe.com/." % (method, path))
+
+    def payment_method(self, p, pm):
+        if not isinstance(pm, str) or pm not in TEST_CARDS:
+            raise ApiError(400, "No such PaymentMethod: '%s'" % pm, code="resource_missing",
+                           param="payment_method")
+        return pm
+
+    def pi_create(self, acct, mode, p):
+        self.allow(p, PI_CREATE)
+        self.strings(p, ("currency", "description", "customer", "receipt_email", "statement_descriptor"))
+        amount = self.integer(p, "amount", required=True)
+        currency = p.get("currency")
+        if currency is None:
+            raise ApiError(400, "Missing required param: currency.", code="parameter_missing", param="currency")
+        if not re.fullmatch(r"[A-Za-z]{3}", currency):
+            raise ApiError(400, "Invalid currency: %s." % currency, param="currency")
+        cm = self.choice(p, "capture_method", ("automatic", "automatic_async", "manual"), "automatic")
+        confirm = self.boolean(p, "confirm")
+        if p.get("customer") is not None:
+            self.get(p["customer"], acct, mode, "customer", "customer")
+        pm = self.payment_method(p, p["payment_method"]) if "payment_method" in p else None
+        pmt = p.get("payment_method_types", ["card"])
+        if not isinstance(pmt, list):
+            raise ApiError(400, "Invalid array", param="payment_method_types")
+        pi = self.new("pi_", 24, acct, mode, {
+            "amount": amount, "amount_capturable": 0, "amount_received": 0, "canceled_at": None,
+            "cancellation_reason": None, "capture_method": cm, "confirmation_method": "automatic",
+            "currency": currency.lower(), "customer": p.get("customer"), "description": p.get("description"),
+            "last_payment_error": None, "latest_charge": None, "metadata": self.metadata(p),
+            "payment_method": pm, "payment_method_types": pmt, "receipt_email": p.get("receipt_email"),
+            "status": "requires_confirmation" if pm else "requires_payment_method"})
+        pi["client_secret"] = pi["id"] + "_secret_" + rand(24)
+        if confirm:
+            self.pi_confirm(acct, mode, pi, {})
+        return 200, self.expanded(pi, p, acct, mode)
+
+    def unexpected(self, pi, what, allowed):
+        raise ApiError(400, "You cannot %s this PaymentIntent because it has a status of %s. Only a "
+                       "PaymentIntent with one of the following statuses may be %s: %s."
+                       % (what[0], pi["status"], what[1], ", ".join(allowed)),
+                       code="payment_intent_unexpected_state", payment_intent=json.loads(json.dumps(pi)))
+
+    def pi_confirm(self, acct, mode, pi, p):
+        if pi["status"] not in ("requires_payment_method", "requires_confirmation"):
+            self.unexpected(pi, ("confirm", "confirmed"), ("requires_confirmation", "requires_payment_method"))
+        pm = self.payment_method(p, p["payment_method"]) if "payment_method" in p else pi["payment_method"]
+        if pm is None:
+            raise ApiError(400, "You cannot confirm this PaymentIntent because it's missing a payment "
+                           "method. Update the PaymentIntent with a payment method and then confirm it "
+                           "again.", code="payment_intent_unexpected_state", param="payment_method")
+        brand, last4, decline = TEST_CARDS[pm]
+        if mode == "live":  # Stripe's test cards are declined in live mode
+            decline = "test_mode_live_card"
+        manual = pi["capture_method"] == "manual"
+        ch = self.new("ch_", 24, acct, mode, {
+            "amount": pi["amount"], "amount_captured": 0, "amount_refunded": 0, "balance_transaction": None,
+            "captured": False, "currency": pi["currency"], "customer": pi["customer"],
+            "description": pi["description"], "failure_code": None, "failure_message": None,
+            "metadata": dict(pi["metadata"]), "paid": False, "payment_intent": pi["id"], "payment_method": pm,
+            "payment_method_details": {"type": "card", "card": {"brand": brand, "last4": last4}},
+            "refunded": False, "status": "failed"})
+        pi.update(payment_method=pm, latest_charge=ch["id"])
+        if decline:
+            msg = "Your card was declined." + (" Your request was in live mode, but used a known test card."
+                                               if decline == "test_mode_live_card" else "")
+            err = {"type": "card_error", "code": "card_declined", "decline_code": decline, "message": msg,
+                   "charge": ch["id"]}
+            ch.update(failure_code="card_declined", failure_message=msg)
+            pi.update(status="requires_payment_method", payment_method=None, last_payment_error=dict(err))
+            raise ApiError(402, msg, type_="card_error", code="card_declined", decline_code=decline,
+                           charge=ch["id"], payment_intent=json.loads(json.dumps(pi)))
+        ch.update(paid=True, status="succeeded")
+        pi["last_payment_error"] = None
+        if manual:
+            pi.update(status="requires_capture", amount_capturable=pi["amount"])
+        else:
+            ch.update(captured=True, amount_captured=pi["amount"], balance_transaction="txn_" + rand(24))
+            pi.update(status="succeeded", amount_received=pi["amount"])
+
+    def pi_capture(self, acct, mode, pi, p):
+        if pi["status"] != "requires_capture":
+            raise ApiError(400, "This PaymentIntent could not be captured because it has a status of %s. "
+                           "Only a PaymentIntent with one of the following statuses may be captured: "
+                           "requires_capture." % pi["status"], code="payment_intent_unexpected_state",
+                           payment_intent=json.loads(json.dumps(pi)))
+        n = self.integer(p, "amount_to_capture", default=pi["amount_capturable"])
+        if n > pi["amount_capturable"]:
+            raise ApiError(400, "The amount to capture (%d) is greater than the amount capturable (%d)."
+                           % (n, pi["amount_capturable"]), code="amount_too_large", param="amount_to_capture")
+        ch = self.objects[pi["latest_charge"]]["obj"]
+        ch.update(captured=True, amount_captured=n, balance_transaction="txn_" + rand(24))
+        pi.update(status="succeeded", amount_received=n, amount_capturable=0,
+                  metadata=self.metadata(p, pi["metadata"]))
+
+    def pi_cancel(self, acct, mode, pi, p):
+        if pi["status"] not in PI_CANCELABLE:
+            self.unexpected(pi, ("cancel", "canceled"), PI_CANCELABLE)
+        reason = self.choice(p, "cancellation_reason", ("duplicate", "fraudulent", "requested_by_customer",
+                                                        "abandoned"))
+        if pi["status"] == "requires_capture":  # the authorization is released
+            ch = self.objects[pi["latest_charge"]]["obj"]
+            ch.update(refunded=True, amount_refunded=ch["amount"])
+        pi.update(status="canceled", canceled_at=int(self.sim.now()), cancellation_reason=reason,
+                  amount_capturable=0)
+
+    def refund_create(self, acct, mode, p):
+        self.allow(p, REFUND_CREATE)
+        self.strings(p, ("payment_intent", "charge"))
+        if p.get("payment_intent") is None and p.get("charge") is None:
+            raise ApiError(400, "One of the following params should be provided for this request: "
+                           "payment_intent or charge.", code="parameter_missing")
+        if p.get("payment_intent") is not None:
+            pi = self.get(p["payment_intent"], acct, mode, "payment_intent", "payment_intent")
+            if p.get("charge") is not None and p["charge"] != pi["latest_charge"]:
+                raise ApiError(400, "The charge %s does not belong to the PaymentIntent %s."
+                               % (p["charge"], pi["id"]), param="charge")
+            if pi["latest_charge"] is None or pi["status"] != "succeeded":
+                raise ApiError(400, "This PaymentIntent (%s) does not have a successful charge to refund."
+                               % pi["id"], code="charge_not_refundable", param="payment_intent")
+            ch = self.objects[pi["latest_charge"]]["obj"]
+        else:
+            ch = self.get(p["charge"], acct, mode, "charge", "charge")
+        if not ch["captured"] or ch["status"] != "succeeded":
+            raise ApiError(400, "Charge %s has not been captured; cancel its PaymentIntent instead."
+                           % ch["id"], code="charge_not_refundable", param="charge")
+        left = ch["amount_captured"] - ch["amount_refunded"]
+        if left <= 0:
+            raise ApiError(400, "Charge %s has already been refunded." % ch["id"], code="charge_already_refunded")
+        amount = self.integer(p, "amount", default=left)
+        if amount > left:
+            raise ApiError(400, "Refund amount (%s) is greater than unrefunded amount on charge (%s)"
+                           % (cents(amount), cents(left)), code="amount_too_large", param="amount")
+        reason = self.choice(p, "reason", ("duplicate", "fraudulent", "requested_by_customer"))
+        re_ = self.new("re_", 24, acct, mode, {
+            "amount": amount, "balance_transaction": "txn_" + rand(24), "charge": ch["id"],
+            "currency": ch["currency"], "metadata": self.metadata(p), "payment_intent": ch["payment_intent"],
+            "reason": reason, "status": "succeeded"})
+        ch["amount_refunded"] += amount
+        ch["refunded"] = ch["amount_refunded"] >= ch["amount_captured"]
+        return 200, self.expanded(re_, p, acct, mode)
+
+    # -- one call, under the lock --
+    def call(self, rec, method, path, query, raw, headers, key):
+        """Authenticates, replays or executes one call; returns (status, body, extra headers)."""
+        rid = rec["request_id"]
+        out = [("Stripe-Version", headers.get("Stripe-Version") or API_VERSION)]
+        ik = headers.get("Idempotency-Key")
+        if ik is not None:
+            out.append(("Idempotency-Key", ik))
+        try:
+            acct, mode = self.auth(key, headers.get("Stripe-Account"))
+            rec.update(account=acct, mode=mode)
+            v = headers.get("Stripe-Version")
+            if v is not None and not API_VERSION_RE.fullmatch(v):
+                raise ApiError(400, "Invalid Stripe API version: %s" % v, code="api_version_invalid")
+            ctype = headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if raw.strip() and ctype != "application/x-www-form-urlencoded":
+                raise ApiError(400, "Invalid request: unsupported Content-Type %s. If error persists and you "
+                               "need assistance, please contact support@stripe.com." % headers.get("Content-Type"))
+            params = parse_form(query + ("&" if query and raw else "") + raw.decode("utf-8", "replace"))
+            rec["params"] = params
+            if method == "POST" and ik is not None:
+                e = self.replay(acct, mode, ik, method, path, params)
+                if e is not None:
+                    rec["replayed"] = True
+                    out += [("Idempotent-Replayed", "true"), ("Original-Request", e["request_id"])]
+                    return e["status"], json.loads(json.dumps(e["body"])), out
+            try:
+                status, body = self.route(method, path, acct, mode, params)
+            except ApiError as e:
+                status, body = e.status, e.body
+            if method == "POST" and ik is not None:
+                self.remember(acct, mode, ik, method, path, params, status, body, rid)
+            return status, body, out
+        except ApiError as e:
+            return e.status, e.body, out + e.headers
+
+
 # -- HTML --------------------------------------------------------------------------------------
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Stripe (simulator)</title>
@@ -376,7 +897,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Request-Id", "req_" + rand(14))
+        if not any(k == "Request-Id" for k, _ in headers):
+            self.send_header("Request-Id", "req_" + rand(14))
         self.send_header("Cache-Control", "no-store")
         for k, v in headers:
             self.send_header(k, v)
@@ -422,12 +944,16 @@ class Handler(BaseHTTPRequestHandler):
             elif kind == "close":
                 self.close_connection = True
             elif kind == "hang":
-                ev, deadline = self.sim.release, time.monotonic() + HANG_MAX_S
-                while not ev.is_set() and time.monotonic() < deadline and not self.client_gone():
-                    ev.wait(0.05)
+                self.hang()
                 self.close_connection = True
             return True
         return False
+
+    def hang(self):
+        """Waits until the faults are cleared, the client gives up, or HANG_MAX_S."""
+        ev, deadline = self.sim.release, time.monotonic() + HANG_MAX_S
+        while not ev.is_set() and time.monotonic() < deadline and not self.client_gone():
+            ev.wait(0.05)
 
     def key_from_headers(self, allow_bearer=True, allow_basic=True):
         auth = self.headers.get("Authorization", "")
@@ -471,6 +997,8 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self, method):
         url = urllib.parse.urlsplit(self.path)
         self.query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        if url.path.startswith("/v1/") and url.path != "/v1/oauth/token":
+            return self.api(method, url)  # Stripe's payment API reads its body itself
         try:
             raw = self.read_body()
         except ValueError:
@@ -601,6 +1129,13 @@ class Handler(BaseHTTPRequestHandler):
         if (method, path) == ("POST", "/_sim/reset"):
             sim.reset()
             return self.send(200, {"ok": True})
+        if path == "/_sim/faults" and method == "POST" and req.get("endpoint") in API_FAULT_ENDPOINTS:
+            return self.api_fault_add(req)
+        if (method, path) == ("GET", "/_sim/requests"):
+            since = int(self.query.get("since") or 0)
+            with sim.lock:
+                return self.send(200, {"requests": [json.loads(json.dumps(r)) for r in sim.pay.log
+                                                    if r["seq"] > since]})
         if path == "/_sim/faults" and method == "POST":
             kind, ep = req.get("kind"), req.get("endpoint", "any")
             if kind not in ("status", "delay", "hang", "close", "malformed") or \
@@ -688,6 +1223,129 @@ class Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError) as e:
             out.update(status=0, body="", error=str(e))
         return out
+
+    # -- Stripe's payment API --
+    def api(self, method, url):
+        """One payment API call: faults at their stage, the call, the record."""
+        sim, rid = self.sim, "req_" + rand(14)
+        with sim.lock:
+            rec = sim.pay.begin(method, url.path, url.query, self.headers.items(), rid)
+        faults = sim.take_api_faults(method, url.path)
+        if self.api_faults(faults, "before_body", rec):
+            return
+        try:
+            raw = self.read_body()
+        except ValueError:
+            self.close_connection = True
+            return self.api_send(rec, 413, ApiError(413, "Request body too large.").body)
+        with sim.lock:
+            rec["body"] = raw.decode("utf-8", "replace")
+        if self.api_faults(faults, "after_body", rec):
+            return
+        key = self.key_from_headers()
+        with sim.lock:
+            status, body, headers = sim.pay.call(rec, method, url.path, url.query, raw, self.headers, key)
+        if self.api_faults(faults, "after_processing", rec):
+            return
+        if status >= 500 or status == 409:
+            headers.append(("Stripe-Should-Retry", "true"))
+        self.api_send(rec, status, body, headers)
+
+    def api_send(self, rec, status, body, headers=(), fault=None):
+        with self.sim.lock:
+            rec.update(status=status, fault=fault)
+        self.send(status, body, headers=[("Request-Id", rec["request_id"])] + list(headers))
+
+    def api_faults(self, faults, stage, rec):
+        """Applies the faults of this stage; True when one of them answered or dropped the call."""
+        for f in faults:
+            if f["when"] != stage:
+                continue
+            kind = f["kind"]
+            if kind == "delay":
+                self.sim.release.wait(max(0, f["delay_ms"]) / 1000.0)
+                continue
+            if kind in ("close", "hang"):
+                with self.sim.lock:
+                    rec["fault"] = kind
+                if kind == "hang":
+                    self.hang()
+                self.close_connection = True
+            elif kind == "status":
+                st = f["status"]
+                body = f["body"]
+                if body is None:
+                    body = ApiError(st, "Too many requests hit the API too quickly. We recommend an exponential "
+                                    "backoff of your requests.", "rate_limit_error", "rate_limit").body \
+                        if st == 429 else ApiError(st, "Simulated failure (HTTP %d)." % st,
+                                                   "api_error" if st >= 500 else "invalid_request_error").body
+                hdrs = [("Stripe-Version", API_VERSION)]
+                if st == 429:
+                    hdrs.append(("Retry-After", str(f["retry_after"])))
+                if st >= 500 or st == 409:
+                    hdrs.append(("Stripe-Should-Retry", "true"))
+                self.api_send(rec, st, body, hdrs + [(k, str(v)) for k, v in f["headers"].items()], "status")
+            elif kind == "malformed":
+                self.api_send(rec, 200, "{not json", fault="malformed")
+            elif kind == "huge":
+                self.api_huge(rec, f)
+            elif kind == "truncated":
+                data = json.dumps({"id": "pi_" + rand(24), "object": "payment_intent",
+                                   "metadata": {"pad": "x" * 512}}).encode()
+                with self.sim.lock:
+                    rec.update(status=200, fault="truncated")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Request-Id", rec["request_id"])
+                self.end_headers()
+                self.wfile.write(data[:len(data) // 2])
+                self.close_connection = True
+            return True
+        return False
+
+    def api_huge(self, rec, f):
+        """A 200 whose JSON body is f["size"] bytes (default: just over 1 MiB), chunked if asked."""
+        size = f["size"]
+        head = b'{"object": "payment_intent", "id": "pi_huge", "metadata": {"pad": "'
+        data = head + b"x" * max(0, size - len(head) - 3) + b'"}}'
+        with self.sim.lock:
+            rec.update(status=200, fault="huge")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Request-Id", rec["request_id"])
+        if f["chunked"]:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for i in range(0, len(data), 65536):
+                part = data[i:i + 65536]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if f["chunked"] else part)
+            if f["chunked"]:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up on it
+            self.close_connection = True
+
+    def api_fault_add(self, req):
+        """POST /_sim/faults for a payment API endpoint (api or one resource)."""
+        kind, when = req.get("kind"), req.get("when", "after_body")
+        answers = ("status", "malformed", "huge", "truncated")
+        if kind not in ("delay", "hang", "close") + answers or \
+                when not in ("before_body", "after_body", "after_processing") or \
+                (kind in answers and when != "after_body"):
+            return self.send(400, {"error": "bad_fault", "message": "unknown kind or when (answers: after_body)"})
+        f = {"endpoint": req["endpoint"], "kind": kind, "when": when, "match": req.get("match") or "",
+             "status": int(req.get("status", 500)), "body": req.get("body"),
+             "headers": dict(req.get("headers") or {}), "retry_after": int(req.get("retry_after", 1)),
+             "delay_ms": int(req.get("delay_ms", 0)), "size": int(req.get("size", MAX_BODY + 1024)),
+             "chunked": bool(req.get("chunked", False)),
+             "count": None if req.get("count") is None else int(req["count"])}
+        with self.sim.lock:
+            self.sim.faults.append(f)
+            n = len(self.sim.faults)
+        return self.send(200, {"ok": True, "faults": n})
 
 
 class SimServer(ThreadingHTTPServer):

@@ -2,7 +2,9 @@
 """Self-test of the Stripe simulator (tests/fakes/stripe_sim.py), standard library only.
 
 Starts the simulator on a free port, waits for its ready line and ready file (no sleeps), and
-checks the OAuth rules the broker depends on, the control interface and every fault kind.
+checks the OAuth rules the broker depends on, the payment API its Stripe proxy forwards to
+(objects, states, tokens, idempotency, the call record), the control interface and every fault
+kind at every stage.
 Prints "sim: N passed, M failed" and exits non-zero when anything failed.
 """
 import base64
@@ -285,7 +287,7 @@ def test_authorize_modes():
 
 
 def test_unknown_path():
-    s, e = jcall("GET", "/v1/charges")
+    s, e = jcall("GET", "/oauth/nothing")
     assert s == 404 and e == {"error": "invalid_request", "error_description": "Unrecognized request URL"}
     s, e = jcall("GET", "/oauth/token")
     assert s == 404
@@ -423,6 +425,529 @@ def test_webhook_signing():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# -- the payment API ---------------------------------------------------------------------------
+def api(method, path, token=None, form=None, headers=None, timeout=10):
+    """A payment API call (form: dict or list of pairs); returns (status, headers, JSON body)."""
+    h = dict(headers or {})
+    if token is not None:
+        h["Authorization"] = "Bearer " + token
+    s, hdrs, text = call(method, path, form=form, headers=h, timeout=timeout)
+    assert hdrs.get("Content-Type", "").startswith("application/json"), hdrs
+    assert hdrs.get("Request-Id", "").startswith("req_") and len(hdrs["Request-Id"]) == 18, hdrs
+    return s, hdrs, json.loads(text)
+
+
+def api_error(resp, status, type_, code=None, param=None):
+    s, _, j = resp
+    assert s == status, (s, j)
+    e = j["error"]
+    assert set(j) == {"error"} and e["type"] == type_ and isinstance(e["message"], str) and e["message"], j
+    assert e.get("code") == code and e.get("param") == param, j
+    return e
+
+
+def token_of(client_id=TEST_CA, key=TEST_KEY, flavor="connect", account=None):
+    return new_connection(client_id, key, flavor, account)[1]
+
+
+def records(since=0):
+    return ctl("requests?since=%d" % since, method="GET")["requests"]
+
+
+def authorized_pi(tok, amount=1000, capture_method="manual", **extra):
+    form = dict({"amount": str(amount), "currency": "usd", "capture_method": capture_method,
+                 "payment_method": "pm_card_visa", "confirm": "true"}, **extra)
+    s, _, pi = api("POST", "/v1/payment_intents", tok, form=form)
+    assert s == 200, pi
+    return pi
+
+
+def test_api_manual_capture_flow():
+    j = token_of()
+    tok = j["access_token"]
+    s, h, pi = api("POST", "/v1/payment_intents", tok, form=[
+        ("amount", "1000"), ("currency", "USD"), ("capture_method", "manual"), ("payment_method", "pm_card_visa"),
+        ("confirm", "true"), ("metadata[order]", "42"), ("metadata[note]", "a b&c"),
+        ("payment_method_types[]", "card")])
+    assert s == 200 and h["Stripe-Version"] == "2024-06-20", pi
+    assert pi["object"] == "payment_intent" and pi["id"].startswith("pi_") and pi["livemode"] is False
+    assert pi["amount"] == 1000 and pi["currency"] == "usd" and pi["status"] == "requires_capture"
+    assert pi["amount_capturable"] == 1000 and pi["amount_received"] == 0 and pi["capture_method"] == "manual"
+    assert pi["metadata"] == {"order": "42", "note": "a b&c"} and pi["payment_method_types"] == ["card"]
+    assert pi["latest_charge"].startswith("ch_") and pi["client_secret"].startswith(pi["id"] + "_secret_")
+    assert isinstance(pi["created"], int) and abs(pi["created"] - time.time()) < 60
+    s, _, ch = api("GET", "/v1/charges/" + pi["latest_charge"], tok)
+    assert s == 200 and ch["object"] == "charge" and ch["captured"] is False and ch["paid"] is True
+    assert ch["status"] == "succeeded" and ch["amount"] == 1000 and ch["payment_intent"] == pi["id"]
+    assert ch["amount_captured"] == 0 and ch["payment_method_details"]["card"]["last4"] == "4242"
+    api_error(api("POST", "/v1/payment_intents/%s/capture" % pi["id"], tok, form={"amount_to_capture": "1001"}),
+              400, "invalid_request_error", "amount_too_large", "amount_to_capture")
+    s, _, cap = api("POST", "/v1/payment_intents/%s/capture" % pi["id"], tok, form={"amount_to_capture": "600"})
+    assert s == 200 and cap["status"] == "succeeded" and cap["amount_received"] == 600, cap
+    assert cap["amount_capturable"] == 0 and cap["id"] == pi["id"]
+    s, _, ch = api("GET", "/v1/charges/" + pi["latest_charge"], tok)
+    assert ch["captured"] is True and ch["amount_captured"] == 600 and ch["balance_transaction"].startswith("txn_")
+    e = api_error(api("POST", "/v1/payment_intents/%s/capture" % pi["id"], tok), 400,
+                  "invalid_request_error", "payment_intent_unexpected_state")
+    assert "status of succeeded" in e["message"] and e["payment_intent"]["id"] == pi["id"]
+    s, _, got = api("GET", "/v1/payment_intents/" + pi["id"], tok)
+    assert s == 200 and got == cap
+    s, _, got = api("GET", "/v1/payment_intents/%s?expand[]=latest_charge" % pi["id"], tok)
+    assert got["latest_charge"] == ch
+
+
+def test_api_automatic_capture_and_confirm():
+    tok = token_of()["access_token"]
+    s, _, pi = api("POST", "/v1/payment_intents", tok, form={"amount": "500", "currency": "eur"})
+    assert s == 200 and pi["status"] == "requires_payment_method" and pi["capture_method"] == "automatic"
+    assert pi["latest_charge"] is None and pi["payment_method"] is None
+    e = api_error(api("POST", "/v1/payment_intents/%s/confirm" % pi["id"], tok), 400, "invalid_request_error",
+                  "payment_intent_unexpected_state", "payment_method")
+    assert "missing a payment method" in e["message"]
+    s, _, pi = api("POST", "/v1/payment_intents/%s/confirm" % pi["id"], tok,
+                   form={"payment_method": "pm_card_mastercard"})
+    assert s == 200 and pi["status"] == "succeeded" and pi["amount_received"] == 500, pi
+    s, _, ch = api("GET", "/v1/charges/" + pi["latest_charge"], tok)
+    assert ch["captured"] is True and ch["amount_captured"] == 500
+    api_error(api("POST", "/v1/payment_intents/%s/confirm" % pi["id"], tok), 400, "invalid_request_error",
+              "payment_intent_unexpected_state")
+    s, _, pi2 = api("POST", "/v1/payment_intents", tok, form={"amount": "700", "currency": "usd",
+                                                              "payment_method": "pm_card_amex"})
+    assert pi2["status"] == "requires_confirmation" and pi2["payment_method"] == "pm_card_amex"
+
+
+def test_api_decline_and_unknown_payment_method():
+    tok = token_of()["access_token"]
+    s, _, j = api("POST", "/v1/payment_intents", tok, form={
+        "amount": "1000", "currency": "usd", "payment_method": "pm_card_chargeDeclinedInsufficientFunds",
+        "confirm": "true"})
+    e = api_error((s, _, j), 402, "card_error", "card_declined")
+    assert e["decline_code"] == "insufficient_funds" and e["charge"].startswith("ch_")
+    pi = e["payment_intent"]
+    assert pi["status"] == "requires_payment_method" and pi["latest_charge"] == e["charge"]
+    assert pi["last_payment_error"]["code"] == "card_declined"
+    s, _, ch = api("GET", "/v1/charges/" + e["charge"], tok)
+    assert ch["status"] == "failed" and ch["paid"] is False and ch["failure_code"] == "card_declined"
+    s, _, ok = api("POST", "/v1/payment_intents/%s/confirm" % pi["id"], tok, form={"payment_method": "pm_card_visa"})
+    assert s == 200 and ok["status"] == "succeeded" and ok["latest_charge"] != e["charge"]
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd",
+                                                            "payment_method": "pm_nope"}),
+              400, "invalid_request_error", "resource_missing", "payment_method")
+    live = token_of(LIVE_CA, LIVE_KEY)["access_token"]
+    s, _, j = api("POST", "/v1/payment_intents", live, form={"amount": "1000", "currency": "usd",
+                                                             "payment_method": "pm_card_visa", "confirm": "true"})
+    e = api_error((s, _, j), 402, "card_error", "card_declined")
+    assert e["decline_code"] == "test_mode_live_card" and e["payment_intent"]["livemode"] is True
+
+
+def test_api_cancel():
+    tok = token_of()["access_token"]
+    pi = authorized_pi(tok)
+    api_error(api("POST", "/v1/payment_intents/%s/cancel" % pi["id"], tok, form={"cancellation_reason": "bored"}),
+              400, "invalid_request_error", None, "cancellation_reason")
+    s, _, c = api("POST", "/v1/payment_intents/%s/cancel" % pi["id"], tok,
+                  form={"cancellation_reason": "requested_by_customer"})
+    assert s == 200 and c["status"] == "canceled" and c["cancellation_reason"] == "requested_by_customer"
+    assert isinstance(c["canceled_at"], int) and c["amount_capturable"] == 0
+    s, _, ch = api("GET", "/v1/charges/" + pi["latest_charge"], tok)
+    assert ch["refunded"] is True and ch["amount_refunded"] == 1000 and ch["captured"] is False
+    for action in ("cancel", "capture", "confirm"):
+        api_error(api("POST", "/v1/payment_intents/%s/%s" % (pi["id"], action), tok), 400,
+                  "invalid_request_error", "payment_intent_unexpected_state")
+    s, _, fresh = api("POST", "/v1/payment_intents", tok, form={"amount": "100", "currency": "usd"})
+    s, _, c = api("POST", "/v1/payment_intents/%s/cancel" % fresh["id"], tok)
+    assert s == 200 and c["status"] == "canceled" and c["cancellation_reason"] is None
+
+
+def test_api_refunds():
+    tok = token_of()["access_token"]
+    pi = authorized_pi(tok, 1000, "automatic")
+    api_error(api("POST", "/v1/refunds", tok), 400, "invalid_request_error", "parameter_missing")
+    s, _, r1 = api("POST", "/v1/refunds", tok, form={"payment_intent": pi["id"], "amount": "300",
+                                                     "reason": "requested_by_customer", "metadata[case]": "7"})
+    assert s == 200 and r1["object"] == "refund" and r1["id"].startswith("re_") and r1["amount"] == 300, r1
+    assert r1["status"] == "succeeded" and r1["charge"] == pi["latest_charge"] and r1["payment_intent"] == pi["id"]
+    assert r1["currency"] == "usd" and r1["metadata"] == {"case": "7"} and r1["livemode"] is False
+    s, _, got = api("GET", "/v1/refunds/" + r1["id"], tok)
+    assert s == 200 and got == r1
+    s, _, ch = api("GET", "/v1/charges/" + pi["latest_charge"], tok)
+    assert ch["amount_refunded"] == 300 and ch["refunded"] is False
+    e = api_error(api("POST", "/v1/refunds", tok, form={"charge": ch["id"], "amount": "701"}), 400,
+                  "invalid_request_error", "amount_too_large", "amount")
+    assert "$7.01" in e["message"] and "$7.00" in e["message"]
+    s, _, r2 = api("POST", "/v1/refunds", tok, form={"charge": ch["id"]})
+    assert s == 200 and r2["amount"] == 700 and r2["payment_intent"] == pi["id"]
+    s, _, ch = api("GET", "/v1/charges/" + ch["id"], tok)
+    assert ch["amount_refunded"] == 1000 and ch["refunded"] is True
+    api_error(api("POST", "/v1/refunds", tok, form={"payment_intent": pi["id"]}), 400, "invalid_request_error",
+              "charge_already_refunded")
+    held = authorized_pi(tok, 800, "manual")
+    api_error(api("POST", "/v1/refunds", tok, form={"payment_intent": held["id"]}), 400, "invalid_request_error",
+              "charge_not_refundable", "payment_intent")
+    api_error(api("POST", "/v1/refunds", tok, form={"charge": held["latest_charge"]}), 400,
+              "invalid_request_error", "charge_not_refundable", "charge")
+    api("POST", "/v1/payment_intents/%s/capture" % held["id"], tok, form={"amount_to_capture": "500"})
+    e = api_error(api("POST", "/v1/refunds", tok, form={"payment_intent": held["id"], "amount": "600"}), 400,
+                  "invalid_request_error", "amount_too_large", "amount")  # only what was captured
+    api_error(api("POST", "/v1/refunds", tok, form={"payment_intent": "pi_missing"}), 404,
+              "invalid_request_error", "resource_missing", "payment_intent")
+
+
+def test_api_customers():
+    tok = token_of()["access_token"]
+    s, _, c = api("POST", "/v1/customers", tok, form={"email": "a@example.com", "name": "Ada",
+                                                      "metadata[sf_account]": "001xx"})
+    assert s == 200 and c["object"] == "customer" and c["id"].startswith("cus_") and len(c["id"]) == 18, c
+    assert c["email"] == "a@example.com" and c["name"] == "Ada" and c["metadata"] == {"sf_account": "001xx"}
+    assert c["livemode"] is False and c["balance"] == 0
+    s, _, got = api("GET", "/v1/customers/" + c["id"], tok)
+    assert s == 200 and got == c
+    pi = authorized_pi(tok, 900, customer=c["id"])
+    assert pi["customer"] == c["id"]
+    s, _, ch = api("GET", "/v1/charges/%s?expand[]=customer" % pi["latest_charge"], tok)
+    assert ch["customer"] == c
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd", "customer": "cus_no"}),
+              404, "invalid_request_error", "resource_missing", "customer")
+
+
+def test_api_request_errors():
+    tok = token_of()["access_token"]
+    e = api_error(api("GET", "/v1/payment_intents/pi_nope", tok), 404, "invalid_request_error",
+                  "resource_missing", "intent")
+    assert e["message"] == "No such payment_intent: 'pi_nope'"
+    for path in ("/v1/charges/ch_nope", "/v1/refunds/re_nope", "/v1/customers/cus_nope"):
+        api_error(api("GET", path, tok), 404, "invalid_request_error", "resource_missing", "id")
+    api_error(api("POST", "/v1/payment_intents", tok, form={"currency": "usd"}), 400, "invalid_request_error",
+              "parameter_missing", "amount")
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1"}), 400, "invalid_request_error",
+              "parameter_missing", "currency")
+    for bad in ("12.5", "abc", "0", "-3"):
+        api_error(api("POST", "/v1/payment_intents", tok, form={"amount": bad, "currency": "usd"}), 400,
+                  "invalid_request_error", "parameter_invalid_integer", "amount")
+    e = api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd", "colour": "x"}),
+                  400, "invalid_request_error", "parameter_unknown", "colour")
+    assert e["message"] == "Received unknown parameter: colour"
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd", "confirm": "yes"}),
+              400, "invalid_request_error", None, "confirm")
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd",
+                                                            "capture_method": "later"}),
+              400, "invalid_request_error", None, "capture_method")
+    s, h, text = call("POST", "/v1/payment_intents", body={"amount": 1, "currency": "usd"}, headers=bearer(tok))
+    assert s == 400 and "unsupported Content-Type application/json" in json.loads(text)["error"]["message"]
+    for method, path in (("GET", "/v1/balance"), ("DELETE", "/v1/customers/cus_x"), ("GET", "/v1/payment_intents"),
+                         ("POST", "/v1/payment_intents/pi_x/explode")):
+        e = api_error(api(method, path, tok), 404, "invalid_request_error")
+        assert e["message"].startswith("Unrecognized request URL (%s: %s)" % (method, path)), e
+    api_error(api("GET", "/v1/payment_intents/pi_x?expand[]=latest_charge", tok), 404, "invalid_request_error",
+              "resource_missing", "intent")
+    pi = authorized_pi(tok)
+    api_error(api("GET", "/v1/payment_intents/%s?expand[]=amount" % pi["id"], tok), 400, "invalid_request_error",
+              None, "expand")
+    s, _, j = api("POST", "/v1/payment_intents", tok, form=[("amount", "1"), ("currency", "usd"),
+                                                            ("metadata", "x"), ("metadata[a]", "y")])
+    assert s == 400 and j["error"]["type"] == "invalid_request_error"
+
+
+def test_api_form_parser():
+    sys.path.insert(0, HERE)
+    import stripe_sim
+    p = stripe_sim.parse_form
+    assert p("") == {}
+    assert p("a=1&m%5Bk%5D=v%20w&l[]=x&l[]=y&n[0][b]=1&n[1][b]=2&e=") == {
+        "a": "1", "m": {"k": "v w"}, "l": ["x", "y"], "n": [{"b": "1"}, {"b": "2"}], "e": ""}
+    assert p("m[2]=a&m[x]=b") == {"m": {"2": "a", "x": "b"}}
+    for bad in ("a=1&a[b]=2", "a[b]=2&a=1", "a]=1", "[a]=1"):
+        try:
+            p(bad)
+            raise AssertionError("parsed " + bad)
+        except stripe_sim.ApiError as e:
+            assert e.status == 400 and e.body["error"]["type"] == "invalid_request_error"
+
+
+def test_api_authentication():
+    s, h, j = api("GET", "/v1/payment_intents/pi_x")
+    assert s == 401 and "did not provide an API key" in j["error"]["message"] and "WWW-Authenticate" in h
+    e = api_error(api("GET", "/v1/payment_intents/pi_x", "sk_test_unknown000000000000wxyz"), 401,
+                  "invalid_request_error")
+    assert e["message"] == "Invalid API Key provided: sk_test_****wxyz"
+    j = token_of()
+    old = j["access_token"]
+    pi = authorized_pi(old)
+    s, k = connect_token(TEST_KEY, grant_type="refresh_token", refresh_token=j["refresh_token"])
+    assert s == 200 and not active(old)
+    e = api_error(api("GET", "/v1/payment_intents/" + pi["id"], old), 401, "invalid_request_error")
+    assert e["message"] == "Invalid API Key provided: %s****%s" % (old[:8], old[-4:]) and old not in json.dumps(e)
+    s, _, got = api("GET", "/v1/payment_intents/" + pi["id"], k["access_token"])  # same account, new token
+    assert s == 200 and got["id"] == pi["id"]
+    s, _, got = api("GET", "/v1/payment_intents/" + pi["id"], None, headers=basic(k["access_token"]))
+    assert s == 200  # Stripe takes the key as Basic user name too
+    ctl("revoke", {"account": j["stripe_user_id"]})
+    api_error(api("GET", "/v1/payment_intents/" + pi["id"], k["access_token"]), 401, "invalid_request_error")
+    # Stripe Apps: an expired token is "Expired API Key provided", with code api_key_expired.
+    ctl("config", {"apps_token_lifetime": 60})
+    a = token_of(flavor="apps")["access_token"]
+    assert api("POST", "/v1/customers", a)[0] == 200
+    ctl("config", {"clock_offset": 61})
+    e = api_error(api("POST", "/v1/customers", a), 401, "invalid_request_error", "api_key_expired")
+    assert e["message"].startswith("Expired API Key provided: %s****%s" % (a[:8], a[-4:]))
+    # The platform's own secret key acts on the platform account, not on a connected one.
+    s, _, own = api("POST", "/v1/customers", TEST_KEY)
+    assert s == 200 and own["livemode"] is False
+    api_error(api("GET", "/v1/customers/" + own["id"], token_of()["access_token"]), 404, "invalid_request_error",
+              "resource_missing", "id")
+    assert ctl("requests", method="GET")["requests"][-1]["account"] != "acct_PLATFORMSIM00000"
+
+
+def test_api_accounts_and_modes_isolated():
+    ja, jb = token_of(), token_of()
+    a, b = ja["access_token"], jb["access_token"]
+    pi = authorized_pi(a)
+    for path, param in (("/v1/payment_intents/" + pi["id"], "intent"), ("/v1/charges/" + pi["latest_charge"], "id")):
+        api_error(api("GET", path, b), 404, "invalid_request_error", "resource_missing", param)
+    api_error(api("POST", "/v1/payment_intents/%s/capture" % pi["id"], b), 404, "invalid_request_error",
+              "resource_missing", "intent")
+    api_error(api("POST", "/v1/refunds", b, form={"charge": pi["latest_charge"]}), 404, "invalid_request_error",
+              "resource_missing", "charge")
+    e = api_error(api("GET", "/v1/payment_intents/" + pi["id"], a, headers={"Stripe-Account": jb["stripe_user_id"]}),
+                  403, "invalid_request_error", "account_invalid")
+    assert a not in e["message"]
+    s, _, got = api("GET", "/v1/payment_intents/" + pi["id"], a, headers={"Stripe-Account": ja["stripe_user_id"]})
+    assert s == 200
+    s, _, got = api("GET", "/v1/payment_intents/" + pi["id"], TEST_KEY,
+                    headers={"Stripe-Account": ja["stripe_user_id"]})
+    assert s == 200 and got["id"] == pi["id"]  # the platform acting on its connected account
+    api_error(api("GET", "/v1/payment_intents/" + pi["id"], TEST_KEY, headers={"Stripe-Account": "acct_nobody"}),
+              403, "invalid_request_error", "account_invalid")
+    # One live authorization: a live token sees live objects; the test token minted from it does not.
+    live = token_of(LIVE_CA, LIVE_KEY)
+    s, _, c = api("POST", "/v1/customers", live["access_token"], form={"name": "L"})
+    assert s == 200 and c["livemode"] is True
+    s, t = connect_token(TEST_KEY, grant_type="refresh_token", refresh_token=live["refresh_token"])
+    e = api_error(api("GET", "/v1/customers/" + c["id"], t["access_token"]), 404, "invalid_request_error",
+                  "resource_missing", "id")
+    assert "similar object exists in live mode" in e["message"]
+    s, _, tc = api("POST", "/v1/customers", t["access_token"])
+    assert s == 200 and tc["livemode"] is False
+    rec = records()[-1]
+    assert rec["account"] == live["stripe_user_id"] and rec["mode"] == "test"
+
+
+def test_api_idempotency():
+    ja = token_of()
+    tok = ja["access_token"]
+    form = {"amount": "1000", "currency": "usd", "capture_method": "manual", "payment_method": "pm_card_visa",
+            "confirm": "true", "metadata[o]": "1"}
+    key = {"Idempotency-Key": "order-1-capture", "Stripe-Version": "2023-10-16"}
+    s1, h1, pi1 = api("POST", "/v1/payment_intents", tok, form=form, headers=key)
+    assert s1 == 200 and "Idempotent-Replayed" not in h1
+    assert h1["Idempotency-Key"] == "order-1-capture" and h1["Stripe-Version"] == "2023-10-16"
+    s2, h2, pi2 = api("POST", "/v1/payment_intents", tok, form=dict(reversed(list(form.items()))), headers=key)
+    assert (s2, pi2) == (s1, pi1) and h2["Idempotent-Replayed"] == "true"
+    assert h2["Original-Request"] == h1["Request-Id"] and h2["Request-Id"] != h1["Request-Id"]
+    s, _, cap = api("POST", "/v1/payment_intents/%s/capture" % pi1["id"], tok)
+    s, _, pi3 = api("POST", "/v1/payment_intents", tok, form=form, headers=key)
+    assert pi3 == pi1 and pi3["status"] == "requires_capture"  # the first answer, not the current state
+    e = api_error(api("POST", "/v1/payment_intents", tok, form=dict(form, amount="999"), headers=key), 400,
+                  "idempotency_error")
+    assert "same parameters" in e["message"]
+    e = api_error(api("POST", "/v1/customers", tok, headers=key), 400, "idempotency_error")
+    assert "same endpoint" in e["message"]
+    # Per account: another account's same key is a new request.
+    s, h, other = api("POST", "/v1/payment_intents", token_of()["access_token"], form=form, headers=key)
+    assert s == 200 and other["id"] != pi1["id"] and "Idempotent-Replayed" not in h
+    # A card error started executing: it is replayed; a validation error did not: the key is free.
+    dkey = {"Idempotency-Key": "decline-1"}
+    bad = dict(form, payment_method="pm_card_chargeDeclined")
+    s, _, d1 = api("POST", "/v1/payment_intents", tok, form=bad, headers=dkey)
+    s2, h2, d2 = api("POST", "/v1/payment_intents", tok, form=bad, headers=dkey)
+    assert s == s2 == 402 and d1 == d2 and h2["Idempotent-Replayed"] == "true"
+    vkey = {"Idempotency-Key": "validation-1"}
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "x", "currency": "usd"}, headers=vkey),
+              400, "invalid_request_error", "parameter_invalid_integer", "amount")
+    s, h, ok = api("POST", "/v1/payment_intents", tok, form={"amount": "5", "currency": "usd"}, headers=vkey)
+    assert s == 200 and "Idempotent-Replayed" not in h
+    # A GET is never replayed; keys are kept 24 hours.
+    s, h, _ = api("GET", "/v1/payment_intents/" + pi1["id"], tok, headers=key)
+    assert s == 200 and "Idempotent-Replayed" not in h
+    ctl("config", {"clock_offset": 24 * 3600 + 1})
+    s, h, pi4 = api("POST", "/v1/payment_intents", tok, form=form, headers=key)
+    assert s == 200 and pi4["id"] != pi1["id"] and "Idempotent-Replayed" not in h
+    api_error(api("POST", "/v1/customers", tok, headers={"Idempotency-Key": "k" * 256}), 400,
+              "invalid_request_error", None, "Idempotency-Key")
+    api_error(api("POST", "/v1/customers", tok, headers={"Stripe-Version": "latest"}), 400,
+              "invalid_request_error", "api_version_invalid")
+
+
+def test_api_record():
+    ja = token_of()
+    tok = ja["access_token"]
+    n0 = len(records())
+    s, h, c = api("POST", "/v1/customers?expand[]=default_source", tok, form=[("name", "R"), ("metadata[k]", "v")],
+                  headers={"Idempotency-Key": "rec-1", "Cookie": "sid=1", "X-Forwarded-For": "10.0.0.1",
+                           "Stripe-Account": ja["stripe_user_id"]})
+    assert s == 200, c
+    recs = records(n0)
+    assert len(recs) == 1
+    r = recs[0]
+    assert r["seq"] == n0 + 1 and r["method"] == "POST" and r["path"] == "/v1/customers"
+    assert r["query"] == "expand[]=default_source" and r["body"] == "name=R&metadata%5Bk%5D=v"
+    assert r["params"] == {"name": "R", "metadata": {"k": "v"}, "expand": ["default_source"]}
+    hdrs = {k.lower(): v for k, v in r["headers"]}
+    assert hdrs["authorization"] == "Bearer " + tok and hdrs["cookie"] == "sid=1"
+    assert hdrs["x-forwarded-for"] == "10.0.0.1" and hdrs["idempotency-key"] == "rec-1"
+    assert hdrs["content-type"] == "application/x-www-form-urlencoded"
+    assert [k for k, _ in r["headers"]][:1] == ["Host"]  # as received, in order
+    assert r["account"] == ja["stripe_user_id"] and r["mode"] == "test" and r["status"] == 200
+    assert r["request_id"] == h["Request-Id"] and r["replayed"] is False and r["fault"] is None
+    api("POST", "/v1/customers?expand[]=default_source", tok, form=[("name", "R"), ("metadata[k]", "v")],
+        headers={"Idempotency-Key": "rec-1"})
+    api("GET", "/v1/customers/cus_nope", "sk_test_bogus00000000")
+    r2, r3 = records(n0 + 1)
+    assert r2["replayed"] is True and r2["status"] == 200
+    assert r3["status"] == 401 and r3["account"] is None and r3["params"] is None
+    st = ctl("stats", method="GET")["calls"]
+    assert st["api"] == 3 and st["customers"] == 3
+    ctl("reset")
+    assert records() == []
+
+
+def test_api_fault_status_and_rate_limit():
+    tok = token_of()["access_token"]
+    ctl("faults", {"endpoint": "payment_intents", "kind": "status", "status": 500, "count": 1})
+    key = {"Idempotency-Key": "f-1"}
+    form = {"amount": "100", "currency": "usd"}
+    s, h, j = api("POST", "/v1/payment_intents", tok, form=form, headers=key)
+    assert s == 500 and j["error"]["type"] == "api_error" and h["Stripe-Should-Retry"] == "true"
+    s, h, pi = api("POST", "/v1/payment_intents", tok, form=form, headers=key)
+    assert s == 200 and "Idempotent-Replayed" not in h  # the faulted call did nothing
+    ctl("faults", {"endpoint": "api", "kind": "status", "status": 429, "retry_after": 7, "match": "/capture"})
+    s, h, j = api("POST", "/v1/customers", tok)
+    assert s == 200
+    s, h, j = api("POST", "/v1/payment_intents/%s/capture" % pi["id"], tok)
+    assert s == 429 and h["Retry-After"] == "7" and j["error"]["type"] == "rate_limit_error"
+    assert j["error"]["code"] == "rate_limit" and "Stripe-Should-Retry" not in h
+    ctl("faults", method="DELETE")
+    ctl("faults", {"endpoint": "refunds", "kind": "status", "status": 402, "body": {"error": {"type": "card_error",
+                   "message": "custom"}}, "headers": {"Stripe-Should-Retry": "false", "X-Extra": 1}})
+    s, h, j = api("POST", "/v1/refunds", tok, form={"charge": "ch_x"})
+    assert s == 402 and j == {"error": {"type": "card_error", "message": "custom"}}
+    assert h["Stripe-Should-Retry"] == "false" and h["X-Extra"] == "1"
+    assert api("GET", "/v1/payment_intents/" + pi["id"], tok)[0] == 200  # other resources unaffected
+    ctl("faults", {"endpoint": "any", "kind": "status", "status": 503})  # "any" is the OAuth endpoints
+    assert api("GET", "/v1/payment_intents/" + pi["id"], tok)[0] == 200
+    recs = records()
+    assert recs[0]["fault"] == "status" and recs[0]["status"] == 500 and recs[0]["account"] is None
+    for bad in ({"kind": "status", "when": "before_body"}, {"kind": "huge", "when": "after_processing"},
+                {"kind": "explode"}, {"kind": "close", "when": "later"}):
+        s, j = jcall("POST", "/_sim/faults", body=dict(bad, endpoint="api"))
+        assert s == 400, bad
+
+
+def raw_exchange(method, path, body, headers, timeout=5):
+    """Sends a request on a raw socket; returns what came back (b"" when closed without an answer)."""
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=timeout)
+    try:
+        head = "%s %s HTTP/1.1\r\nHost: sim\r\nContent-Length: %d\r\n" % (method, path, len(body))
+        head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
+        s.sendall(head.encode() + body)
+        out = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            out += d
+        return out
+    finally:
+        s.close()
+
+
+def test_api_fault_close_stages():
+    tok = token_of()["access_token"]
+    form = {"amount": "100", "currency": "usd"}
+    hdr = {"Authorization": "Bearer " + tok, "Content-Type": "application/x-www-form-urlencoded"}
+    body = urllib.parse.urlencode(form).encode()
+    outcomes = {}
+    for when in ("before_body", "after_body", "after_processing"):
+        key = "close-" + when
+        n0 = len(records())
+        ctl("faults", {"endpoint": "payment_intents", "kind": "close", "when": when, "count": 1})
+        assert raw_exchange("POST", "/v1/payment_intents", body, dict(hdr, **{"Idempotency-Key": key})) == b""
+        r = records(n0)[0]
+        assert r["fault"] == "close" and r["status"] is None
+        assert r["body"] == (None if when == "before_body" else body.decode())
+        s, h, pi = api("POST", "/v1/payment_intents", tok, form=form, headers={"Idempotency-Key": key})
+        assert s == 200
+        outcomes[when] = h.get("Idempotent-Replayed")
+    # Only a call dropped after processing acted: its retry is a replay.
+    assert outcomes == {"before_body": None, "after_body": None, "after_processing": "true"}, outcomes
+
+
+def test_api_fault_hang_and_delay():
+    tok = token_of()["access_token"]
+    ctl("faults", {"endpoint": "customers", "kind": "hang", "when": "after_processing", "count": 1})
+    done = []
+
+    def caller():
+        try:
+            done.append(api("POST", "/v1/customers", tok, form={"name": "H"}, headers={"Idempotency-Key": "h1"},
+                            timeout=20))
+        except Exception as e:  # noqa: BLE001
+            done.append(e)
+    t = threading.Thread(target=caller)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not (records() and records()[-1]["fault"] == "hang"):  # the call is held; wait for it
+        assert time.monotonic() < deadline, "the hung call never arrived"
+        time.sleep(0.02)
+    assert not done and records()[-1]["account"] is not None
+    ctl("faults", method="DELETE")  # releases it: the connection closes without an answer
+    t.join(10)
+    assert done and isinstance(done[0], (http.client.RemoteDisconnected, ConnectionError)), done
+    s, h, c = api("POST", "/v1/customers", tok, form={"name": "H"}, headers={"Idempotency-Key": "h1"})
+    assert s == 200 and h["Idempotent-Replayed"] == "true"
+    ctl("faults", {"endpoint": "api", "kind": "delay", "delay_ms": 300, "count": 1})
+    t0 = time.monotonic()
+    assert api("GET", "/v1/customers/" + c["id"], tok)[0] == 200 and time.monotonic() - t0 >= 0.3
+    ctl("faults", {"endpoint": "api", "kind": "hang", "when": "before_body"})
+    t0 = time.monotonic()
+    try:
+        api("GET", "/v1/customers/" + c["id"], tok, timeout=0.5)
+        raise AssertionError("a hung call answered")
+    except (socket.timeout, TimeoutError):
+        pass
+    assert time.monotonic() - t0 < 2
+
+
+def test_api_fault_huge_truncated_malformed():
+    tok = token_of()["access_token"]
+    for chunked in (False, True):
+        ctl("faults", {"endpoint": "charges", "kind": "huge", "chunked": chunked, "count": 1})
+        c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        c.request("GET", "/v1/charges/ch_x", headers=bearer(tok))
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        assert r.status == 200 and len(data) > (1 << 20) and json.loads(data)["object"] == "payment_intent"
+        assert (r.getheader("Transfer-Encoding") == "chunked") == chunked
+        assert (r.getheader("Content-Length") is None) == chunked
+    ctl("faults", {"endpoint": "charges", "kind": "huge", "size": 2048, "count": 1})
+    s, _, text = call("GET", "/v1/charges/ch_x", headers=bearer(tok))
+    assert s == 200 and len(text) == 2048
+    ctl("faults", {"endpoint": "charges", "kind": "truncated", "count": 1})
+    try:
+        call("GET", "/v1/charges/ch_x", headers=bearer(tok))
+        raise AssertionError("a truncated answer read whole")
+    except http.client.IncompleteRead:
+        pass
+    ctl("faults", {"endpoint": "charges", "kind": "malformed", "count": 1})
+    s, h, text = call("GET", "/v1/charges/ch_x", headers=bearer(tok))
+    assert s == 200 and text == "{not json" and h["Request-Id"].startswith("req_")
+    assert [r["fault"] for r in records()] == ["huge", "huge", "huge", "truncated", "malformed"]
 
 
 # -- runner ------------------------------------------------------------------------------------
