@@ -692,9 +692,9 @@ static int match_route(int r, const seg_t *segs, int nsegs, seg_t *params, int *
             return 0;
         }
     }
-    if (np < route_nsegs[r]) { /* the tail, raw: from its first segment to the end of the path */
-        params[*nparams].p = segs[np].p;
-        params[(*nparams)++].n = (size_t)(segs[nsegs - 1].p + segs[nsegs - 1].n - segs[np].p);
+    if (np < route_nsegs[r]) { /* the tail, raw: from the '/' before it to the end of the path */
+        params[*nparams].p = segs[np].p - 1;
+        params[(*nparams)++].n = (size_t)(segs[nsegs - 1].p + segs[nsegs - 1].n - segs[np].p) + 1;
     }
     return 1;
 }
