@@ -18,7 +18,7 @@
  *
  * Never logs; the bearer header, the request body and the answer are wiped when freed.
  * Tested by tests/it/test_proxy.py (the simulator closing reused connections at each
- * point; headers; sizes; timeouts) and tests/unit/test_loops.c (curl_loop_run). */
+ * point; headers; sizes; timeouts) and tests/it/test_payments.py. */
 #include "stripe/api.h"
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,5 @@
-/* curl_loop.c — libcurl multi on a worker's h2o evloop, for POSTs to Stripe.
+/* curl_loop.c — libcurl multi on a worker's h2o evloop, for POSTs to Stripe (and the
+ * proxy's calls, whose easy handles stripe/api.c configures: curl_loop_run).
  *
  * Design. curl_multi_socket_action drives every transfer; curl tells us what to watch
  * through two callbacks (the shape of curl's docs/examples/multi-uv.c):
@@ -24,7 +25,8 @@
  * https (and http when the caller allows it for the loopback simulator).
  *
  * Tested by tests/unit/test_loops.c against an in-test HTTP server (status, body,
- * concurrency, hang/timeout, refused connection, size cap, destroy in flight). */
+ * concurrency, hang/timeout, refused connection, size cap, destroy in flight);
+ * curl_loop_run by tests/it/test_proxy.py. */
 #include "stripe/curl_loop.h"
 #include <assert.h>
 #include <fcntl.h>
