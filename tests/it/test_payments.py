@@ -175,6 +175,19 @@ def test_test_mode_is_minted_from_live_for_the_first_test_call():
     assert conns["test"].get("derived_from") == "live", conns
 
 
+def test_concurrent_first_test_calls_mint_once():
+    ad, _ = adapter(S, "test", connect_mode="live")
+    grants_before = len([g for g in S.sim.stats()["grants"] if g.get("grant_type") == "refresh_token"])
+    rs = h.together([lambda: ad.call("POST", "/v1/customers", {"email": "c@example.com"}, idem=str(uuid.uuid4()))
+                     for _ in range(6)])
+    for r in rs:
+        ok(r)
+    mints = [g for g in S.sim.stats()["grants"] if g.get("grant_type") == "refresh_token"]
+    assert len(mints) == grants_before + 1, f"{len(mints) - grants_before} mints for 6 concurrent calls"
+    tokens = {header_of(x, "Authorization") for x in sim_requests(S)}
+    assert len(tokens) == 1, "the concurrent calls used different tokens"
+
+
 def test_a_deauthorized_connection_is_409_in_stripes_shape_without_a_stripe_call():
     ad, acct = adapter(S, "live")
     ok(ad.call("POST", "/v1/customers", {"email": "a@example.com"}, idem=str(uuid.uuid4())))

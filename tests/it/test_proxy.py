@@ -360,3 +360,27 @@ def test_proxy_logs_one_line_with_path_and_request_id_and_counts_the_call():
     forbidden_before = proxy_count("test", "other", 403)
     proxy(org, key, "GET", "/v1/accounts")
     assert proxy_count("test", "other", 403) == forbidden_before + 1
+
+
+# ===== Connection reuse =====
+
+def _established_to(port):
+    """Established TCP connections whose remote port is `port` (IPv4, this host)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            rem_port = int(parts[2].split(":")[1], 16)
+            if rem_port == port and parts[3] == "01":
+                n += 1
+    return n
+
+
+def test_proxy_keeps_one_upstream_connection_for_consecutive_calls():
+    org, key, _ = org_with_key()
+    for i in range(5):
+        create_customer(org, key)
+    g = proxy(org, key, "GET", "/v1/customers/cus_none")
+    assert g.status == 404, g.describe()
+    # the OAuth calls never keep theirs; the proxy's one connection stays open for the next call
+    assert _established_to(S.sim.port) == 1, "the proxy's calls did not share one upstream connection"
