@@ -35,7 +35,7 @@ released); a wrong state is 400 payment_intent_unexpected_state; declines are 40
 cards are declined in live mode). Refunds: at most what was captured and not yet refunded.
 Unknown parameters 400 parameter_unknown, unknown paths 404 "Unrecognized request URL". Errors are
 {"error": {"type", "code"?, "message", "param"?}}. Every answer has Request-Id: req_…, Stripe-Version
-(the one sent, else 2024-06-20) and the Idempotency-Key sent; 5xx and 409 add Stripe-Should-Retry.
+(the one sent, else 2024-06-20) and the Idempotency-Key sent; faulted 5xx add Stripe-Should-Retry.
 Idempotency-Key (POST; per account and mode; 24 h of simulated time): the same key, endpoint and
 parameters replay the first answer (Idempotent-Replayed: true, Original-Request: its req_…),
 other parameters or another endpoint are 400 idempotency_error; only calls that executed
@@ -376,6 +376,7 @@ TEST_CARDS = {"pm_card_visa": ("visa", "4242", None), "pm_card_mastercard": ("ma
               "pm_card_amex": ("amex", "8431", None),
               "pm_card_chargeDeclined": ("visa", "0002", "generic_decline"),
               "pm_card_chargeDeclinedInsufficientFunds": ("visa", "9995", "insufficient_funds")}
+MIN_AMOUNT = {"usd": 50, "eur": 50, "cad": 50, "aud": 50, "chf": 50, "gbp": 30, "jpy": 50}  # some of Stripe's
 EXPANDABLE = ("latest_charge", "customer", "payment_intent", "charge", "default_source")
 NOUNS = {"pi_": "payment_intent", "ch_": "charge", "re_": "refund", "cus_": "customer"}
 # Parameters each call accepts (anything else is Stripe's 400 parameter_unknown).
@@ -653,6 +654,13 @@ class Payments:
             raise ApiError(400, "Missing required param: currency.", code="parameter_missing", param="currency")
         if not re.fullmatch(r"[A-Za-z]{3}", currency):
             raise ApiError(400, "Invalid currency: %s." % currency, param="currency")
+        least = MIN_AMOUNT.get(currency.lower(), 1)
+        if amount < least:
+            raise ApiError(400, "Amount must be at least %d (the smallest unit of %s)." % (least, currency.lower()),
+                           code="amount_too_small", param="amount")
+        if amount > 99999999:
+            raise ApiError(400, "Amount must be no more than 99999999 (the smallest unit of %s)."
+                           % currency.lower(), code="amount_too_large", param="amount")
         cm = self.choice(p, "capture_method", ("automatic", "automatic_async", "manual"), "automatic")
         confirm = self.boolean(p, "confirm")
         if p.get("customer") is not None:
@@ -1247,8 +1255,6 @@ class Handler(BaseHTTPRequestHandler):
             status, body, headers = sim.pay.call(rec, method, url.path, url.query, raw, self.headers, key)
         if self.api_faults(faults, "after_processing", rec):
             return
-        if status >= 500 or status == 409:
-            headers.append(("Stripe-Should-Retry", "true"))
         self.api_send(rec, status, body, headers)
 
     def api_send(self, rec, status, body, headers=(), fault=None):

@@ -532,7 +532,7 @@ def test_api_decline_and_unknown_payment_method():
     assert ch["status"] == "failed" and ch["paid"] is False and ch["failure_code"] == "card_declined"
     s, _, ok = api("POST", "/v1/payment_intents/%s/confirm" % pi["id"], tok, form={"payment_method": "pm_card_visa"})
     assert s == 200 and ok["status"] == "succeeded" and ok["latest_charge"] != e["charge"]
-    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd",
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "100", "currency": "usd",
                                                             "payment_method": "pm_nope"}),
               400, "invalid_request_error", "resource_missing", "payment_method")
     live = token_of(LIVE_CA, LIVE_KEY)["access_token"]
@@ -608,7 +608,7 @@ def test_api_customers():
     assert pi["customer"] == c["id"]
     s, _, ch = api("GET", "/v1/charges/%s?expand[]=customer" % pi["latest_charge"], tok)
     assert ch["customer"] == c
-    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd", "customer": "cus_no"}),
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "100", "currency": "usd", "customer": "cus_no"}),
               404, "invalid_request_error", "resource_missing", "customer")
 
 
@@ -626,12 +626,18 @@ def test_api_request_errors():
     for bad in ("12.5", "abc", "0", "-3"):
         api_error(api("POST", "/v1/payment_intents", tok, form={"amount": bad, "currency": "usd"}), 400,
                   "invalid_request_error", "parameter_invalid_integer", "amount")
-    e = api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd", "colour": "x"}),
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "49", "currency": "usd"}), 400,
+              "invalid_request_error", "amount_too_small", "amount")
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "100000000", "currency": "usd"}), 400,
+              "invalid_request_error", "amount_too_large", "amount")
+    s, _, ok = api("POST", "/v1/payment_intents", tok, form={"amount": "50", "currency": "usd"})
+    assert s == 200 and ok["amount"] == 50
+    e = api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "100", "currency": "usd", "colour": "x"}),
                   400, "invalid_request_error", "parameter_unknown", "colour")
     assert e["message"] == "Received unknown parameter: colour"
-    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd", "confirm": "yes"}),
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "100", "currency": "usd", "confirm": "yes"}),
               400, "invalid_request_error", None, "confirm")
-    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "1", "currency": "usd",
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "100", "currency": "usd",
                                                             "capture_method": "later"}),
               400, "invalid_request_error", None, "capture_method")
     s, h, text = call("POST", "/v1/payment_intents", body={"amount": 1, "currency": "usd"}, headers=bearer(tok))
@@ -645,7 +651,7 @@ def test_api_request_errors():
     pi = authorized_pi(tok)
     api_error(api("GET", "/v1/payment_intents/%s?expand[]=amount" % pi["id"], tok), 400, "invalid_request_error",
               None, "expand")
-    s, _, j = api("POST", "/v1/payment_intents", tok, form=[("amount", "1"), ("currency", "usd"),
+    s, _, j = api("POST", "/v1/payment_intents", tok, form=[("amount", "100"), ("currency", "usd"),
                                                             ("metadata", "x"), ("metadata[a]", "y")])
     assert s == 400 and j["error"]["type"] == "invalid_request_error"
 
@@ -766,7 +772,7 @@ def test_api_idempotency():
     vkey = {"Idempotency-Key": "validation-1"}
     api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "x", "currency": "usd"}, headers=vkey),
               400, "invalid_request_error", "parameter_invalid_integer", "amount")
-    s, h, ok = api("POST", "/v1/payment_intents", tok, form={"amount": "5", "currency": "usd"}, headers=vkey)
+    s, h, ok = api("POST", "/v1/payment_intents", tok, form={"amount": "50", "currency": "usd"}, headers=vkey)
     assert s == 200 and "Idempotent-Replayed" not in h
     # A GET is never replayed; keys are kept 24 hours.
     s, h, _ = api("GET", "/v1/payment_intents/" + pi1["id"], tok, headers=key)
@@ -845,13 +851,14 @@ def test_api_fault_status_and_rate_limit():
         assert s == 400, bad
 
 
-def raw_exchange(method, path, body, headers, timeout=5):
-    """Sends a request on a raw socket; returns what came back (b"" when closed without an answer)."""
+def raw_exchange(method, path, body, headers, timeout=5, send_body=True):
+    """Sends a request on a raw socket (without its body unless send_body); returns what came back
+    (b"" when closed without an answer)."""
     s = socket.create_connection(("127.0.0.1", PORT), timeout=timeout)
     try:
         head = "%s %s HTTP/1.1\r\nHost: sim\r\nContent-Length: %d\r\n" % (method, path, len(body))
         head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
-        s.sendall(head.encode() + body)
+        s.sendall(head.encode() + (body if send_body else b""))
         out = b""
         while True:
             try:
@@ -876,7 +883,9 @@ def test_api_fault_close_stages():
         key = "close-" + when
         n0 = len(records())
         ctl("faults", {"endpoint": "payment_intents", "kind": "close", "when": when, "count": 1})
-        assert raw_exchange("POST", "/v1/payment_intents", body, dict(hdr, **{"Idempotency-Key": key})) == b""
+        # before_body closes without waiting for the body, which is never sent here
+        assert raw_exchange("POST", "/v1/payment_intents", body, dict(hdr, **{"Idempotency-Key": key}),
+                            send_body=when != "before_body") == b""
         r = records(n0)[0]
         assert r["fault"] == "close" and r["status"] is None
         assert r["body"] == (None if when == "before_body" else body.decode())

@@ -717,6 +717,18 @@ class Sim:
         remember("code", j.get("code"))
         return j.get("code")
 
+    def requests(self, since=0):
+        """The payment API calls received after record `since`, oldest first (GET /_sim/requests:
+        method, path, query, headers as received, body, account, mode, status, request_id,
+        replayed, fault); the access tokens they carried are remembered."""
+        reqs = self._call("GET", f"/_sim/requests?since={int(since)}").get("requests") or []
+        for r in reqs:
+            for k, v in r.get("headers") or []:
+                if k.lower() == "authorization" and v.startswith("Bearer "):
+                    if v[7:] not in (TEST_SECRET_KEY, LIVE_SECRET_KEY):
+                        remember("access_token", v[7:])
+        return reqs
+
     def close(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
