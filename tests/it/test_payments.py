@@ -73,7 +73,7 @@ def adapter(stack, mode="test", connect_mode=None, lifetime=None):
 
 
 def sim_requests(stack, since=0):
-    return stack.sim._call("GET", f"/_sim/requests?since={since}")["requests"]
+    return stack.sim.requests(since)
 
 
 def header_of(rec, name):

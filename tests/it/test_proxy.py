@@ -55,7 +55,7 @@ def proxy(org, key, method, path, form=None, headers=None, mode="test", raw_body
 
 
 def sim_requests(since=0):
-    return S.sim._call("GET", f"/_sim/requests?since={since}")["requests"]
+    return S.sim.requests(since)
 
 
 def last_seq():
