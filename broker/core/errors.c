@@ -5,7 +5,7 @@
  * the caller (a Salesforce admin reading a Flow fault, or an operator) what to do next.
  * Never: puts request data into a message by itself; callers that pass a message must
  * not pass secrets (the message is JSON-escaped, not filtered).
- * Tested by: tests/unit/test_errors.c (every code's status, the JSON shape). */
+ * Tested by: tests/unit/test_errors.c (every code's status, the JSON shape, Stripe's shape). */
 #include "errors.h"
 
 #include <string.h>

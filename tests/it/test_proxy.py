@@ -263,6 +263,19 @@ def test_proxy_refuses_an_unknown_mode_another_org_and_no_key():
     assert sim_requests() == []
 
 
+def test_proxy_mode_without_stripe_keys_is_400_mode_not_enabled():
+    org, key, _ = org_with_key()
+    b = S.new_broker("testonly", STRIPE_CLIENT_ID_LIVE=None, STRIPE_SECRET_KEY_LIVE=None)
+    try:
+        r = h.http_request("GET", b.url(f"/v1/orgs/{org}/stripe/live/v1/customers/cus_1"),
+                           headers={"Authorization": f"Bearer {key}"})
+        assert_stripe_error(r, 400, "mode_not_enabled")
+    finally:
+        b.stop()
+        S.extra.remove(b)
+    assert sim_requests() == []
+
+
 def test_proxy_body_over_64_kib_is_413_without_a_stripe_call():
     org, key, _ = org_with_key()
     r = proxy(org, key, "POST", "/v1/customers", raw_body="description=" + "x" * (64 * 1024),
