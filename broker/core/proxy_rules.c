@@ -23,13 +23,13 @@ static int seg_char(char c)
 
 int proxy_path_check(const char *path, size_t len, const char **res, size_t *res_len)
 {
-    size_t i = 4, start;
+    size_t i = 4;
     int nseg = 0;
 
     if (len < 5 || len > PROXY_PATH_MAX_BYTES || path[0] != '/' || path[1] != 'v' || path[2] != '1' || path[3] != '/')
         return -1;
     while (i <= len) {
-        start = i;
+        size_t start = i;
         while (i < len && path[i] != '/') {
             if (!seg_char(path[i]))
                 return -1;
