@@ -92,6 +92,11 @@ fuzz:
 bench: deps all
 	@sh tests/bench/run.sh
 
+# The Stripe proxy against h2o (playing Stripe) direct and behind nginx proxy_pass
+.PHONY: bench-proxy
+bench-proxy: all
+	@$(PYTHON) tests/bench/proxy_bench.py
+
 # 10 minutes of mixed traffic on three replicas (one under ASan) with Redis restarts
 soak: deps all asan
 	@SOAK_SECONDS=$${SOAK_SECONDS:-600} sh tests/soak/run.sh

@@ -395,6 +395,10 @@ curl_loop_t *curl_loop_create(h2o_evloop_t *loop)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    /* idle connections kept for reuse (the proxy's; curl_loop_post never keeps one): curl's
+     * default is 4 x the transfers in flight at the moment one ends, which under a bursty
+     * load closed and reopened most of them */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)CURL_LOOP_MAX_IDLE_CONNS);
     return c;
 }
 

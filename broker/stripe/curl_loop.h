@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #define CURL_LOOP_MAX_RESPONSE (256 * 1024)
+#define CURL_LOOP_MAX_IDLE_CONNS 64 /* connections kept for reuse per loop (curl_loop_run) */
 
 typedef struct curl_loop curl_loop_t;
 
