@@ -332,6 +332,17 @@ def test_proxy_never_resends_when_the_reused_connection_dies_before_reading():
     assert len(arrived) <= 1, f"the simulator got the call {len(arrived)} times: {arrived}"
 
 
+def test_proxy_lets_curl_resend_a_get_whose_reused_connection_died():
+    """A GET changes nothing at Stripe: curl's own retry on a fresh connection is kept."""
+    org, key, _ = org_with_key()
+    cus = create_customer(org, key).json()["id"]
+    seq = last_seq()
+    S.sim.fault(endpoint="customers", kind="close", when="before_body", match="GET /v1/customers", count=1)
+    r = proxy(org, key, "GET", f"/v1/customers/{cus}")
+    h.assert_status(r, 200)
+    assert [x["status"] for x in sim_requests(seq)][-1] == 200
+
+
 def test_proxy_never_resends_when_the_answer_breaks_midway():
     org, key, _ = org_with_key()
     create_customer(org, key)
