@@ -23,7 +23,9 @@ Stripe's brackets, metadata[k]=v, expand[]=f; JSON answers; amounts are integers
   GET  /v1/payment_intents/pi_…            POST …/confirm (payment_method), …/capture
                                            (amount_to_capture), …/cancel (cancellation_reason)
   POST /v1/refunds                         payment_intent or charge, amount (partial), reason
-  GET  /v1/refunds/re_…, /v1/charges/ch_…, POST /v1/customers, GET /v1/customers/cus_…
+  GET  /v1/refunds/re_…, /v1/charges/ch_…, POST /v1/customers, GET|DELETE /v1/customers/cus_…
+  GET  /v1/payment_intents|charges|refunds|customers   lists: limit, starting_after, filters
+                                           (customer, payment_intent, charge, email), expand[]=data.f
 Rules: the bearer (or Basic user) is an access token this simulator issued, active and, for Apps,
 unexpired (else 401 "Invalid API Key provided: sk_test_****abcd" / "Expired API Key provided…",
 code api_key_expired), or a platform secret key (acting on its own account, or with
@@ -39,8 +41,8 @@ Unknown parameters 400 parameter_unknown, unknown paths 404 "Unrecognized reques
 Idempotency-Key (POST; per account and mode; 24 h of simulated time): the same key, endpoint and
 parameters replay the first answer (Idempotent-Replayed: true, Original-Request: its req_…),
 other parameters or another endpoint are 400 idempotency_error; only calls that executed
-(2xx, 402) are kept. Not simulated: lists, updates, other resources, Stripe-Account for tokens of
-platforms other than this one, concurrent use of one key (Stripe's 409).
+(2xx, 402) are kept. Not simulated: updates, other resources, ending_before, Stripe-Account for
+tokens of other platforms, concurrent use of one key (Stripe's 409).
 
 How to run:
   python3 tests/fakes/stripe_sim.py --port 0 --test-client-id ca_test_sim \
@@ -376,7 +378,10 @@ TEST_CARDS = {"pm_card_visa": ("visa", "4242", None), "pm_card_mastercard": ("ma
               "pm_card_amex": ("amex", "8431", None),
               "pm_card_chargeDeclined": ("visa", "0002", "generic_decline"),
               "pm_card_chargeDeclinedInsufficientFunds": ("visa", "9995", "insufficient_funds")}
-MIN_AMOUNT = {"usd": 50, "eur": 50, "cad": 50, "aud": 50, "chf": 50, "gbp": 30, "jpy": 50}  # some of Stripe's
+# Stripe's minimum charge amounts for a few currencies (others: 1).
+MIN_AMOUNT = {"usd": 50, "eur": 50, "cad": 50, "aud": 50, "chf": 50, "gbp": 30, "jpy": 50}
+LIST_FILTERS = {"payment_intents": {"customer"}, "charges": {"customer", "payment_intent"},
+                "refunds": {"charge", "payment_intent"}, "customers": {"email"}}
 EXPANDABLE = ("latest_charge", "customer", "payment_intent", "charge", "default_source")
 NOUNS = {"pi_": "payment_intent", "ch_": "charge", "re_": "refund", "cus_": "customer"}
 # Parameters each call accepts (anything else is Stripe's 400 parameter_unknown).
@@ -575,10 +580,9 @@ class Payments:
 
     @staticmethod
     def choice(params, name, values, default=None):
-        v = params.get(name, default)
-        if v is not default and v not in values:
+        if name in params and params[name] not in values:
             raise ApiError(400, "Invalid %s: must be one of %s" % (name, ", ".join(values)), param=name)
-        return v
+        return params.get(name, default)
 
     @staticmethod
     def boolean(params, name):
@@ -630,14 +634,44 @@ class Payments:
                 "metadata": self.metadata(p), "name": p.get("name"), "phone": p.get("phone"),
                 "preferred_locales": [], "tax_exempt": "none"})
             return 200, self.expanded(cus, p, acct, mode)
+        if res == "customers" and method == "DELETE" and oid is not None and action is None:
+            self.allow(p, set())
+            cus = self.get(oid, acct, mode, "customer")
+            if cus.get("deleted"):
+                raise ApiError(404, "No such customer: '%s'" % oid, code="resource_missing", param="id")
+            stub = {"id": oid, "object": "customer", "deleted": True}
+            self.objects[oid]["obj"] = stub  # what a retrieve answers from now on
+            return 200, dict(stub)
         if res and method == "GET" and oid is not None and action is None:
             self.allow(p, RETRIEVE)
-            noun = {"payment_intents": "payment_intent", "charges": "charge", "refunds": "refund",
-                    "customers": "customer"}[res]
-            obj = self.get(oid, acct, mode, noun, "intent" if noun == "payment_intent" else "id")
+            obj = self.get(oid, acct, mode, res[:-1], "intent" if res == "payment_intents" else "id")
             return 200, self.expanded(obj, p, acct, mode)
+        if res and method == "GET" and oid is None:
+            return self.list(res, acct, mode, p)
         raise ApiError(404, "Unrecognized request URL (%s: %s). Please see https://stripe.com/docs or we can "
                        "help at https://support.stripe.com/." % (method, path))
+
+    def list(self, res, acct, mode, p):
+        """A list, newest first: limit (1-100, default 10), starting_after, and LIST_FILTERS."""
+        self.allow(p, {"limit", "starting_after", "expand"} | LIST_FILTERS[res])
+        limit = self.integer(p, "limit", default=10)
+        if limit > 100:
+            raise ApiError(400, "This value must be less than or equal to 100.",
+                           code="parameter_invalid_integer", param="limit")
+        objs = [o["obj"] for o in reversed(list(self.objects.values()))
+                if o["account"] == acct and o["mode"] == mode and o["obj"]["object"] == res[:-1]
+                and not o["obj"].get("deleted") and all(o["obj"].get(f) == p[f] for f in LIST_FILTERS[res] if f in p)]
+        if "starting_after" in p:
+            ids = [o["id"] for o in objs]
+            if p["starting_after"] not in ids:
+                raise ApiError(404, "No such %s: '%s'" % (res[:-1], p["starting_after"]),
+                               code="resource_missing", param="starting_after")
+            objs = objs[ids.index(p["starting_after"]) + 1:]
+        sub = {"expand": [e[len("data."):] for e in p.get("expand") or [] if e.startswith("data.")]}
+        if len(sub["expand"]) != len(p.get("expand") or []):
+            raise ApiError(400, "This property cannot be expanded (%s)." % p["expand"][0], param="expand")
+        return 200, {"object": "list", "url": "/v1/" + res, "has_more": len(objs) > limit,
+                     "data": [self.expanded(o, sub, acct, mode) for o in objs[:limit]]}
 
     def payment_method(self, p, pm):
         if not isinstance(pm, str) or pm not in TEST_CARDS:
@@ -663,8 +697,8 @@ class Payments:
                            % currency.lower(), code="amount_too_large", param="amount")
         cm = self.choice(p, "capture_method", ("automatic", "automatic_async", "manual"), "automatic")
         confirm = self.boolean(p, "confirm")
-        if p.get("customer") is not None:
-            self.get(p["customer"], acct, mode, "customer", "customer")
+        if p.get("customer") is not None and self.get(p["customer"], acct, mode, "customer", "customer").get("deleted"):
+            raise ApiError(404, "No such customer: '%s'" % p["customer"], code="resource_missing", param="customer")
         pm = self.payment_method(p, p["payment_method"]) if "payment_method" in p else None
         pmt = p.get("payment_method_types", ["card"])
         if not isinstance(pmt, list):

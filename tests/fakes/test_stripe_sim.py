@@ -612,6 +612,46 @@ def test_api_customers():
               404, "invalid_request_error", "resource_missing", "customer")
 
 
+def test_api_delete_customer_and_lists():
+    tok = token_of()["access_token"]
+    other = token_of()["access_token"]
+    api("POST", "/v1/customers", other, form={"email": "x@example.com"})  # another account's
+    cs = [api("POST", "/v1/customers", tok, form={"email": "%d@example.com" % i})[2] for i in range(3)]
+    s, _, l = api("GET", "/v1/customers?limit=2", tok)
+    assert s == 200 and l["object"] == "list" and l["url"] == "/v1/customers" and l["has_more"] is True
+    assert [c["id"] for c in l["data"]] == [cs[2]["id"], cs[1]["id"]] and l["data"][0] == cs[2]
+    s, _, l = api("GET", "/v1/customers?limit=2&starting_after=" + cs[1]["id"], tok)
+    assert [c["id"] for c in l["data"]] == [cs[0]["id"]] and l["has_more"] is False
+    s, _, l = api("GET", "/v1/customers?email=1%40example.com", tok)
+    assert [c["id"] for c in l["data"]] == [cs[1]["id"]]
+    s, _, d = api("DELETE", "/v1/customers/" + cs[1]["id"], tok)
+    assert s == 200 and d == {"id": cs[1]["id"], "object": "customer", "deleted": True}
+    s, _, d = api("GET", "/v1/customers/" + cs[1]["id"], tok)
+    assert s == 200 and d == {"id": cs[1]["id"], "object": "customer", "deleted": True}
+    api_error(api("DELETE", "/v1/customers/" + cs[1]["id"], tok), 404, "invalid_request_error",
+              "resource_missing", "id")
+    api_error(api("DELETE", "/v1/customers/" + cs[0]["id"], other), 404, "invalid_request_error",
+              "resource_missing", "id")
+    api_error(api("POST", "/v1/payment_intents", tok, form={"amount": "100", "currency": "usd",
+                                                            "customer": cs[1]["id"]}),
+              404, "invalid_request_error", "resource_missing", "customer")
+    s, _, l = api("GET", "/v1/customers", tok)
+    assert [c["id"] for c in l["data"]] == [cs[2]["id"], cs[0]["id"]]
+    pi = authorized_pi(tok, 1000, "automatic", customer=cs[0]["id"])
+    authorized_pi(tok, 2000, "automatic")
+    s, _, l = api("GET", "/v1/payment_intents?customer=%s&expand[]=data.latest_charge" % cs[0]["id"], tok)
+    assert [p["id"] for p in l["data"]] == [pi["id"]] and l["data"][0]["latest_charge"]["id"] == pi["latest_charge"]
+    s, _, r = api("POST", "/v1/refunds", tok, form={"payment_intent": pi["id"], "amount": "100"})
+    s, _, l = api("GET", "/v1/refunds?payment_intent=" + pi["id"], tok)
+    assert [x["id"] for x in l["data"]] == [r["id"]]
+    s, _, l = api("GET", "/v1/charges", tok)
+    assert len(l["data"]) == 2 and l["data"][1]["id"] == pi["latest_charge"]
+    for q, param in (("limit=101", "limit"), ("limit=0", "limit"), ("starting_after=cus_nope", "starting_after"),
+                     ("colour=red", "colour"), ("expand[]=latest_charge", "expand")):
+        s, _, j = api("GET", "/v1/payment_intents?" + q, tok)
+        assert s in (400, 404) and j["error"]["param"] == param, (q, j)
+
+
 def test_api_request_errors():
     tok = token_of()["access_token"]
     e = api_error(api("GET", "/v1/payment_intents/pi_nope", tok), 404, "invalid_request_error",
@@ -642,8 +682,8 @@ def test_api_request_errors():
               400, "invalid_request_error", None, "capture_method")
     s, h, text = call("POST", "/v1/payment_intents", body={"amount": 1, "currency": "usd"}, headers=bearer(tok))
     assert s == 400 and "unsupported Content-Type application/json" in json.loads(text)["error"]["message"]
-    for method, path in (("GET", "/v1/balance"), ("DELETE", "/v1/customers/cus_x"), ("GET", "/v1/payment_intents"),
-                         ("POST", "/v1/payment_intents/pi_x/explode")):
+    for method, path in (("GET", "/v1/balance"), ("DELETE", "/v1/payment_intents/pi_x"),
+                         ("POST", "/v1/payment_intents/pi_x/explode"), ("PUT", "/v1/customers")):
         e = api_error(api(method, path, tok), 404, "invalid_request_error")
         assert e["message"].startswith("Unrecognized request URL (%s: %s)" % (method, path)), e
     api_error(api("GET", "/v1/payment_intents/pi_x?expand[]=latest_charge", tok), 404, "invalid_request_error",
@@ -784,6 +824,32 @@ def test_api_idempotency():
               "invalid_request_error", None, "Idempotency-Key")
     api_error(api("POST", "/v1/customers", tok, headers={"Stripe-Version": "latest"}), 400,
               "invalid_request_error", "api_version_invalid")
+
+
+def test_api_concurrent_calls_act_once():
+    tok = token_of()["access_token"]
+    pi = authorized_pi(tok, 1000, "manual")
+    out, errors = [], []
+
+    def run(fn):
+        try:
+            out.append(fn())
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+    form = {"amount": "700", "currency": "usd"}
+    calls = [lambda: api("POST", "/v1/payment_intents", tok, form=form, headers={"Idempotency-Key": "same"})] * 40
+    calls += [lambda: api("POST", "/v1/payment_intents/%s/capture" % pi["id"], tok)] * 20
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(out) == 60, errors[:3]
+    created = [(h.get("Idempotent-Replayed"), j["id"]) for s, h, j in out if j.get("amount") == 700]
+    assert len(created) == 40 and len({i for _, i in created}) == 1
+    assert [r for r, _ in created].count(None) == 1  # one executed, 39 replays
+    captures = [s for s, h, j in out if j.get("id") == pi["id"] or "error" in j]
+    assert sorted(captures) == [200] + [400] * 19, captures
 
 
 def test_api_record():
