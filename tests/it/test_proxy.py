@@ -408,3 +408,15 @@ def test_proxy_keeps_one_upstream_connection_for_consecutive_calls():
     assert g.status == 404, g.describe()
     # the OAuth calls never keep theirs; the proxy's one connection stays open for the next call
     assert _established_to(S.sim.port) == 1, "the proxy's calls did not share one upstream connection"
+
+
+def test_proxy_forwards_a_delete():
+    org, key, _ = org_with_key()
+    cus = create_customer(org, key).json()["id"]
+    seq = last_seq()
+    r = proxy(org, key, "DELETE", f"/v1/customers/{cus}")
+    h.assert_status(r, 200)
+    assert r.json().get("deleted") is True, r.describe()
+    [rec] = sim_requests(seq)
+    assert rec["method"] == "DELETE" and rec["path"] == f"/v1/customers/{cus}", rec
+    assert header_of(rec, "Idempotency-Key") is None, "a DELETE got an Idempotency-Key"
