@@ -108,6 +108,11 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@sh tests/bench/run.sh
 
+# The Stripe proxy against h2o (playing Stripe) direct and behind nginx proxy_pass
+.PHONY: bench-proxy
+bench-proxy: all
+	@$(PYTHON) tests/bench/proxy_bench.py
+
 # 10 minutes of mixed traffic on three replicas (one under ASan) with Redis restarts
 soak: deps
 	@$(MAKE) --no-print-directory all

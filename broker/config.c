@@ -50,6 +50,12 @@
 #define DEFAULT_CONNECT_URL "https://connect.stripe.com"
 #define DEFAULT_API_URL "https://api.stripe.com"
 #define DEFAULT_MARKETPLACE_URL "https://marketplace.stripe.com"
+#define DEFAULT_PROXY_ALLOW                                                                        \
+    "payment_intents,charges,refunds,customers,payment_methods,setup_intents,"                    \
+    "balance_transactions,disputes"
+#define DEFAULT_PROXY_TIMEOUT_MS "30000"
+#define PROXY_TIMEOUT_MIN_MS 100
+#define PROXY_TIMEOUT_MAX_MS 120000
 
 typedef struct loader {
     config_getenv_fn get;
@@ -752,6 +758,63 @@ out:
     return rc;
 }
 
+/* BROKER_PROXY_ALLOW: a comma list of Stripe API resources, each [a-z_]+, no repeats. */
+static int load_proxy_allow(loader_t *l, config_t *c)
+{
+    char *v, *p, what[160];
+    int rc = -1;
+
+    if (read_var_default(l, "BROKER_PROXY_ALLOW", DEFAULT_PROXY_ALLOW, &v) != 0)
+        return -1;
+    c->proxy_allow = calloc(PROXY_ALLOW_MAX_ENTRIES, sizeof(char *));
+    if (c->proxy_allow == NULL)
+        abort();
+    for (p = v;;) {
+        char *comma = strchr(p, ',');
+        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p), i;
+        const char *why = NULL;
+
+        while (len > 0 && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        for (i = 0; i < len && why == NULL; i++)
+            if (!((p[i] >= 'a' && p[i] <= 'z') || p[i] == '_'))
+                why = "not a Stripe resource name (lower-case letters and _)";
+        if (len == 0)
+            why = "empty entry";
+        else if (len > PROXY_RESOURCE_MAX_LEN)
+            why = "too long (at most 64 characters)";
+        else if (why == NULL && config_proxy_resource(c, p, len) >= 0)
+            why = "listed twice";
+        if (why == NULL && c->proxy_allow_n == PROXY_ALLOW_MAX_ENTRIES)
+            why = "too many entries (at most 32)";
+        if (why != NULL) {
+            snprintf(what, sizeof(what), "entry %zu: %s", c->proxy_allow_n + 1, why);
+            rc = fail(l, "BROKER_PROXY_ALLOW", what);
+            goto out;
+        }
+        if ((c->proxy_allow[c->proxy_allow_n] = strndup(p, len)) == NULL)
+            abort();
+        c->proxy_allow_n++;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    rc = 0;
+out:
+    free(v);
+    return rc;
+}
+
+int config_proxy_resource(const config_t *c, const char *resource, size_t len)
+{
+    for (size_t i = 0; i < c->proxy_allow_n; i++)
+        if (strlen(c->proxy_allow[i]) == len && memcmp(c->proxy_allow[i], resource, len) == 0)
+            return (int)i;
+    return -1;
+}
+
 /* Does host (any case) match a stored, lower-case pattern host? A wildcard matches
  * one or more whole labels in front of the suffix. */
 static int host_matches(const origin_pattern_t *p, const char *host, size_t hostlen)
@@ -865,7 +928,10 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
                       NULL) != 0 ||
         load_base_url(&l, "STRIPE_API_URL", DEFAULT_API_URL, 1, &c->api_url, NULL) != 0 ||
         load_base_url(&l, "STRIPE_MARKETPLACE_URL", DEFAULT_MARKETPLACE_URL, 1,
-                      &c->marketplace_url, NULL) != 0) {
+                      &c->marketplace_url, NULL) != 0 ||
+        load_proxy_allow(&l, c) != 0 ||
+        load_number(&l, "BROKER_PROXY_TIMEOUT_MS", DEFAULT_PROXY_TIMEOUT_MS, PROXY_TIMEOUT_MIN_MS,
+                    PROXY_TIMEOUT_MAX_MS, &c->proxy_timeout_ms) != 0) {
         config_free(c);
         return -1;
     }
@@ -897,6 +963,9 @@ void config_free(config_t *c)
     free(c->connect_url);
     free(c->api_url);
     free(c->marketplace_url);
+    for (i = 0; i < c->proxy_allow_n; i++)
+        free(c->proxy_allow[i]);
+    free(c->proxy_allow);
     memset(c, 0, sizeof(*c));
 }
 

@@ -51,7 +51,13 @@ typedef struct config {
     char *connect_url;     /* no trailing slash */
     char *api_url;
     char *marketplace_url;
+    char **proxy_allow;    /* BROKER_PROXY_ALLOW: Stripe API resources the proxy forwards ([a-z_]+) */
+    size_t proxy_allow_n;  /* at most PROXY_ALLOW_MAX_ENTRIES */
+    int proxy_timeout_ms;  /* BROKER_PROXY_TIMEOUT_MS: whole-request limit of one proxied call */
 } config_t;
+
+#define PROXY_ALLOW_MAX_ENTRIES 32
+#define PROXY_RESOURCE_MAX_LEN 64
 
 /* Looks up an environment variable; returns NULL when unset. */
 typedef const char *(*config_getenv_fn)(const char *name, void *ctx);
@@ -69,4 +75,6 @@ const char *mode_name(int mode);
  * non-ASCII character, at most 2048 characters) whose origin (scheme, host, port)
  * matches one of c->return_allow; a leading "*." there matches one or more labels. */
 int config_return_url_allowed(const config_t *c, const char *url);
+/* The index of resource (len bytes) in c->proxy_allow, or -1 when it is not allowed. */
+int config_proxy_resource(const config_t *c, const char *resource, size_t len);
 #endif

@@ -391,7 +391,8 @@ size_t log_request_fields(char out[LOG_REQUEST_FIELDS_MAX], const log_request_t 
 {
     size_t n = 0;
     uint64_t dur = r->duration_us;
-    /* worst case: 60 bytes of names + 6 × (16 + 16 + 64 + 18) escaped + 2 × 20 digits */
+    /* worst case: 60 bytes of names + 6 × (16 + 16 + 64 + 18) escaped + 2 × 20 digits = 784,
+     * + 2 extra fields of 6 × (32 + LOG_EXTRA_VALUE_MAX) + 6 = 1,932: 2,716 < LOG_REQUEST_FIELDS_MAX */
 #define PUTS(s) (memcpy(out + n, (s), sizeof(s) - 1), n += sizeof(s) - 1)
     PUTS("\"request_id\":\"");
     n += esc(out + n, r->request_id, r->request_id != NULL ? strlen(r->request_id) : 0, 16);
@@ -410,6 +411,14 @@ size_t log_request_fields(char out[LOG_REQUEST_FIELDS_MAX], const log_request_t 
     if (r->org_id != NULL && r->org_id[0] != '\0') {
         PUTS(",\"org_id\":\"");
         n += esc(out + n, r->org_id, strlen(r->org_id), 18);
+        out[n++] = '"';
+    }
+    for (int i = 0; i < 4 && r->extra[i] != NULL; i += 2) {
+        out[n++] = ',';
+        out[n++] = '"';
+        n += esc(out + n, r->extra[i], strlen(r->extra[i]), 32);
+        PUTS("\":\"");
+        n += esc(out + n, r->extra[i + 1], r->extra[i + 1] != NULL ? strlen(r->extra[i + 1]) : 0, LOG_EXTRA_VALUE_MAX);
         out[n++] = '"';
     }
 #undef PUTS

@@ -37,8 +37,13 @@ typedef struct log_request {
     int status;
     uint64_t duration_us;
     const char *org_id; /* "" or NULL: no org_id field */
+    /* A handler's own fields: name, value, name, value; a NULL name ends them. Names are
+     * the handler's constants; values may come from outside and are escaped (each cut
+     * at LOG_EXTRA_VALUE_MAX bytes). */
+    const char *extra[4];
 } log_request_t;
-#define LOG_REQUEST_FIELDS_MAX 1024
+#define LOG_EXTRA_VALUE_MAX 128
+#define LOG_REQUEST_FIELDS_MAX 3072
 /* Writes the fields (for log_raw) NUL-terminated into out; returns their length. */
 size_t log_request_fields(char out[LOG_REQUEST_FIELDS_MAX], const log_request_t *r);
 /* The whole line log_raw / log_event would write, appended to out (tests, fuzzers). */

@@ -25,6 +25,10 @@ static atomic_ulong http_total[METRICS_MAX_ROUTES];
 static atomic_ulong stripe_count[2][4];
 static atomic_ulong refresh_count[2][4];
 static atomic_ulong redis_errors;
+/* [mode][resource index, the last one "other"][status - 100]: zero pages cost nothing */
+static const char *const *proxy_names;
+static int nproxy;
+static atomic_ulong proxy_count[2][METRICS_MAX_PROXY_RESOURCES + 1][500];
 #define NCACHE 5
 static atomic_ulong cache_count[NCACHE];
 static const char *const cache_events[NCACHE] = {"hit", "miss", "invalidation", "probe", "flush"};
@@ -73,6 +77,20 @@ void metrics_refresh(const char *mode, const char *outcome)
     int m = index_of(modes, 2, mode), o = index_of(refresh_outcomes, 4, outcome);
     if (m >= 0 && o >= 0)
         atomic_fetch_add_explicit(&refresh_count[m][o], 1, memory_order_relaxed);
+}
+
+void metrics_proxy_init(const char *const *names, int n)
+{
+    proxy_names = names;
+    nproxy = n < METRICS_MAX_PROXY_RESOURCES ? n : METRICS_MAX_PROXY_RESOURCES;
+}
+
+void metrics_proxy(int mode, int resource, int status)
+{
+    if (mode < 0 || mode > 1 || status < 100 || status > 599)
+        return;
+    int r = resource >= 0 && resource < nproxy ? resource : METRICS_MAX_PROXY_RESOURCES;
+    atomic_fetch_add_explicit(&proxy_count[mode][r][status - 100], 1, memory_order_relaxed);
 }
 
 void metrics_redis_error(void)
@@ -138,6 +156,20 @@ void metrics_render(buf_t *out)
         for (int o = 0; o < 4; o++)
             buf_printf(out, "stb_token_refreshes_total{mode=\"%s\",outcome=\"%s\"} %lu\n", modes[m],
                        refresh_outcomes[o], LOAD(refresh_count[m][o]));
+
+    buf_puts(out, "# HELP stb_proxy_requests_total Calls to the Stripe proxy by mode, resource and status.\n"
+                  "# TYPE stb_proxy_requests_total counter\n");
+    for (int m = 0; m < 2; m++)
+        for (int r = 0; r <= METRICS_MAX_PROXY_RESOURCES; r++) {
+            if (r >= nproxy && r != METRICS_MAX_PROXY_RESOURCES)
+                continue;
+            for (int s = 0; s < 500; s++) {
+                unsigned long v = LOAD(proxy_count[m][r][s]);
+                if (v != 0)
+                    buf_printf(out, "stb_proxy_requests_total{mode=\"%s\",resource=\"%s\",status=\"%d\"} %lu\n",
+                               modes[m], r < nproxy ? proxy_names[r] : "other", s + 100, v);
+            }
+        }
 
     buf_puts(out, "# HELP stb_redis_errors_total Redis failures (disconnects, errors, timeouts).\n"
                   "# TYPE stb_redis_errors_total counter\n");

@@ -16,6 +16,13 @@ void metrics_stripe(const char *endpoint, const char *outcome);
 /* mode: "test"/"live"; outcome: "ok", "reused", "failed", "reauthorization_required". */
 void metrics_refresh(const char *mode, const char *outcome);
 void metrics_redis_error(void);
+/* The Stripe proxy (CONTRACT §4.3): resource names are the BROKER_PROXY_ALLOW entries
+ * (a fixed list given once at start, at most METRICS_MAX_PROXY_RESOURCES); a call counts
+ * under mode (MODE_TEST/MODE_LIVE), the resource's index (-1: "other", a path refused
+ * before its resource was known) and the status answered (100-599). */
+#define METRICS_MAX_PROXY_RESOURCES 32
+void metrics_proxy_init(const char *const *resource_names, int n);
+void metrics_proxy(int mode, int resource, int status);
 /* Read-cache events since the last call (store/rcache.c adds them up per worker and
  * reports them every RCACHE_TICK_MS, so the request path stays free of atomics). */
 void metrics_cache(uint64_t hits, uint64_t misses, uint64_t invalidations, uint64_t probes, uint64_t flushes);

@@ -51,13 +51,14 @@
 /* ===== The route table ===== */
 
 enum route_auth { AUTH_NONE, AUTH_ORG, AUTH_ADMIN };
-enum route_kind { KIND_API, KIND_PAGE, KIND_OPS };
+enum route_kind { KIND_API, KIND_PAGE, KIND_OPS, KIND_STRIPE /* errors also in Stripe's shape */ };
 
 typedef void (*route_fn)(breq_t *b);
 
 typedef struct route {
     const char *method;
-    const char *pattern; /* segments; "{org_id}" is normalised, other "{…}" are captured */
+    const char *pattern; /* segments; "{org_id}" is normalised, other "{…}" are captured; a
+                          * last "*" captures the rest of the path (one segment or more) */
     route_fn fn;
     enum route_auth auth;
     enum route_kind kind;
@@ -86,10 +87,13 @@ static const route_t routes[] = {
     {"GET", "/setup/style.css", setup_style, AUTH_NONE, KIND_OPS},
     {"GET", "/oauth/callback", oauth_callback, AUTH_NONE, KIND_PAGE},
     {"POST", "/webhooks/stripe", webhooks_stripe, AUTH_NONE, KIND_API},
+    {"GET", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
+    {"POST", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
+    {"DELETE", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
 };
 #define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
 #define ROUTE_UNMATCHED NROUTES /* metrics/log bucket for 404/405 */
-#define MAX_SEGMENTS 8
+#define MAX_SEGMENTS 16
 #define PAGE_CSP_MAX 1024
 #define STARTUP_REDIS_WAIT_MS 1000
 
@@ -150,6 +154,11 @@ void breq_deadline_stripe(breq_t *b)
     arm(b, &b->w->stripe_deadline, ERR_STRIPE_UNAVAILABLE);
 }
 
+void breq_deadline_proxy(breq_t *b)
+{
+    arm(b, &b->w->proxy_deadline, ERR_STRIPE_UNAVAILABLE);
+}
+
 /* ===== Answers ===== */
 
 static const char *reason_of(int status)
@@ -161,6 +170,7 @@ static const char *reason_of(int status)
     case 303: return "See Other";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 402: return "Payment Required";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -170,6 +180,7 @@ static const char *reason_of(int status)
     case 500: return "Internal Server Error";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     default: return "Unknown";
     }
 }
@@ -192,7 +203,8 @@ static void finish(breq_t *b, int status)
     if (log_enabled(level)) {
         char line[LOG_REQUEST_FIELDS_MAX];
         log_request_t r = {b->request_id, b->req->method.base, b->req->method.len,
-                           b->route < NROUTES ? routes[b->route].pattern : "unmatched", status, dur, b->org};
+                           b->route < NROUTES ? routes[b->route].pattern : "unmatched", status, dur, b->org,
+                           {b->log_extra[0], b->log_extra[1], b->log_extra[2], b->log_extra[3]}};
         log_request_fields(line, &r);
         log_raw(level, line);
     }
@@ -328,9 +340,23 @@ void breq_error(breq_t *b, api_err_t e, const char *message)
         return;
     }
     buf_t out = {0};
-    api_err_json(&out, e, message);
+    if (b->route < NROUTES && routes[b->route].kind == KIND_STRIPE)
+        api_err_json_stripe(&out, e, message);
+    else
+        api_err_json(&out, e, message);
     send_body(b, status, "application/json", out.p, out.len);
     buf_free(&out);
+}
+
+void breq_passthrough(breq_t *b, int status, const char *ctype, const char *const *headers, const char *body,
+                      size_t len)
+{
+    if (!breq_live(b))
+        return;
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i += 2)
+        if (headers[i + 1] != NULL)
+            add_header(b->req, headers[i], headers[i + 1]);
+    send_body(b, status, ctype != NULL ? h2o_strdup(&b->req->pool, ctype, strlen(ctype)).base : NULL, body, len);
 }
 
 void breq_method_not_allowed(breq_t *b, const char *allow)
@@ -705,7 +731,9 @@ static int match_route(int r, const seg_t *segs, int nsegs, seg_t *params, int *
 {
     const seg_t *psegs = route_segs[r];
     int np = route_nsegs[r];
-    if (np != nsegs)
+    if (np > 0 && seg_is(&psegs[np - 1], "*", 1) && nsegs >= np)
+        np--; /* the tail: matched below */
+    else if (np != nsegs)
         return 0;
     *nparams = 0;
     for (int i = 0; i < np; i++) {
@@ -716,6 +744,10 @@ static int match_route(int r, const seg_t *segs, int nsegs, seg_t *params, int *
         } else if (!seg_is(&segs[i], psegs[i].p, psegs[i].n)) {
             return 0;
         }
+    }
+    if (np < route_nsegs[r]) { /* the tail, raw: from the '/' before it to the end of the path */
+        params[*nparams].p = segs[np].p - 1;
+        params[(*nparams)++].n = (size_t)(segs[nsegs - 1].p + segs[nsegs - 1].n - segs[np].p) + 1;
     }
     return 1;
 }
@@ -1062,6 +1094,7 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
     w->accept_ctx.hosts = s->globalconf.hosts;
     h2o_timeout_init(w->loop, &w->store_deadline, STORE_DEADLINE_MS);
     h2o_timeout_init(w->loop, &w->stripe_deadline, (uint64_t)cfg->upstream_timeout_ms + STORE_DEADLINE_MS);
+    h2o_timeout_init(w->loop, &w->proxy_deadline, (uint64_t)cfg->proxy_timeout_ms + STORE_DEADLINE_MS);
     redis_loop_config_t rc = {cfg->redis_host, cfg->redis_port, cfg->redis_unix, cfg->redis_password, cfg->redis_db};
     w->redis = redis_loop_create(w->loop, &rc, on_redis_state, w);
     w->cache = w->redis != NULL ? rcache_create(w->loop, w->redis, &rc, cfg->redis_prefix, cfg->cache_busy_rps) : NULL;
@@ -1128,6 +1161,7 @@ int server_run(const config_t *cfg)
         names[i] = routes[i].pattern;
     names[NROUTES] = "unmatched";
     metrics_init(names, NROUTES + 1);
+    metrics_proxy_init((const char *const *)cfg->proxy_allow, (int)cfg->proxy_allow_n);
 
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -48,6 +48,7 @@ typedef struct worker {
     struct token_service *tokens;   /* in-flight mints/refreshes of this worker */
     h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
     h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */
+    h2o_timeout_t proxy_deadline;   /* BROKER_PROXY_TIMEOUT_MS + STORE_DEADLINE_MS */
     size_t inflight;                /* requests not yet answered */
     atomic_int conns;               /* client connections open (read by the other workers) */
     atomic_int accepting;           /* takes new connections (from start-up to SIGTERM) */
@@ -84,6 +85,7 @@ struct breq {
     uint64_t cache_ticket[2];/* read-cache reservations of a pending read (routes/token.c) */
     h2o_timeout_entry_t deadline;
     api_err_t deadline_err;  /* what the deadline answers */
+    const char *log_extra[4]; /* handler's fields for the request log line: name, value, …; NULL ends (log.h) */
     void *state;             /* handler state */
     breq_free_fn state_free;
 };
@@ -100,12 +102,18 @@ static inline int breq_live(const breq_t *b) { return b->req != NULL; }
  * answering 502. */
 void breq_deadline_store(breq_t *b);
 void breq_deadline_stripe(breq_t *b);
+/* The same for a proxied Stripe call (BROKER_PROXY_TIMEOUT_MS). */
+void breq_deadline_proxy(breq_t *b);
 
 /* ---- Answers (each sends the response, logs it and drops the request ref) ---- */
 
 void breq_json(breq_t *b, int status, const char *json, size_t len);
 void breq_no_content(breq_t *b);
 void breq_error(breq_t *b, api_err_t e, const char *message);
+/* Another server's answer passed on (the Stripe proxy): status, content type (may be
+ * NULL), headers as NULL-terminated name/value pairs (a NULL value is skipped), body. */
+void breq_passthrough(breq_t *b, int status, const char *ctype, const char *const *headers, const char *body,
+                      size_t len);
 /* 405 with the Allow header. */
 void breq_method_not_allowed(breq_t *b, const char *allow);
 /* An HTML page; set_cookie may be NULL or several "\n"-separated Set-Cookie values. */

@@ -5,7 +5,7 @@
  * the caller (a Salesforce admin reading a Flow fault, or an operator) what to do next.
  * Never: puts request data into a message by itself; callers that pass a message must
  * not pass secrets (the message is JSON-escaped, not filtered).
- * Tested by: tests/unit/test_errors.c (every code's status, the JSON shape). */
+ * Tested by: tests/unit/test_errors.c (every code's status, the JSON shape, Stripe's shape). */
 #include "errors.h"
 
 #include <string.h>
@@ -78,15 +78,31 @@ const char *api_err_message(api_err_t e)
     return info(e)->message;
 }
 
-void api_err_json(buf_t *b, api_err_t e, const char *message)
+static void err_json(buf_t *b, api_err_t e, const char *message, const char *type)
 {
     const api_err_info_t *i = info(e);
 
     if (message == NULL)
         message = i->message;
-    buf_puts(b, "{\"error\":{\"code\":");
+    buf_puts(b, "{\"error\":{");
+    if (type != NULL) {
+        buf_puts(b, "\"type\":\"");
+        buf_puts(b, type);
+        buf_puts(b, "\",");
+    }
+    buf_puts(b, "\"code\":");
     buf_json_str(b, i->code, strlen(i->code));
     buf_puts(b, ",\"message\":");
     buf_json_str(b, message, strlen(message));
     buf_puts(b, "}}");
+}
+
+void api_err_json(buf_t *b, api_err_t e, const char *message)
+{
+    err_json(b, e, message, NULL);
+}
+
+void api_err_json_stripe(buf_t *b, api_err_t e, const char *message)
+{
+    err_json(b, e, message, info(e)->status >= 500 ? "api_error" : "invalid_request_error");
 }

@@ -5,6 +5,7 @@
 #ifndef BROKER_ROUTES_H
 #define BROKER_ROUTES_H
 #include "server.h"
+#include "token_service.h"
 
 /* ops.c */
 void ops_healthz(breq_t *b);
@@ -22,6 +23,15 @@ void token_get(breq_t *b);
  * enabled mode: the caller checks the key first, then token_get reports the mode. */
 int token_get_with_key(breq_t *b);
 void token_rotate(breq_t *b);
+/* The record to serve for b->org / b->mode, obtained the way getAccessToken obtains it,
+ * from the stored connection value val (NULL when absent): returns 1 with *rec and
+ * *version filled when it can be served as it is (the caller conn_record_clear()s it);
+ * else 0, with rec cleared, when b was answered with the error or token_service runs
+ * (test minted from live, apps refresh) and calls cb. */
+int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *rec, long *version,
+                         token_done_cb cb);
+/* proxy.c — the Stripe proxy (CONTRACT §4.3) */
+void proxy_forward(breq_t *b);
 /* connections.c — connections, authorize links, webhook secrets */
 void conn_list(breq_t *b);
 void conn_delete(breq_t *b);

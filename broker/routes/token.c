@@ -24,6 +24,38 @@
 #include "store/store.h"
 #include "token_service.h"
 
+/* ===== The record to serve ===== */
+
+int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *rec, long *version,
+                         token_done_cb cb)
+{
+    const config_t *cfg = b->w->cfg;
+    int rc = store_conn_open(cfg, b->org, b->mode, val, len, version, rec);
+
+    if (rc == STORE_UNREADABLE) {
+        breq_error(b, ERR_RECORD_UNREADABLE, NULL);
+    } else if (rc == STORE_ABSENT) {
+        if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST)
+            token_service_run(b, b->mode, TOKEN_OP_MINT, 0, cb);
+        else
+            breq_error(b, ERR_NOT_CONNECTED, NULL);
+    } else if (rec->status != CONN_CONNECTED || rec->access_token == NULL) {
+        /* a test token minted from live follows live: once live is authorized again, the
+         * next request mints a new one (the mint answers 409 while live is still revoked) */
+        if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST && strcmp(rec->derived_from, mode_name(MODE_LIVE)) == 0)
+            token_service_run(b, b->mode, TOKEN_OP_MINT, *version, cb);
+        else
+            breq_error(b, ERR_REAUTH_REQUIRED, NULL);
+    } else if (cfg->flavor == FLAVOR_APPS && rec->expires_at != 0 &&
+               rec->expires_at - time(NULL) <= cfg->refresh_margin_s) {
+        token_service_run(b, b->mode, TOKEN_OP_REFRESH, *version, cb);
+    } else {
+        return 1;
+    }
+    conn_record_clear(rec);
+    return 0;
+}
+
 /* ===== Answers ===== */
 
 static void on_token_done(breq_t *b, int err, const conn_record_t *rec)
@@ -53,26 +85,7 @@ static void serve(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
         breq_json(b, 200, answer, alen);
         return;
     }
-    int rc = store_conn_open(cfg, b->org, b->mode, val, len, &version, &rec);
-
-    if (rc == STORE_UNREADABLE) {
-        breq_error(b, ERR_RECORD_UNREADABLE, NULL);
-    } else if (rc == STORE_ABSENT) {
-        if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST)
-            token_service_run(b, b->mode, TOKEN_OP_MINT, 0, on_token_done);
-        else
-            breq_error(b, ERR_NOT_CONNECTED, NULL);
-    } else if (rec.status != CONN_CONNECTED || rec.access_token == NULL) {
-        /* a test token minted from live follows live: once live is authorized again, the
-         * next request mints a new one (the mint answers 409 while live is still revoked) */
-        if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST && strcmp(rec.derived_from, mode_name(MODE_LIVE)) == 0)
-            token_service_run(b, b->mode, TOKEN_OP_MINT, version, on_token_done);
-        else
-            breq_error(b, ERR_REAUTH_REQUIRED, NULL);
-    } else if (cfg->flavor == FLAVOR_APPS && rec.expires_at != 0 &&
-               rec.expires_at - time(NULL) <= cfg->refresh_margin_s) {
-        token_service_run(b, b->mode, TOKEN_OP_REFRESH, version, on_token_done);
-    } else {
+    if (token_serving_record(b, val, len, &rec, &version, on_token_done) == 1) {
         buf_t out = {0};
         token_json(&out, &rec, b->mode);
         if (e != NULL)

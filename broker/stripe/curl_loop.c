@@ -1,4 +1,5 @@
-/* curl_loop.c — libcurl multi on a worker's h2o evloop, for POSTs to Stripe.
+/* curl_loop.c — libcurl multi on a worker's h2o evloop, for POSTs to Stripe (and the
+ * proxy's calls, whose easy handles stripe/api.c configures: curl_loop_run).
  *
  * Design. curl_multi_socket_action drives every transfer; curl tells us what to watch
  * through two callbacks (the shape of curl's docs/examples/multi-uv.c):
@@ -24,7 +25,8 @@
  * https (and http when the caller allows it for the loopback simulator).
  *
  * Tested by tests/unit/test_loops.c against an in-test HTTP server (status, body,
- * concurrency, hang/timeout, refused connection, size cap, destroy in flight). */
+ * concurrency, hang/timeout, refused connection, size cap, destroy in flight);
+ * curl_loop_run by tests/it/test_proxy.py. */
 #include "stripe/curl_loop.h"
 #include <assert.h>
 #include <fcntl.h>
@@ -57,11 +59,13 @@ typedef struct csock {
     int write_armed;
 } csock_t;
 
-/* One POST in flight. */
+/* One transfer in flight: a POST of curl_loop_post (cb), or a caller's easy handle
+ * (easy_cb, curl_loop_run: the fields below it are unused). */
 typedef struct transfer {
     h2o_linklist_t link; /* in curl_loop_t.transfers */
     curl_loop_t *c;
     CURL *easy;
+    curl_loop_easy_cb easy_cb;
     curl_loop_cb cb;
     void *data;
     char *form;          /* request body (secret) */
@@ -114,12 +118,20 @@ static void wipe_slist(struct curl_slist *l)
 /* ===== Completion ===== */
 
 /* Remove the transfer from curl, run its callback once, free everything. */
-static void transfer_finish(transfer_t *t, long status)
+static void transfer_finish(transfer_t *t, long status, CURLcode result)
 {
     curl_loop_t *c = t->c;
     h2o_linklist_unlink(&t->link);
     c->inflight--;
     curl_multi_remove_handle(c->multi, t->easy);
+    if (t->easy_cb != NULL) {
+        CURL *easy = t->easy;
+        curl_loop_easy_cb cb = t->easy_cb;
+        void *data = t->data;
+        free(t);
+        cb(easy, result, data);
+        return;
+    }
     if (status != 0 && t->body != NULL) {
         t->body[t->len] = '\0';
         t->cb(status, t->body, t->len, t->data);
@@ -147,7 +159,7 @@ static void check_multi_info(curl_loop_t *c)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
         if (result != CURLE_OK || curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
             status = 0;
-        transfer_finish(priv, status);
+        transfer_finish(priv, status, result);
     }
 }
 
@@ -163,7 +175,7 @@ static void drive(curl_loop_t *c, curl_socket_t fd, int ev_bitmask)
          * would never finish: fail them all here (the handle recovers once empty). */
         c->watch_failed = 0;
         while (!h2o_linklist_is_empty(&c->transfers))
-            transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0);
+            transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0, CURLE_SEND_ERROR);
     }
     c->dispatching--;
 }
@@ -383,6 +395,10 @@ curl_loop_t *curl_loop_create(h2o_evloop_t *loop)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    /* idle connections kept for reuse (the proxy's; curl_loop_post never keeps one): curl's
+     * default is 4 x the transfers in flight at the moment one ends, which under a bursty
+     * load closed and reopened most of them */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)CURL_LOOP_MAX_IDLE_CONNS);
     return c;
 }
 
@@ -458,6 +474,24 @@ fail:
     return -1;
 }
 
+int curl_loop_run(curl_loop_t *c, CURL *easy, curl_loop_easy_cb done, void *data)
+{
+    transfer_t *t;
+    if (c->closing || easy == NULL || done == NULL || (t = calloc(1, sizeof(*t))) == NULL)
+        return -1;
+    t->c = c;
+    t->easy = easy;
+    t->easy_cb = done;
+    t->data = data;
+    if (curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK || curl_multi_add_handle(c->multi, easy) != CURLM_OK) {
+        free(t);
+        return -1;
+    }
+    h2o_linklist_insert(&c->transfers, &t->link);
+    c->inflight++;
+    return 0;
+}
+
 size_t curl_loop_inflight(curl_loop_t *c)
 {
     return c->inflight;
@@ -472,7 +506,7 @@ void curl_loop_destroy(curl_loop_t *c)
     c->closing = 1;
     c->dispatching++;
     while (!h2o_linklist_is_empty(&c->transfers))
-        transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0);
+        transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0, CURLE_ABORTED_BY_CALLBACK);
     c->dispatching--;
     curl_multi_cleanup(c->multi); /* may still report CURL_POLL_REMOVE for cached connections */
     while (!h2o_linklist_is_empty(&c->socks))

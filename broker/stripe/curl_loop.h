@@ -14,8 +14,10 @@
 #define BROKER_STRIPE_CURL_LOOP_H
 #include <h2o.h>
 #include <stddef.h>
+#include <curl/curl.h>
 
 #define CURL_LOOP_MAX_RESPONSE (256 * 1024)
+#define CURL_LOOP_MAX_IDLE_CONNS 64 /* connections kept for reuse per loop (curl_loop_run) */
 
 typedef struct curl_loop curl_loop_t;
 
@@ -37,6 +39,15 @@ curl_loop_t *curl_loop_create(h2o_evloop_t *loop);
  * Returns 0, or -1 (bad request, out of memory, during destroy: cb is then never
  * called). */
 int curl_loop_post(curl_loop_t *c, const curl_loop_req_t *req, curl_loop_cb cb, void *data);
+/* A transfer whose easy handle the caller configured (stripe/api.c: any method, its
+ * own headers and callbacks). curl_loop sets only CURLOPT_PRIVATE and runs it on the
+ * loop; unlike curl_loop_post, connections may be kept for reuse unless the caller sets
+ * CURLOPT_FORBID_REUSE. done runs exactly once, never inside curl_loop_run, with curl's
+ * result (CURLE_ABORTED_BY_CALLBACK when curl_loop_destroy aborts it); the caller then
+ * owns the easy handle again (curl_easy_cleanup). */
+typedef void (*curl_loop_easy_cb)(CURL *easy, CURLcode result, void *data);
+/* Returns 0, or -1 (during destroy, out of memory): done is then never called. */
+int curl_loop_run(curl_loop_t *c, CURL *easy, curl_loop_easy_cb done, void *data);
 /* Number of transfers in flight. */
 size_t curl_loop_inflight(curl_loop_t *c);
 /* Abort every transfer (callbacks run with status 0) and free. Not from inside a

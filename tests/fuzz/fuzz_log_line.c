@@ -3,7 +3,8 @@
  * input) and an event line (log_format_event). Each must come out as exactly one line
  * holding one JSON object whose strings are the ones given (printable ASCII round-trips;
  * anything else is escaped), with no key added. Input: a status/duration seed byte,
- * then NUL-separated method, route, org id, request id, event message and value. */
+ * then NUL-separated method, route, org id, request id, event message and value (the
+ * last two also as a handler's own fields when the seed byte is odd). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *route = strndup(r, rl), *org = strndup(o, ol), *rid = strndup(id, il);
     char *msg = strndup(e, el), *val = strndup(v, vl);
     char fields[LOG_REQUEST_FIELDS_MAX];
-    log_request_t req = {rid, m, ml, route, data[0] * 3 - 100, (uint64_t)data[0] << (data[0] % 40), org};
+    int extra = data[0] & 1; /* a handler's own fields too (the proxy's path and Request-Id) */
+    log_request_t req = {rid, m, ml, route, data[0] * 3 - 100, (uint64_t)data[0] << (data[0] % 40), org,
+                         {extra ? "stripe_path" : NULL, val, "stripe_request_id", msg}};
 
     size_t n = log_request_fields(fields, &req);
     if (n >= LOG_REQUEST_FIELDS_MAX || strlen(fields) != n)
@@ -69,8 +72,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     buf_t b = {0};
     log_format_raw(&b, data[0] % 4, fields);
     json_t *j = one_object(&b);
-    if (json_object_size(j) != (size_t)(org[0] ? 8 : 7) || !json_is_integer(json_object_get(j, "status")))
+    if (json_object_size(j) != (size_t)(org[0] ? 8 : 7) + (extra ? 2 : 0) || !json_is_integer(json_object_get(j, "status")))
         abort();
+    if (extra) {
+        expect(j, "stripe_path", val, strlen(val), LOG_EXTRA_VALUE_MAX);
+        expect(j, "stripe_request_id", msg, strlen(msg), LOG_EXTRA_VALUE_MAX);
+    }
     expect(j, "method", m, ml, 16);
     expect(j, "route", route, strlen(route), 64);
     expect(j, "request_id", rid, strlen(rid), 16);

@@ -35,6 +35,7 @@ sources() {
     webhook_sig) echo "$c/webhook_sig.c $c/crypto.c" ;;
     seal_open | keyring) echo "$c/seal.c $c/crypto.c" ;;
     stripe_resp) echo "$c/stripe_resp.c $c/crypto.c" ;;
+    proxy_rules) echo "$c/proxy_rules.c" ;;
     record) echo "$c/record.c $c/buf.c $c/crypto.c" ;;
     config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c $c/netaddr.c" ;;
     log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
@@ -42,7 +43,7 @@ sources() {
     esac
 }
 
-targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr"
+targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr proxy_rules"
 passed=0
 failed=0
 mkdir -p "$out/artifacts" "$out/logs"

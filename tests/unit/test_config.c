@@ -136,8 +136,32 @@ static void test_config_minimal_env_gets_defaults(void **state)
     assert_string_equal(c.connect_url, "https://connect.stripe.com");
     assert_string_equal(c.api_url, "https://api.stripe.com");
     assert_string_equal(c.marketplace_url, "https://marketplace.stripe.com");
+    assert_int_equal(c.proxy_allow_n, 8);
+    assert_string_equal(c.proxy_allow[0], "payment_intents");
+    assert_string_equal(c.proxy_allow[7], "disputes");
+    assert_int_equal(config_proxy_resource(&c, "refunds", 7), 2);
+    assert_int_equal(config_proxy_resource(&c, "refund", 6), -1);
+    assert_int_equal(config_proxy_resource(&c, "accounts", 8), -1);
+    assert_int_equal(c.proxy_timeout_ms, 30000);
     config_free(&c);
     assert_null(c.admin_token);
+}
+
+static void test_config_proxy_variables(void **state)
+{
+    fake_env_t e = minimal_env();
+    config_t c;
+
+    env_set(&e, "BROKER_PROXY_ALLOW", " refunds ,payment_intents");
+    env_set(&e, "BROKER_PROXY_TIMEOUT_MS", "120000");
+    load_ok(&e, &c);
+    assert_int_equal(c.proxy_allow_n, 2);
+    assert_string_equal(c.proxy_allow[0], "refunds");
+    assert_string_equal(c.proxy_allow[1], "payment_intents");
+    assert_int_equal(config_proxy_resource(&c, "payment_intents", 15), 1);
+    assert_int_equal(config_proxy_resource(&c, "charges", 7), -1);
+    assert_int_equal(c.proxy_timeout_ms, 120000);
+    config_free(&c);
 }
 
 static void test_config_reads_every_variable(void **state)
@@ -351,6 +375,15 @@ static const bad_var_t BAD_VALUES[] = {
     {"BROKER_TRUSTED_PROXIES", "::/129", "BROKER_TRUSTED_PROXIES"},
     {"BROKER_TRUSTED_PROXIES", "10.0.0.1,,10.0.0.2", "BROKER_TRUSTED_PROXIES"},
     {"BROKER_TRUSTED_PROXIES", "10.0.0.1:80", "BROKER_TRUSTED_PROXIES"},
+    {"BROKER_PROXY_ALLOW", "refunds,,charges", "BROKER_PROXY_ALLOW"},
+    {"BROKER_PROXY_ALLOW", "Refunds", "BROKER_PROXY_ALLOW"},
+    {"BROKER_PROXY_ALLOW", "refunds/x", "BROKER_PROXY_ALLOW"},
+    {"BROKER_PROXY_ALLOW", "payment-intents", "BROKER_PROXY_ALLOW"},
+    {"BROKER_PROXY_ALLOW", "refunds,refunds", "BROKER_PROXY_ALLOW"},
+    {"BROKER_PROXY_ALLOW", "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t,u,v,w,x,y,z,aa,ab,ac,ad,ae,af,ag", "BROKER_PROXY_ALLOW"},
+    {"BROKER_PROXY_TIMEOUT_MS", "99", "BROKER_PROXY_TIMEOUT_MS"},
+    {"BROKER_PROXY_TIMEOUT_MS", "120001", "BROKER_PROXY_TIMEOUT_MS"},
+    {"BROKER_PROXY_TIMEOUT_MS", "30s", "BROKER_PROXY_TIMEOUT_MS"},
     {"BROKER_LOG_LEVEL", "trace", "BROKER_LOG_LEVEL"},
     {"BROKER_LOG_LEVEL", "INFO", "BROKER_LOG_LEVEL"},
     {"STRIPE_SECRET_KEY_TEST", NULL, "STRIPE_SECRET_KEY_TEST"},
@@ -694,6 +727,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_minimal_env_gets_defaults),
         cmocka_unit_test(test_config_reads_every_variable),
+        cmocka_unit_test(test_config_proxy_variables),
         cmocka_unit_test(test_config_listen_accepts_ipv6_in_brackets),
         cmocka_unit_test(test_config_redis_accepts_unix_socket),
         cmocka_unit_test(test_config_redis_port_and_db_default),

@@ -99,6 +99,23 @@ static void test_errors_json_escapes_custom_message(void **state)
     buf_free(&b);
 }
 
+static void test_errors_stripe_shape_adds_the_type(void **state)
+{
+    buf_t b = {0};
+    api_err_json_stripe(&b, ERR_FORBIDDEN, NULL);
+    assert_non_null(strstr(b.p, "\"type\":\"invalid_request_error\",\"code\":\"forbidden\",\"message\":"));
+    buf_reset(&b);
+    api_err_json_stripe(&b, ERR_STRIPE_UNAVAILABLE, "x");
+    assert_string_equal(b.p, "{\"error\":{\"type\":\"api_error\",\"code\":\"stripe_unavailable\",\"message\":\"x\"}}");
+    buf_reset(&b);
+    api_err_json_stripe(&b, ERR_STORE_UNAVAILABLE, NULL);
+    assert_non_null(strstr(b.p, "\"type\":\"api_error\""));
+    buf_reset(&b);
+    api_err_json(&b, ERR_FORBIDDEN, NULL);
+    assert_null(strstr(b.p, "\"type\""));
+    buf_free(&b);
+}
+
 static void test_errors_unknown_value_is_a_500(void **state)
 {
     assert_int_equal(api_err_status(ERR__COUNT), 500);
@@ -116,6 +133,7 @@ int main(void)
         cmocka_unit_test(test_errors_json_has_contract_shape),
         cmocka_unit_test(test_errors_json_escapes_custom_message),
         cmocka_unit_test(test_errors_unknown_value_is_a_500),
+        cmocka_unit_test(test_errors_stripe_shape_adds_the_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
