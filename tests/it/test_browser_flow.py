@@ -253,6 +253,68 @@ def test_callback_from_another_browser_is_400_and_never_reaches_stripe():
     assert S.broker.connections(f.org) == []
 
 
+def _jar_cookies(browser, name_suffix):
+    """{(host, name, path): value} of the cookies in the jar whose name ends with suffix."""
+    return {k: v for k, v in browser.jar.items() if k[1].endswith(name_suffix)}
+
+
+def test_callback_with_the_right_browser_cookie_but_another_session_is_400():
+    # an attacker's state and browser cookie, planted in a victim's browser that has
+    # its own setup session (or none): the state is bound to the attacker's session
+    a = flow()
+    a.open()
+    a.setup_page()
+    a.authorize_ok()
+    a.stripe()
+    planted = _jar_cookies(a.browser, "stb_oauth")
+    assert planted, f"no browser-binding cookie after POST /setup/authorize: {a.browser.jar}"
+    b = flow()
+    b.open()
+    assert _jar_cookies(b.browser, "stb_session"), "the victim has no session cookie"
+    b.browser.jar.update(planted)
+    r = a.callback(browser=b.browser)
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0, "a state of another setup session reached Stripe"
+    assert S.broker.connections(a.org) == [] and S.broker.connections(b.org) == []
+
+
+def test_callback_with_the_right_browser_cookie_and_no_session_is_400():
+    a = flow()
+    a.open()
+    a.setup_page()
+    a.authorize_ok()
+    a.stripe()
+    victim = h.Browser()
+    victim.jar.update(_jar_cookies(a.browser, "stb_oauth"))
+    assert victim.jar, "no browser-binding cookie after POST /setup/authorize"
+    r = a.callback(browser=victim)
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0, "a state without its setup session reached Stripe"
+    assert S.broker.connections(a.org) == []
+
+
+def test_state_replay_with_the_browser_cookie_restored_is_400():
+    # a second tab or a reload still holds the browser cookie the first callback cleared:
+    # only consuming the state (GETDEL) keeps the code from reaching Stripe twice
+    f = flow()
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    f.stripe()
+    kept = _jar_cookies(f.browser, "stb_oauth")
+    assert kept, "no browser-binding cookie after POST /setup/authorize"
+    f.finish()
+    f.browser.jar.update(kept)
+    r = f.callback()
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 1, f"the token endpoint was called {S.sim.calls('token')} times"
+    used = S.sim.stats()["codes_used"]
+    assert used.get(f.code) == 1, f"the code was presented {used.get(f.code)} times"
+    r = S.broker.access_token(f.org, "test")
+    h.assert_status(r, 200)
+    assert S.sim.token_active(r.json()["access_token"]), "the connection was revoked"
+
+
 def test_callback_with_the_state_of_another_session_is_400():
     a = flow()
     a.open()
@@ -359,38 +421,73 @@ def test_pages_have_the_security_headers():
     assert_page(page, 200)
 
 
+def assert_cookie_scope(raw):
+    """Path=/ and no Domain (CONTRACT §5): the cookie belongs to this host only."""
+    _, _, attrs = h.parse_set_cookie(raw)
+    assert attrs.get("path") == "/", f"cookie without Path=/: {raw}"
+    assert "domain" not in attrs, f"cookie with a Domain: {raw}"
+
+
 def test_cookies_are_httponly_samesite_lax_and_not_secure_on_http():
     f = flow().run()
     assert f.browser.set_cookies, "no cookies were set"
     for raw in f.browser.set_cookies:
-        _, _, attrs = h.parse_set_cookie(raw)
+        name, _, attrs = h.parse_set_cookie(raw)
         assert attrs.get("httponly") is True, f"cookie without HttpOnly: {raw}"
         assert str(attrs.get("samesite", "")).lower() == "lax", f"cookie without SameSite=Lax: {raw}"
         assert "secure" not in attrs, f"Secure cookie on an http:// public URL: {raw}"
+        # a browser refuses a __Host- cookie without Secure
+        assert not name.startswith("__Host-"), f"__Host- cookie on an http:// public URL: {raw}"
+        assert_cookie_scope(raw)
 
 
-def test_cookies_are_secure_when_the_public_url_is_https():
+def https_broker():
     global HTTPS_BROKER
     if HTTPS_BROKER is None or not HTTPS_BROKER.running():
         HTTPS_BROKER = S.new_broker("https", BROKER_PUBLIC_URL="https://broker.example.com")
-    f = h.Flow(HTTPS_BROKER, S.sim, h.new_org(), "test")
+    return HTTPS_BROKER
+
+
+def test_cookies_are_secure_host_prefixed_when_the_public_url_is_https():
+    # the broker is told its public URL is https while the test talks plain http to it
+    # (as behind a TLS-terminating ingress); this jar sends Secure cookies anyway
+    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
     f.link()
     assert f.link_url.startswith("https://broker.example.com/setup?ticket="), f.link_url
     r = f.open_ticket()
     assert r.status == 303, r.describe()
-    cookies = r.header_all("Set-Cookie")
-    assert cookies, "no session cookie"
-    for raw in cookies:
-        _, _, attrs = h.parse_set_cookie(raw)
+    assert r.header_all("Set-Cookie"), "no session cookie"
+    f.setup_page()
+    r = f.authorize_ok()
+    assert r.header_all("Set-Cookie"), "no browser-binding cookie with the state"
+    f.stripe()
+    f.finish()
+    names = set()
+    for raw in f.browser.set_cookies:
+        name, _, attrs = h.parse_set_cookie(raw)
+        names.add(name)
+        assert name.startswith("__Host-"), f"cookie without the __Host- prefix on https: {raw}"
         assert attrs.get("secure") is True, f"cookie without Secure on https: {raw}"
         assert attrs.get("httponly") is True and str(attrs.get("samesite", "")).lower() == "lax", raw
+        assert_cookie_scope(raw)
+    assert len(names) == 2, f"expected a session and a browser-binding cookie: {names}"
+    h.assert_status(HTTPS_BROKER.access_token(f.org, "test"), 200)
+
+
+def test_cookies_without_the_host_prefix_are_ignored_on_https():
+    # what a sibling subdomain can plant (Domain=parent, no __Host-) is not a session
+    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
+    f.open()
+    planted = h.Browser()
+    for (host, name, path), value in f.browser.jar.items():
+        assert name.startswith("__Host-"), name
+        planted.jar[(host, name[len("__Host-"):], path)] = value
+    assert_page(planted.get(HTTPS_BROKER.url("/setup")), 401)
+    assert f.browser.get(HTTPS_BROKER.url("/setup")).status == 200
 
 
 def test_https_public_url_gives_an_https_redirect_uri():
-    global HTTPS_BROKER
-    if HTTPS_BROKER is None or not HTTPS_BROKER.running():
-        HTTPS_BROKER = S.new_broker("https", BROKER_PUBLIC_URL="https://broker.example.com")
-    f = h.Flow(HTTPS_BROKER, S.sim, h.new_org(), "test")
+    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
     f.link()
     f.open_ticket()
     # the Secure cookie would not be sent over http by a real browser; this jar sends it
