@@ -337,8 +337,12 @@ void breq_redirect(breq_t *b, const char *location, const char *set_cookie)
     if (!breq_live(b))
         return;
     add_page_headers(b->req, set_cookie);
-    h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_LOCATION, NULL,
-                   h2o_strdup(&b->req->pool, location, strlen(location)).base, strlen(location));
+    /* a path of ours ("/setup") is under BROKER_PUBLIC_URL's path */
+    h2o_iovec_t loc = location[0] == '/' ? h2o_concat(&b->req->pool, h2o_iovec_init(b->w->cfg->public_path,
+                                                                                     strlen(b->w->cfg->public_path)),
+                                                      h2o_iovec_init(location, strlen(location)))
+                                         : h2o_strdup(&b->req->pool, location, strlen(location));
+    h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_LOCATION, NULL, loc.base, loc.len);
     send_body(b, 303, "text/plain; charset=utf-8", "", 0);
 }
 
@@ -725,9 +729,25 @@ static void dispatch(breq_t *b)
     breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk->key_id));
 }
 
+/* An ingress that forwards BROKER_PUBLIC_URL's path unchanged: the routes are matched
+ * (and the query read) without it. A request without it is served the same (probes and
+ * scrapers reach the pod directly). */
+static void strip_public_path(const config_t *cfg, h2o_req_t *req)
+{
+    size_t n = strlen(cfg->public_path);
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    if (n == 0 || plen <= n || memcmp(req->path.base, cfg->public_path, n) != 0 || req->path.base[n] != '/')
+        return;
+    req->path.base += n;
+    req->path.len -= n;
+    if (req->query_at != SIZE_MAX)
+        req->query_at -= n;
+}
+
 static void route_request(breq_t *b)
 {
     h2o_req_t *req = b->req;
+    strip_public_path(b->w->cfg, req);
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     seg_t segs[MAX_SEGMENTS], params[3];
     int nsegs = split_path(req->path.base, plen, segs), nparams = 0;

@@ -179,14 +179,16 @@ static void on_state(breq_t *b, redisReply *r)
 static void on_declined(breq_t *b, redisReply *r)
 {
     buf_t out = {0};
-    page_begin(&out, "Authorization declined");
+    page_begin(&out, b->w->cfg->public_path, "Authorization declined");
     buf_puts(&out, "<div class=\"notice notice-warn\" role=\"status\">\n<p>You declined the authorization in "
                    "Stripe, so nothing was connected and nothing was stored.</p>\n</div>\n"
                    "<section aria-labelledby=\"next-h\">\n<h2 id=\"next-h\">What to do next</h2>\n"
                    "<p>To connect Stripe, go back to the setup page and choose <em>Authorize with Stripe</em> "
                    "again, then approve access on Stripe. If the setup page says that the session has ended, open "
-                   "a new setup link from Salesforce.</p>\n<p class=\"actions\"><a class=\"button\" "
-                   "href=\"/setup\">Back to the setup page</a></p>\n</section>\n");
+                   "a new setup link from Salesforce.</p>\n");
+    buf_printf(&out, "<p class=\"actions\"><a class=\"button\" href=\"%s/setup\">Back to the setup page</a></p>\n"
+                     "</section>\n",
+               b->w->cfg->public_path);
     page_end(&out);
     breq_html(b, 200, out.p, out.len, NULL);
     buf_free(&out);

@@ -258,7 +258,7 @@ static void render_setup(breq_t *b, redisReply *r)
     const char *mname = mode_name(s->mode);
     int connected = cur->state == MS_CONNECTED, stored = cur->whsec;
 
-    page_begin(&out, "Connect Stripe to Salesforce");
+    page_begin(&out, cfg->public_path, "Connect Stripe to Salesforce");
     buf_puts(&out, "<p class=\"lead\">Salesforce org <strong class=\"code\">");
     page_text(&out, s->org);
     buf_printf(&out, "</strong> · %s mode</p>\n", mode_label(s->mode));
@@ -300,8 +300,9 @@ static void render_setup(breq_t *b, redisReply *r)
     buf_append(&out, status.p, status.len);
     buf_puts(&out, "</dl>\n</section>\n");
 
-    buf_puts(&out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
-                   "<form method=\"post\" action=\"/setup/authorize\">\n");
+    buf_printf(&out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
+                     "<form method=\"post\" action=\"%s/setup/authorize\">\n",
+               cfg->public_path);
     buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
     buf_puts(&out, "<fieldset><legend>Mode</legend>\n");
     for (int mode = 0; mode < MODE_COUNT; mode++) {
@@ -329,7 +330,7 @@ static void render_setup(breq_t *b, redisReply *r)
                      "charge.refunded). In the Stripe Dashboard, open <em>Developers › Webhooks</em>, select the "
                      "%s mode endpoint that points at Salesforce and reveal its <em>Signing secret</em>.</p>\n",
                mname);
-    buf_puts(&out, "<form method=\"post\" action=\"/setup/webhook-secret\">\n");
+    buf_printf(&out, "<form method=\"post\" action=\"%s/setup/webhook-secret\">\n", cfg->public_path);
     buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
     buf_printf(&out, "<input type=\"hidden\" name=\"mode\" value=\"%s\">\n", mname);
     buf_printf(&out, "<label for=\"signing_secret\">Signing secret for %s mode</label>\n"

@@ -1,5 +1,6 @@
 """The setup assistant in the admin's browser (CONTRACT §5)."""
 
+import re
 import time
 import urllib.parse
 
@@ -593,3 +594,103 @@ def test_a_second_ticket_in_the_same_browser_switches_to_its_org():
     b.finish()
     assert [c["mode"] for c in S.broker.connections(b.org)] == ["live"]
     assert S.broker.connections(a.org) == []
+
+
+# ===== BROKER_PUBLIC_URL with a path (an ingress forwarding the prefix unchanged) =====
+
+PREFIXED_BROKER = None
+
+
+def prefixed_broker():
+    global PREFIXED_BROKER
+    if PREFIXED_BROKER is None or not PREFIXED_BROKER.running():
+        port = h.free_port()
+        PREFIXED_BROKER = S.new_broker("prefixed", port=port,
+                                       BROKER_PUBLIC_URL=f"http://127.0.0.1:{port}/stripe-broker/")
+    return PREFIXED_BROKER
+
+
+def follow(browser, r):
+    """The URL a browser goes to from a 303 (its Location resolved against the request)."""
+    assert r.status in (302, 303), r.describe()
+    return urllib.parse.urljoin(r.url, r.header("Location"))
+
+
+def test_the_whole_flow_works_under_the_public_url_path():
+    b = prefixed_broker()
+    pub = b.public
+    assert pub.endswith("/stripe-broker"), pub
+    org = h.new_org()
+    ret = "https://acme.my.salesforce.com/lightning/page"
+    r = b.authorize_link(org, "test", return_url=ret)
+    h.assert_status(r, 201)
+    link = r.json()["url"]
+    assert link.startswith(pub + "/setup?ticket="), link
+    browser = h.Browser()
+    # every URL below is the one the broker gave (a link, a form action, a Location)
+    r = browser.get(link)
+    setup_url = follow(browser, r)
+    assert urllib.parse.urlsplit(setup_url).path == "/stripe-broker/setup", r.describe()
+    for raw in r.header_all("Set-Cookie"):
+        assert h.parse_set_cookie(raw)[2].get("path") == "/", f"cookie not on Path=/: {raw}"
+    page = browser.get(setup_url)
+    assert_page(page, 200)
+    assert org in page.text
+    hrefs = [v for k, v in re.findall(r'<link ([^>]*)href="([^"]+)"', page.text)]
+    assert hrefs == ["/stripe-broker/setup/style.css"], hrefs
+    r = browser.get(urllib.parse.urljoin(setup_url, hrefs[0]))
+    assert r.status == 200 and (r.header("Content-Type") or "").startswith("text/css"), r.describe()
+    auth = h.find_form(page.text, "/setup/authorize")
+    wh = h.find_form(page.text, "/setup/webhook-secret")
+    assert auth["action"] == "/stripe-broker/setup/authorize", auth
+    assert wh["action"] == "/stripe-broker/setup/webhook-secret", wh
+    assert ret in h.parse_page(page.text).links, "no Finish link"
+    csrf = h.csrf_of(page.text)
+
+    # an error page's way back
+    r = browser.post_form(urllib.parse.urljoin(setup_url, auth["action"]), {"csrf": "x", "mode": "test"})
+    assert 400 <= r.status < 500, r.describe()
+    assert "/stripe-broker/setup" in h.parse_page(r.text).links, h.parse_page(r.text).links
+
+    r = browser.post_form(urllib.parse.urljoin(setup_url, auth["action"]), {"csrf": csrf, "mode": "test"})
+    assert r.status == 303, r.describe()
+    loc = r.header("Location")
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(loc).query)
+    assert q.get("redirect_uri") == [pub + "/oauth/callback"], q
+    account = "acct_" + h.rand_str(16)
+    S.sim.config(next_account=account)
+    r = browser.get(loc)
+    callback = follow(browser, r)
+    assert callback.startswith(pub + "/oauth/callback?"), callback
+    r = browser.get(callback)
+    back = follow(browser, r)
+    assert urllib.parse.urlsplit(back).path == "/stripe-broker/setup", r.describe()
+    page = browser.get(back)
+    assert_page(page, 200)
+    assert "Connected" in page.text and account in page.text, page.text[:600]
+
+    secret = "whsec_" + h.rand_str(32)
+    h.remember("webhook_secret", secret)
+    r = browser.post_form(urllib.parse.urljoin(setup_url, wh["action"]),
+                          {"csrf": csrf, "mode": "test", "signing_secret": secret})
+    assert urllib.parse.urlsplit(follow(browser, r)).path == "/stripe-broker/setup", r.describe()
+
+    # the API under the prefix too
+    r = h.http_request("GET", f"{pub}/v1/orgs/{org}/access-token?mode=test",
+                       headers={"Authorization": f"Bearer {b.admin_token}"})
+    h.assert_status(r, 200)
+    assert r.json()["stripe_user_id"] == account
+    r = h.http_request("GET", f"{pub}/v1/orgs/{org}/webhook-secrets/test",
+                       headers={"Authorization": f"Bearer {b.admin_token}"})
+    assert r.status == 200 and r.json().get("configured") is True, r.describe()
+
+
+def test_requests_without_the_public_url_path_are_served_too():
+    # probes and scrapers reach the pod directly, without the ingress's prefix (README)
+    b = prefixed_broker()
+    for path in ("/healthz", "/stripe-broker/healthz", "/readyz", "/stripe-broker/metrics"):
+        r = h.http_request("GET", b.url(path))
+        assert r.status == 200, f"{path}: {r.describe()}"
+    for path in ("/stripe-broker", "/stripe-brokerx/healthz", "/stripe-broker/stripe-broker/healthz"):
+        r = h.http_request("GET", b.url(path))
+        h.assert_error(r, 404, "not_found")
