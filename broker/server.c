@@ -242,6 +242,29 @@ static void add_answer_headers(h2o_req_t *req, const char *ctype)
     add_header(req, "x-content-type-options", "nosniff");
 }
 
+/* The answer's copy in the request's pool, wiped when h2o clears the pool after sending
+ * it: an answer may hold an access token or an API key, and the pool's memory is reused
+ * or freed without being wiped. */
+typedef struct wiped_body {
+    size_t len;
+    char data[];
+} wiped_body_t;
+
+static void wipe_body(void *p)
+{
+    wiped_body_t *w = p;
+    OPENSSL_cleanse(w->data, w->len);
+}
+
+static h2o_iovec_t body_copy(h2o_req_t *req, const char *body, size_t len)
+{
+    wiped_body_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w) + len + 1, wipe_body);
+    w->len = len;
+    memcpy(w->data, body, len);
+    w->data[len] = '\0';
+    return h2o_iovec_init(w->data, len);
+}
+
 static void send_body(breq_t *b, int status, const char *ctype, const char *body, size_t len)
 {
     h2o_req_t *req = b->req;
@@ -252,7 +275,7 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
     finish(b, status);
     /* sent at the end of the loop turn, right after the turn's log lines (send_turn) */
     h2o_vector_reserve(NULL, &b->w->sends, b->w->sends.size + 1);
-    b->w->sends.entries[b->w->sends.size++] = (struct pending_send){req, h2o_strdup(&req->pool, body, len)};
+    b->w->sends.entries[b->w->sends.size++] = (struct pending_send){req, body_copy(req, body, len)};
     breq_release(b);
 }
 
