@@ -272,6 +272,10 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
     req->res.reason = reason_of(status);
     add_answer_headers(req, ctype);
     req->res.content_length = len;
+    /* the request body may hold a secret (a signing secret, a form): handlers read it
+     * through breq_body's copy, and h2o reuses this memory unwiped */
+    if (req->entity.base != NULL)
+        OPENSSL_cleanse(req->entity.base, req->entity.len);
     finish(b, status);
     /* sent at the end of the loop turn, right after the turn's log lines (send_turn) */
     h2o_vector_reserve(NULL, &b->w->sends, b->w->sends.size + 1);
@@ -433,8 +437,8 @@ int breq_query_buf(breq_t *b, const char *name, char *dst, size_t cap)
 
 const char *breq_body(breq_t *b, size_t *len)
 {
-    h2o_iovec_t copy = h2o_strdup(&b->req->pool, b->req->entity.base != NULL ? b->req->entity.base : "",
-                                  b->req->entity.base != NULL ? b->req->entity.len : 0);
+    h2o_iovec_t copy = body_copy(b->req, b->req->entity.base != NULL ? b->req->entity.base : "",
+                                 b->req->entity.base != NULL ? b->req->entity.len : 0);
     *len = copy.len;
     return copy.base;
 }

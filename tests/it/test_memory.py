@@ -80,3 +80,20 @@ def test_served_token_is_not_left_in_memory():
             "the memory scan finds nothing at all"
     finally:
         reader.stop()
+
+
+def test_stored_signing_secret_is_not_left_in_memory():
+    org = h.new_org()
+    b = S.new_broker("whsec", BROKER_CACHE_BUSY_RPS="0", BROKER_THREADS="1")
+    try:
+        secret = "whsec_" + h.rand_str(40)
+        h.remember("webhook_secret", secret)
+        r = b.admin("PUT", f"/v1/orgs/{org}/webhook-secrets/test", json_body={"signing_secret": secret})
+        h.assert_status(r, 204)
+        # the last request: nothing after it reuses the memory it used
+        h.wait_until(lambda: any("webhook-secrets" in l for l in b.log_lines()), 5,
+                     what="the request log line")
+        found = count_in_memory(b.proc.pid, secret[-24:].encode())
+        assert found == 0, f"the signing secret is still in {found} place(s) of the broker's memory"
+    finally:
+        b.stop()
