@@ -63,6 +63,9 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJS)
 
 unit: $(UNIT_BINS)
 
+# test_wipe scans every block the broker's own code frees or reallocs for a secret
+$(BUILD)/unit/test_wipe: override LDFLAGS += -Wl,--wrap=malloc,--wrap=free,--wrap=realloc
+
 # The same binary under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS='-O1 -g -fno-omit-frame-pointer' \

@@ -392,6 +392,29 @@ static int load_base_url(loader_t *l, const char *name, const char *def, int ups
     return 0;
 }
 
+/* BROKER_PUBLIC_URL's path, the prefix an ingress forwards unchanged: "" or
+ * "/seg[/seg…]" of [A-Za-z0-9._~-], no "." or ".." segment (it goes into links,
+ * Location headers and the router as it is). */
+static int load_public_path(loader_t *l, config_t *c)
+{
+    const char *p = strstr(c->public_url, "://") + 3;
+    p += strcspn(p, "/");
+    for (const char *s = p; *s != '\0'; s++) {
+        const char *e = s + 1 + strcspn(s + 1, "/");
+        size_t n = (size_t)(e - s - 1);
+        if (n == 0 || (n == 1 && s[1] == '.') || (n == 2 && s[1] == '.' && s[2] == '.') ||
+            strspn(s + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-") < n)
+            return fail(l, "BROKER_PUBLIC_URL",
+                        "has a path with an empty, '.' or '..' segment or a character other than "
+                        "[A-Za-z0-9._~-]");
+        s = e - 1;
+    }
+    if (strlen(p) > 128)
+        return fail(l, "BROKER_PUBLIC_URL", "has a path longer than 128 characters");
+    c->public_path = xstrdup(p);
+    return 0;
+}
+
 /* ===== One loader per variable ============================================ */
 
 static int load_listen(loader_t *l, config_t *c)
@@ -911,6 +934,7 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
         err[0] = '\0';
     if (load_listen(&l, c) != 0 ||
         load_base_url(&l, "BROKER_PUBLIC_URL", NULL, 0, &c->public_url, &c->public_https) != 0 ||
+        load_public_path(&l, c) != 0 ||
         load_redis(&l, c) != 0 || load_prefix(&l, c) != 0 || load_threads(&l, c) != 0 ||
         load_keys(&l, c) != 0 || load_admin_token(&l, c) != 0 || load_flavor(&l, c) != 0 ||
         load_number(&l, "BROKER_REFRESH_MARGIN_S", DEFAULT_REFRESH_MARGIN_S, 0,
@@ -945,6 +969,7 @@ void config_free(config_t *c)
 
     free(c->listen_host);
     free(c->public_url);
+    free(c->public_path);
     free(c->redis_host);
     free(c->redis_unix);
     secure_free_str(c->redis_password);

@@ -26,6 +26,7 @@ typedef struct config {
     int listen_port;
     char *public_url;      /* no trailing slash */
     int public_https;      /* public_url is https:// (cookies get Secure) */
+    char *public_path;     /* public_url's path ("/stripe-broker"), "" when none */
     char *redis_host;      /* NULL when redis_unix is set */
     int redis_port;
     char *redis_unix;      /* unix socket path or NULL */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "cli.h"
 #include "config.h"
+#include "core/crypto.h"
 #include "log.h"
 #include "server.h"
 
@@ -35,6 +36,7 @@ int main(int argc, char **argv)
     char err[256];
     int rc;
 
+    secure_json_init();
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         return 0;

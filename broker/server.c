@@ -225,6 +225,29 @@ static void add_answer_headers(h2o_req_t *req, const char *ctype)
     add_header(req, "x-content-type-options", "nosniff");
 }
 
+/* The answer's copy in the request's pool, wiped when h2o clears the pool after sending
+ * it: an answer may hold an access token or an API key, and the pool's memory is reused
+ * or freed without being wiped. */
+typedef struct wiped_body {
+    size_t len;
+    char data[];
+} wiped_body_t;
+
+static void wipe_body(void *p)
+{
+    wiped_body_t *w = p;
+    OPENSSL_cleanse(w->data, w->len);
+}
+
+static h2o_iovec_t body_copy(h2o_req_t *req, const char *body, size_t len)
+{
+    wiped_body_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w) + len + 1, wipe_body);
+    w->len = len;
+    memcpy(w->data, body, len);
+    w->data[len] = '\0';
+    return h2o_iovec_init(w->data, len);
+}
+
 static void send_body(breq_t *b, int status, const char *ctype, const char *body, size_t len)
 {
     h2o_req_t *req = b->req;
@@ -232,10 +255,14 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
     req->res.reason = reason_of(status);
     add_answer_headers(req, ctype);
     req->res.content_length = len;
+    /* the request body may hold a secret (a signing secret, a form): handlers read it
+     * through breq_body's copy, and h2o reuses this memory unwiped */
+    if (req->entity.base != NULL)
+        OPENSSL_cleanse(req->entity.base, req->entity.len);
     finish(b, status);
     /* sent at the end of the loop turn, right after the turn's log lines (send_turn) */
     h2o_vector_reserve(NULL, &b->w->sends, b->w->sends.size + 1);
-    b->w->sends.entries[b->w->sends.size++] = (struct pending_send){req, h2o_strdup(&req->pool, body, len)};
+    b->w->sends.entries[b->w->sends.size++] = (struct pending_send){req, body_copy(req, body, len)};
     breq_release(b);
 }
 
@@ -320,8 +347,12 @@ void breq_redirect(breq_t *b, const char *location, const char *set_cookie)
     if (!breq_live(b))
         return;
     add_page_headers(b->req, set_cookie);
-    h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_LOCATION, NULL,
-                   h2o_strdup(&b->req->pool, location, strlen(location)).base, strlen(location));
+    /* a path of ours ("/setup") is under BROKER_PUBLIC_URL's path */
+    h2o_iovec_t loc = location[0] == '/' ? h2o_concat(&b->req->pool, h2o_iovec_init(b->w->cfg->public_path,
+                                                                                     strlen(b->w->cfg->public_path)),
+                                                      h2o_iovec_init(location, strlen(location)))
+                                         : h2o_strdup(&b->req->pool, location, strlen(location));
+    h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_LOCATION, NULL, loc.base, loc.len);
     send_body(b, 303, "text/plain; charset=utf-8", "", 0);
 }
 
@@ -403,8 +434,8 @@ int breq_query_buf(breq_t *b, const char *name, char *dst, size_t cap)
 
 const char *breq_body(breq_t *b, size_t *len)
 {
-    h2o_iovec_t copy = h2o_strdup(&b->req->pool, b->req->entity.base != NULL ? b->req->entity.base : "",
-                                  b->req->entity.base != NULL ? b->req->entity.len : 0);
+    h2o_iovec_t copy = body_copy(b->req, b->req->entity.base != NULL ? b->req->entity.base : "",
+                                 b->req->entity.base != NULL ? b->req->entity.len : 0);
     *len = copy.len;
     return copy.base;
 }
@@ -809,9 +840,25 @@ static void dispatch(breq_t *b)
     breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk->key_id));
 }
 
+/* An ingress that forwards BROKER_PUBLIC_URL's path unchanged: the routes are matched
+ * (and the query read) without it. A request without it is served the same (probes and
+ * scrapers reach the pod directly). */
+static void strip_public_path(const config_t *cfg, h2o_req_t *req)
+{
+    size_t n = strlen(cfg->public_path);
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    if (n == 0 || plen <= n || memcmp(req->path.base, cfg->public_path, n) != 0 || req->path.base[n] != '/')
+        return;
+    req->path.base += n;
+    req->path.len -= n;
+    if (req->query_at != SIZE_MAX)
+        req->query_at -= n;
+}
+
 static void route_request(breq_t *b)
 {
     h2o_req_t *req = b->req;
+    strip_public_path(b->w->cfg, req);
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     seg_t segs[MAX_SEGMENTS], params[3];
     int nsegs = split_path(req->path.base, plen, segs), nparams = 0;

@@ -3,9 +3,11 @@
  * Owns: the buffer memory and JSON string escaping. The buffer always stays
  * NUL-terminated once anything was appended, so b->p can be handed to C string
  * functions. Allocation failure aborts: the broker cannot continue without memory.
- * Never: logs or inspects contents; buf_wipe() zeroes before freeing so buffers that
+ * Never: logs or inspects contents; leaves a copy behind when it grows (the old block
+ * is wiped before it is freed); buf_wipe() zeroes before freeing so buffers that
  * held a secret leave nothing behind (buf_reset keeps the memory and zeroes too).
- * Tested by: tests/unit/test_buf.c (growth, printf, JSON escaping, invalid UTF-8). */
+ * Tested by: tests/unit/test_buf.c (growth, printf, JSON escaping, invalid UTF-8),
+ * tests/unit/test_wipe.c (no freed block holds a secret). */
 #include "buf.h"
 
 #include <stdarg.h>
@@ -18,7 +20,10 @@
 
 #define BUF_MIN_CAP_BYTES 64
 
-/* Make room for `extra` more bytes plus the NUL; aborts on overflow or OOM. */
+/* Make room for `extra` more bytes plus the NUL; aborts on overflow or OOM. The
+ * buffer grows by allocate, copy, wipe, free, never realloc: realloc may move the
+ * contents and free the old block without wiping it, and any buffer may be building
+ * an answer that holds a token. */
 static void buf_reserve(buf_t *b, size_t extra)
 {
     size_t need, cap;
@@ -32,9 +37,14 @@ static void buf_reserve(buf_t *b, size_t extra)
     cap = b->cap < BUF_MIN_CAP_BYTES ? BUF_MIN_CAP_BYTES : b->cap;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    p = realloc(b->p, cap);
+    p = malloc(cap);
     if (p == NULL)
         abort();
+    if (b->p != NULL) {
+        memcpy(p, b->p, b->len + 1);
+        OPENSSL_cleanse(b->p, b->cap);
+        free(b->p);
+    }
     b->p = p;
     b->cap = cap;
 }

@@ -1,18 +1,23 @@
 /* crypto.c — random values, SHA-256, HMAC-SHA256, hex/base64 codecs and
  * constant-time comparison, all over OpenSSL 3.
  *
- * Owns: no state but one SHA-256 context per thread (reused, see sha256_hex); every
- * function is pure apart from the CSPRNG.
+ * Owns: no state but one SHA-256 context per thread (reused, see sha256_hex) and
+ * jansson's allocator (secure_json_init: every block jansson frees is wiped first);
+ * every function is pure apart from the CSPRNG.
  * Never: logs, or returns a partial random value (rand_bytes aborts when the CSPRNG
  * fails, because a predictable token is worse than a crash). Intermediate copies of
  * secret material are wiped before they are freed.
  * Tested by: tests/unit/test_crypto.c (RFC 4231 HMAC vectors, FIPS SHA-256 vectors,
- * base64 round trips and strictness, constant-time equality). */
+ * base64 round trips and strictness, constant-time equality), tests/unit/test_wipe.c
+ * (no block jansson frees holds a secret). */
 #include "crypto.h"
 #include <pthread.h>
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -206,4 +211,20 @@ void secure_free_str(char *s)
     if (s == NULL)
         return;
     secure_free(s, strlen(s));
+}
+
+/* jansson's free: the whole block is wiped first. Parsing keeps secrets in blocks the
+ * caller never sees (the lexer's token buffer, which grows by allocate-copy-free;
+ * json_dumps' output buffer), so wiping the values before json_decref is not enough. */
+static void wiping_free(void *p)
+{
+    if (p == NULL)
+        return;
+    OPENSSL_cleanse(p, malloc_usable_size(p));
+    free(p);
+}
+
+void secure_json_init(void)
+{
+    json_set_alloc_funcs(malloc, wiping_free);
 }

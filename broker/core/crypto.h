@@ -1,5 +1,5 @@
 /* crypto.h — random values, hashes, MACs, encodings and constant-time comparison.
- * Pure functions over OpenSSL; no I/O, no global state. */
+ * Pure functions over OpenSSL; no I/O, no global state but jansson's allocator. */
 #ifndef BROKER_CORE_CRYPTO_H
 #define BROKER_CORE_CRYPTO_H
 #include <stddef.h>
@@ -25,4 +25,7 @@ ssize_t b64_decode(const char *in, size_t len, unsigned char *out);
 void secure_free(void *p, size_t len);
 /* Zero and free a NUL-terminated string; NULL is fine. */
 void secure_free_str(char *s);
+/* Make jansson wipe every block it frees (its parser and serialiser copy secrets
+ * into buffers of their own). Call once at start, before any jansson call. */
+void secure_json_init(void);
 #endif

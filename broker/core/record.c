@@ -10,22 +10,20 @@
  * an unknown status, ill-typed fields, and a connected record without an access
  * token or account id; unknown fields are ignored (additive changes stay v1).
  * Owns: encoding (with buf, so no unwiped copy of a secret is left behind) and
- * decoding (with jansson; its copies of the secrets are wiped before it frees them).
+ * decoding (with jansson, whose allocator wipes every block it frees: secure_json_init).
  * Never: logs; the encoded text contains secrets and only ever goes into seal_seal.
- * Tested by: tests/unit/test_record.c and tests/fuzz/fuzz_record.c. */
+ * Tested by: tests/unit/test_record.c, tests/unit/test_wipe.c and tests/fuzz/fuzz_record.c. */
 #include "record.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
-#include <openssl/crypto.h>
 
 #include "buf.h"
 #include "crypto.h"
 
 #define RECORD_TIME_MAX_S 253402300799LL /* 9999-12-31T23:59:59Z */
-#define RECORD_FIXED_BYTES 256 /* braces, v, status, livemode and the three times */
 
 static const char *status_name(conn_status_t s)
 {
@@ -40,25 +38,10 @@ static void put_str(buf_t *b, const char *name, const char *value)
     buf_json_str(b, value, strlen(value));
 }
 
-/* Worst-case encoded size of s (every byte escaped as \uXXXX) plus its name. */
-static size_t str_bound(const char *s)
-{
-    return s != NULL ? strlen(s) * 6 + 64 : 0;
-}
-
 char *conn_record_encode(const conn_record_t *r)
 {
-    buf_t b = {NULL, 0, 0};
+    buf_t b = {NULL, 0, 0}; /* buf grows without leaving a copy behind */
 
-    /* Allocate the worst case up front: a realloc would leave a copy of the
-     * secrets in freed memory. */
-    b.cap = RECORD_FIXED_BYTES + str_bound(r->access_token) + str_bound(r->refresh_token) +
-            str_bound(r->stripe_user_id) + str_bound(r->stripe_publishable_key) +
-            str_bound(r->scope) + str_bound(r->derived_from);
-    b.p = malloc(b.cap);
-    if (b.p == NULL)
-        abort();
-    b.p[0] = '\0';
     buf_printf(&b, "{\"v\":%d,\"status\":\"%s\"", RECORD_VERSION, status_name(r->status));
     put_str(&b, "access_token", r->access_token);
     put_str(&b, "refresh_token", r->refresh_token);
@@ -160,14 +143,6 @@ static int decode_doc(json_t *doc, conn_record_t *r)
     return 0;
 }
 
-static void wipe_secret(json_t *doc, const char *name)
-{
-    json_t *v = json_object_get(doc, name);
-
-    if (json_is_string(v))
-        OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
-}
-
 int conn_record_decode(const char *json, size_t len, conn_record_t *r)
 {
     json_t *doc;
@@ -181,11 +156,7 @@ int conn_record_decode(const char *json, size_t len, conn_record_t *r)
         rc = decode_doc(doc, r);
     if (rc != 0)
         conn_record_clear(r);
-    if (doc != NULL) {
-        wipe_secret(doc, "access_token");
-        wipe_secret(doc, "refresh_token");
-        json_decref(doc);
-    }
+    json_decref(doc);
     return rc;
 }
 

@@ -15,9 +15,10 @@
  * Stripe's error code is copied into err only when it is short and made of [a-z_]
  * (flat {"error": "…"} or nested {"error": {"code": "…"}}); error_description and
  * messages are never copied: they may echo request data.
- * Never: logs; leaves a secret in a freed buffer (token strings are wiped, and the
- * jansson copies of the secrets are wiped before the document is freed).
- * Tested by: tests/unit/test_stripe_resp.c and tests/fuzz/fuzz_stripe_resp.c. */
+ * Never: logs; leaves a secret in a freed buffer (token strings are wiped, and
+ * jansson's allocator wipes every block it frees: secure_json_init).
+ * Tested by: tests/unit/test_stripe_resp.c, tests/unit/test_wipe.c and
+ * tests/fuzz/fuzz_stripe_resp.c. */
 #include "stripe_resp.h"
 
 #include <ctype.h>
@@ -25,7 +26,6 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <openssl/crypto.h>
 
 #include "crypto.h"
 
@@ -75,15 +75,6 @@ static int opt_string(json_t *doc, const char *name, char **out)
         return -1;
     *out = dup_str(json_string_value(v));
     return 1;
-}
-
-/* Wipe jansson's copies of the secret fields before the document is freed. */
-static void wipe_secret(json_t *doc, const char *name)
-{
-    json_t *v = json_object_get(doc, name);
-
-    if (json_is_string(v))
-        OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
 }
 
 /* Fill tok from a 2xx document; -1 when it is not a usable token response. */
@@ -152,11 +143,7 @@ stripe_outcome_t stripe_token_parse(long http_status, const char *body, size_t l
 out:
     if (o != STRIPE_OK)
         stripe_token_clear(tok);
-    if (doc != NULL) {
-        wipe_secret(doc, "access_token");
-        wipe_secret(doc, "refresh_token");
-        json_decref(doc);
-    }
+    json_decref(doc);
     return o;
 }
 

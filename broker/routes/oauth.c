@@ -3,17 +3,18 @@
  * Order matters: the state is consumed with GETDEL *before* the code is exchanged,
  * because Stripe revokes the whole connection when a code is used twice (a reload or
  * a browser retry must never reach Stripe again). The state must come back to the
- * browser that started it (the stb_oauth cookie's hash is stored with the state).
+ * browser that started it (the stb_oauth cookie's hash is stored with the state) and
+ * in the setup session that created it (the session cookie's hash is stored too), so
+ * a planted browser cookie alone cannot bind a Stripe account to another org.
  * Then exactly one POST /oauth/token, and the connection is written (a new live one
  * with the test connection minted from live for another account deleted).
  * Never logs or reflects the code, the state or a token. Tested by
- * tests/it/test_browser_flow.py (replay, other browser, declined, expired). */
+ * tests/it/test_browser_flow.py (replay, other browser or session, declined, expired). */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <openssl/crypto.h>
-#include "core/cookie.h"
 #include "core/crypto.h"
 #include "core/stripe_resp.h"
 #include "log.h"
@@ -29,7 +30,8 @@
 typedef struct callback {
     char *code;   /* secret */
     char *sealed; /* the new connection, sealed, until it is written */
-    char browser[65];
+    char browser[65]; /* SHA-256 hex of the browser cookie, "" when absent */
+    char session[65]; /* SHA-256 hex of the session cookie, "" when absent */
     char acct[128];
 } callback_t;
 
@@ -60,7 +62,7 @@ static void on_stored(breq_t *b, redisReply *r)
         r->element[1]->integer == 1)
         log_event(LOG_INFO, "test connection minted from live dropped: live is now another account", "org_id",
                   b->org, "mode", mode_name(MODE_TEST), NULL);
-    setup_cookie(&cookie, b->w->cfg, SETUP_BROWSER_COOKIE, "", "/oauth", 0);
+    setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_BROWSER, "", 0);
     breq_redirect(b, "/setup", cookie.p);
     buf_free(&cookie);
 }
@@ -152,8 +154,10 @@ static void on_state(breq_t *b, redisReply *r)
     const char *org = json_string_value(json_object_get(j, "org"));
     const char *mode = json_string_value(json_object_get(j, "mode"));
     const char *browser = json_string_value(json_object_get(j, "browser"));
+    const char *session = json_string_value(json_object_get(j, "session"));
     int ok = org != NULL && strlen(org) == ORGID_LEN && mode != NULL && browser != NULL && strlen(browser) == 64 &&
-             c->browser[0] != '\0' && ct_equal(browser, 64, c->browser, 64);
+             c->browser[0] != '\0' && ct_equal(browser, 64, c->browser, 64) && session != NULL &&
+             strlen(session) == 64 && c->session[0] != '\0' && ct_equal(session, 64, c->session, 64);
     if (ok) {
         memcpy(b->org, org, ORGID_LEN + 1);
         b->mode = mode_parse(mode, strlen(mode));
@@ -175,14 +179,16 @@ static void on_state(breq_t *b, redisReply *r)
 static void on_declined(breq_t *b, redisReply *r)
 {
     buf_t out = {0};
-    page_begin(&out, "Authorization declined");
+    page_begin(&out, b->w->cfg->public_path, "Authorization declined");
     buf_puts(&out, "<div class=\"notice notice-warn\" role=\"status\">\n<p>You declined the authorization in "
                    "Stripe, so nothing was connected and nothing was stored.</p>\n</div>\n"
                    "<section aria-labelledby=\"next-h\">\n<h2 id=\"next-h\">What to do next</h2>\n"
                    "<p>To connect Stripe, go back to the setup page and choose <em>Authorize with Stripe</em> "
                    "again, then approve access on Stripe. If the setup page says that the session has ended, open "
-                   "a new setup link from Salesforce.</p>\n<p class=\"actions\"><a class=\"button\" "
-                   "href=\"/setup\">Back to the setup page</a></p>\n</section>\n");
+                   "a new setup link from Salesforce.</p>\n");
+    buf_printf(&out, "<p class=\"actions\"><a class=\"button\" href=\"%s/setup\">Back to the setup page</a></p>\n"
+                     "</section>\n",
+               b->w->cfg->public_path);
     page_end(&out);
     breq_html(b, 200, out.p, out.len, NULL);
     buf_free(&out);
@@ -192,7 +198,6 @@ void oauth_callback(breq_t *b)
 {
     char *state = NULL, *code = NULL, *error = NULL;
     int src = breq_query(b, "state", &state), crc = breq_query(b, "code", &code), erc = breq_query(b, "error", &error);
-    const h2o_iovec_t *cookies = breq_header(b, "cookie");
     callback_t *c = calloc(1, sizeof(*c));
     char hash[65];
     if (c == NULL)
@@ -228,15 +233,12 @@ void oauth_callback(breq_t *b)
         return;
     }
     c->code = code;
-    const char *v;
-    size_t n;
-    if (cookies != NULL && cookie_get(cookies->base, cookies->len, SETUP_BROWSER_COOKIE, &v, &n) == 1 &&
-        setup_token_ok(v, n)) {
-        char tmp[64];
-        memcpy(tmp, v, n);
-        sha256_hex(tmp, n, c->browser);
-        OPENSSL_cleanse(tmp, sizeof(tmp));
-    }
+    char tmp[SETUP_TOKEN_CHARS + 1];
+    if (setup_cookie_get(b, SETUP_COOKIE_BROWSER, tmp) == 0)
+        sha256_hex(tmp, strlen(tmp), c->browser);
+    if (setup_cookie_get(b, SETUP_COOKIE_SESSION, tmp) == 0)
+        sha256_hex(tmp, strlen(tmp), c->session);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
     /* consume first, whatever the browser: a state seen once is never good again */
     breq_redis(b, on_state, "GETDEL %s", breq_key(b, "state:%s", hash));
 }

@@ -85,14 +85,15 @@ void page_text(buf_t *out, const char *s)
     html_escape(out, s, strlen(s));
 }
 
-void page_begin(buf_t *out, const char *title)
+void page_begin(buf_t *out, const char *base, const char *title)
 {
     buf_puts(out, "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                   "<meta name=\"robots\" content=\"noindex\">\n<title>");
     page_text(out, title);
-    buf_puts(out, " · Stripe for Salesforce</title>\n<link rel=\"stylesheet\" href=\"/setup/style.css\">\n</head>\n"
-                  "<body>\n<header><p><span class=\"mark\" aria-hidden=\"true\">S</span><span>Stripe for Salesforce "
+    buf_printf(out, " · Stripe for Salesforce</title>\n<link rel=\"stylesheet\" href=\"%s/setup/style.css\">\n"
+                    "</head>\n", base);
+    buf_puts(out, "<body>\n<header><p><span class=\"mark\" aria-hidden=\"true\">S</span><span>Stripe for Salesforce "
                   "<span class=\"product-sub\">· Setup assistant</span></span></p></header>\n<main>\n<h1>");
     page_text(out, title);
     buf_puts(out, "</h1>\n");
@@ -110,7 +111,7 @@ static void error_page(breq_t *b, int status, const char *title, const char *mes
     buf_t out = {0};
     if (title == NULL)
         title = status >= 500 ? "Something went wrong" : status == 401 ? "Setup session needed" : "This request cannot be completed";
-    page_begin(&out, title);
+    page_begin(&out, b->w->cfg->public_path, title);
     buf_puts(&out, "<div class=\"notice notice-err\" role=\"alert\">\n<p>");
     page_text(&out, message);
     buf_puts(&out, "</p>\n</div>\n<section aria-labelledby=\"next-h\">\n<h2 id=\"next-h\">What to do next</h2>\n<p>");
@@ -125,7 +126,8 @@ static void error_page(breq_t *b, int status, const char *title, const char *mes
                        "valid for 10 minutes and work once).");
     buf_puts(&out, "</p>\n");
     if (back_to_setup)
-        buf_puts(&out, "<p class=\"actions\"><a class=\"button\" href=\"/setup\">Back to the setup page</a></p>\n");
+        buf_printf(&out, "<p class=\"actions\"><a class=\"button\" href=\"%s/setup\">Back to the setup page</a></p>\n",
+                   b->w->cfg->public_path);
     buf_printf(&out, "<p class=\"muted\">Reference: HTTP %d.</p>\n</section>\n", status);
     page_end(&out);
     breq_html(b, status, out.p, out.len, NULL);

@@ -6,8 +6,9 @@
 #include "core/buf.h"
 #include "server.h"
 
-/* Open a page: doctype, head, the product header and <main>. title is escaped. */
-void page_begin(buf_t *out, const char *title);
+/* Open a page: doctype, head, the product header and <main>. title is escaped; base
+ * is BROKER_PUBLIC_URL's path (cfg->public_path), which every link of ours starts with. */
+void page_begin(buf_t *out, const char *base, const char *title);
 /* Close <main> and the document. */
 void page_end(buf_t *out);
 /* Append escaped text. */

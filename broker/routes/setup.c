@@ -5,7 +5,9 @@
  * session in one Lua call; the session cookie carries a random value whose SHA-256 is
  * the Redis key. The CSRF token is an HMAC of the session value, so it needs no
  * storage. POST /setup/authorize creates the OAuth state (bound to this browser by a
- * second cookie whose hash is stored with it) and redirects to Stripe.
+ * second cookie whose hash is stored with it, and to this setup session by the hash of
+ * the session cookie) and redirects to Stripe. Both cookies are Path=/ without Domain,
+ * and on an https public URL Secure with the __Host- name prefix (setup_cookie_name).
  * Never logs or reflects a ticket, session, state or secret. Tested by
  * tests/it/test_browser_flow.py and tests/e2e. */
 #include <jansson.h>
@@ -25,7 +27,7 @@
 #include "stripe/oauth.h"
 
 #define TOKEN_BYTES 32
-#define TOKEN_CHARS 43 /* base64url of 32 bytes */
+#define TOKEN_CHARS SETUP_TOKEN_CHARS
 
 /* Ticket → session, atomically: the ticket can be used once. */
 static const char LUA_TICKET_TO_SESSION[] = "local t = redis.call('GETDEL', KEYS[1])\n"
@@ -52,12 +54,32 @@ int setup_token_ok(const char *s, size_t n)
     return 1;
 }
 
-void setup_cookie(buf_t *out, const config_t *cfg, const char *name, const char *value, const char *path, int max_age)
+const char *setup_cookie_name(const config_t *cfg, int which)
+{
+    static const char *const names[2][2] = {{"stb_session", "stb_oauth"}, {"__Host-stb_session", "__Host-stb_oauth"}};
+    return names[cfg->public_https ? 1 : 0][which == SETUP_COOKIE_BROWSER];
+}
+
+void setup_cookie(buf_t *out, const config_t *cfg, int which, const char *value, int max_age)
 {
     if (out->len > 0)
         buf_puts(out, "\n");
-    buf_printf(out, "%s=%s; Path=%s; Max-Age=%d; HttpOnly; SameSite=Lax%s", name, value, path, max_age,
-               cfg->public_https ? "; Secure" : "");
+    buf_printf(out, "%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s", setup_cookie_name(cfg, which), value,
+               max_age, cfg->public_https ? "; Secure" : "");
+}
+
+int setup_cookie_get(breq_t *b, int which, char out[SETUP_TOKEN_CHARS + 1])
+{
+    const h2o_iovec_t *h = breq_header(b, "cookie");
+    const char *v;
+    size_t n;
+    out[0] = '\0';
+    if (h == NULL || cookie_get(h->base, h->len, setup_cookie_name(b->w->cfg, which), &v, &n) != 1 ||
+        !setup_token_ok(v, n))
+        return -1;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return 0;
 }
 
 /* ===== The session ===== */
@@ -121,14 +143,7 @@ static char *session_json(const setup_state_t *s)
 /* The session cookie value into s->cookie; 0 or -1 when absent/malformed. */
 static int session_cookie(breq_t *b, setup_state_t *s)
 {
-    const h2o_iovec_t *h = breq_header(b, "cookie");
-    const char *v;
-    size_t n;
-    if (h == NULL || cookie_get(h->base, h->len, SETUP_SESSION_COOKIE, &v, &n) != 1 || !setup_token_ok(v, n))
-        return -1;
-    memcpy(s->cookie, v, n);
-    s->cookie[n] = '\0';
-    return 0;
+    return setup_cookie_get(b, SETUP_COOKIE_SESSION, s->cookie);
 }
 
 static void csrf_of(const char *session_cookie_value, char out[65])
@@ -243,7 +258,7 @@ static void render_setup(breq_t *b, redisReply *r)
     const char *mname = mode_name(s->mode);
     int connected = cur->state == MS_CONNECTED, stored = cur->whsec;
 
-    page_begin(&out, "Connect Stripe to Salesforce");
+    page_begin(&out, cfg->public_path, "Connect Stripe to Salesforce");
     buf_puts(&out, "<p class=\"lead\">Salesforce org <strong class=\"code\">");
     page_text(&out, s->org);
     buf_printf(&out, "</strong> · %s mode</p>\n", mode_label(s->mode));
@@ -285,8 +300,9 @@ static void render_setup(breq_t *b, redisReply *r)
     buf_append(&out, status.p, status.len);
     buf_puts(&out, "</dl>\n</section>\n");
 
-    buf_puts(&out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
-                   "<form method=\"post\" action=\"/setup/authorize\">\n");
+    buf_printf(&out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
+                     "<form method=\"post\" action=\"%s/setup/authorize\">\n",
+               cfg->public_path);
     buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
     buf_puts(&out, "<fieldset><legend>Mode</legend>\n");
     for (int mode = 0; mode < MODE_COUNT; mode++) {
@@ -314,7 +330,7 @@ static void render_setup(breq_t *b, redisReply *r)
                      "charge.refunded). In the Stripe Dashboard, open <em>Developers › Webhooks</em>, select the "
                      "%s mode endpoint that points at Salesforce and reveal its <em>Signing secret</em>.</p>\n",
                mname);
-    buf_puts(&out, "<form method=\"post\" action=\"/setup/webhook-secret\">\n");
+    buf_printf(&out, "<form method=\"post\" action=\"%s/setup/webhook-secret\">\n", cfg->public_path);
     buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
     buf_printf(&out, "<input type=\"hidden\" name=\"mode\" value=\"%s\">\n", mname);
     buf_printf(&out, "<label for=\"signing_secret\">Signing secret for %s mode</label>\n"
@@ -379,7 +395,7 @@ static void on_ticket(breq_t *b, redisReply *r)
     }
     snprintf(b->org, sizeof(b->org), "%s", s->org);
     buf_t cookie = {0};
-    setup_cookie(&cookie, b->w->cfg, SETUP_SESSION_COOKIE, s->cookie, "/", SESSION_TTL_S);
+    setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_SESSION, s->cookie, SESSION_TTL_S);
     breq_redirect(b, "/setup", cookie.p);
     buf_wipe(&cookie);
 }
@@ -448,7 +464,7 @@ static void on_state_stored(breq_t *b, redisReply *r)
     authz_t *a = (authz_t *)s->form;
     buf_t url = {0}, cookie = {0};
     stripe_authorize_url(b->w->cfg, s->mode, a->state, &url);
-    setup_cookie(&cookie, b->w->cfg, SETUP_BROWSER_COOKIE, a->browser, "/oauth", STATE_TTL_S);
+    setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_BROWSER, a->browser, STATE_TTL_S);
     breq_redirect(b, url.p, cookie.p);
     buf_wipe(&url);
     buf_wipe(&cookie);
@@ -485,10 +501,14 @@ static void on_session_for_authorize(breq_t *b, redisReply *r)
     rand_token(a->browser, TOKEN_BYTES);
     s->form = (char *)a;
 
-    char state_hash[65], browser_hash[65];
+    /* the state is bound to this browser (the hash of a cookie set with it) and to
+     * this setup session (the hash of the session cookie, as in the session's key) */
+    char state_hash[65], browser_hash[65], session_hash[65];
     sha256_hex(a->state, strlen(a->state), state_hash);
     sha256_hex(a->browser, strlen(a->browser), browser_hash);
-    json_t *rec = json_pack("{s:s, s:s, s:s}", "org", s->org, "mode", mode_name(s->mode), "browser", browser_hash);
+    sha256_hex(s->cookie, strlen(s->cookie), session_hash);
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s}", "org", s->org, "mode", mode_name(s->mode), "browser", browser_hash,
+                            "session", session_hash);
     char *text = json_dumps(rec, JSON_COMPACT), *sess = session_json(s);
     breq_redis(b, on_state_stored, "EVAL %s 2 %s %s %s %d %s", LUA_STATE_CREATE, breq_key(b, "state:%s", state_hash),
                session_key(b, s->cookie), text, STATE_TTL_S, sess);

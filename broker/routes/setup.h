@@ -6,12 +6,24 @@
 #include "config.h"
 #include "core/buf.h"
 
-#define SETUP_SESSION_COOKIE "stb_session"
-#define SETUP_BROWSER_COOKIE "stb_oauth"
+#include "server.h"
+
+/* The two cookies: the setup session, and the one that binds an OAuth state to the
+ * browser that started it. */
+enum { SETUP_COOKIE_SESSION = 0, SETUP_COOKIE_BROWSER = 1 };
+
+#define SETUP_TOKEN_CHARS 43 /* base64url of 32 random bytes */
 
 /* 1 when s[0..n) looks like a ticket/session/state value (43 base64url chars). */
 int setup_token_ok(const char *s, size_t n);
-/* Append a Set-Cookie value (HttpOnly, SameSite=Lax, Secure on https) to out,
- * "\n"-separated from any already there. max_age 0 deletes the cookie. */
-void setup_cookie(buf_t *out, const config_t *cfg, const char *name, const char *value, const char *path, int max_age);
+/* The cookie's name: "stb_session" / "stb_oauth", with the "__Host-" prefix whenever
+ * BROKER_PUBLIC_URL is https, so that a browser takes it only from this host, with
+ * Secure and Path=/ and no Domain: no sibling subdomain can plant one (CONTRACT §5). */
+const char *setup_cookie_name(const config_t *cfg, int which);
+/* Append a Set-Cookie value (Path=/, HttpOnly, SameSite=Lax, no Domain; Secure on
+ * https) to out, "\n"-separated from any already there. max_age 0 deletes it. */
+void setup_cookie(buf_t *out, const config_t *cfg, int which, const char *value, int max_age);
+/* The request's cookie `which` into out: 0, or -1 when it is absent, sent twice or
+ * not a well-formed value (out is then empty). */
+int setup_cookie_get(breq_t *b, int which, char out[SETUP_TOKEN_CHARS + 1]);
 #endif

@@ -1,5 +1,6 @@
 """The setup assistant in the admin's browser (CONTRACT §5)."""
 
+import re
 import time
 import urllib.parse
 
@@ -253,6 +254,68 @@ def test_callback_from_another_browser_is_400_and_never_reaches_stripe():
     assert S.broker.connections(f.org) == []
 
 
+def _jar_cookies(browser, name_suffix):
+    """{(host, name, path): value} of the cookies in the jar whose name ends with suffix."""
+    return {k: v for k, v in browser.jar.items() if k[1].endswith(name_suffix)}
+
+
+def test_callback_with_the_right_browser_cookie_but_another_session_is_400():
+    # an attacker's state and browser cookie, planted in a victim's browser that has
+    # its own setup session (or none): the state is bound to the attacker's session
+    a = flow()
+    a.open()
+    a.setup_page()
+    a.authorize_ok()
+    a.stripe()
+    planted = _jar_cookies(a.browser, "stb_oauth")
+    assert planted, f"no browser-binding cookie after POST /setup/authorize: {a.browser.jar}"
+    b = flow()
+    b.open()
+    assert _jar_cookies(b.browser, "stb_session"), "the victim has no session cookie"
+    b.browser.jar.update(planted)
+    r = a.callback(browser=b.browser)
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0, "a state of another setup session reached Stripe"
+    assert S.broker.connections(a.org) == [] and S.broker.connections(b.org) == []
+
+
+def test_callback_with_the_right_browser_cookie_and_no_session_is_400():
+    a = flow()
+    a.open()
+    a.setup_page()
+    a.authorize_ok()
+    a.stripe()
+    victim = h.Browser()
+    victim.jar.update(_jar_cookies(a.browser, "stb_oauth"))
+    assert victim.jar, "no browser-binding cookie after POST /setup/authorize"
+    r = a.callback(browser=victim)
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0, "a state without its setup session reached Stripe"
+    assert S.broker.connections(a.org) == []
+
+
+def test_state_replay_with_the_browser_cookie_restored_is_400():
+    # a second tab or a reload still holds the browser cookie the first callback cleared:
+    # only consuming the state (GETDEL) keeps the code from reaching Stripe twice
+    f = flow()
+    f.open()
+    f.setup_page()
+    f.authorize_ok()
+    f.stripe()
+    kept = _jar_cookies(f.browser, "stb_oauth")
+    assert kept, "no browser-binding cookie after POST /setup/authorize"
+    f.finish()
+    f.browser.jar.update(kept)
+    r = f.callback()
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 1, f"the token endpoint was called {S.sim.calls('token')} times"
+    used = S.sim.stats()["codes_used"]
+    assert used.get(f.code) == 1, f"the code was presented {used.get(f.code)} times"
+    r = S.broker.access_token(f.org, "test")
+    h.assert_status(r, 200)
+    assert S.sim.token_active(r.json()["access_token"]), "the connection was revoked"
+
+
 def test_callback_with_the_state_of_another_session_is_400():
     a = flow()
     a.open()
@@ -362,38 +425,73 @@ def test_pages_have_the_security_headers():
     assert_page(page, 200)
 
 
+def assert_cookie_scope(raw):
+    """Path=/ and no Domain (CONTRACT §5): the cookie belongs to this host only."""
+    _, _, attrs = h.parse_set_cookie(raw)
+    assert attrs.get("path") == "/", f"cookie without Path=/: {raw}"
+    assert "domain" not in attrs, f"cookie with a Domain: {raw}"
+
+
 def test_cookies_are_httponly_samesite_lax_and_not_secure_on_http():
     f = flow().run()
     assert f.browser.set_cookies, "no cookies were set"
     for raw in f.browser.set_cookies:
-        _, _, attrs = h.parse_set_cookie(raw)
+        name, _, attrs = h.parse_set_cookie(raw)
         assert attrs.get("httponly") is True, f"cookie without HttpOnly: {raw}"
         assert str(attrs.get("samesite", "")).lower() == "lax", f"cookie without SameSite=Lax: {raw}"
         assert "secure" not in attrs, f"Secure cookie on an http:// public URL: {raw}"
+        # a browser refuses a __Host- cookie without Secure
+        assert not name.startswith("__Host-"), f"__Host- cookie on an http:// public URL: {raw}"
+        assert_cookie_scope(raw)
 
 
-def test_cookies_are_secure_when_the_public_url_is_https():
+def https_broker():
     global HTTPS_BROKER
     if HTTPS_BROKER is None or not HTTPS_BROKER.running():
         HTTPS_BROKER = S.new_broker("https", BROKER_PUBLIC_URL="https://broker.example.com")
-    f = h.Flow(HTTPS_BROKER, S.sim, h.new_org(), "test")
+    return HTTPS_BROKER
+
+
+def test_cookies_are_secure_host_prefixed_when_the_public_url_is_https():
+    # the broker is told its public URL is https while the test talks plain http to it
+    # (as behind a TLS-terminating ingress); this jar sends Secure cookies anyway
+    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
     f.link()
     assert f.link_url.startswith("https://broker.example.com/setup?ticket="), f.link_url
     r = f.open_ticket()
     assert r.status == 303, r.describe()
-    cookies = r.header_all("Set-Cookie")
-    assert cookies, "no session cookie"
-    for raw in cookies:
-        _, _, attrs = h.parse_set_cookie(raw)
+    assert r.header_all("Set-Cookie"), "no session cookie"
+    f.setup_page()
+    r = f.authorize_ok()
+    assert r.header_all("Set-Cookie"), "no browser-binding cookie with the state"
+    f.stripe()
+    f.finish()
+    names = set()
+    for raw in f.browser.set_cookies:
+        name, _, attrs = h.parse_set_cookie(raw)
+        names.add(name)
+        assert name.startswith("__Host-"), f"cookie without the __Host- prefix on https: {raw}"
         assert attrs.get("secure") is True, f"cookie without Secure on https: {raw}"
         assert attrs.get("httponly") is True and str(attrs.get("samesite", "")).lower() == "lax", raw
+        assert_cookie_scope(raw)
+    assert len(names) == 2, f"expected a session and a browser-binding cookie: {names}"
+    h.assert_status(HTTPS_BROKER.access_token(f.org, "test"), 200)
+
+
+def test_cookies_without_the_host_prefix_are_ignored_on_https():
+    # what a sibling subdomain can plant (Domain=parent, no __Host-) is not a session
+    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
+    f.open()
+    planted = h.Browser()
+    for (host, name, path), value in f.browser.jar.items():
+        assert name.startswith("__Host-"), name
+        planted.jar[(host, name[len("__Host-"):], path)] = value
+    assert_page(planted.get(HTTPS_BROKER.url("/setup")), 401)
+    assert f.browser.get(HTTPS_BROKER.url("/setup")).status == 200
 
 
 def test_https_public_url_gives_an_https_redirect_uri():
-    global HTTPS_BROKER
-    if HTTPS_BROKER is None or not HTTPS_BROKER.running():
-        HTTPS_BROKER = S.new_broker("https", BROKER_PUBLIC_URL="https://broker.example.com")
-    f = h.Flow(HTTPS_BROKER, S.sim, h.new_org(), "test")
+    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
     f.link()
     f.open_ticket()
     # the Secure cookie would not be sent over http by a real browser; this jar sends it
@@ -499,3 +597,103 @@ def test_a_second_ticket_in_the_same_browser_switches_to_its_org():
     b.finish()
     assert [c["mode"] for c in S.broker.connections(b.org)] == ["live"]
     assert S.broker.connections(a.org) == []
+
+
+# ===== BROKER_PUBLIC_URL with a path (an ingress forwarding the prefix unchanged) =====
+
+PREFIXED_BROKER = None
+
+
+def prefixed_broker():
+    global PREFIXED_BROKER
+    if PREFIXED_BROKER is None or not PREFIXED_BROKER.running():
+        port = h.free_port()
+        PREFIXED_BROKER = S.new_broker("prefixed", port=port,
+                                       BROKER_PUBLIC_URL=f"http://127.0.0.1:{port}/stripe-broker/")
+    return PREFIXED_BROKER
+
+
+def follow(browser, r):
+    """The URL a browser goes to from a 303 (its Location resolved against the request)."""
+    assert r.status in (302, 303), r.describe()
+    return urllib.parse.urljoin(r.url, r.header("Location"))
+
+
+def test_the_whole_flow_works_under_the_public_url_path():
+    b = prefixed_broker()
+    pub = b.public
+    assert pub.endswith("/stripe-broker"), pub
+    org = h.new_org()
+    ret = "https://acme.my.salesforce.com/lightning/page"
+    r = b.authorize_link(org, "test", return_url=ret)
+    h.assert_status(r, 201)
+    link = r.json()["url"]
+    assert link.startswith(pub + "/setup?ticket="), link
+    browser = h.Browser()
+    # every URL below is the one the broker gave (a link, a form action, a Location)
+    r = browser.get(link)
+    setup_url = follow(browser, r)
+    assert urllib.parse.urlsplit(setup_url).path == "/stripe-broker/setup", r.describe()
+    for raw in r.header_all("Set-Cookie"):
+        assert h.parse_set_cookie(raw)[2].get("path") == "/", f"cookie not on Path=/: {raw}"
+    page = browser.get(setup_url)
+    assert_page(page, 200)
+    assert org in page.text
+    hrefs = [v for k, v in re.findall(r'<link ([^>]*)href="([^"]+)"', page.text)]
+    assert hrefs == ["/stripe-broker/setup/style.css"], hrefs
+    r = browser.get(urllib.parse.urljoin(setup_url, hrefs[0]))
+    assert r.status == 200 and (r.header("Content-Type") or "").startswith("text/css"), r.describe()
+    auth = h.find_form(page.text, "/setup/authorize")
+    wh = h.find_form(page.text, "/setup/webhook-secret")
+    assert auth["action"] == "/stripe-broker/setup/authorize", auth
+    assert wh["action"] == "/stripe-broker/setup/webhook-secret", wh
+    assert ret in h.parse_page(page.text).links, "no Finish link"
+    csrf = h.csrf_of(page.text)
+
+    # an error page's way back
+    r = browser.post_form(urllib.parse.urljoin(setup_url, auth["action"]), {"csrf": "x", "mode": "test"})
+    assert 400 <= r.status < 500, r.describe()
+    assert "/stripe-broker/setup" in h.parse_page(r.text).links, h.parse_page(r.text).links
+
+    r = browser.post_form(urllib.parse.urljoin(setup_url, auth["action"]), {"csrf": csrf, "mode": "test"})
+    assert r.status == 303, r.describe()
+    loc = r.header("Location")
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(loc).query)
+    assert q.get("redirect_uri") == [pub + "/oauth/callback"], q
+    account = "acct_" + h.rand_str(16)
+    S.sim.config(next_account=account)
+    r = browser.get(loc)
+    callback = follow(browser, r)
+    assert callback.startswith(pub + "/oauth/callback?"), callback
+    r = browser.get(callback)
+    back = follow(browser, r)
+    assert urllib.parse.urlsplit(back).path == "/stripe-broker/setup", r.describe()
+    page = browser.get(back)
+    assert_page(page, 200)
+    assert "Connected" in page.text and account in page.text, page.text[:600]
+
+    secret = "whsec_" + h.rand_str(32)
+    h.remember("webhook_secret", secret)
+    r = browser.post_form(urllib.parse.urljoin(setup_url, wh["action"]),
+                          {"csrf": csrf, "mode": "test", "signing_secret": secret})
+    assert urllib.parse.urlsplit(follow(browser, r)).path == "/stripe-broker/setup", r.describe()
+
+    # the API under the prefix too
+    r = h.http_request("GET", f"{pub}/v1/orgs/{org}/access-token?mode=test",
+                       headers={"Authorization": f"Bearer {b.admin_token}"})
+    h.assert_status(r, 200)
+    assert r.json()["stripe_user_id"] == account
+    r = h.http_request("GET", f"{pub}/v1/orgs/{org}/webhook-secrets/test",
+                       headers={"Authorization": f"Bearer {b.admin_token}"})
+    assert r.status == 200 and r.json().get("configured") is True, r.describe()
+
+
+def test_requests_without_the_public_url_path_are_served_too():
+    # probes and scrapers reach the pod directly, without the ingress's prefix (README)
+    b = prefixed_broker()
+    for path in ("/healthz", "/stripe-broker/healthz", "/readyz", "/stripe-broker/metrics"):
+        r = h.http_request("GET", b.url(path))
+        assert r.status == 200, f"{path}: {r.describe()}"
+    for path in ("/stripe-broker", "/stripe-brokerx/healthz", "/stripe-broker/stripe-broker/healthz"):
+        r = h.http_request("GET", b.url(path))
+        h.assert_error(r, 404, "not_found")

@@ -84,6 +84,12 @@ REDIS_PASSWORD = "pw" + h.rand_str(20)
 REJECTED = [
     ("missing_public_url", "BROKER_PUBLIC_URL", {"BROKER_PUBLIC_URL": None}, []),
     ("malformed_public_url", "BROKER_PUBLIC_URL", {"BROKER_PUBLIC_URL": "ftp://broker.example.com"}, []),
+    ("public_url_path_with_dot_dot", "BROKER_PUBLIC_URL",
+     {"BROKER_PUBLIC_URL": "https://apps.example.com/a/../stripe-broker"}, []),
+    ("public_url_path_with_empty_segment", "BROKER_PUBLIC_URL",
+     {"BROKER_PUBLIC_URL": "https://apps.example.com//stripe-broker"}, []),
+    ("public_url_path_with_markup", "BROKER_PUBLIC_URL",
+     {"BROKER_PUBLIC_URL": "https://apps.example.com/x\"><b>"}, []),
     ("missing_encryption_keys", "BROKER_ENCRYPTION_KEYS", {"BROKER_ENCRYPTION_KEYS": None}, []),
     ("encryption_key_of_16_bytes", "BROKER_ENCRYPTION_KEYS",
      {"BROKER_ENCRYPTION_KEYS": "k1:" + SHORT_KEY}, [SHORT_KEY]),
