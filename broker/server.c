@@ -670,19 +670,17 @@ int breq_auth_checked(breq_t *b, int rc)
  * cookies of the right shape) into out; 0 when it carries none. */
 static int flow_credential(breq_t *b, unsigned char out[32])
 {
-    static const char *const names[] = {SETUP_SESSION_COOKIE, SETUP_BROWSER_COOKIE};
-    const h2o_iovec_t *h = breq_header(b, "cookie");
-    char vals[2 * 64 + 2];
+    static const int which[] = {SETUP_COOKIE_SESSION, SETUP_COOKIE_BROWSER};
+    char vals[2 * (SETUP_TOKEN_CHARS + 1)], v[SETUP_TOKEN_CHARS + 1];
     size_t n = 0;
-    for (size_t i = 0; h != NULL && i < sizeof(names) / sizeof(names[0]); i++) {
-        const char *v;
-        size_t vlen;
-        if (cookie_get(h->base, h->len, names[i], &v, &vlen) == 1 && vlen <= 64 && setup_token_ok(v, vlen)) {
-            memcpy(vals + n, v, vlen);
-            n += vlen;
+    for (size_t i = 0; i < sizeof(which) / sizeof(which[0]); i++) {
+        if (setup_cookie_get(b, which[i], v) == 0) {
+            memcpy(vals + n, v, SETUP_TOKEN_CHARS);
+            n += SETUP_TOKEN_CHARS;
             vals[n++] = (char)('0' + i);
         }
     }
+    OPENSSL_cleanse(v, sizeof(v));
     if (n == 0)
         return 0;
     hmac_sha256("stb-rate-v1", 11, vals, n, out);
