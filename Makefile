@@ -28,7 +28,9 @@ override CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wsha
            -DH2O_USE_LIBUV=0 -DBROKER_VERSION='"$(VERSION)"' -D_GNU_SOURCE \
            -Ibroker $(PKG_CFLAGS) -pthread $(SAN)
 override LDLIBS  += $(PKG_LIBS) -lpthread -lm
-override LDFLAGS += $(SAN)
+# every symbol bound at start (full RELRO): the dynamic linker's lazy binding saves the vector
+# registers on the stack when a function is first called, which can leave a request's bytes there
+override LDFLAGS += $(SAN) -Wl,-z,relro,-z,now
 
 SRCS      := $(shell find broker -name '*.c' | sort)
 OBJS      := $(SRCS:%.c=$(BUILD)/obj/%.o)

@@ -1082,6 +1082,17 @@ static void on_redis_state(int connected, void *data)
         rcache_main_state(w->cache, connected);
 }
 
+/* Wipes the stack below the worker loop's frame. Code the broker does not own leaves
+ * request bytes there: glibc saves the vector registers on the stack when a shared
+ * library's function is first bound, and those may hold a body or an answer being
+ * copied. Run before the worker sleeps, so nothing of a busy spell stays behind. */
+#define STACK_SCRUB_BYTES (32 * 1024)
+static __attribute__((noinline)) void scrub_stack(void)
+{
+    char pad[STACK_SCRUB_BYTES];
+    OPENSSL_cleanse(pad, sizeof(pad));
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -1102,6 +1113,7 @@ static void *worker_main(void *arg)
     atomic_store(&w->accepting, 1);
     log_batch_start();
     size_t sent = 0;
+    int dirty = 0; /* answers went out since the stack was last scrubbed */
     while (!atomic_load(&g_stop) || w->inflight > 0) {
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
@@ -1119,7 +1131,12 @@ static void *worker_main(void *arg)
          * the connection's next request; without an event or a timer to end the wait, a
          * keep-alive client waited up to 50 ms for each answer after a Redis round trip. */
         h2o_evloop_run(w->loop, sent != 0 ? 0 : 50);
-        sent = send_turn(w);
+        if ((sent = send_turn(w)) != 0) {
+            dirty = 1;
+        } else if (dirty) {
+            scrub_stack();
+            dirty = 0;
+        }
     }
     send_turn(w);
     log_batch_stop();
