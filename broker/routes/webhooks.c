@@ -263,7 +263,8 @@ static int verify(breq_t *b, const char *body, size_t len, int *mode_out)
                           WEBHOOK_TOLERANCE_S);
         if (rc == WHSIG_OK) {
             const char *other = cfg->stripe[!mode].webhook_secret;
-            *mode_out = other != NULL && strcmp(other, cfg->stripe[mode].webhook_secret) == 0 ? -1 : mode;
+            const char *mine = cfg->stripe[mode].webhook_secret;
+            *mode_out = other != NULL && ct_equal(other, strlen(other), mine, strlen(mine)) ? -1 : mode;
             return WHSIG_OK;
         }
     }
