@@ -101,7 +101,9 @@ def test_a_declined_callback_with_an_unknown_state_or_from_another_browser_is_a_
 
 # ===== Secrets left in memory =====
 
-def test_the_proxied_access_token_is_not_left_in_memory():
+def test_the_proxied_access_token_and_request_body_are_not_left_in_memory():
+    """The bearer the proxy sends and the body it forwards (a payment method's card
+    details go this way) were left in libcurl's freed request buffers."""
     f, key = connected_org_with_key()
     reader = S.new_broker("proxy-mem", BROKER_CACHE_BUSY_RPS="0", BROKER_THREADS="1")
     try:
@@ -111,10 +113,18 @@ def test_the_proxied_access_token_is_not_left_in_memory():
             r = h.http_request("GET", reader.url(f"/v1/orgs/{f.org}/stripe/test/v1/customers"),
                                headers={"Authorization": f"Bearer {key}"})
             h.assert_status(r, 200)
-        h.wait_until(lambda: sum('"stripe_path"' in l for l in reader.log_lines()) >= 2, 5,
+        private = "private_" + h.rand_str(32)
+        r = h.http_request("POST", reader.url(f"/v1/orgs/{f.org}/stripe/test/v1/customers"),
+                           headers={"Authorization": f"Bearer {key}",
+                                    "Content-Type": "application/x-www-form-urlencoded"},
+                           body=f"description={private}")
+        h.assert_status(r, 200)
+        h.wait_until(lambda: sum('"stripe_path"' in l for l in reader.log_lines()) >= 3, 5,
                      what="the proxy's request log lines")
         found = count_in_memory(reader.proc.pid, token[-24:].encode())
         assert found == 0, f"the Stripe access token is still in {found} place(s) of the broker's memory"
+        found = count_in_memory(reader.proc.pid, private[-24:].encode())
+        assert found == 0, f"the proxied request body is still in {found} place(s) of the broker's memory"
     finally:
         reader.stop()
 
