@@ -17,19 +17,25 @@ import harness as h
 from test_memory import count_in_memory
 
 S = None
+A = None            # apps flavor
+MARGIN_S = 300
 
 
 def setup_module():
-    global S
+    global S, A
     S = h.Stack("review", BROKER_THREADS="1")
+    A = h.Stack("review-apps", BROKER_THREADS="1", BROKER_OAUTH_FLAVOR="apps", BROKER_REFRESH_MARGIN_S=str(MARGIN_S))
 
 
 def teardown_module():
-    S.close()
+    for st in (S, A):
+        if st is not None:
+            st.close()
 
 
 def setup_function():
     S.reset()
+    A.reset()
 
 
 def connected_org_with_key(mode="test"):
@@ -78,6 +84,34 @@ def test_head_on_the_proxy_route_sends_no_stripe_body_into_the_connection():
                       auth + b"\r\n",
                       b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert_head_answer_has_no_body(out)
+
+
+# ===== apps: Stripe's 401 on a proxied call =====
+
+def refresh_grants(stack):
+    return [g for g in stack.sim.stats()["grants"]
+            if g.get("endpoint") == "apps_token" and g.get("grant_type") == "refresh_token"]
+
+
+def test_apps_401_after_a_refresh_in_the_same_call_refreshes_again_before_the_resend():
+    """CONTRACT §4.3: on Stripe's 401 the broker refreshes once and sends the call again.
+    When the call had itself refreshed the token first (it was within the margin), the
+    proxy forgot the version it got (0), the rotation fenced on version 0 found the
+    record "moved on" and served it unchanged: the resend carried the very token Stripe
+    had just refused, and no refresh happened."""
+    A.sim.config(apps_token_lifetime=MARGIN_S - 30)   # stored already within the margin
+    f = h.Flow(A.broker, A.sim, h.new_org(), "live").run()
+    A.sim.config(apps_token_lifetime=3600)
+    key = A.broker.create_api_key(f.org)["api_key"]
+    A.sim.fault(endpoint="customers", kind="status", status=401, count=1)
+    r = h.http_request("GET", A.broker.url(f"/v1/orgs/{f.org}/stripe/live/v1/customers"),
+                       headers={"Authorization": f"Bearer {key}"})
+    recs = A.sim.requests()
+    assert [x["status"] for x in recs] == [401, 200], [(x["status"], x["fault"]) for x in recs]
+    sent = [[v for k, v in x["headers"] if k.lower() == "authorization"][0] for x in recs]
+    assert len(refresh_grants(A)) == 2, f"{len(refresh_grants(A))} refresh(es): the margin's, then none for the 401"
+    assert sent[0] != sent[1], "the resend carried the token Stripe had just refused"
+    h.assert_status(r, 200)
 
 
 # ===== The declined callback =====
