@@ -6,6 +6,8 @@ each as a black-box test against the real binary (real Redis, the Stripe simulat
     next answer (RFC 9110 §9.3.2) — on the proxy route that body is Stripe's answer;
   * Stripe's "declined" callback (?error=access_denied) with an unknown state, or from
     another browser than the one the state is bound to, is a 400 page (CONTRACT §5.4);
+  * apps flavor: Stripe's 401 on a proxied call refreshes the token before the one
+    resend, also when the call had refreshed the token itself first (CONTRACT §4.3);
   * the Stripe access token the proxy sends, and the org API key a caller presents,
     must not stay in the broker's memory once the call is answered (the rule "wipe
     secrets from memory when done"; CONTRACT §8).
