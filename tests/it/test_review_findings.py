@@ -8,6 +8,7 @@ each as a black-box test against the real binary (real Redis, the Stripe simulat
     another browser than the one the state is bound to, is a 400 page (CONTRACT §5.4);
   * apps flavor: Stripe's 401 on a proxied call refreshes the token before the one
     resend, also when the call had refreshed the token itself first (CONTRACT §4.3);
+  * a BROKER_PUBLIC_URL path named like a route (/v1) must not break the routes;
   * the Stripe access token the proxy sends, and the org API key a caller presents,
     must not stay in the broker's memory once the call is answered (the rule "wipe
     secrets from memory when done"; CONTRACT §8).
@@ -133,6 +134,31 @@ def test_a_declined_callback_with_an_unknown_state_or_from_another_browser_is_a_
     f.authorize_ok()
     r = h.Browser().get(S.broker.url(f"/oauth/callback?error=access_denied&state={f.state}"))
     assert r.status == 400, f"a declined callback from another browser: {r.describe()}"
+
+
+# ===== BROKER_PUBLIC_URL with a path =====
+
+def test_a_public_path_named_like_a_route_is_refused_or_leaves_the_routes_whole():
+    """strip_public_path removes BROKER_PUBLIC_URL's path from any request that starts
+    with it, and "a request without it is served the same". With a path of /v1 the
+    API's own /v1/orgs/… (probes, an ingress that strips the prefix, a Named Credential
+    pointing at the pod) became /orgs/… and answered 404. Either the broker refuses such
+    a path at start, naming the variable, or it serves both forms."""
+    port = h.free_port()
+    env = S.env_for(port=port, BROKER_PUBLIC_URL=f"http://127.0.0.1:{port}/v1")
+    p = h.run_cli(["check"], env, log_name="review-public-path")
+    if p.returncode != 0:
+        assert "BROKER_PUBLIC_URL" in p.stderr, p.stderr
+        return
+    b = S.new_broker("public-v1", port=port, BROKER_PUBLIC_URL=f"http://127.0.0.1:{port}/v1")
+    try:
+        org = h.new_org()
+        auth = {"Authorization": f"Bearer {b.admin_token}"}
+        for path in (f"/v1/orgs/{org}/connections", f"/v1/v1/orgs/{org}/connections"):
+            r = h.http_request("GET", b.url(path), headers=auth)
+            assert r.status == 200, f"{path} with BROKER_PUBLIC_URL's path /v1: {r.describe()}"
+    finally:
+        b.stop()
 
 
 # ===== Secrets left in memory =====
