@@ -143,13 +143,13 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
         store_new(b, NULL, 0);
 }
 
-static void on_state(breq_t *b, redisReply *r)
+/* The consumed state (r: GETDEL's reply) binds this browser and this setup session;
+ * on success b->org and b->mode are its org and mode. 1 if so, else 0. */
+static int state_bound(breq_t *b, redisReply *r)
 {
     callback_t *c = b->state;
-    if (r->type != REDIS_REPLY_STRING) {
-        bad_state(b);
-        return;
-    }
+    if (r->type != REDIS_REPLY_STRING)
+        return 0;
     json_t *j = json_loadb(r->str, r->len, 0, NULL);
     const char *org = json_string_value(json_object_get(j, "org"));
     const char *mode = json_string_value(json_object_get(j, "mode"));
@@ -164,7 +164,13 @@ static void on_state(breq_t *b, redisReply *r)
         ok = b->mode >= 0 && b->w->cfg->stripe[b->mode].enabled;
     }
     json_decref(j);
-    if (!ok) {
+    return ok;
+}
+
+static void on_state(breq_t *b, redisReply *r)
+{
+    callback_t *c = b->state;
+    if (!state_bound(b, r)) {
         bad_state(b);
         return;
     }
@@ -176,8 +182,14 @@ static void on_state(breq_t *b, redisReply *r)
     buf_wipe(&form);
 }
 
+/* The declined answer is shown only for a state of this browser and session, like the
+ * code's: otherwise anyone could present made-up cookies and get a 200 page. */
 static void on_declined(breq_t *b, redisReply *r)
 {
+    if (!state_bound(b, r)) {
+        bad_state(b);
+        return;
+    }
     buf_t out = {0};
     page_begin(&out, b->w->cfg->public_path, "Authorization declined");
     buf_puts(&out, "<div class=\"notice notice-warn\" role=\"status\">\n<p>You declined the authorization in "
@@ -209,36 +221,35 @@ void oauth_callback(breq_t *b)
     if (state_ok)
         sha256_hex(state, strlen(state), hash);
     secure_free_str(state);
-
-    if (erc == 1) {
-        /* the admin declined (or Stripe reported an error): consume the state, store nothing */
-        int declined = strcmp(error, "access_denied") == 0;
+    int declined = erc == 1 && strcmp(error, "access_denied") == 0;
+    if (erc == 1 && !declined) {
+        /* Stripe reported an error: store nothing */
         free(error);
         secure_free_str(code);
-        if (!declined) {
-            pages_error_setup(b, 400, "Stripe reported an error",
-                              "Stripe did not complete the authorization. Nothing was stored.");
-            return;
-        }
-        if (state_ok)
-            breq_redis(b, on_declined, "DEL %s", breq_key(b, "state:%s", hash));
-        else
-            on_declined(b, NULL);
+        pages_error_setup(b, 400, "Stripe reported an error",
+                          "Stripe did not complete the authorization. Nothing was stored.");
         return;
     }
     free(error);
-    if (!state_ok || crc != 1 || strlen(code) == 0 || strlen(code) > CODE_MAX || erc < 0) {
+    if (!state_ok || erc < 0 ||
+        (!declined && (crc != 1 || strlen(code) == 0 || strlen(code) > CODE_MAX))) {
         secure_free_str(code);
         bad_state(b);
         return;
     }
-    c->code = code;
     char tmp[SETUP_TOKEN_CHARS + 1];
     if (setup_cookie_get(b, SETUP_COOKIE_BROWSER, tmp) == 0)
         sha256_hex(tmp, strlen(tmp), c->browser);
     if (setup_cookie_get(b, SETUP_COOKIE_SESSION, tmp) == 0)
         sha256_hex(tmp, strlen(tmp), c->session);
     OPENSSL_cleanse(tmp, sizeof(tmp));
+    if (declined) {
+        /* the admin declined: consume the state, store nothing */
+        secure_free_str(code);
+        breq_redis(b, on_declined, "GETDEL %s", breq_key(b, "state:%s", hash));
+        return;
+    }
+    c->code = code;
     /* consume first, whatever the browser: a state seen once is never good again */
     breq_redis(b, on_state, "GETDEL %s", breq_key(b, "state:%s", hash));
 }
