@@ -126,6 +126,7 @@ typedef struct flight {
     conn_record_t source; /* MINT: the live record */
     long source_version;
     conn_record_t result; /* what the Stripe call produced */
+    long result_version;  /* its version once COMMIT wrote it */
     int write_target;     /* MODE of the record COMMIT writes */
     int result_err;       /* -1 ok, or api_err_t to deliver after COMMIT */
     int deliver_written;  /* serve `result` after a successful COMMIT */
@@ -179,7 +180,7 @@ static void flight_free(flight_t *f)
 }
 
 /* Hand the result to every waiter still waiting and end the flight. */
-static void deliver(flight_t *f, int err, const conn_record_t *rec)
+static void deliver(flight_t *f, int err, const conn_record_t *rec, long version)
 {
     waiter_t *w = f->waiters;
     f->waiters = NULL;
@@ -187,9 +188,9 @@ static void deliver(flight_t *f, int err, const conn_record_t *rec)
         waiter_t *next = w->next;
         if (breq_live(w->b)) {
             if (err < 0 && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
-                w->cb(w->b, rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL);
+                w->cb(w->b, rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL, 0);
             else
-                w->cb(w->b, err, rec);
+                w->cb(w->b, err, rec, rec != NULL ? version : 0);
         }
         breq_release(w->b);
         free(w);
@@ -213,7 +214,7 @@ static int command(flight_t *f, redis_loop_cb cb, const char *fmt, ...)
     va_end(ap);
     if (rc != 0) {
         metrics_redis_error();
-        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL, 0);
     }
     return rc;
 }
@@ -226,11 +227,11 @@ static void on_reread(redisReply *r, void *data)
     conn_record_t rec;
     long ver;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL, 0);
         return;
     }
     int rc = open_value(f, f->mode, r, &rec, &ver);
-    deliver(f, rc == STORE_UNREADABLE ? ERR_RECORD_UNREADABLE : -1, rc == STORE_OK ? &rec : NULL);
+    deliver(f, rc == STORE_UNREADABLE ? ERR_RECORD_UNREADABLE : -1, rc == STORE_OK ? &rec : NULL, ver);
     conn_record_clear(&rec);
 }
 
@@ -240,7 +241,7 @@ static void on_waited(redisReply *r, void *data)
     if (r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer < 1)
         log_event(LOG_WARN, "rotated refresh token stored, but no replica confirmed it in time", "org_id", f->org,
                   "mode", mode_name(f->mode), NULL);
-    deliver(f, -1, &f->result);
+    deliver(f, -1, &f->result, f->result_version);
 }
 
 static void on_commit(redisReply *r, void *data)
@@ -250,7 +251,7 @@ static void on_commit(redisReply *r, void *data)
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         metrics_redis_error();
         log_event(LOG_ERROR, "token write failed after a stripe call", "org_id", f->org, "mode", mode_name(f->mode), NULL);
-        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL, 0);
         return;
     }
     if (r->integer < 0 && f->writing) {
@@ -261,13 +262,15 @@ static void on_commit(redisReply *r, void *data)
         go_round(f);
         return;
     }
+    if (f->writing)
+        f->result_version = (long)r->integer;
     if (f->deliver_written && f->rotated && f->ts->replicas > 0 &&
         redis_loop_command(f->ts->w->redis, on_waited, f, "WAIT 1 %d", WAIT_MS) == 0)
         return;
     if (f->deliver_written)
-        deliver(f, -1, &f->result);
+        deliver(f, -1, &f->result, f->result_version);
     else
-        deliver(f, f->result_err, f->result_err < 0 && f->have_cur ? &f->cur : NULL);
+        deliver(f, f->result_err, f->result_err < 0 && f->have_cur ? &f->cur : NULL, f->cur_version);
 }
 
 /* Write sealed (when not NULL) to the record of write_mode if it still has version
@@ -493,7 +496,7 @@ static void on_lease_waited(redisReply *r, void *data)
     flight_t *f = data;
     if (r == NULL) {
         metrics_redis_error();
-        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL, 0);
         return;
     }
     if (r->type != REDIS_REPLY_INTEGER || r->integer < 1)
@@ -512,9 +515,9 @@ static void serve_old_or_fail(flight_t *f, int err)
 {
     if (f->op == TOKEN_OP_REFRESH && f->have_cur && f->cur.status == CONN_CONNECTED && f->cur.access_token != NULL &&
         f->cur.expires_at > time(NULL))
-        deliver(f, -1, &f->cur);
+        deliver(f, -1, &f->cur, f->cur_version);
     else
-        deliver(f, err, NULL);
+        deliver(f, err, NULL, 0);
 }
 
 static void on_acquire(redisReply *r, void *data)
@@ -522,7 +525,7 @@ static void on_acquire(redisReply *r, void *data)
     flight_t *f = data;
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
         metrics_redis_error();
-        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL, 0);
         return;
     }
     long long what = r->element[0]->integer;
@@ -536,7 +539,7 @@ static void on_acquire(redisReply *r, void *data)
                 f->result_err = ERR_RECORD_UNREADABLE;
                 commit(f, f->mode, 0, NULL, 0, NULL, -1);
             } else {
-                deliver(f, ERR_RECORD_UNREADABLE, NULL);
+                deliver(f, ERR_RECORD_UNREADABLE, NULL, 0);
             }
             return;
         }
@@ -545,7 +548,7 @@ static void on_acquire(redisReply *r, void *data)
     switch (what) {
     case 0: /* changed since the caller read it: the work is done */
         metrics_refresh(mode_name(f->mode), "reused");
-        deliver(f, -1, f->have_cur ? &f->cur : NULL);
+        deliver(f, -1, f->have_cur ? &f->cur : NULL, f->cur_version);
         return;
     case 3: /* cooling down after a transient failure */
         serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);

@@ -20,9 +20,10 @@ typedef enum token_op {
     TOKEN_OP_ROTATE,  /* explicit rotation: a new access token */
 } token_op_t;
 
-/* err is -1 on success (rec is the record to serve, valid during the call), or an
- * api_err_t to answer with. */
-typedef void (*token_done_cb)(breq_t *b, int err, const conn_record_t *rec);
+/* err is -1 on success (rec is the record to serve, valid during the call, and version
+ * its stored version: the one to fence a later rotation of its token on), or an
+ * api_err_t to answer with (rec NULL, version 0). */
+typedef void (*token_done_cb)(breq_t *b, int err, const conn_record_t *rec, long version);
 
 token_service_t *token_service_create(worker_t *w);
 /* Run op for b->org and mode. seen_version is the version of the record the caller

@@ -35,7 +35,7 @@ typedef struct proxy_state {
     int mode;                 /* -1 until known */
     int resource;             /* index in BROKER_PROXY_ALLOW, -1: not (yet) known */
     stripe_api_call_t *call;
-    long version;             /* version of the record whose token was sent; 0 unknown */
+    long version;             /* version of the record whose token was sent */
     int resent;               /* the apps 401 resend was made */
     char path[LOG_PATH_MAX + 1];
     char request_id[PROXY_REQUEST_ID_MAX + 1];
@@ -68,8 +68,9 @@ static void set_log(proxy_state_t *st, const char *request_id)
 
 static void send_call(breq_t *b, const char *token);
 
-static void on_token_again(breq_t *b, int err, const conn_record_t *rec)
+static void on_token_again(breq_t *b, int err, const conn_record_t *rec, long version)
 {
+    (void)version;
     if (err >= 0)
         breq_error(b, (api_err_t)err, NULL);
     else
@@ -125,11 +126,13 @@ static void send_call(breq_t *b, const char *token)
 
 /* ===== The token ===== */
 
-static void on_token(breq_t *b, int err, const conn_record_t *rec)
+/* The token service served the record (minted, refreshed, or moved on): a 401 rotation
+ * is fenced on its version, so that it replaces this very token. */
+static void on_token(breq_t *b, int err, const conn_record_t *rec, long version)
 {
     proxy_state_t *st = b->state;
-    st->version = 0; /* a record the token service wrote: its version is not known here */
-    on_token_again(b, err, rec);
+    st->version = version;
+    on_token_again(b, err, rec, version);
 }
 
 static void on_conn(breq_t *b, redisReply *r)
