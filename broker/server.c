@@ -259,10 +259,14 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
      * through breq_body's copy, and h2o reuses this memory unwiped */
     if (req->entity.base != NULL)
         OPENSSL_cleanse(req->entity.base, req->entity.len);
+    /* HEAD: the headers of the GET answer, its Content-Length included, and no body
+     * (RFC 9110 §9.3.2): a body would be read as the start of the next answer */
+    int head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     finish(b, status);
     /* sent at the end of the loop turn, right after the turn's log lines (send_turn) */
     h2o_vector_reserve(NULL, &b->w->sends, b->w->sends.size + 1);
-    b->w->sends.entries[b->w->sends.size++] = (struct pending_send){req, body_copy(req, body, len)};
+    b->w->sends.entries[b->w->sends.size++] =
+        (struct pending_send){req, head ? h2o_iovec_init("", 0) : body_copy(req, body, len)};
     breq_release(b);
 }
 
@@ -291,7 +295,7 @@ static size_t send_turn(worker_t *w)
         for (size_t n = w->sends.size; i < n; i++) {
             struct pending_send p = w->sends.entries[i]; /* sending may grow the vector */
             h2o_start_response(p.req, &generator);
-            h2o_send(p.req, &p.body, 1, H2O_SEND_STATE_FINAL);
+            h2o_send(p.req, &p.body, p.body.len != 0, H2O_SEND_STATE_FINAL);
         }
     }
     w->sends.size = 0;
@@ -866,8 +870,10 @@ static void route_request(breq_t *b)
     for (int i = 0; nsegs > 0 && i < NROUTES; i++) {
         if (!match_route(i, segs, nsegs, params, &nparams))
             continue;
+        /* HEAD is served by a GET route, except the proxy's (CONTRACT §4.3 forwards GET,
+         * POST and DELETE only): a HEAD there is refused before any Stripe call */
         if (!method_is(req, routes[i].method) &&
-            !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0)) {
+            !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0 && routes[i].kind != KIND_STRIPE)) {
             path_known = 1;
             if (strstr(allow, routes[i].method) == NULL) {
                 if (allow[0])

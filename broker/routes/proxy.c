@@ -154,7 +154,7 @@ static int method_of(const h2o_req_t *req)
         return STRIPE_API_POST;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
         return STRIPE_API_DELETE;
-    return STRIPE_API_GET; /* GET, or HEAD (h2o sends no body) */
+    return STRIPE_API_GET; /* HEAD never gets here (server.c: 405) */
 }
 
 void proxy_forward(breq_t *b)

@@ -3,7 +3,8 @@ each as a black-box test against the real binary (real Redis, the Stripe simulat
 
   * HEAD (served by the GET routes) must answer headers only: a body after a HEAD answer
     is read by the client, or by an ingress sharing the connection, as the start of the
-    next answer (RFC 9110 §9.3.2) — on the proxy route that body is Stripe's answer;
+    next answer (RFC 9110 §9.3.2) — on the proxy route that body was Stripe's answer, and
+    the proxy forwards GET, POST and DELETE only (a HEAD there is a 405);
   * Stripe's "declined" callback (?error=access_denied) with an unknown state, or from
     another browser than the one the state is bound to, is a 400 page (CONTRACT §5.4);
   * apps flavor: Stripe's 401 on a proxied call refreshes the token before the one
@@ -64,29 +65,39 @@ def two_answers(broker, first, second):
         s.close()
 
 
-def assert_head_answer_has_no_body(out):
+def assert_head_answer_has_no_body(out, status=200):
     head, sep, rest = out.partition(b"\r\n\r\n")
     assert sep, f"no complete answer to the HEAD: {out[:300]!r}"
-    assert head.startswith(b"HTTP/1.1 200"), f"HEAD was not answered 200: {head[:300]!r}"
+    assert head.startswith(b"HTTP/1.1 %d" % status), f"HEAD was not answered {status}: {head[:300]!r}"
     assert rest.startswith(b"HTTP/1.1 "), \
         f"the HEAD answer carries a body, read as the start of the next answer: {rest[:120]!r}"
+    return head
 
 
 def test_head_answer_has_no_body_and_the_next_answer_follows_it():
     out = two_answers(S.broker, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
                       b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert_head_answer_has_no_body(out)
+    head = assert_head_answer_has_no_body(out)
+    get = h.http_request("GET", S.broker.url("/healthz"))
+    assert b"\r\ncontent-length: %d" % len(get.body) in head.lower(), \
+        f"the HEAD answer lacks the GET answer's Content-Length: {head!r}"
     assert out.rstrip().endswith(b'{"status":"ready"}'), f"the second answer is not /readyz's: {out[-200:]!r}"
 
 
-def test_head_on_the_proxy_route_sends_no_stripe_body_into_the_connection():
+def test_head_on_the_proxy_route_is_refused_without_a_stripe_call_and_without_a_body():
+    """CONTRACT §4.3 forwards GET, POST and DELETE: a HEAD there (which was forwarded as a
+    GET, and Stripe's answer written into the connection) is a 405 in Stripe's error
+    shape, with no body on the wire and no Stripe call."""
     f, key = connected_org_with_key()
+    before = len(S.sim.requests())
     auth = f"Authorization: Bearer {key}\r\n".encode()
     out = two_answers(S.broker,
                       b"HEAD /v1/orgs/" + f.org.encode() + b"/stripe/test/v1/customers HTTP/1.1\r\nHost: x\r\n" +
                       auth + b"\r\n",
                       b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert_head_answer_has_no_body(out)
+    head = assert_head_answer_has_no_body(out, 405).lower()
+    assert b"\r\nallow: get, post, delete" in head, head
+    assert len(S.sim.requests()) == before, "a HEAD on the proxy route reached Stripe"
 
 
 # ===== apps: Stripe's 401 on a proxied call =====
