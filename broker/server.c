@@ -375,7 +375,7 @@ void breq_error(breq_t *b, api_err_t e, const char *message)
         return;
     }
     buf_t out = {0};
-    if (b->route < NROUTES && routes[b->route].kind == KIND_STRIPE)
+    if (b->stripe_shape || (b->route < NROUTES && routes[b->route].kind == KIND_STRIPE))
         api_err_json_stripe(&out, e, message);
     else
         api_err_json(&out, e, message);
@@ -875,6 +875,7 @@ static void route_request(breq_t *b)
         if (!method_is(req, routes[i].method) &&
             !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0 && routes[i].kind != KIND_STRIPE)) {
             path_known = 1;
+            b->stripe_shape |= routes[i].kind == KIND_STRIPE;
             if (strstr(allow, routes[i].method) == NULL) {
                 if (allow[0])
                     strcat(allow, ", ");

@@ -80,6 +80,7 @@ struct breq {
     int is_admin;            /* authenticated with the admin token */
     bearer_t bearer;         /* the parsed Authorization header (API routes) */
     int flow_cred;           /* a browser page carrying a setup session / OAuth state cookie */
+    int stripe_shape;        /* errors also in Stripe's shape: a 405 on the proxy's path */
     int client_known;        /* client is worked out (server.c client_addr) */
     netaddr_t client;        /* the client's address (the peer, or behind trusted proxies) */
     uint64_t cache_ticket[2];/* read-cache reservations of a pending read (routes/token.c) */
