@@ -392,9 +392,21 @@ static int load_base_url(loader_t *l, const char *name, const char *def, int ups
     return 0;
 }
 
+int config_route_segment(const char *s, size_t n)
+{
+    static const char *const segs[] = {"v1", "setup", "oauth", "webhooks", "healthz", "readyz", "metrics",
+                                       "openapi.yaml"};
+    for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++)
+        if (strlen(segs[i]) == n && memcmp(segs[i], s, n) == 0)
+            return 1;
+    return 0;
+}
+
 /* BROKER_PUBLIC_URL's path, the prefix an ingress forwards unchanged: "" or
  * "/seg[/seg…]" of [A-Za-z0-9._~-], no "." or ".." segment (it goes into links,
- * Location headers and the router as it is). */
+ * Location headers and the router as it is), whose first segment is not one of the
+ * routes' (the router strips the path from any request that starts with it: with
+ * "/v1", the API's own /v1/orgs/… would become /orgs/…). */
 static int load_public_path(loader_t *l, config_t *c)
 {
     const char *p = strstr(c->public_url, "://") + 3;
@@ -411,6 +423,10 @@ static int load_public_path(loader_t *l, config_t *c)
     }
     if (strlen(p) > 128)
         return fail(l, "BROKER_PUBLIC_URL", "has a path longer than 128 characters");
+    if (*p != '\0' && config_route_segment(p + 1, strcspn(p + 1, "/")))
+        return fail(l, "BROKER_PUBLIC_URL",
+                    "has a path whose first segment is one of the broker's routes (v1, setup, oauth, webhooks, "
+                    "healthz, readyz, metrics, openapi.yaml)");
     c->public_path = xstrdup(p);
     return 0;
 }

@@ -755,8 +755,13 @@ static int route_nsegs[NROUTES];
 
 static void routes_init(void)
 {
-    for (int i = 0; i < NROUTES; i++)
+    for (int i = 0; i < NROUTES; i++) {
         route_nsegs[i] = split_path(routes[i].pattern, strlen(routes[i].pattern), route_segs[i]);
+        if (!config_route_segment(route_segs[i][0].p, route_segs[i][0].n)) {
+            fprintf(stderr, "stripe-token-broker: route %s is missing from config_route_segment\n", routes[i].pattern);
+            abort();
+        }
+    }
 }
 
 /* Match route r against the segments; captures "{…}" parameters in order. */

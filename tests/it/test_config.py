@@ -90,6 +90,10 @@ REJECTED = [
      {"BROKER_PUBLIC_URL": "https://apps.example.com//stripe-broker"}, []),
     ("public_url_path_with_markup", "BROKER_PUBLIC_URL",
      {"BROKER_PUBLIC_URL": "https://apps.example.com/x\"><b>"}, []),
+    # the router strips BROKER_PUBLIC_URL's path: one named like a route breaks that route
+    ("public_url_path_v1", "BROKER_PUBLIC_URL", {"BROKER_PUBLIC_URL": "https://apps.example.com/v1"}, []),
+    ("public_url_path_setup", "BROKER_PUBLIC_URL", {"BROKER_PUBLIC_URL": "https://apps.example.com/setup/x"}, []),
+    ("public_url_path_healthz", "BROKER_PUBLIC_URL", {"BROKER_PUBLIC_URL": "https://apps.example.com/healthz"}, []),
     ("missing_encryption_keys", "BROKER_ENCRYPTION_KEYS", {"BROKER_ENCRYPTION_KEYS": None}, []),
     ("encryption_key_of_16_bytes", "BROKER_ENCRYPTION_KEYS",
      {"BROKER_ENCRYPTION_KEYS": "k1:" + SHORT_KEY}, [SHORT_KEY]),
