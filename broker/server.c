@@ -580,7 +580,8 @@ int breq_stripe(breq_t *b, const curl_loop_req_t *req, breq_stripe_cb cb)
  *                 answer) is a failed authentication of its address; once those are over
  *                 the limit, that address's pages with a credential are refused as well.
  * The client address is the TCP peer, or when the peer is one of BROKER_TRUSTED_PROXIES,
- * the address its X-Forwarded-For names (core/netaddr.h). */
+ * the address its X-Forwarded-For names (core/netaddr.h); an IPv6 client counts as its
+ * /64 (netaddr_client_unit). */
 
 enum { RL_ORG = 'o', RL_FAIL_ADDR = 'a', RL_FAIL_KEY = 'k', RL_ANON = 'p', RL_FLOW = 'f' };
 #define RATE_SETS_LOG2 10 /* 1024 sets × RATELIMIT_WAYS */
@@ -642,12 +643,20 @@ static const netaddr_t *client_addr(breq_t *b)
     return &b->client;
 }
 
+/* The client's address as the per-address limits count it (IPv6: its /64), in *tmp. */
+static const unsigned char *client_unit(breq_t *b, netaddr_t *tmp)
+{
+    netaddr_client_unit(client_addr(b), tmp);
+    return tmp->a;
+}
+
 /* A failed authentication: counted for the client address and the key id (when the
  * bearer has one); answered e, or 429 once either is over its limit. */
 static void auth_failed(breq_t *b, api_err_t e, const char *message)
 {
     int limit = b->w->cfg->rate_ip_per_min;
-    int ra = rate_hit(b, RL_FAIL_ADDR, client_addr(b)->a, 16, limit, 60);
+    netaddr_t u;
+    int ra = rate_hit(b, RL_FAIL_ADDR, client_unit(b, &u), 16, limit, 60);
     if (b->bearer.kind == BEARER_KEY) {
         int rk = rate_hit(b, RL_FAIL_KEY, b->bearer.key_id, APIKEY_ID_LEN, limit, 60);
         ra = rk > ra ? rk : ra;
@@ -696,12 +705,13 @@ static int rate_check_page(breq_t *b)
 {
     const config_t *cfg = b->w->cfg;
     unsigned char cred[32];
+    netaddr_t u;
     if (!flow_credential(b, cred))
-        return rate_limited(b, rate_hit(b, RL_ANON, client_addr(b)->a, 16, cfg->rate_ip_per_min, 60));
+        return rate_limited(b, rate_hit(b, RL_ANON, client_unit(b, &u), 16, cfg->rate_ip_per_min, 60));
     b->flow_cred = 1;
     unsigned char key[1 + 16];
     key[0] = RL_FAIL_ADDR;
-    memcpy(key + 1, client_addr(b)->a, 16);
+    memcpy(key + 1, client_unit(b, &u), 16);
     if (b->w->rate != NULL) {
         int ra = ratelimit_full(b->w->rate, key, sizeof(key), cfg->rate_ip_per_min, time_mono_ms() / 1000);
         if (ra > 0)
@@ -713,8 +723,9 @@ static int rate_check_page(breq_t *b)
 /* After the answer: a page whose flow credential did not hold is a failed authentication. */
 static void rate_after_answer(breq_t *b, int status)
 {
+    netaddr_t u;
     if (b->flow_cred && status >= 400 && status < 500 && status != 429)
-        rate_hit(b, RL_FAIL_ADDR, client_addr(b)->a, 16, b->w->cfg->rate_ip_per_min, 60);
+        rate_hit(b, RL_FAIL_ADDR, client_unit(b, &u), 16, b->w->cfg->rate_ip_per_min, 60);
 }
 
 /* ===== The router ===== */

@@ -23,6 +23,14 @@ int netaddr_parse(const char *s, size_t n, netaddr_t *out)
     return inet_pton(AF_INET, tmp, out->a + 12) == 1 ? 0 : -1;
 }
 
+void netaddr_client_unit(const netaddr_t *a, netaddr_t *out)
+{
+    if (out != a)
+        memcpy(out->a, a->a, sizeof(out->a));
+    if (memcmp(out->a, v4mapped, sizeof(v4mapped)) != 0)
+        memset(out->a + 8, 0, 8);
+}
+
 int netaddr_from_sockaddr(const struct sockaddr *sa, netaddr_t *out)
 {
     if (sa->sa_family == AF_INET) {

@@ -25,6 +25,10 @@ int netaddr_from_sockaddr(const struct sockaddr *sa, netaddr_t *out);
 int cidr_parse(const char *s, size_t n, cidr_t *out);
 /* 1 when a lies in one of the n ranges. */
 int cidr_list_match(const cidr_t *list, size_t n, const netaddr_t *a);
+/* What one client holds, the unit the per-address limits count: an IPv4 address as it
+ * is, an IPv6 address as its /64 (one host gets a whole /64: SLAAC, privacy addresses),
+ * the other 64 bits cleared. out may be a. */
+void netaddr_client_unit(const netaddr_t *a, netaddr_t *out);
 /* The client behind the TCP peer: the peer itself unless it is in trusted; then the
  * X-Forwarded-For values (nvals header values, in request order, each a comma list) are
  * read from the right: the first address that is not trusted is the client. When an

@@ -47,5 +47,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (memcmp(&out, &peer, sizeof(out)) != 0)
             abort();
     }
+    /* the client unit: an IPv4 (v4-mapped) address whole, an IPv6 address's first 8 bytes */
+    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, zero[8] = {0};
+    netaddr_t unit;
+    netaddr_client_unit(&out, &unit);
+    int v4 = memcmp(out.a, v4mapped, sizeof(v4mapped)) == 0;
+    if (memcmp(unit.a, out.a, 8) != 0 || memcmp(unit.a + 8, v4 ? out.a + 8 : zero, 8) != 0)
+        abort();
     return 0;
 }

@@ -122,12 +122,43 @@ static void test_client_behind_proxies(void **state)
     client("fd00::/8", "::ffff:10.0.0.1", v6, 1, "10.0.0.1");
 }
 
+static void unit_is(const char *addr, const char *want)
+{
+    netaddr_t a, w;
+    assert_int_equal(netaddr_parse(addr, strlen(addr), &a), 0);
+    assert_int_equal(netaddr_parse(want, strlen(want), &w), 0);
+    netaddr_client_unit(&a, &a);
+    if (memcmp(a.a, w.a, 16) != 0)
+        fail_msg("the client unit of %s is not %s", addr, want);
+}
+
+static void test_client_unit(void **state)
+{
+    (void)state;
+    /* IPv4 (and v4-mapped): the address itself */
+    unit_is("203.0.113.7", "203.0.113.7");
+    unit_is("::ffff:203.0.113.7", "203.0.113.7");
+    /* IPv6: its /64, whatever the interface id */
+    unit_is("2001:db8:1:2::1", "2001:db8:1:2::");
+    unit_is("2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2::");
+    unit_is("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::");
+    unit_is("2001:db8:1:3::1", "2001:db8:1:3::");
+    unit_is("::1", "::");
+    /* out apart from a */
+    netaddr_t a, out;
+    assert_int_equal(netaddr_parse("2001:db8::5", 11, &a), 0);
+    netaddr_client_unit(&a, &out);
+    assert_int_equal(a.a[15], 5);
+    assert_int_equal(out.a[15], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_client_behind_proxies),
+        cmocka_unit_test(test_client_unit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
