@@ -248,6 +248,12 @@ static h2o_iovec_t body_copy(h2o_req_t *req, const char *body, size_t len)
     return h2o_iovec_init(w->data, len);
 }
 
+static void wipe_header_values(h2o_req_t *req, const h2o_token_t *name)
+{
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, name, i)) != -1;)
+        OPENSSL_cleanse(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+}
+
 static void send_body(breq_t *b, int status, const char *ctype, const char *body, size_t len)
 {
     h2o_req_t *req = b->req;
@@ -259,6 +265,10 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
      * through breq_body's copy, and h2o reuses this memory unwiped */
     if (req->entity.base != NULL)
         OPENSSL_cleanse(req->entity.base, req->entity.len);
+    /* and so does the socket's read buffer the header values point into: the API key
+     * or admin token, the setup and OAuth cookies */
+    wipe_header_values(req, H2O_TOKEN_AUTHORIZATION);
+    wipe_header_values(req, H2O_TOKEN_COOKIE);
     /* HEAD: the headers of the GET answer, its Content-Length included, and no body
      * (RFC 9110 §9.3.2): a body would be read as the start of the next answer */
     int head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
