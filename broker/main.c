@@ -72,7 +72,9 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "rotate-keys") == 0)
         rc = cli_rotate_keys(&cfg);
     else {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
+        /* libcurl keeps the proxy's bearer and request body (card details) in blocks of its
+         * own: they are wiped when freed or grown */
+        curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, secure_block_free, secure_block_realloc, strdup, calloc);
         rc = server_run(&cfg);
         curl_global_cleanup();
     }

@@ -1,8 +1,9 @@
 /* crypto.c — random values, SHA-256, HMAC-SHA256, hex/base64 codecs and
  * constant-time comparison, all over OpenSSL 3.
  *
- * Owns: no state but one SHA-256 context per thread (reused, see sha256_hex) and
- * jansson's allocator (secure_json_init: every block jansson frees is wiped first);
+ * Owns: no state but one SHA-256 context per thread (reused, see sha256_hex) and the
+ * wiping allocator of jansson and libcurl (secure_block_free/realloc: every block they
+ * free or grow is wiped first; secure_json_init installs it for jansson, main for curl);
  * every function is pure apart from the CSPRNG.
  * Never: logs, or returns a partial random value (rand_bytes aborts when the CSPRNG
  * fails, because a predictable token is worse than a crash). Intermediate copies of
@@ -213,10 +214,12 @@ void secure_free_str(char *s)
     secure_free(s, strlen(s));
 }
 
-/* jansson's free: the whole block is wiped first. Parsing keeps secrets in blocks the
- * caller never sees (the lexer's token buffer, which grows by allocate-copy-free;
- * json_dumps' output buffer), so wiping the values before json_decref is not enough. */
-static void wiping_free(void *p)
+/* The free of a library that copies secrets into blocks of its own: the whole block is
+ * wiped first. jansson's parser keeps secrets in blocks the caller never sees (the
+ * lexer's token buffer, which grows by allocate-copy-free; json_dumps' output buffer),
+ * so wiping the values before json_decref is not enough; libcurl keeps the request
+ * headers (the bearer) and body in its own buffers. */
+void secure_block_free(void *p)
 {
     if (p == NULL)
         return;
@@ -224,7 +227,20 @@ static void wiping_free(void *p)
     free(p);
 }
 
+void *secure_block_realloc(void *p, size_t n)
+{
+    if (p == NULL)
+        return malloc(n);
+    void *q = malloc(n != 0 ? n : 1);
+    if (q == NULL)
+        return NULL; /* p stays as it was, like realloc */
+    size_t have = malloc_usable_size(p);
+    memcpy(q, p, have < n ? have : n);
+    secure_block_free(p);
+    return q;
+}
+
 void secure_json_init(void)
 {
-    json_set_alloc_funcs(malloc, wiping_free);
+    json_set_alloc_funcs(malloc, secure_block_free);
 }

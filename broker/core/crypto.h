@@ -25,6 +25,11 @@ ssize_t b64_decode(const char *in, size_t len, unsigned char *out);
 void secure_free(void *p, size_t len);
 /* Zero and free a NUL-terminated string; NULL is fine. */
 void secure_free_str(char *s);
+/* A free that wipes the whole block (malloc_usable_size) first, and a realloc that
+ * allocates, copies, wipes and frees the old block: the allocator of the libraries that
+ * copy secrets into blocks of their own (jansson, libcurl: curl_global_init_mem). */
+void secure_block_free(void *p);
+void *secure_block_realloc(void *p, size_t n);
 /* Make jansson wipe every block it frees (its parser and serialiser copy secrets
  * into buffers of their own). Call once at start, before any jansson call. */
 void secure_json_init(void);

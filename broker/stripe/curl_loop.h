@@ -8,7 +8,8 @@
  *   not call curl_loop_destroy.
  * - https only (http too when allow_http), redirects are not followed (a 3xx comes
  *   back as its status), bodies over CURL_LOOP_MAX_RESPONSE fail with status 0.
- * - curl_global_init must have run (main, before threads), and the process must
+ * - curl_global_init must have run (main, before threads: curl_global_init_mem with the
+ *   wiping allocator of core/crypto.h), and the process must
  *   ignore SIGPIPE (CURLOPT_NOSIGNAL is set, so curl does not do it for us). */
 #ifndef BROKER_STRIPE_CURL_LOOP_H
 #define BROKER_STRIPE_CURL_LOOP_H

@@ -196,6 +196,26 @@ static void test_json_dumps_leaves_no_copy(void **state)
     disarm_and_check("json_dumps");
 }
 
+/* libcurl's allocator (main: curl_global_init_mem): a block it grows or frees leaves no
+ * copy of the bearer or the body behind, and a grown block keeps its content. */
+static void test_curl_allocator_leaves_no_copy(void **state)
+{
+    arm();
+    char *p = secure_block_realloc(NULL, sizeof(SECRET));
+    assert_non_null(p);
+    memcpy(p, SECRET, sizeof(SECRET));
+    for (size_t n = 2 * sizeof(SECRET); n < 64 * 1024; n *= 2) {
+        p = secure_block_realloc(p, n);
+        assert_non_null(p);
+        assert_string_equal(p, SECRET);
+    }
+    p = secure_block_realloc(p, 8); /* shrinking keeps the head, wipes the rest */
+    assert_memory_equal(p, SECRET, 8);
+    secure_block_free(p);
+    disarm_and_check("curl allocator");
+    assert_true(frees > 0);
+}
+
 /* The scan itself works: a secret freed without wiping is seen. */
 static void test_the_scan_sees_an_unwiped_secret(void **state)
 {
@@ -219,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_stripe_token_answer_leaves_no_copy),
         cmocka_unit_test(test_signing_secret_body_leaves_no_copy),
         cmocka_unit_test(test_json_dumps_leaves_no_copy),
+        cmocka_unit_test(test_curl_allocator_leaves_no_copy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
