@@ -657,10 +657,10 @@ static int rate_check_org(breq_t *b)
     return rate_limited(b, rate_hit(b, RL_ORG, b->org, ORGID_LEN, b->w->cfg->rate_org_per_s, 1));
 }
 
-int breq_auth_checked(breq_t *b, int rc)
+int breq_auth_checked(breq_t *b, api_err_t rc)
 {
-    if (rc >= 0) {
-        auth_failed(b, (api_err_t)rc, NULL);
+    if (rc != ERR_NONE) {
+        auth_failed(b, rc, NULL);
         return 1;
     }
     return routes[b->route].auth == AUTH_ORG && rate_check_org(b);
@@ -828,7 +828,7 @@ static void dispatch(breq_t *b)
     }
     if (bk->kind == BEARER_ADMIN) {
         b->is_admin = 1;
-        if (breq_auth_checked(b, -1))
+        if (breq_auth_checked(b, ERR_NONE))
             return;
         rt->fn(b);
         return;
@@ -1039,8 +1039,8 @@ static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
 
 static void json_error_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
-    api_err_t e = req->res.status == 413 ? ERR_PAYLOAD_TOO_LARGE : req->res.status == 400 ? ERR_INVALID_REQUEST : ERR__COUNT;
-    if (e != ERR__COUNT) {
+    api_err_t e = req->res.status == 413 ? ERR_PAYLOAD_TOO_LARGE : req->res.status == 400 ? ERR_INVALID_REQUEST : ERR_NONE;
+    if (e != ERR_NONE) {
         buf_t b = {0};
         api_err_json(&b, e, e == ERR_INVALID_REQUEST ? "The request body is malformed." : NULL);
         json_error_ostream_t *o = (json_error_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);

@@ -125,11 +125,11 @@ void breq_text(breq_t *b, int status, const char *content_type, const char *body
 
 /* ---- Authentication ---- */
 
-/* The outcome of checking b's bearer against its key record (auth_check_record's rc, -1:
- * it checked out). A failure is answered (401/403, or 429 once the client address or the
+/* The outcome of checking b's bearer against its key record (auth_check_record's rc,
+ * ERR_NONE: it checked out). A failure is answered (401/403, or 429 once the client address or the
  * key id failed too often) and counted; a success is charged to the org's allowance
  * (org routes; 429 when over). Returns 1 when b was answered, 0 when the handler goes on. */
-int breq_auth_checked(breq_t *b, int rc);
+int breq_auth_checked(breq_t *b, api_err_t rc);
 
 /* ---- Request helpers (valid only while breq_live) ---- */
 

@@ -127,7 +127,7 @@ typedef struct flight {
     long source_version;
     conn_record_t result; /* what the Stripe call produced */
     int write_target;     /* MODE of the record COMMIT writes */
-    int result_err;       /* -1 ok, or api_err_t to deliver after COMMIT */
+    api_err_t result_err; /* ERR_NONE ok, or the error to deliver after COMMIT */
     int deliver_written;  /* serve `result` after a successful COMMIT */
     h2o_timeout_entry_t poll;
     h2o_timeout_entry_t renew;
@@ -179,14 +179,14 @@ static void flight_free(flight_t *f)
 }
 
 /* Hand the result to every waiter still waiting and end the flight. */
-static void deliver(flight_t *f, int err, const conn_record_t *rec)
+static void deliver(flight_t *f, api_err_t err, const conn_record_t *rec)
 {
     waiter_t *w = f->waiters;
     f->waiters = NULL;
     while (w != NULL) {
         waiter_t *next = w->next;
         if (breq_live(w->b)) {
-            if (err < 0 && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
+            if (err == ERR_NONE && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
                 w->cb(w->b, rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL);
             else
                 w->cb(w->b, err, rec);
@@ -230,7 +230,7 @@ static void on_reread(redisReply *r, void *data)
         return;
     }
     int rc = open_value(f, f->mode, r, &rec, &ver);
-    deliver(f, rc == STORE_UNREADABLE ? ERR_RECORD_UNREADABLE : -1, rc == STORE_OK ? &rec : NULL);
+    deliver(f, rc == STORE_UNREADABLE ? ERR_RECORD_UNREADABLE : ERR_NONE, rc == STORE_OK ? &rec : NULL);
     conn_record_clear(&rec);
 }
 
@@ -240,7 +240,7 @@ static void on_waited(redisReply *r, void *data)
     if (r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer < 1)
         log_event(LOG_WARN, "rotated refresh token stored, but no replica confirmed it in time", "org_id", f->org,
                   "mode", mode_name(f->mode), NULL);
-    deliver(f, -1, &f->result);
+    deliver(f, ERR_NONE, &f->result);
 }
 
 static void on_commit(redisReply *r, void *data)
@@ -265,9 +265,9 @@ static void on_commit(redisReply *r, void *data)
         redis_loop_command(f->ts->w->redis, on_waited, f, "WAIT 1 %d", WAIT_MS) == 0)
         return;
     if (f->deliver_written)
-        deliver(f, -1, &f->result);
+        deliver(f, ERR_NONE, &f->result);
     else
-        deliver(f, f->result_err, f->result_err < 0 && f->have_cur ? &f->cur : NULL);
+        deliver(f, f->result_err, f->result_err == ERR_NONE && f->have_cur ? &f->cur : NULL);
 }
 
 /* Write sealed (when not NULL) to the record of write_mode if it still has version
@@ -321,7 +321,7 @@ static void go_round(flight_t *f)
     f->rotated = 0;
     f->deliver_written = 0;
     f->writing = 0;
-    f->result_err = -1;
+    f->result_err = ERR_NONE;
     f->seen_version = f->have_cur ? f->cur_version : 0;
     f->round_ms = time_mono_ms();
     acquire(f);
@@ -442,7 +442,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
     log_event(LOG_WARN, "stripe token call failed", "org_id", f->org, "mode", mname, "outcome", stripe_outcome_name(o),
               "error", err, NULL);
     if (f->op == TOKEN_OP_REFRESH && f->have_cur && f->cur.access_token != NULL && f->cur.expires_at > now)
-        f->result_err = -1; /* the old token is still valid: serve it */
+        f->result_err = ERR_NONE; /* the old token is still valid: serve it */
     else
         f->result_err = ERR_STRIPE_UNAVAILABLE;
     commit(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1);
@@ -471,7 +471,7 @@ static void work(flight_t *f)
     const conn_record_t *from = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
     int present = f->op == TOKEN_OP_MINT ? f->source_version > 0 : f->have_cur;
 
-    f->result_err = -1;
+    f->result_err = ERR_NONE;
     if (!present) {
         f->result_err = ERR_NOT_CONNECTED;
     } else if (from->status != CONN_CONNECTED || from->refresh_token == NULL) {
@@ -506,11 +506,11 @@ static void on_poll_tick(h2o_timeout_entry_t *e)
 }
 
 /* The old token when a refresh cannot happen now but it is still valid. */
-static void serve_old_or_fail(flight_t *f, int err)
+static void serve_old_or_fail(flight_t *f, api_err_t err)
 {
     if (f->op == TOKEN_OP_REFRESH && f->have_cur && f->cur.status == CONN_CONNECTED && f->cur.access_token != NULL &&
         f->cur.expires_at > time(NULL))
-        deliver(f, -1, &f->cur);
+        deliver(f, ERR_NONE, &f->cur);
     else
         deliver(f, err, NULL);
 }
@@ -543,7 +543,7 @@ static void on_acquire(redisReply *r, void *data)
     switch (what) {
     case 0: /* changed since the caller read it: the work is done */
         metrics_refresh(mode_name(f->mode), "reused");
-        deliver(f, -1, f->have_cur ? &f->cur : NULL);
+        deliver(f, ERR_NONE, f->have_cur ? &f->cur : NULL);
         return;
     case 3: /* cooling down after a transient failure */
         serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
@@ -633,7 +633,7 @@ static flight_t *flight_start(token_service_t *ts, const char *org, int mode, to
     f->started_ms = time_mono_ms();
     f->round_ms = f->started_ms;
     f->id = ++ts->next_id;
-    f->result_err = -1;
+    f->result_err = ERR_NONE;
     f->poll.cb = on_poll_tick;
     f->renew.cb = on_renew_tick;
     rand_token(f->owner, OWNER_BYTES);

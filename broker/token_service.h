@@ -20,9 +20,9 @@ typedef enum token_op {
     TOKEN_OP_ROTATE,  /* explicit rotation: a new access token */
 } token_op_t;
 
-/* err is -1 on success (rec is the record to serve, valid during the call), or an
- * api_err_t to answer with. */
-typedef void (*token_done_cb)(breq_t *b, int err, const conn_record_t *rec);
+/* err is ERR_NONE on success (rec is the record to serve, valid during the call), or
+ * the error to answer with. */
+typedef void (*token_done_cb)(breq_t *b, api_err_t err, const conn_record_t *rec);
 
 token_service_t *token_service_create(worker_t *w);
 /* Run op for b->org and mode. seen_version is the version of the record the caller

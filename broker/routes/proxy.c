@@ -68,10 +68,10 @@ static void set_log(proxy_state_t *st, const char *request_id)
 
 static void send_call(breq_t *b, const char *token);
 
-static void on_token_again(breq_t *b, int err, const conn_record_t *rec)
+static void on_token_again(breq_t *b, api_err_t err, const conn_record_t *rec)
 {
-    if (err >= 0)
-        breq_error(b, (api_err_t)err, NULL);
+    if (err != ERR_NONE)
+        breq_error(b, err, NULL);
     else
         send_call(b, rec->access_token);
 }
@@ -125,7 +125,7 @@ static void send_call(breq_t *b, const char *token)
 
 /* ===== The token ===== */
 
-static void on_token(breq_t *b, int err, const conn_record_t *rec)
+static void on_token(breq_t *b, api_err_t err, const conn_record_t *rec)
 {
     proxy_state_t *st = b->state;
     st->version = 0; /* a record the token service wrote: its version is not known here */

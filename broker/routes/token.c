@@ -58,10 +58,10 @@ int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *
 
 /* ===== Answers ===== */
 
-static void on_token_done(breq_t *b, int err, const conn_record_t *rec)
+static void on_token_done(breq_t *b, api_err_t err, const conn_record_t *rec)
 {
-    if (err >= 0) {
-        breq_error(b, (api_err_t)err, NULL);
+    if (err != ERR_NONE) {
+        breq_error(b, err, NULL);
         return;
     }
     buf_t out = {0};
