@@ -44,6 +44,7 @@
 #include "routes/routes.h"
 #include "routes/pages.h"
 #include "routes/setup.h"
+#include "store/keys.h"
 #include "store/rcache.h"
 #include "token_service.h"
 
@@ -835,7 +836,7 @@ static void dispatch(breq_t *b)
     }
     if (rt->fn == token_get && token_get_with_key(b) == 0)
         return;
-    breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk->key_id));
+    breq_redis(b, on_key_record, "GET %s", breq_key(b, KEY_APIKEY, bk->key_id));
 }
 
 /* An ingress that forwards BROKER_PUBLIC_URL's path unchanged: the routes are matched

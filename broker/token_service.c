@@ -41,6 +41,7 @@
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "store/keys.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
@@ -131,7 +132,7 @@ typedef struct flight {
     int deliver_written;  /* serve `result` after a successful COMMIT */
     h2o_timeout_entry_t poll;
     h2o_timeout_entry_t renew;
-    char keys[4][160];    /* target conn, lock, source conn, cooldown */
+    char keys[4][KEY_MAX]; /* target conn, lock, source conn, cooldown */
     char acct_key[192];
 } flight_t;
 
@@ -295,9 +296,9 @@ static void commit_result(flight_t *f)
 {
     const config_t *cfg = f->ts->w->cfg;
     char *sealed = store_conn_seal(cfg, f->org, f->mode, &f->result);
-    char member[64];
-    snprintf(member, sizeof(member), "%s:%s", f->org, mode_name(f->mode));
-    snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:%s", cfg->redis_prefix,
+    char member[KEYS_MEMBER_MAX + 1];
+    keys_member(member, f->org, f->mode);
+    snprintf(f->acct_key, sizeof(f->acct_key), "%s" KEY_ACCT, cfg->redis_prefix,
              f->result.stripe_user_id ? f->result.stripe_user_id : "");
     f->deliver_written = 1;
     commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member,
@@ -637,12 +638,11 @@ static flight_t *flight_start(token_service_t *ts, const char *org, int mode, to
     f->poll.cb = on_poll_tick;
     f->renew.cb = on_renew_tick;
     rand_token(f->owner, OWNER_BYTES);
-    snprintf(f->keys[0], sizeof(f->keys[0]), "%sconn:%s:%s", prefix, f->org, mode_name(mode));
-    snprintf(f->keys[1], sizeof(f->keys[1]), "%slock:%s:%s", prefix, f->org, mode_name(mode));
-    snprintf(f->keys[2], sizeof(f->keys[2]), "%sconn:%s:%s", prefix, f->org,
-             mode_name(op == TOKEN_OP_MINT ? MODE_LIVE : mode));
-    snprintf(f->keys[3], sizeof(f->keys[3]), "%scool:%s:%s", prefix, f->org, mode_name(mode));
-    snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:", prefix);
+    keys_conn(f->keys[0], prefix, f->org, mode);
+    snprintf(f->keys[1], sizeof(f->keys[1]), "%s" KEY_LOCK, prefix, f->org, mode_name(mode));
+    keys_conn(f->keys[2], prefix, f->org, op == TOKEN_OP_MINT ? MODE_LIVE : mode);
+    snprintf(f->keys[3], sizeof(f->keys[3]), "%s" KEY_COOL, prefix, f->org, mode_name(mode));
+    snprintf(f->acct_key, sizeof(f->acct_key), "%s" KEY_ACCT, prefix, "");
     f->next = ts->flights;
     ts->flights = f;
     return f;
@@ -690,7 +690,7 @@ static void on_bg_values(redisReply *r, void *data);
 static void bg_scan(token_service_t *ts)
 {
     char pattern[160];
-    snprintf(pattern, sizeof(pattern), "%sconn:*", ts->w->cfg->redis_prefix);
+    snprintf(pattern, sizeof(pattern), "%s" KEY_CONN_ALL, ts->w->cfg->redis_prefix);
     if (redis_loop_command(ts->w->redis, on_bg_values, ts, "SCAN %s MATCH %s COUNT 200", ts->bg_cursor, pattern) != 0)
         ts->bg_running = 0;
 }
@@ -700,19 +700,16 @@ static void on_bg_records(redisReply *r, void *data)
     token_service_t *ts = data;
     const config_t *cfg = ts->w->cfg;
     time_t now = time(NULL);
-    size_t plen = strlen(cfg->redis_prefix) + 5; /* "conn:" */
     for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements && i < ts->bg_nkeys; i++) {
         const char *key = ts->bg_keys[i];
         char org[ORGID_LEN + 1];
         conn_record_t rec;
         long ver;
-        if (strlen(key) < plen + ORGID_LEN + 2 || key[plen + ORGID_LEN] != ':')
+        int mode;
+        if (keys_identity(key, cfg->redis_prefix, KEY_CONN_KIND, org, &mode) != 0)
             continue;
-        memcpy(org, key + plen, ORGID_LEN);
-        org[ORGID_LEN] = '\0';
-        int mode = mode_parse(key + plen + ORGID_LEN + 1, strlen(key + plen + ORGID_LEN + 1));
         redisReply *v = r->element[i];
-        if (mode < 0 || v->type != REDIS_REPLY_STRING ||
+        if (v->type != REDIS_REPLY_STRING ||
             store_conn_open(cfg, org, mode, v->str, v->len, &ver, &rec) != STORE_OK)
             continue;
         if (rec.status == CONN_CONNECTED && rec.expires_at != 0 &&
@@ -793,7 +790,7 @@ static void on_bg_tick(h2o_timeout_entry_t *e)
     ts->bg_running = 1;
     rand_token(owner, OWNER_BYTES);
     snprintf(lease, sizeof(lease), "%ld", (long)ts->w->cfg->background_refresh_s * 1000 - 500);
-    if (redis_loop_command(ts->w->redis, on_bg_lease, ts, "SET %sbgrefresh %s NX PX %s", ts->w->cfg->redis_prefix,
+    if (redis_loop_command(ts->w->redis, on_bg_lease, ts, "SET %s" KEY_BGREFRESH " %s NX PX %s", ts->w->cfg->redis_prefix,
                            owner, lease) != 0)
         ts->bg_running = 0;
 }

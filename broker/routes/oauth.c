@@ -72,17 +72,17 @@ static void on_stored(breq_t *b, redisReply *r)
 static void store_new(breq_t *b, const char *drop_acct, long drop_ver)
 {
     callback_t *c = b->state;
-    const char *conn = breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), *acct = breq_key(b, "acct:%s", c->acct);
-    char member[64];
-    snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
+    const char *conn = breq_key(b, KEY_CONN, b->org, mode_name(b->mode)), *acct = breq_key(b, KEY_ACCT, c->acct);
+    char member[KEYS_MEMBER_MAX + 1];
+    keys_member(member, b->org, b->mode);
     if (drop_acct == NULL) {
         breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT, conn, acct, c->sealed, member);
         return;
     }
-    char tmember[64];
-    snprintf(tmember, sizeof(tmember), "%s:%s", b->org, mode_name(MODE_TEST));
+    char tmember[KEYS_MEMBER_MAX + 1];
+    keys_member(tmember, b->org, MODE_TEST);
     breq_redis(b, on_stored, "EVAL %s 4 %s %s %s %s %s %s * %ld %s", STORE_LUA_CONN_PUT, conn, acct,
-               breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)), breq_key(b, "acct:%s", drop_acct), c->sealed,
+               breq_key(b, KEY_CONN, b->org, mode_name(MODE_TEST)), breq_key(b, KEY_ACCT, drop_acct), c->sealed,
                member, drop_ver, tmember);
 }
 
@@ -138,7 +138,7 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
     c->sealed = store_conn_seal(b->w->cfg, b->org, b->mode, &rec);
     stripe_token_clear(&tok);
     if (b->w->cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_LIVE)
-        breq_redis(b, on_test_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)));
+        breq_redis(b, on_test_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(MODE_TEST)));
     else
         store_new(b, NULL, 0);
 }
@@ -221,7 +221,7 @@ void oauth_callback(breq_t *b)
             return;
         }
         if (state_ok)
-            breq_redis(b, on_declined, "DEL %s", breq_key(b, "state:%s", hash));
+            breq_redis(b, on_declined, "DEL %s", breq_key(b, KEY_STATE, hash));
         else
             on_declined(b, NULL);
         return;
@@ -240,5 +240,5 @@ void oauth_callback(breq_t *b)
         sha256_hex(tmp, strlen(tmp), c->session);
     OPENSSL_cleanse(tmp, sizeof(tmp));
     /* consume first, whatever the browser: a state seen once is never good again */
-    breq_redis(b, on_state, "GETDEL %s", breq_key(b, "state:%s", hash));
+    breq_redis(b, on_state, "GETDEL %s", breq_key(b, KEY_STATE, hash));
 }

@@ -217,5 +217,5 @@ void proxy_forward(breq_t *b)
         breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
         return;
     }
-    breq_redis(b, on_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)));
+    breq_redis(b, on_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
 }

@@ -5,6 +5,7 @@
 #ifndef BROKER_ROUTES_H
 #define BROKER_ROUTES_H
 #include "server.h"
+#include "store/keys.h"
 #include "token_service.h"
 
 /* ops.c */

@@ -81,7 +81,7 @@ static void restart(breq_t *b)
         breq_error(b, ERR_STORE_UNAVAILABLE, "The connections changed while being revoked; Stripe will retry.");
         return;
     }
-    breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, "acct:%s", e->account));
+    breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, KEY_ACCT, e->account));
 }
 
 static void on_done(breq_t *b, redisReply *r)
@@ -98,17 +98,6 @@ static void on_done(breq_t *b, redisReply *r)
                   e->account, "mode", mode_name(e->mode), "revoked", n, NULL);
     }
     answer(b, 0);
-}
-
-/* Parse "<org>:<mode>". */
-static int member_parse(const char *m, char *org, int *mode)
-{
-    if (strlen(m) < ORGID_LEN + 2 || m[ORGID_LEN] != ':')
-        return -1;
-    memcpy(org, m, ORGID_LEN);
-    org[ORGID_LEN] = '\0';
-    *mode = mode_parse(m + ORGID_LEN + 1, strlen(m + ORGID_LEN + 1));
-    return *mode < 0 ? -1 : 0;
 }
 
 /* Does the event take this connection (CONTRACT §6)? Its account (the index may be
@@ -151,7 +140,7 @@ static void on_conns(breq_t *b, redisReply *r)
         conn_record_t rec;
         long ver;
         redisReply *v = r->element[i];
-        if (member_parse(e->members[i], org, &mode) != 0)
+        if (keys_member_parse(e->members[i], strlen(e->members[i]), org, &mode) != 0)
             continue;
         if (store_conn_open(b->w->cfg, org, mode, v->type == REDIS_REPLY_STRING ? v->str : NULL,
                             v->type == REDIS_REPLY_STRING ? v->len : 0, &ver, &rec) != STORE_OK)
@@ -168,7 +157,7 @@ static void on_conns(breq_t *b, redisReply *r)
         args[nargs++] = v->str; /* the value decided on, as read */
         owned[nowned] = store_conn_seal(b->w->cfg, org, mode, &rec);
         args[nargs++] = owned[nowned++];
-        keys[nkeys++] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
+        keys[nkeys++] = breq_key(b, KEY_CONN, org, mode_name(mode));
         conn_record_clear(&rec);
     }
     char nkeys_s[16], ttl[16];
@@ -179,7 +168,7 @@ static void on_conns(breq_t *b, redisReply *r)
     argv[argc++] = nkeys_s;
     for (size_t i = 0; i < nkeys; i++)
         argv[argc++] = keys[i];
-    argv[argc++] = breq_key(b, "evt:%s", e->id);
+    argv[argc++] = breq_key(b, KEY_EVT, e->id);
     for (size_t i = 0; i < nargs; i++)
         argv[argc++] = args[i];
     argv[argc++] = ttl;
@@ -204,7 +193,7 @@ static void on_members(breq_t *b, redisReply *r)
     e->members = NULL;
     e->nmembers = 0;
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-        breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
+        breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, KEY_EVT, e->id), EVENT_TTL_S);
         return;
     }
     e->members = calloc(r->elements, sizeof(char *));
@@ -219,10 +208,10 @@ static void on_members(breq_t *b, redisReply *r)
         int mode;
         e->members[i] = strndup(r->element[i]->str ? r->element[i]->str : "", r->element[i]->len);
         e->nmembers++;
-        if (member_parse(e->members[i], org, &mode) != 0) {
+        if (keys_member_parse(e->members[i], strlen(e->members[i]), org, &mode) != 0) {
             argv[i + 1] = breq_key(b, "invalid-member");
         } else {
-            argv[i + 1] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
+            argv[i + 1] = breq_key(b, KEY_CONN, org, mode_name(mode));
         }
         lens[i + 1] = strlen(argv[i + 1]);
     }
@@ -239,11 +228,11 @@ static void on_seen(breq_t *b, redisReply *r)
         return;
     }
     if (strcmp(e->type, "account.application.deauthorized") == 0 && e->account[0] != '\0') {
-        breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, "acct:%s", e->account));
+        breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, KEY_ACCT, e->account));
         return;
     }
     /* other event types: remembered and ignored */
-    breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
+    breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, KEY_EVT, e->id), EVENT_TTL_S);
 }
 
 /* Verify the signature; *mode gets the mode of the secret that verified it, or -1 when
@@ -311,5 +300,5 @@ void webhooks_stripe(breq_t *b)
     json_decref(j);
     b->state = e;
     b->state_free = event_free;
-    breq_redis(b, on_seen, "EXISTS %s", breq_key(b, "evt:%s", e->id));
+    breq_redis(b, on_seen, "EXISTS %s", breq_key(b, KEY_EVT, e->id));
 }

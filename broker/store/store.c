@@ -51,8 +51,8 @@ static int split_num(const char *val, size_t len, long *num, const char **rest, 
 
 static void log_unreadable(const config_t *cfg, const char *what, const char *org, int mode, int rc)
 {
-    char key[128];
-    snprintf(key, sizeof(key), "%s%s:%s:%s", cfg->redis_prefix, what, org, mode_name(mode));
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "%s%s%s:%s", cfg->redis_prefix, what, org, mode_name(mode));
     log_event(LOG_ERROR, "stored record cannot be opened", "key", key, "reason",
               rc == SEAL_ERR_KID       ? "no key for its key id"
               : rc == SEAL_ERR_VERSION ? "unknown format version"
@@ -74,17 +74,17 @@ int store_conn_open(const config_t *cfg, const char *org, int mode, const char *
     if (val == NULL)
         return STORE_ABSENT;
     if (split_num(val, len, version, &sealed, &slen) != 0) {
-        log_unreadable(cfg, "conn", org, mode, SEAL_ERR_FORMAT);
+        log_unreadable(cfg, KEY_CONN_KIND, org, mode, SEAL_ERR_FORMAT);
         return STORE_UNREADABLE;
     }
     if ((rc = seal_open(&cfg->keyring, sealed, slen, org, mode_name(mode), "connection", &pt, &ptlen)) != SEAL_OK) {
-        log_unreadable(cfg, "conn", org, mode, rc);
+        log_unreadable(cfg, KEY_CONN_KIND, org, mode, rc);
         return STORE_UNREADABLE;
     }
     rc = conn_record_decode(pt, ptlen, out);
     secure_free(pt, ptlen);
     if (rc != 0) {
-        log_unreadable(cfg, "conn", org, mode, SEAL_ERR_VERSION);
+        log_unreadable(cfg, KEY_CONN_KIND, org, mode, SEAL_ERR_VERSION);
         conn_record_clear(out);
         return STORE_UNREADABLE;
     }
@@ -110,12 +110,12 @@ int store_whsec_open(const config_t *cfg, const char *org, int mode, const char 
     if (val == NULL)
         return STORE_ABSENT;
     if (split_num(val, len, updated, &sealed, &slen) != 0) {
-        log_unreadable(cfg, "whsec", org, mode, SEAL_ERR_FORMAT);
+        log_unreadable(cfg, KEY_WHSEC_KIND, org, mode, SEAL_ERR_FORMAT);
         return STORE_UNREADABLE;
     }
     if ((rc = seal_open(&cfg->keyring, sealed, slen, org, mode_name(mode), "webhook_secret", secret, &ptlen)) !=
         SEAL_OK) {
-        log_unreadable(cfg, "whsec", org, mode, rc);
+        log_unreadable(cfg, KEY_WHSEC_KIND, org, mode, rc);
         return STORE_UNREADABLE;
     }
     return STORE_OK;

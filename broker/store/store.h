@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include "config.h"
 #include "core/record.h"
+#include "store/keys.h"
 
 #define TICKET_TTL_S 600
 #define SESSION_TTL_S 1800
