@@ -15,6 +15,7 @@
 #include "core/crypto.h"
 #include "core/orgid.h"
 #include "core/seal.h"
+#include "store/conn.h"
 #include "store/keys.h"
 
 #define CLI_REDIS_TIMEOUT_MS 2000
@@ -110,10 +111,6 @@ int cli_create_api_key(const config_t *cfg, const char *org_in)
     return 0;
 }
 
-/* Replace KEYS[1] with ARGV[2] only if it still holds ARGV[1]. */
-static const char LUA_RESEAL[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                                 "redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0";
-
 /* Re-seal one value; returns 1 re-sealed, 0 already current, -1 failed. */
 static int reseal(const config_t *cfg, redisContext *c, const char *key, const char *kind, const char *field)
 {
@@ -149,7 +146,10 @@ static int reseal(const config_t *cfg, redisContext *c, const char *key, const c
         size_t n = (size_t)(colon - r->str) + 1 + strlen(sealed) + 1;
         newval = malloc(n);
         snprintf(newval, n, "%.*s:%s", (int)(colon - r->str), r->str, sealed);
-        w = redisCommand(c, "EVAL %s 1 %s %b %s", LUA_RESEAL, key, r->str, r->len, newval);
+        store_cmd_t cmd;
+        store_value_reseal(&cmd, key, r->str, r->len, newval, NULL);
+        w = redisCommandArgv(c, cmd.argc, cmd.argv, cmd.lens);
+        store_cmd_free(&cmd);
         if (w != NULL && w->type == REDIS_REPLY_INTEGER && w->integer == 1)
             result = 1;
         secure_free(pt, ptlen);

@@ -52,53 +52,6 @@
 #define ROLE_TTL_MS 5000  /* how long a worker trusts its count of Redis replicas */
 #define WAIT_MS 200       /* WAIT bound: the worker's other Redis commands queue behind it */
 
-/* KEYS: target conn, lock, source conn, cooldown. ARGV: seen version, owner, lease ms.
- * → {0, cur} changed | {1, cur, source} acquired | {2} wait | {3, cur} cooling down */
-static const char LUA_ACQUIRE[] =
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
-    "if ver ~= tonumber(ARGV[1]) then return {0, cur or false} end\n"
-    "if redis.call('EXISTS', KEYS[4]) == 1 then return {3, cur or false} end\n"
-    "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then\n"
-    "  return {1, cur or false, redis.call('GET', KEYS[3]) or false}\n"
-    "end\n"
-    "return {2}\n";
-
-/* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
- * expected version, owner, index member or '', cooldown ms, expected source version or
- * '' (MINT: the live record it minted from must still be that version), '1' when the
- * write needs no lease (a rotated refresh token, see rotated_needs_no_lease).
- * → new version, 0 nothing written, -1 a version moved (someone else wrote), -2 this
- * flight no longer owns the lease (expired, deleted by a failover or a restart):
- * nothing is written, not even the cooldown. */
-static const char LUA_COMMIT[] =
-    STORE_LUA_NEXT_VERSION
-    "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
-    "if not owner and ARGV[7] ~= '1' then return -2 end\n"
-    "local res = 0\n"
-    "if ARGV[1] ~= '' then\n"
-    "  local cur = redis.call('GET', KEYS[1])\n"
-    "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
-    "  local ok = ver == tonumber(ARGV[2])\n"
-    "  if ok and ARGV[6] ~= '' then\n"
-    "    local src = redis.call('GET', KEYS[5])\n"
-    "    ok = (src and tonumber(string.match(src, '^(%d+):')) or 0) == tonumber(ARGV[6])\n"
-    "  end\n"
-    "  if ok then\n"
-    "    res = next_version(KEYS[1], ver)\n"
-    "    redis.call('SET', KEYS[1], res .. ':' .. ARGV[1])\n"
-    "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
-    "  else res = -1 end\n"
-    "end\n"
-    "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
-    "if owner then redis.call('DEL', KEYS[2]) end\n"
-    "return res\n";
-
-static const char LUA_RENEW[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-                                "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-                                "end\n"
-                                "return 0\n";
-
 typedef struct waiter {
     struct waiter *next;
     breq_t *b;
@@ -132,8 +85,6 @@ typedef struct flight {
     int deliver_written;  /* serve `result` after a successful COMMIT */
     h2o_timeout_entry_t poll;
     h2o_timeout_entry_t renew;
-    char keys[4][KEY_MAX]; /* target conn, lock, source conn, cooldown */
-    char acct_key[192];
 } flight_t;
 
 struct token_service {
@@ -219,6 +170,24 @@ static int command(flight_t *f, redis_loop_cb cb, const char *fmt, ...)
     return rc;
 }
 
+/* Send a command of store/conn.h for the flight (and free it); like command(). */
+static int send_cmd(flight_t *f, redis_loop_cb cb, store_cmd_t *cmd)
+{
+    int rc = redis_loop_commandv(f->ts->w->redis, cb, f, cmd->argc, cmd->argv, cmd->lens);
+    store_cmd_free(cmd);
+    if (rc != 0) {
+        metrics_redis_error();
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL);
+    }
+    return rc;
+}
+
+/* The record the flight works from: a mint's is the live connection. */
+static int source_mode(const flight_t *f)
+{
+    return f->op == TOKEN_OP_MINT ? MODE_LIVE : f->mode;
+}
+
 /* ===== COMMIT ===== */
 
 static void on_reread(redisReply *r, void *data)
@@ -272,23 +241,27 @@ static void on_commit(redisReply *r, void *data)
 }
 
 /* Write sealed (when not NULL) to the record of write_mode if it still has version
- * expected (and, source_version >= 0, the live record that one), release the lease. */
-static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member,
+ * expected (and, source_version >= 0, the live record that one), indexed under
+ * acct:<acct> (NULL: not indexed); start the cooldown (cooldown_ms > 0); release the lease. */
+static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *acct,
                    long source_version)
 {
-    char exp[24], cool[16], src[24] = "";
-    /* Stripe accepts a refresh token once: whoever got the new one holds the record's
-     * only future, lease or not */
-    int rotated_needs_no_lease = sealed != NULL && f->deliver_written && f->rotated;
-    const char *target = write_mode == f->mode ? f->keys[0] : f->keys[2];
-    snprintf(exp, sizeof(exp), "%ld", expected);
-    snprintf(cool, sizeof(cool), "%d", cooldown_ms);
-    if (source_version >= 0)
-        snprintf(src, sizeof(src), "%ld", source_version);
+    store_lease_commit_t w = {
+        .write_mode = write_mode,
+        .source_mode = source_mode(f),
+        .sealed = sealed,
+        .expected = expected,
+        .source_version = source_version,
+        .acct = acct,
+        .cooldown_ms = cooldown_ms,
+        /* Stripe accepts a refresh token once: whoever got the new one holds the
+         * record's only future, lease or not */
+        .without_lease = sealed != NULL && f->deliver_written && f->rotated,
+    };
+    store_cmd_t cmd;
     f->writing = sealed != NULL;
-    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1],
-            f->acct_key, f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner,
-            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0");
+    store_lease_commit(&cmd, f->ts->w->cfg->redis_prefix, f->org, f->mode, f->owner, &w, NULL);
+    send_cmd(f, on_commit, &cmd);
 }
 
 /* Write f->result, the outcome of a successful Stripe call, to the flight's record. */
@@ -296,12 +269,9 @@ static void commit_result(flight_t *f)
 {
     const config_t *cfg = f->ts->w->cfg;
     char *sealed = store_conn_seal(cfg, f->org, f->mode, &f->result);
-    char member[KEYS_MEMBER_MAX + 1];
-    keys_member(member, f->org, f->mode);
-    snprintf(f->acct_key, sizeof(f->acct_key), "%s" KEY_ACCT, cfg->redis_prefix,
-             f->result.stripe_user_id ? f->result.stripe_user_id : "");
     f->deliver_written = 1;
-    commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member,
+    commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0,
+           f->result.stripe_user_id ? f->result.stripe_user_id : "",
            f->op == TOKEN_OP_MINT ? f->source_version : -1);
     free(sealed);
 }
@@ -314,7 +284,9 @@ static void commit_result(flight_t *f)
 static void go_round(flight_t *f)
 {
     if (f->rounds >= MAX_ROUNDS) {
-        command(f, on_reread, "GET %s", f->keys[0]);
+        store_cmd_t cmd;
+        store_conn_get(&cmd, f->ts->w->cfg->redis_prefix, f->org, f->mode);
+        send_cmd(f, on_reread, &cmd);
         return;
     }
     f->rounds++;
@@ -356,7 +328,6 @@ static void on_renewed(redisReply *r, void *data)
 static void on_renew_tick(h2o_timeout_entry_t *e)
 {
     flight_t *f = H2O_STRUCT_FROM_MEMBER(flight_t, renew, e);
-    char ms[24];
     if (!f->holds_lease)
         return;
     renewal_t *rn = malloc(sizeof(*rn));
@@ -364,10 +335,11 @@ static void on_renew_tick(h2o_timeout_entry_t *e)
         abort();
     rn->ts = f->ts;
     rn->id = f->id;
-    snprintf(ms, sizeof(ms), "%ld", f->ts->lease_ms);
-    if (redis_loop_command(f->ts->w->redis, on_renewed, rn, "EVAL %s 1 %s %s %s", LUA_RENEW, f->keys[1], f->owner,
-                           ms) != 0)
+    store_cmd_t cmd;
+    store_lease_renew(&cmd, f->ts->w->cfg->redis_prefix, f->org, f->mode, f->owner, f->ts->lease_ms);
+    if (redis_loop_commandv(f->ts->w->redis, on_renewed, rn, cmd.argc, cmd.argv, cmd.lens) != 0)
         free(rn);
+    store_cmd_free(&cmd);
     h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
 }
 
@@ -427,11 +399,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         metrics_refresh(mname, "reauthorization_required");
         log_event(LOG_WARN, "stripe rejected the refresh token; reauthorization required", "org_id", f->org, "mode",
                   mode_name(mode), NULL);
-        dead->status = CONN_REAUTH_REQUIRED;
-        secure_free_str(dead->access_token);
-        secure_free_str(dead->refresh_token);
-        dead->access_token = dead->refresh_token = NULL;
-        dead->expires_at = 0;
+        conn_record_revoke(dead);
         char *sealed = store_conn_seal(cfg, f->org, mode, dead);
         f->result_err = ERR_REAUTH_REQUIRED;
         commit(f, mode, ver, sealed, 0, NULL, -1);
@@ -593,11 +561,10 @@ static void acquire(flight_t *f)
         ts->role_ms = now;
         redis_loop_command(ts->w->redis, on_role, ts, "ROLE");
     }
-    char seen[24], lease[24];
-    snprintf(seen, sizeof(seen), "%ld", f->seen_version);
-    snprintf(lease, sizeof(lease), "%ld", f->ts->lease_ms);
-    command(f, on_acquire, "EVAL %s 4 %s %s %s %s %s %s %s", LUA_ACQUIRE, f->keys[0], f->keys[1], f->keys[2],
-            f->keys[3], seen, f->owner, lease);
+    store_cmd_t cmd;
+    store_lease_acquire(&cmd, ts->w->cfg->redis_prefix, f->org, f->mode, source_mode(f), f->seen_version, f->owner,
+                        ts->lease_ms);
+    send_cmd(f, on_acquire, &cmd);
 }
 
 /* ===== The service ===== */
@@ -622,7 +589,6 @@ token_service_t *token_service_create(worker_t *w)
 /* Start a flight for org/mode (none may exist yet) and return it. */
 static flight_t *flight_start(token_service_t *ts, const char *org, int mode, token_op_t op, long seen_version)
 {
-    const char *prefix = ts->w->cfg->redis_prefix;
     flight_t *f = calloc(1, sizeof(*f));
     if (f == NULL)
         abort();
@@ -638,11 +604,6 @@ static flight_t *flight_start(token_service_t *ts, const char *org, int mode, to
     f->poll.cb = on_poll_tick;
     f->renew.cb = on_renew_tick;
     rand_token(f->owner, OWNER_BYTES);
-    keys_conn(f->keys[0], prefix, f->org, mode);
-    snprintf(f->keys[1], sizeof(f->keys[1]), "%s" KEY_LOCK, prefix, f->org, mode_name(mode));
-    keys_conn(f->keys[2], prefix, f->org, op == TOKEN_OP_MINT ? MODE_LIVE : mode);
-    snprintf(f->keys[3], sizeof(f->keys[3]), "%s" KEY_COOL, prefix, f->org, mode_name(mode));
-    snprintf(f->acct_key, sizeof(f->acct_key), "%s" KEY_ACCT, prefix, "");
     f->next = ts->flights;
     ts->flights = f;
     return f;

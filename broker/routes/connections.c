@@ -93,21 +93,10 @@ static void on_conn_deleted(breq_t *b, redisReply *r)
 static void delete_local(breq_t *b)
 {
     conn_del_t *cd = b->state;
-    char member[KEYS_MEMBER_MAX + 1], dmember[KEYS_MEMBER_MAX + 1];
-    keys_member(member, b->org, b->mode);
-    if (cd->derived_mode >= 0) {
-        keys_member(dmember, b->org, cd->derived_mode);
-        breq_redis(b, on_conn_deleted,
-                   "EVAL %s 4 %s %s %s %s %s %s", 
-                   "redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], ARGV[1]);"
-                   "redis.call('DEL', KEYS[3]); redis.call('SREM', KEYS[4], ARGV[2]); return 1",
-                   breq_key(b, KEY_CONN, b->org, mode_name(b->mode)), breq_key(b, KEY_ACCT, cd->acct),
-                   breq_key(b, KEY_CONN, b->org, mode_name(cd->derived_mode)), breq_key(b, KEY_ACCT, cd->acct),
-                   member, dmember);
-    } else {
-        breq_redis(b, on_conn_deleted, "EVAL %s 2 %s %s %s", STORE_LUA_CONN_DEL,
-                   breq_key(b, KEY_CONN, b->org, mode_name(b->mode)), breq_key(b, KEY_ACCT, cd->acct), member);
-    }
+    store_cmd_t cmd;
+    store_conn_drop(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, cd->acct, cd->derived_mode, NULL);
+    breq_redisv(b, on_conn_deleted, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 /* Stripe's answer decides: done, or its "not connected" answer (already gone there),

@@ -72,18 +72,12 @@ static void on_stored(breq_t *b, redisReply *r)
 static void store_new(breq_t *b, const char *drop_acct, long drop_ver)
 {
     callback_t *c = b->state;
-    const char *conn = breq_key(b, KEY_CONN, b->org, mode_name(b->mode)), *acct = breq_key(b, KEY_ACCT, c->acct);
-    char member[KEYS_MEMBER_MAX + 1];
-    keys_member(member, b->org, b->mode);
-    if (drop_acct == NULL) {
-        breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT, conn, acct, c->sealed, member);
-        return;
-    }
-    char tmember[KEYS_MEMBER_MAX + 1];
-    keys_member(tmember, b->org, MODE_TEST);
-    breq_redis(b, on_stored, "EVAL %s 4 %s %s %s %s %s %s * %ld %s", STORE_LUA_CONN_PUT, conn, acct,
-               breq_key(b, KEY_CONN, b->org, mode_name(MODE_TEST)), breq_key(b, KEY_ACCT, drop_acct), c->sealed,
-               member, drop_ver, tmember);
+    store_conn_drop_t drop = {MODE_TEST, drop_acct, drop_ver};
+    store_cmd_t cmd;
+    store_conn_put(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, c->sealed, c->acct, STORE_ANY_VERSION,
+                   drop_acct != NULL ? &drop : NULL, NULL);
+    breq_redisv(b, on_stored, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 /* A new live authorization: a test connection minted from live for another Stripe

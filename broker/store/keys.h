@@ -3,8 +3,8 @@
  * below are the <name> part, for printf-style builders that put the prefix in front
  * (breq_key in routes/, snprintf with cfg->redis_prefix elsewhere); keys_conn and
  * keys_apikey build the two keys of the token hot path without printf.
- * The Lua prelude STORE_LUA_NEXT_VERSION (store.h) derives "cver:<org>" from a conn key
- * name: KEY_CONN and KEY_CVER change together. Tested by tests/unit/test_store.c and,
+ * The Lua prelude of store/conn.c derives "cver:<org>" from a conn key name: KEY_CONN
+ * and KEY_CVER change together. Tested by tests/unit/test_store.c and,
  * through every route, tests/it/test_secrets_at_rest.py (every key has the prefix). */
 #ifndef BROKER_STORE_KEYS_H
 #define BROKER_STORE_KEYS_H

@@ -1,4 +1,4 @@
-/* store.c — record formats and Lua scripts (see store.h, proto/redis.md).
+/* store.c — record formats (see store.h, proto/redis.md).
  * Pure functions: formats values, never talks to Redis itself. Never logs a value,
  * only key names. Tested by tests/unit/test_store.c and the secrets-at-rest scan. */
 #include "store.h"
@@ -8,31 +8,6 @@
 #include <time.h>
 #include "core/crypto.h"
 #include "log.h"
-
-const char STORE_LUA_CONN_PUT[] =
-    STORE_LUA_NEXT_VERSION
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "local ver = 0\n"
-    "if cur then ver = tonumber(string.match(cur, '^(%d+):')) or 0 end\n"
-    "if ARGV[3] ~= '*' and tonumber(ARGV[3]) ~= ver then return -1 end\n"
-    "ver = next_version(KEYS[1], ver)\n"
-    "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
-    "if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end\n"
-    "local dropped = 0\n"
-    "if KEYS[3] then\n"
-    "  local o = redis.call('GET', KEYS[3])\n"
-    "  if o and tonumber(string.match(o, '^(%d+):')) == tonumber(ARGV[4]) then\n"
-    "    redis.call('DEL', KEYS[3])\n"
-    "    redis.call('SREM', KEYS[4], ARGV[5])\n"
-    "    dropped = 1\n"
-    "  end\n"
-    "end\n"
-    "return {ver, dropped}\n";
-
-const char STORE_LUA_CONN_DEL[] =
-    "redis.call('DEL', KEYS[1])\n"
-    "if ARGV[1] ~= '' then redis.call('SREM', KEYS[2], ARGV[1]) end\n"
-    "return 1\n";
 
 /* Split "<number>:<rest>". Returns 0 or -1. */
 static int split_num(const char *val, size_t len, long *num, const char **rest, size_t *restlen)
