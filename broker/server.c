@@ -46,7 +46,6 @@
 #include "routes/setup.h"
 #include "store/keys.h"
 #include "store/rcache.h"
-#include "token_service.h"
 
 
 /* ===== The route table ===== */
@@ -521,6 +520,36 @@ int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const 
         return op_failed(b, op);
     breq_hold(b);
     return 0;
+}
+
+/* ===== The token service for a request ===== */
+
+typedef struct token_wait {
+    breq_t *b;
+    breq_token_cb cb;
+} token_wait_t;
+
+static void on_token_result(api_err_t err, const conn_record_t *rec, void *data)
+{
+    token_wait_t *op = data;
+    breq_t *b = op->b;
+    breq_token_cb cb = op->cb;
+    free(op);
+    if (breq_live(b))
+        cb(b, err, rec);
+    breq_release(b);
+}
+
+void breq_token(breq_t *b, int mode, token_op_t op, long seen_version, breq_token_cb cb)
+{
+    token_wait_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        abort();
+    t->b = b;
+    t->cb = cb;
+    breq_hold(b);
+    breq_deadline_stripe(b);
+    token_service_run(b->w->tokens, b->org, mode, op, seen_version, on_token_result, t);
 }
 
 /* ===== Stripe for a request ===== */
@@ -1145,7 +1174,7 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
     w->redis = redis_loop_create(w->loop, &rc, on_redis_state, w);
     w->cache = w->redis != NULL ? rcache_create(w->loop, w->redis, &rc, cfg->redis_prefix, cfg->cache_busy_rps) : NULL;
     w->curl = curl_loop_create(w->loop);
-    w->tokens = token_service_create(w);
+    w->tokens = token_service_create(w->loop, w->redis, w->curl, cfg, w->id == 0);
     if (w->redis == NULL || w->cache == NULL || w->curl == NULL || w->tokens == NULL)
         return -1;
     w->listener = h2o_evloop_socket_create(w->loop, listen_fd, H2O_SOCKET_FLAG_DONT_READ);

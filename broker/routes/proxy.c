@@ -92,7 +92,7 @@ static void on_answer(const stripe_api_res_t *res, void *data)
     } else if (res->status == 401 && b->w->cfg->flavor == FLAVOR_APPS && !st->resent) {
         /* refused, so not processed: a token rotated elsewhere or expired early */
         st->resent = 1;
-        token_service_run(b, st->mode, TOKEN_OP_ROTATE, st->version, on_token_again);
+        breq_token(b, st->mode, TOKEN_OP_ROTATE, st->version, on_token_again);
     } else {
         const char *const *h = res->headers;
         const char *pass[] = {"request-id",

@@ -22,12 +22,11 @@
 #include "routes/routes.h"
 #include "store/rcache.h"
 #include "store/store.h"
-#include "token_service.h"
 
 /* ===== The record to serve ===== */
 
 int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *rec, long *version,
-                         token_done_cb cb)
+                         breq_token_cb cb)
 {
     const config_t *cfg = b->w->cfg;
     int rc = store_conn_open(cfg, b->org, b->mode, val, len, version, rec);
@@ -36,19 +35,19 @@ int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *
         breq_error(b, ERR_RECORD_UNREADABLE, NULL);
     } else if (rc == STORE_ABSENT) {
         if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST)
-            token_service_run(b, b->mode, TOKEN_OP_MINT, 0, cb);
+            breq_token(b, b->mode, TOKEN_OP_MINT, 0, cb);
         else
             breq_error(b, ERR_NOT_CONNECTED, NULL);
     } else if (rec->status != CONN_CONNECTED || rec->access_token == NULL) {
         /* a test token minted from live follows live: once live is authorized again, the
          * next request mints a new one (the mint answers 409 while live is still revoked) */
         if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST && strcmp(rec->derived_from, mode_name(MODE_LIVE)) == 0)
-            token_service_run(b, b->mode, TOKEN_OP_MINT, *version, cb);
+            breq_token(b, b->mode, TOKEN_OP_MINT, *version, cb);
         else
             breq_error(b, ERR_REAUTH_REQUIRED, NULL);
     } else if (cfg->flavor == FLAVOR_APPS && rec->expires_at != 0 &&
                rec->expires_at - time(NULL) <= cfg->refresh_margin_s) {
-        token_service_run(b, b->mode, TOKEN_OP_REFRESH, *version, cb);
+        breq_token(b, b->mode, TOKEN_OP_REFRESH, *version, cb);
     } else {
         return 1;
     }
@@ -184,7 +183,7 @@ static void on_conn_for_rotate(breq_t *b, redisReply *r)
     else if (rec.status != CONN_CONNECTED)
         breq_error(b, ERR_REAUTH_REQUIRED, NULL);
     else
-        token_service_run(b, b->mode, TOKEN_OP_ROTATE, version, on_token_done);
+        breq_token(b, b->mode, TOKEN_OP_ROTATE, version, on_token_done);
     conn_record_clear(&rec);
 }
 

@@ -3,8 +3,8 @@
  * nowhere else (proto/redis.md, "Connections").
  *
  * A write is built as a command (store_cmd_t: argv form, binary safe) and sent by the
- * caller on its own channel: routes through breq_redisv (the request's store deadline
- * and life), the token service through redis_loop_commandv, the CLI through hiredis'
+ * caller on its own channel: routes through the request context (server.h: the
+ * request's store deadline and life), the token service through redis_loop_commandv, the CLI through hiredis'
  * blocking redisCommandArgv. So the store knows nothing of HTTP, and a write's reply is
  * read where it was asked for; each builder says what its script returns.
  *

@@ -1,8 +1,9 @@
 /* keys.h — the Redis key schema (proto/redis.md, "Keys"): the only place a key name or a
  * set member is spelled. Every key is "<BROKER_REDIS_PREFIX><name>"; the KEY_* formats
  * below are the <name> part, for printf-style builders that put the prefix in front
- * (breq_key in routes/, snprintf with cfg->redis_prefix elsewhere); keys_conn and
- * keys_apikey build the two keys of the token hot path without printf.
+ * (the request context's key helper in routes/, snprintf with cfg->redis_prefix
+ * elsewhere); keys_conn and keys_apikey build the two keys of the token hot path
+ * without printf.
  * The Lua prelude of store/conn.c derives "cver:<org>" from a conn key name: KEY_CONN
  * and KEY_CVER change together. Tested by tests/unit/test_store.c and,
  * through every route, tests/it/test_secrets_at_rest.py (every key has the prefix). */

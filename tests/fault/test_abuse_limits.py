@@ -176,7 +176,7 @@ REVIEWED = {
     ("core/stripe_resp.c", 'strcmp(json_string_value(e), "invalid_grant")'): "an error code from Stripe",
     ("core/stripe_resp.c", 'strcmp(err, "invalid_grant")'): "an error code from Stripe",
     ("stripe/oauth.c", 'strcmp(grant, "authorization_code")'): "the grant type name",
-    ("token_service.c", 'strcmp(ts->bg_cursor, "0")'): "a SCAN cursor",
+    ("tokens/token_service.c", 'strcmp(ts->bg_cursor, "0")'): "a SCAN cursor",
     ("routes/oauth.c", 'strcmp(error, "access_denied")'): "the OAuth error parameter",
 }
 # Where each secret is compared, and the comparison that must be there.

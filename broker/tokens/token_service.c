@@ -25,12 +25,15 @@
  * WAIT 1 WAIT_MS, so that a failover does not forget them.
  * The Stripe call's result is written even when every waiter has given up.
  *
- * Never logs a token; logs org, mode, outcome. Tested by tests/it/test_exactly_once.py
+ * Never logs a token; logs org, mode, outcome. Tested on its own by
+ * tests/unit/test_token_service.c (real redis-server, a fake token endpoint: single
+ * flight, version fence, a lease held elsewhere, a lost lease, cooldown), and end to end
+ * by tests/it/test_exactly_once.py
  * and tests/it/test_concurrency.py (replicas, 200 concurrent callers, exactly one
  * Stripe call; SIGKILL of the lease holder), tests/it/test_lease_fence.py (lost lease,
  * emptied Redis, delete / re-authorize during a call, WAIT with a replica),
  * tests/it/test_stripe_failures.py (invalid_grant; transient failures). */
-#include "token_service.h"
+#include "tokens/token_service.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +57,8 @@
 
 typedef struct waiter {
     struct waiter *next;
-    breq_t *b;
     token_done_cb cb;
+    void *data;
 } waiter_t;
 
 typedef struct flight {
@@ -88,7 +91,10 @@ typedef struct flight {
 } flight_t;
 
 struct token_service {
-    worker_t *w;
+    h2o_evloop_t *loop;
+    redis_loop_t *redis;
+    curl_loop_t *curl;
+    const config_t *cfg;
     flight_t *flights;
     h2o_timeout_t poll_list;
     h2o_timeout_t renew_list;
@@ -96,7 +102,7 @@ struct token_service {
     uint64_t next_id;
     int replicas;         /* connected Redis replicas, per ROLE */
     uint64_t role_ms;     /* when ROLE was last asked (0: never) */
-    /* the background pass (apps flavor, worker 0) */
+    /* the background pass (apps flavor, the one service created with background) */
     h2o_timeout_t bg_list;
     h2o_timeout_entry_t bg_timer;
     int bg_running;
@@ -137,13 +143,10 @@ static void deliver(flight_t *f, api_err_t err, const conn_record_t *rec)
     f->waiters = NULL;
     while (w != NULL) {
         waiter_t *next = w->next;
-        if (breq_live(w->b)) {
-            if (err == ERR_NONE && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
-                w->cb(w->b, rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL);
-            else
-                w->cb(w->b, err, rec);
-        }
-        breq_release(w->b);
+        if (err == ERR_NONE && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
+            w->cb(rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL, w->data);
+        else
+            w->cb(err, err == ERR_NONE ? rec : NULL, w->data);
         free(w);
         w = next;
     }
@@ -153,7 +156,7 @@ static void deliver(flight_t *f, api_err_t err, const conn_record_t *rec)
 static int open_value(flight_t *f, int mode, redisReply *v, conn_record_t *out, long *version)
 {
     *version = 0;
-    return store_conn_open(f->ts->w->cfg, f->org, mode, v != NULL && v->type == REDIS_REPLY_STRING ? v->str : NULL,
+    return store_conn_open(f->ts->cfg, f->org, mode, v != NULL && v->type == REDIS_REPLY_STRING ? v->str : NULL,
                            v != NULL && v->type == REDIS_REPLY_STRING ? v->len : 0, version, out);
 }
 
@@ -161,7 +164,7 @@ static int command(flight_t *f, redis_loop_cb cb, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int rc = redis_loop_vcommand(f->ts->w->redis, cb, f, fmt, ap);
+    int rc = redis_loop_vcommand(f->ts->redis, cb, f, fmt, ap);
     va_end(ap);
     if (rc != 0) {
         metrics_redis_error();
@@ -173,7 +176,7 @@ static int command(flight_t *f, redis_loop_cb cb, const char *fmt, ...)
 /* Send a command of store/conn.h for the flight (and free it); like command(). */
 static int send_cmd(flight_t *f, redis_loop_cb cb, store_cmd_t *cmd)
 {
-    int rc = redis_loop_commandv(f->ts->w->redis, cb, f, cmd->argc, cmd->argv, cmd->lens);
+    int rc = redis_loop_commandv(f->ts->redis, cb, f, cmd->argc, cmd->argv, cmd->lens);
     store_cmd_free(cmd);
     if (rc != 0) {
         metrics_redis_error();
@@ -232,7 +235,7 @@ static void on_commit(redisReply *r, void *data)
         return;
     }
     if (f->deliver_written && f->rotated && f->ts->replicas > 0 &&
-        redis_loop_command(f->ts->w->redis, on_waited, f, "WAIT 1 %d", WAIT_MS) == 0)
+        redis_loop_command(f->ts->redis, on_waited, f, "WAIT 1 %d", WAIT_MS) == 0)
         return;
     if (f->deliver_written)
         deliver(f, ERR_NONE, &f->result);
@@ -260,14 +263,14 @@ static void commit(flight_t *f, int write_mode, long expected, const char *seale
     };
     store_cmd_t cmd;
     f->writing = sealed != NULL;
-    store_lease_commit(&cmd, f->ts->w->cfg->redis_prefix, f->org, f->mode, f->owner, &w, NULL);
+    store_lease_commit(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode, f->owner, &w, NULL);
     send_cmd(f, on_commit, &cmd);
 }
 
 /* Write f->result, the outcome of a successful Stripe call, to the flight's record. */
 static void commit_result(flight_t *f)
 {
-    const config_t *cfg = f->ts->w->cfg;
+    const config_t *cfg = f->ts->cfg;
     char *sealed = store_conn_seal(cfg, f->org, f->mode, &f->result);
     f->deliver_written = 1;
     commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0,
@@ -285,7 +288,7 @@ static void go_round(flight_t *f)
 {
     if (f->rounds >= MAX_ROUNDS) {
         store_cmd_t cmd;
-        store_conn_get(&cmd, f->ts->w->cfg->redis_prefix, f->org, f->mode);
+        store_conn_get(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode);
         send_cmd(f, on_reread, &cmd);
         return;
     }
@@ -336,11 +339,11 @@ static void on_renew_tick(h2o_timeout_entry_t *e)
     rn->ts = f->ts;
     rn->id = f->id;
     store_cmd_t cmd;
-    store_lease_renew(&cmd, f->ts->w->cfg->redis_prefix, f->org, f->mode, f->owner, f->ts->lease_ms);
-    if (redis_loop_commandv(f->ts->w->redis, on_renewed, rn, cmd.argc, cmd.argv, cmd.lens) != 0)
+    store_lease_renew(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode, f->owner, f->ts->lease_ms);
+    if (redis_loop_commandv(f->ts->redis, on_renewed, rn, cmd.argc, cmd.argv, cmd.lens) != 0)
         free(rn);
     store_cmd_free(&cmd);
-    h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
+    h2o_timeout_link(f->ts->loop, &f->ts->renew_list, &f->renew);
 }
 
 static char *dup_or_null(const char *s)
@@ -351,7 +354,7 @@ static char *dup_or_null(const char *s)
 static void on_stripe(long status, const char *body, size_t len, void *data)
 {
     flight_t *f = data;
-    const config_t *cfg = f->ts->w->cfg;
+    const config_t *cfg = f->ts->cfg;
     stripe_token_t tok = {0};
     char err[64] = "";
     stripe_outcome_t o = stripe_token_parse(status, body, len, &tok, err);
@@ -421,8 +424,8 @@ static void call_stripe(flight_t *f, const char *refresh_token)
 {
     curl_loop_req_t req;
     buf_t url = {0}, form = {0};
-    stripe_token_request(f->ts->w->cfg, f->mode, "refresh_token", refresh_token, &req, &url, &form);
-    int rc = curl_loop_post(f->ts->w->curl, &req, on_stripe, f);
+    stripe_token_request(f->ts->cfg, f->mode, "refresh_token", refresh_token, &req, &url, &form);
+    int rc = curl_loop_post(f->ts->curl, &req, on_stripe, f);
     buf_free(&url);
     buf_wipe(&form);
     if (rc != 0) {
@@ -430,13 +433,13 @@ static void call_stripe(flight_t *f, const char *refresh_token)
         commit(f, f->mode, 0, NULL, 0, NULL, -1);
         return;
     }
-    h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
+    h2o_timeout_link(f->ts->loop, &f->ts->renew_list, &f->renew);
 }
 
 /* Under the lease: decide whether Stripe is needed, and call it. */
 static void work(flight_t *f)
 {
-    const config_t *cfg = f->ts->w->cfg;
+    const config_t *cfg = f->ts->cfg;
     const conn_record_t *from = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
     int present = f->op == TOKEN_OP_MINT ? f->source_version > 0 : f->have_cur;
 
@@ -522,7 +525,7 @@ static void on_acquire(redisReply *r, void *data)
             serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
             return;
         }
-        h2o_timeout_link(f->ts->w->loop, &f->ts->poll_list, &f->poll);
+        h2o_timeout_link(f->ts->loop, &f->ts->poll_list, &f->poll);
         return;
     default:
         break;
@@ -559,29 +562,33 @@ static void acquire(flight_t *f)
     /* queued before ACQUIRE, so its answer is in before ACQUIRE's */
     if (ts->role_ms == 0 || now - ts->role_ms > ROLE_TTL_MS) {
         ts->role_ms = now;
-        redis_loop_command(ts->w->redis, on_role, ts, "ROLE");
+        redis_loop_command(ts->redis, on_role, ts, "ROLE");
     }
     store_cmd_t cmd;
-    store_lease_acquire(&cmd, ts->w->cfg->redis_prefix, f->org, f->mode, source_mode(f), f->seen_version, f->owner,
+    store_lease_acquire(&cmd, ts->cfg->redis_prefix, f->org, f->mode, source_mode(f), f->seen_version, f->owner,
                         ts->lease_ms);
     send_cmd(f, on_acquire, &cmd);
 }
 
 /* ===== The service ===== */
 
-token_service_t *token_service_create(worker_t *w)
+token_service_t *token_service_create(h2o_evloop_t *loop, redis_loop_t *redis, curl_loop_t *curl,
+                                      const config_t *cfg, int background)
 {
     token_service_t *ts = calloc(1, sizeof(*ts));
     if (ts == NULL)
         return NULL;
-    ts->w = w;
-    ts->lease_ms = (long)w->cfg->upstream_timeout_ms + 1000;
-    h2o_timeout_init(w->loop, &ts->poll_list, POLL_MS);
-    h2o_timeout_init(w->loop, &ts->renew_list, (uint64_t)ts->lease_ms / 3);
-    if (w->id == 0 && w->cfg->flavor == FLAVOR_APPS && w->cfg->background_refresh_s > 0) {
-        h2o_timeout_init(w->loop, &ts->bg_list, (uint64_t)w->cfg->background_refresh_s * 1000);
+    ts->loop = loop;
+    ts->redis = redis;
+    ts->curl = curl;
+    ts->cfg = cfg;
+    ts->lease_ms = (long)cfg->upstream_timeout_ms + 1000;
+    h2o_timeout_init(loop, &ts->poll_list, POLL_MS);
+    h2o_timeout_init(loop, &ts->renew_list, (uint64_t)ts->lease_ms / 3);
+    if (background && cfg->flavor == FLAVOR_APPS && cfg->background_refresh_s > 0) {
+        h2o_timeout_init(loop, &ts->bg_list, (uint64_t)cfg->background_refresh_s * 1000);
         ts->bg_timer.cb = on_bg_tick;
-        h2o_timeout_link(w->loop, &ts->bg_list, &ts->bg_timer);
+        h2o_timeout_link(loop, &ts->bg_list, &ts->bg_timer);
     }
     return ts;
 }
@@ -617,23 +624,21 @@ static flight_t *flight_find(token_service_t *ts, const char *org, int mode)
     return NULL;
 }
 
-void token_service_run(breq_t *b, int mode, token_op_t op, long seen_version, token_done_cb cb)
+void token_service_run(token_service_t *ts, const char *org, int mode, token_op_t op, long seen_version,
+                       token_done_cb cb, void *data)
 {
-    token_service_t *ts = b->w->tokens;
     waiter_t *wt = calloc(1, sizeof(*wt));
     if (wt == NULL)
         abort();
-    breq_hold(b);
-    breq_deadline_stripe(b);
-    wt->b = b;
     wt->cb = cb;
-    flight_t *f = flight_find(ts, b->org, mode);
+    wt->data = data;
+    flight_t *f = flight_find(ts, org, mode);
     if (f != NULL) {
         wt->next = f->waiters;
         f->waiters = wt;
         return;
     }
-    f = flight_start(ts, b->org, mode, op, seen_version);
+    f = flight_start(ts, org, mode, op, seen_version);
     f->waiters = wt;
     acquire(f);
 }
@@ -651,15 +656,15 @@ static void on_bg_values(redisReply *r, void *data);
 static void bg_scan(token_service_t *ts)
 {
     char pattern[160];
-    snprintf(pattern, sizeof(pattern), "%s" KEY_CONN_ALL, ts->w->cfg->redis_prefix);
-    if (redis_loop_command(ts->w->redis, on_bg_values, ts, "SCAN %s MATCH %s COUNT 200", ts->bg_cursor, pattern) != 0)
+    snprintf(pattern, sizeof(pattern), "%s" KEY_CONN_ALL, ts->cfg->redis_prefix);
+    if (redis_loop_command(ts->redis, on_bg_values, ts, "SCAN %s MATCH %s COUNT 200", ts->bg_cursor, pattern) != 0)
         ts->bg_running = 0;
 }
 
 static void on_bg_records(redisReply *r, void *data)
 {
     token_service_t *ts = data;
-    const config_t *cfg = ts->w->cfg;
+    const config_t *cfg = ts->cfg;
     time_t now = time(NULL);
     for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements && i < ts->bg_nkeys; i++) {
         const char *key = ts->bg_keys[i];
@@ -720,7 +725,7 @@ static void on_bg_values(redisReply *r, void *data)
         lens[i + 1] = keys->element[i]->len;
     }
     ts->bg_nkeys = keys->elements;
-    if (redis_loop_commandv(ts->w->redis, on_bg_records, ts, (int)keys->elements + 1, argv, lens) != 0) {
+    if (redis_loop_commandv(ts->redis, on_bg_records, ts, (int)keys->elements + 1, argv, lens) != 0) {
         for (size_t i = 0; i < ts->bg_nkeys; i++)
             free(ts->bg_keys[i]);
         ts->bg_nkeys = 0;
@@ -745,13 +750,13 @@ static void on_bg_tick(h2o_timeout_entry_t *e)
 {
     token_service_t *ts = H2O_STRUCT_FROM_MEMBER(token_service_t, bg_timer, e);
     char lease[24], owner[OWNER_BYTES * 2];
-    h2o_timeout_link(ts->w->loop, &ts->bg_list, &ts->bg_timer);
-    if (ts->bg_running || !redis_loop_ready(ts->w->redis))
+    h2o_timeout_link(ts->loop, &ts->bg_list, &ts->bg_timer);
+    if (ts->bg_running || !redis_loop_ready(ts->redis))
         return;
     ts->bg_running = 1;
     rand_token(owner, OWNER_BYTES);
-    snprintf(lease, sizeof(lease), "%ld", (long)ts->w->cfg->background_refresh_s * 1000 - 500);
-    if (redis_loop_command(ts->w->redis, on_bg_lease, ts, "SET %s" KEY_BGREFRESH " %s NX PX %s", ts->w->cfg->redis_prefix,
+    snprintf(lease, sizeof(lease), "%ld", (long)ts->cfg->background_refresh_s * 1000 - 500);
+    if (redis_loop_command(ts->redis, on_bg_lease, ts, "SET %s" KEY_BGREFRESH " %s NX PX %s", ts->cfg->redis_prefix,
                            owner, lease) != 0)
         ts->bg_running = 0;
 }
