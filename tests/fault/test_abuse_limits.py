@@ -264,8 +264,12 @@ def test_secret_lookups_never_use_the_secret_as_a_redis_key():
     """Tickets, sessions and states are looked up by their SHA-256, never by the value
     (a Redis dictionary lookup is not constant time); API keys by their public key id."""
     srcs = dict(_sources())
-    for rel, pat in (("routes/setup.c", r'breq_key\(b, "ticket:%s", hash\)'),
-                     ("routes/setup.c", r'breq_key\(b, "sess:%s", hash\)'),
-                     ("routes/setup.c", r'breq_key\(b, "state:%s", state_hash\)'),
-                     ("routes/oauth.c", r'breq_key\(b, "state:%s", hash\)')):
+    # the key names are spelled in broker/store/keys.h (KEY_TICKET "ticket:%s", …)
+    keys = open(os.path.join(BROKER, "store", "keys.h"), encoding="utf-8").read()
+    for name, spelled in (("KEY_TICKET", "ticket:%s"), ("KEY_SESS", "sess:%s"), ("KEY_STATE", "state:%s")):
+        assert re.search(rf'#define {name} "{re.escape(spelled)}"', keys), f"store/keys.h: {name} is not \"{spelled}\""
+    for rel, pat in (("routes/setup.c", r'breq_key\(b, KEY_TICKET, hash\)'),
+                     ("routes/setup.c", r'breq_key\(b, KEY_SESS, hash\)'),
+                     ("routes/setup.c", r'breq_key\(b, KEY_STATE, state_hash\)'),
+                     ("routes/oauth.c", r'breq_key\(b, KEY_STATE, hash\)')):
         assert re.search(pat, srcs[rel]), f"broker/{rel}: expected a lookup by hash ({pat})"
