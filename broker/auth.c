@@ -58,7 +58,7 @@ void auth_parse(const config_t *cfg, const char *authz, size_t len, bearer_t *ou
     out->kind = BEARER_KEY;
 }
 
-int auth_check_record(const bearer_t *bk, const char *rec, size_t len, const char *org)
+api_err_t auth_check_record(const bearer_t *bk, const char *rec, size_t len, const char *org)
 {
     /* "<org 18>|<sha 64>|<created>" */
     if (bk->kind != BEARER_KEY || rec == NULL || len < 18 + 1 + 64 + 1 || rec[18] != '|' || rec[18 + 65] != '|')
@@ -67,7 +67,7 @@ int auth_check_record(const bearer_t *bk, const char *rec, size_t len, const cha
         return ERR_UNAUTHORIZED;
     if (org == NULL || memcmp(rec, org, 18) != 0)
         return ERR_FORBIDDEN;
-    return -1;
+    return ERR_NONE;
 }
 
 void auth_new_key(char *api_key, char *key_id, char *hash)

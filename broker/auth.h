@@ -23,8 +23,8 @@ typedef struct bearer {
 void auth_parse(const config_t *cfg, const char *authz, size_t len, bearer_t *out);
 /* Check a stored key record ("<org>|<sha256 hex>|<created unix>") against the bearer.
  * org is the org the request names, or NULL for an admin-only route.
- * Returns -1 when the key is valid for it, else ERR_UNAUTHORIZED or ERR_FORBIDDEN. */
-int auth_check_record(const bearer_t *bk, const char *rec, size_t len, const char *org);
+ * Returns ERR_NONE when the key is valid for it, else ERR_UNAUTHORIZED or ERR_FORBIDDEN. */
+api_err_t auth_check_record(const bearer_t *bk, const char *rec, size_t len, const char *org);
 /* Make a new key: api_key (APIKEY_LEN+1), key_id (APIKEY_ID_LEN+1), hash (65). */
 void auth_new_key(char *api_key, char *key_id, char *hash);
 /* The stored record for a new key, in out (size >= 128). */

@@ -15,6 +15,8 @@
 #include "core/crypto.h"
 #include "core/orgid.h"
 #include "core/seal.h"
+#include "store/conn.h"
+#include "store/keys.h"
 
 #define CLI_REDIS_TIMEOUT_MS 2000
 #define SCAN_COUNT 200
@@ -87,8 +89,8 @@ int cli_create_api_key(const config_t *cfg, const char *org_in)
         return 1;
     auth_new_key(api_key, key_id, hash);
     auth_key_record(rec, sizeof(rec), org, hash, (long)time(NULL));
-    snprintf(k1, sizeof(k1), "%skey:%s", cfg->redis_prefix, key_id);
-    snprintf(k2, sizeof(k2), "%sorg:%s:keys", cfg->redis_prefix, org);
+    snprintf(k1, sizeof(k1), "%s" KEY_APIKEY, cfg->redis_prefix, key_id);
+    snprintf(k2, sizeof(k2), "%s" KEY_ORG_KEYS, cfg->redis_prefix, org);
     redisReply *r = redisCommand(c, "EVAL %s 2 %s %s %s %s",
                                  "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SADD', KEYS[2], ARGV[2]); return 1",
                                  k1, k2, rec, key_id);
@@ -109,25 +111,6 @@ int cli_create_api_key(const config_t *cfg, const char *org_in)
     return 0;
 }
 
-/* Replace KEYS[1] with ARGV[2] only if it still holds ARGV[1]. */
-static const char LUA_RESEAL[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                                 "redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0";
-
-/* Parse "<prefix>conn:<org>:<mode>" / "<prefix>whsec:<org>:<mode>" into org and mode. */
-static int key_identity(const config_t *cfg, const char *key, const char *kind, char *org, int *mode)
-{
-    size_t plen = strlen(cfg->redis_prefix), klen = strlen(kind);
-    if (strncmp(key, cfg->redis_prefix, plen) != 0 || strncmp(key + plen, kind, klen) != 0)
-        return -1;
-    const char *p = key + plen + klen;
-    if (strlen(p) < ORGID_LEN + 2 || p[ORGID_LEN] != ':')
-        return -1;
-    memcpy(org, p, ORGID_LEN);
-    org[ORGID_LEN] = '\0';
-    *mode = mode_parse(p + ORGID_LEN + 1, strlen(p + ORGID_LEN + 1));
-    return *mode < 0 ? -1 : 0;
-}
-
 /* Re-seal one value; returns 1 re-sealed, 0 already current, -1 failed. */
 static int reseal(const config_t *cfg, redisContext *c, const char *key, const char *kind, const char *field)
 {
@@ -137,7 +120,7 @@ static int reseal(const config_t *cfg, redisContext *c, const char *key, const c
     char *pt = NULL, *sealed = NULL, *newval = NULL;
     size_t ptlen = 0;
 
-    if (key_identity(cfg, key, kind, org, &mode) != 0)
+    if (keys_identity(key, cfg->redis_prefix, kind, org, &mode) != 0)
         return 0;
     for (int attempt = 0; attempt < 5 && result < 0; attempt++) {
         r = redisCommand(c, "GET %s", key);
@@ -163,7 +146,10 @@ static int reseal(const config_t *cfg, redisContext *c, const char *key, const c
         size_t n = (size_t)(colon - r->str) + 1 + strlen(sealed) + 1;
         newval = malloc(n);
         snprintf(newval, n, "%.*s:%s", (int)(colon - r->str), r->str, sealed);
-        w = redisCommand(c, "EVAL %s 1 %s %b %s", LUA_RESEAL, key, r->str, r->len, newval);
+        store_cmd_t cmd;
+        store_value_reseal(&cmd, key, r->str, r->len, newval, NULL);
+        w = redisCommandArgv(c, cmd.argc, cmd.argv, cmd.lens);
+        store_cmd_free(&cmd);
         if (w != NULL && w->type == REDIS_REPLY_INTEGER && w->integer == 1)
             result = 1;
         secure_free(pt, ptlen);
@@ -187,7 +173,7 @@ int cli_rotate_keys(const config_t *cfg)
 {
     static const struct {
         const char *kind, *field;
-    } kinds[] = {{"conn:", "connection"}, {"whsec:", "webhook_secret"}};
+    } kinds[] = {{KEY_CONN_KIND, "connection"}, {KEY_WHSEC_KIND, "webhook_secret"}};
     redisContext *c = connect_redis(cfg);
     long done = 0, current = 0, failed = 0;
     if (c == NULL)

@@ -44,8 +44,8 @@
 #include "routes/routes.h"
 #include "routes/pages.h"
 #include "routes/setup.h"
+#include "store/keys.h"
 #include "store/rcache.h"
-#include "token_service.h"
 
 
 /* ===== The route table ===== */
@@ -536,6 +536,36 @@ int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const 
     return 0;
 }
 
+/* ===== The token service for a request ===== */
+
+typedef struct token_wait {
+    breq_t *b;
+    breq_token_cb cb;
+} token_wait_t;
+
+static void on_token_result(api_err_t err, const conn_record_t *rec, long version, void *data)
+{
+    token_wait_t *op = data;
+    breq_t *b = op->b;
+    breq_token_cb cb = op->cb;
+    free(op);
+    if (breq_live(b))
+        cb(b, err, rec, version);
+    breq_release(b);
+}
+
+void breq_token(breq_t *b, int mode, token_op_t op, long seen_version, breq_token_cb cb)
+{
+    token_wait_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        abort();
+    t->b = b;
+    t->cb = cb;
+    breq_hold(b);
+    breq_deadline_stripe(b);
+    token_service_run(b->w->tokens, b->org, mode, op, seen_version, on_token_result, t);
+}
+
 /* ===== Stripe for a request ===== */
 
 typedef struct stripe_op {
@@ -680,10 +710,10 @@ static int rate_check_org(breq_t *b)
     return rate_limited(b, rate_hit(b, RL_ORG, b->org, ORGID_LEN, b->w->cfg->rate_org_per_s, 1));
 }
 
-int breq_auth_checked(breq_t *b, int rc)
+int breq_auth_checked(breq_t *b, api_err_t rc)
 {
-    if (rc >= 0) {
-        auth_failed(b, (api_err_t)rc, NULL);
+    if (rc != ERR_NONE) {
+        auth_failed(b, rc, NULL);
         return 1;
     }
     return routes[b->route].auth == AUTH_ORG && rate_check_org(b);
@@ -858,14 +888,14 @@ static void dispatch(breq_t *b)
     }
     if (bk->kind == BEARER_ADMIN) {
         b->is_admin = 1;
-        if (breq_auth_checked(b, -1))
+        if (breq_auth_checked(b, ERR_NONE))
             return;
         rt->fn(b);
         return;
     }
     if (rt->fn == token_get && token_get_with_key(b) == 0)
         return;
-    breq_redis(b, on_key_record, "GET %s", breq_key(b, "key:%s", bk->key_id));
+    breq_redis(b, on_key_record, "GET %s", breq_key(b, KEY_APIKEY, bk->key_id));
 }
 
 /* An ingress that forwards BROKER_PUBLIC_URL's path unchanged: the routes are matched
@@ -1072,8 +1102,8 @@ static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bu
 
 static void json_error_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
-    api_err_t e = req->res.status == 413 ? ERR_PAYLOAD_TOO_LARGE : req->res.status == 400 ? ERR_INVALID_REQUEST : ERR__COUNT;
-    if (e != ERR__COUNT) {
+    api_err_t e = req->res.status == 413 ? ERR_PAYLOAD_TOO_LARGE : req->res.status == 400 ? ERR_INVALID_REQUEST : ERR_NONE;
+    if (e != ERR_NONE) {
         buf_t b = {0};
         api_err_json(&b, e, e == ERR_INVALID_REQUEST ? "The request body is malformed." : NULL);
         json_error_ostream_t *o = (json_error_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
@@ -1194,7 +1224,7 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
     w->redis = redis_loop_create(w->loop, &rc, on_redis_state, w);
     w->cache = w->redis != NULL ? rcache_create(w->loop, w->redis, &rc, cfg->redis_prefix, cfg->cache_busy_rps) : NULL;
     w->curl = curl_loop_create(w->loop);
-    w->tokens = token_service_create(w);
+    w->tokens = token_service_create(w->loop, w->redis, w->curl, cfg, w->id == 0);
     if (w->redis == NULL || w->cache == NULL || w->curl == NULL || w->tokens == NULL)
         return -1;
     w->listener = h2o_evloop_socket_create(w->loop, listen_fd, H2O_SOCKET_FLAG_DONT_READ);

@@ -23,13 +23,13 @@
 #include "core/orgid.h"
 #include "store/redis_loop.h"
 #include "stripe/curl_loop.h"
+#include "tokens/token_service.h"
 
 #define BODY_MAX_BYTES (64 * 1024)
 #define HEADERS_MAX_BYTES (32 * 1024) /* larger header blocks: 400 and close */
 #define STORE_DEADLINE_MS 900   /* answer 503 store_unavailable before 1 s */
 #define DRAIN_MAX_MS 10000      /* SIGTERM: finish in-flight requests within this */
 
-struct token_service;
 struct pending_send {
     h2o_req_t *req;
     h2o_iovec_t body; /* in the request's pool */
@@ -45,7 +45,7 @@ typedef struct worker {
     redis_loop_t *redis;
     struct rcache *cache;           /* tracked read cache of key and connection records */
     curl_loop_t *curl;
-    struct token_service *tokens;   /* in-flight mints/refreshes of this worker */
+    token_service_t *tokens;        /* in-flight mints/refreshes of this worker */
     h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
     h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */
     h2o_timeout_t proxy_deadline;   /* BROKER_PROXY_TIMEOUT_MS + STORE_DEADLINE_MS */
@@ -126,11 +126,11 @@ void breq_text(breq_t *b, int status, const char *content_type, const char *body
 
 /* ---- Authentication ---- */
 
-/* The outcome of checking b's bearer against its key record (auth_check_record's rc, -1:
- * it checked out). A failure is answered (401/403, or 429 once the client address or the
+/* The outcome of checking b's bearer against its key record (auth_check_record's rc,
+ * ERR_NONE: it checked out). A failure is answered (401/403, or 429 once the client address or the
  * key id failed too often) and counted; a success is charged to the org's allowance
  * (org routes; 429 when over). Returns 1 when b was answered, 0 when the handler goes on. */
-int breq_auth_checked(breq_t *b, int rc);
+int breq_auth_checked(breq_t *b, api_err_t rc);
 
 /* ---- Request helpers (valid only while breq_live) ---- */
 
@@ -154,6 +154,15 @@ typedef void (*breq_redis_cb)(breq_t *b, redisReply *r);
  * called. Returns 0, or -1 when b was already answered 503. */
 int breq_redis(breq_t *b, breq_redis_cb cb, const char *fmt, ...);
 int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const size_t *lens);
+
+/* ---- The token service on the request's behalf ---- */
+
+/* Called only while b is live: err ERR_NONE with the record to serve (valid during the
+ * call) and its stored version, or the error to answer (rec NULL, version 0). */
+typedef void (*breq_token_cb)(breq_t *b, api_err_t err, const conn_record_t *rec, long version);
+/* Run op for b->org and mode on the worker's token service (tokens/token_service.h)
+ * with the Stripe deadline armed; b is held until the service answers. */
+void breq_token(breq_t *b, int mode, token_op_t op, long seen_version, breq_token_cb cb);
 
 /* ---- Stripe on the request's behalf ---- */
 

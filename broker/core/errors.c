@@ -58,7 +58,7 @@ static const api_err_info_t API_ERR_UNKNOWN = {500, "internal_error",
 
 static const api_err_info_t *info(api_err_t e)
 {
-    if ((int)e < 0 || e >= ERR__COUNT)
+    if ((int)e <= ERR_NONE || e >= ERR__COUNT)
         return &API_ERR_UNKNOWN;
     return &API_ERRORS[e];
 }

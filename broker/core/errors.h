@@ -5,6 +5,7 @@
 #include "buf.h"
 
 typedef enum api_err {
+    ERR_NONE = 0, /* success: no error to answer */
     ERR_INVALID_REQUEST,
     ERR_MODE_NOT_ENABLED,
     ERR_UNAUTHORIZED,
@@ -23,7 +24,8 @@ typedef enum api_err {
 
 int api_err_status(api_err_t e);
 const char *api_err_code(api_err_t e);
-/* The default human sentence for e. */
+/* The default human sentence for e. ERR_NONE (not an error) and unknown values map to a
+ * 500 "internal_error". */
 const char *api_err_message(api_err_t e);
 /* Append the error JSON; message NULL means the default sentence. */
 void api_err_json(buf_t *b, api_err_t e, const char *message);

@@ -169,3 +169,12 @@ void conn_record_clear(conn_record_t *r)
     free(r->scope);
     memset(r, 0, sizeof(*r));
 }
+
+void conn_record_revoke(conn_record_t *r)
+{
+    r->status = CONN_REAUTH_REQUIRED;
+    secure_free_str(r->access_token);
+    secure_free_str(r->refresh_token);
+    r->access_token = r->refresh_token = NULL;
+    r->expires_at = 0;
+}

@@ -30,4 +30,8 @@ char *conn_record_encode(const conn_record_t *r);
 int conn_record_decode(const char *json, size_t len, conn_record_t *r);
 /* Wipe and free every field. */
 void conn_record_clear(conn_record_t *r);
+/* The rule of a revoked authorization (a dead refresh token, a deauthorization event):
+ * status reauthorization_required, both tokens wiped and gone, no expiry; the account,
+ * scope and times stay. */
+void conn_record_revoke(conn_record_t *r);
 #endif

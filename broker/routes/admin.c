@@ -70,8 +70,8 @@ void admin_keys_create(breq_t *b)
     b->state = kc;
     b->state_free = key_create_free;
     auth_key_record(rec, sizeof(rec), b->org, hash, (long)kc->created);
-    breq_redis(b, on_key_created, "EVAL %s 2 %s %s %s %s", LUA_KEY_CREATE, breq_key(b, "key:%s", kc->key_id),
-               breq_key(b, "org:%s:keys", b->org), rec, kc->key_id);
+    breq_redis(b, on_key_created, "EVAL %s 2 %s %s %s %s", LUA_KEY_CREATE, breq_key(b, KEY_APIKEY, kc->key_id),
+               breq_key(b, KEY_ORG_KEYS, b->org), rec, kc->key_id);
 }
 
 typedef struct key_row {
@@ -120,8 +120,8 @@ static void on_key_list(breq_t *b, redisReply *r)
 
 void admin_keys_list(breq_t *b)
 {
-    breq_redis(b, on_key_list, "EVAL %s 1 %s %s", LUA_KEY_LIST, breq_key(b, "org:%s:keys", b->org),
-               breq_key(b, "key:"));
+    breq_redis(b, on_key_list, "EVAL %s 1 %s %s", LUA_KEY_LIST, breq_key(b, KEY_ORG_KEYS, b->org),
+               breq_key(b, KEY_APIKEY_KIND));
 }
 
 static void on_key_deleted(breq_t *b, redisReply *r)
@@ -146,6 +146,6 @@ void admin_keys_delete(breq_t *b)
     }
     memcpy(id, p, n);
     id[n] = '\0';
-    breq_redis(b, on_key_deleted, "EVAL %s 2 %s %s %s %s", LUA_KEY_DELETE, breq_key(b, "key:%s", id),
-               breq_key(b, "org:%s:keys", b->org), b->org, id);
+    breq_redis(b, on_key_deleted, "EVAL %s 2 %s %s %s %s", LUA_KEY_DELETE, breq_key(b, KEY_APIKEY, id),
+               breq_key(b, KEY_ORG_KEYS, b->org), b->org, id);
 }

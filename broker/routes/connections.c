@@ -73,7 +73,8 @@ static void on_conn_list(breq_t *b, redisReply *r)
 
 void conn_list(breq_t *b)
 {
-    breq_redis(b, on_conn_list, "MGET %s %s", breq_key(b, "conn:%s:test", b->org), breq_key(b, "conn:%s:live", b->org));
+    breq_redis(b, on_conn_list, "MGET %s %s", breq_key(b, KEY_CONN, b->org, mode_name(MODE_TEST)),
+               breq_key(b, KEY_CONN, b->org, mode_name(MODE_LIVE)));
 }
 
 /* ===== DELETE /v1/orgs/{org}/connections/{mode} ===== */
@@ -92,21 +93,10 @@ static void on_conn_deleted(breq_t *b, redisReply *r)
 static void delete_local(breq_t *b)
 {
     conn_del_t *cd = b->state;
-    char member[64], dmember[64];
-    snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
-    if (cd->derived_mode >= 0) {
-        snprintf(dmember, sizeof(dmember), "%s:%s", b->org, mode_name(cd->derived_mode));
-        breq_redis(b, on_conn_deleted,
-                   "EVAL %s 4 %s %s %s %s %s %s", 
-                   "redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], ARGV[1]);"
-                   "redis.call('DEL', KEYS[3]); redis.call('SREM', KEYS[4], ARGV[2]); return 1",
-                   breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", cd->acct),
-                   breq_key(b, "conn:%s:%s", b->org, mode_name(cd->derived_mode)), breq_key(b, "acct:%s", cd->acct),
-                   member, dmember);
-    } else {
-        breq_redis(b, on_conn_deleted, "EVAL %s 2 %s %s %s", STORE_LUA_CONN_DEL,
-                   breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", cd->acct), member);
-    }
+    store_cmd_t cmd;
+    store_conn_drop(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, cd->acct, cd->derived_mode, NULL);
+    breq_redisv(b, on_conn_deleted, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 /* Stripe's answer decides: done, or its "not connected" answer (already gone there),
@@ -182,8 +172,8 @@ void conn_delete(breq_t *b)
     if (parse_mode_param(b, 1) < 0)
         return;
     int other = b->mode == MODE_TEST ? MODE_LIVE : MODE_TEST;
-    breq_redis(b, on_conn_for_delete, "MGET %s %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)),
-               breq_key(b, "conn:%s:%s", b->org, mode_name(other)));
+    breq_redis(b, on_conn_for_delete, "MGET %s %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)),
+               breq_key(b, KEY_CONN, b->org, mode_name(other)));
 }
 
 /* ===== POST /v1/orgs/{org}/authorize-links ===== */
@@ -251,7 +241,7 @@ void links_create(breq_t *b)
     sha256_hex(l->ticket, strlen(l->ticket), hash);
     json_t *rec = json_pack("{s:s, s:s, s:s?}", "org", b->org, "mode", mode_name(b->mode), "return_url", ret);
     char *text = json_dumps(rec, JSON_COMPACT);
-    breq_redis(b, on_link_stored, "SET %s %s EX %d", breq_key(b, "ticket:%s", hash), text, LINK_TTL_S);
+    breq_redis(b, on_link_stored, "SET %s %s EX %d", breq_key(b, KEY_TICKET, hash), text, LINK_TTL_S);
     free(text);
     json_decref(rec);
     json_decref(body);
@@ -279,7 +269,7 @@ static void on_whsec_done(breq_t *b, redisReply *r)
 void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb)
 {
     char *val = store_whsec_seal(b->w->cfg, b->org, b->mode, secret);
-    breq_redis(b, cb, "SET %s %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)), val);
+    breq_redis(b, cb, "SET %s %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)), val);
     free(val);
 }
 
@@ -317,14 +307,14 @@ void whsec_get(breq_t *b)
 {
     if (parse_mode_param(b, 1) < 0)
         return;
-    breq_redis(b, on_whsec_get, "GET %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)));
+    breq_redis(b, on_whsec_get, "GET %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)));
 }
 
 void whsec_delete(breq_t *b)
 {
     if (parse_mode_param(b, 1) < 0)
         return;
-    breq_redis(b, on_whsec_done, "DEL %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)));
+    breq_redis(b, on_whsec_done, "DEL %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)));
 }
 
 /* ===== POST /v1/orgs/{org}/webhook-events/verify ===== */
@@ -405,5 +395,5 @@ void whevents_verify(breq_t *b)
     v->body = body;
     b->state = v;
     b->state_free = verify_free;
-    breq_redis(b, on_verify_secret, "GET %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)));
+    breq_redis(b, on_verify_secret, "GET %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)));
 }

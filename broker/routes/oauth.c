@@ -72,18 +72,12 @@ static void on_stored(breq_t *b, redisReply *r)
 static void store_new(breq_t *b, const char *drop_acct, long drop_ver)
 {
     callback_t *c = b->state;
-    const char *conn = breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), *acct = breq_key(b, "acct:%s", c->acct);
-    char member[64];
-    snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
-    if (drop_acct == NULL) {
-        breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT, conn, acct, c->sealed, member);
-        return;
-    }
-    char tmember[64];
-    snprintf(tmember, sizeof(tmember), "%s:%s", b->org, mode_name(MODE_TEST));
-    breq_redis(b, on_stored, "EVAL %s 4 %s %s %s %s %s %s * %ld %s", STORE_LUA_CONN_PUT, conn, acct,
-               breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)), breq_key(b, "acct:%s", drop_acct), c->sealed,
-               member, drop_ver, tmember);
+    store_conn_drop_t drop = {MODE_TEST, drop_acct, drop_ver};
+    store_cmd_t cmd;
+    store_conn_put(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, c->sealed, c->acct, STORE_ANY_VERSION,
+                   drop_acct != NULL ? &drop : NULL, NULL);
+    breq_redisv(b, on_stored, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 /* A new live authorization: a test connection minted from live for another Stripe
@@ -138,7 +132,7 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
     c->sealed = store_conn_seal(b->w->cfg, b->org, b->mode, &rec);
     stripe_token_clear(&tok);
     if (b->w->cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_LIVE)
-        breq_redis(b, on_test_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)));
+        breq_redis(b, on_test_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(MODE_TEST)));
     else
         store_new(b, NULL, 0);
 }
@@ -246,10 +240,10 @@ void oauth_callback(breq_t *b)
     if (declined) {
         /* the admin declined: consume the state, store nothing */
         secure_free_str(code);
-        breq_redis(b, on_declined, "GETDEL %s", breq_key(b, "state:%s", hash));
+        breq_redis(b, on_declined, "GETDEL %s", breq_key(b, KEY_STATE, hash));
         return;
     }
     c->code = code;
     /* consume first, whatever the browser: a state seen once is never good again */
-    breq_redis(b, on_state, "GETDEL %s", breq_key(b, "state:%s", hash));
+    breq_redis(b, on_state, "GETDEL %s", breq_key(b, KEY_STATE, hash));
 }

@@ -68,11 +68,11 @@ static void set_log(proxy_state_t *st, const char *request_id)
 
 static void send_call(breq_t *b, const char *token);
 
-static void on_token_again(breq_t *b, int err, const conn_record_t *rec, long version)
+static void on_token_again(breq_t *b, api_err_t err, const conn_record_t *rec, long version)
 {
     (void)version;
-    if (err >= 0)
-        breq_error(b, (api_err_t)err, NULL);
+    if (err != ERR_NONE)
+        breq_error(b, err, NULL);
     else
         send_call(b, rec->access_token);
 }
@@ -93,7 +93,7 @@ static void on_answer(const stripe_api_res_t *res, void *data)
     } else if (res->status == 401 && b->w->cfg->flavor == FLAVOR_APPS && !st->resent) {
         /* refused, so not processed: a token rotated elsewhere or expired early */
         st->resent = 1;
-        token_service_run(b, st->mode, TOKEN_OP_ROTATE, st->version, on_token_again);
+        breq_token(b, st->mode, TOKEN_OP_ROTATE, st->version, on_token_again);
     } else {
         const char *const *h = res->headers;
         const char *pass[] = {"request-id",
@@ -128,7 +128,7 @@ static void send_call(breq_t *b, const char *token)
 
 /* The token service served the record (minted, refreshed, or moved on): a 401 rotation
  * is fenced on its version, so that it replaces this very token. */
-static void on_token(breq_t *b, int err, const conn_record_t *rec, long version)
+static void on_token(breq_t *b, api_err_t err, const conn_record_t *rec, long version)
 {
     proxy_state_t *st = b->state;
     st->version = version;
@@ -220,5 +220,5 @@ void proxy_forward(breq_t *b)
         breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
         return;
     }
-    breq_redis(b, on_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)));
+    breq_redis(b, on_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
 }

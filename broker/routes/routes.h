@@ -5,7 +5,7 @@
 #ifndef BROKER_ROUTES_H
 #define BROKER_ROUTES_H
 #include "server.h"
-#include "token_service.h"
+#include "store/keys.h"
 
 /* ops.c */
 void ops_healthz(breq_t *b);
@@ -29,7 +29,7 @@ void token_rotate(breq_t *b);
  * else 0, with rec cleared, when b was answered with the error or token_service runs
  * (test minted from live, apps refresh) and calls cb. */
 int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *rec, long *version,
-                         token_done_cb cb);
+                         breq_token_cb cb);
 /* proxy.c — the Stripe proxy (CONTRACT §4.3) */
 void proxy_forward(breq_t *b);
 /* connections.c — connections, authorize links, webhook secrets */

@@ -163,7 +163,7 @@ static const char *session_key(breq_t *b, const char *cookie)
 {
     char hash[65];
     sha256_hex(cookie, strlen(cookie), hash);
-    return breq_key(b, "sess:%s", hash);
+    return breq_key(b, KEY_SESS, hash);
 }
 
 /* ===== GET /setup ===== */
@@ -380,9 +380,9 @@ static void on_session_for_page(breq_t *b, redisReply *r)
         return;
     }
     snprintf(b->org, sizeof(b->org), "%s", s->org);
-    breq_redis(b, on_page_data, "MGET %s %s %s %s", breq_key(b, "conn:%s:test", s->org),
-               breq_key(b, "conn:%s:live", s->org), breq_key(b, "whsec:%s:test", s->org),
-               breq_key(b, "whsec:%s:live", s->org));
+    breq_redis(b, on_page_data, "MGET %s %s %s %s", breq_key(b, KEY_CONN, s->org, mode_name(MODE_TEST)),
+               breq_key(b, KEY_CONN, s->org, mode_name(MODE_LIVE)), breq_key(b, KEY_WHSEC, s->org, mode_name(MODE_TEST)),
+               breq_key(b, KEY_WHSEC, s->org, mode_name(MODE_LIVE)));
 }
 
 static void on_ticket(breq_t *b, redisReply *r)
@@ -416,7 +416,7 @@ void setup_open(breq_t *b)
         sha256_hex(ticket, strlen(ticket), hash);
         secure_free_str(ticket);
         rand_token(s->cookie, TOKEN_BYTES);
-        breq_redis(b, on_ticket, "EVAL %s 2 %s %s %d", LUA_TICKET_TO_SESSION, breq_key(b, "ticket:%s", hash),
+        breq_redis(b, on_ticket, "EVAL %s 2 %s %s %d", LUA_TICKET_TO_SESSION, breq_key(b, KEY_TICKET, hash),
                    session_key(b, s->cookie), SESSION_TTL_S);
         return;
     }
@@ -510,7 +510,7 @@ static void on_session_for_authorize(breq_t *b, redisReply *r)
     json_t *rec = json_pack("{s:s, s:s, s:s, s:s}", "org", s->org, "mode", mode_name(s->mode), "browser", browser_hash,
                             "session", session_hash);
     char *text = json_dumps(rec, JSON_COMPACT), *sess = session_json(s);
-    breq_redis(b, on_state_stored, "EVAL %s 2 %s %s %s %d %s", LUA_STATE_CREATE, breq_key(b, "state:%s", state_hash),
+    breq_redis(b, on_state_stored, "EVAL %s 2 %s %s %s %d %s", LUA_STATE_CREATE, breq_key(b, KEY_STATE, state_hash),
                session_key(b, s->cookie), text, STATE_TTL_S, sess);
     free(text);
     free(sess);

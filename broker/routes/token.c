@@ -22,12 +22,11 @@
 #include "routes/routes.h"
 #include "store/rcache.h"
 #include "store/store.h"
-#include "token_service.h"
 
 /* ===== The record to serve ===== */
 
 int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *rec, long *version,
-                         token_done_cb cb)
+                         breq_token_cb cb)
 {
     const config_t *cfg = b->w->cfg;
     int rc = store_conn_open(cfg, b->org, b->mode, val, len, version, rec);
@@ -36,19 +35,19 @@ int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *
         breq_error(b, ERR_RECORD_UNREADABLE, NULL);
     } else if (rc == STORE_ABSENT) {
         if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST)
-            token_service_run(b, b->mode, TOKEN_OP_MINT, 0, cb);
+            breq_token(b, b->mode, TOKEN_OP_MINT, 0, cb);
         else
             breq_error(b, ERR_NOT_CONNECTED, NULL);
     } else if (rec->status != CONN_CONNECTED || rec->access_token == NULL) {
         /* a test token minted from live follows live: once live is authorized again, the
          * next request mints a new one (the mint answers 409 while live is still revoked) */
         if (cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_TEST && strcmp(rec->derived_from, mode_name(MODE_LIVE)) == 0)
-            token_service_run(b, b->mode, TOKEN_OP_MINT, *version, cb);
+            breq_token(b, b->mode, TOKEN_OP_MINT, *version, cb);
         else
             breq_error(b, ERR_REAUTH_REQUIRED, NULL);
     } else if (cfg->flavor == FLAVOR_APPS && rec->expires_at != 0 &&
                rec->expires_at - time(NULL) <= cfg->refresh_margin_s) {
-        token_service_run(b, b->mode, TOKEN_OP_REFRESH, *version, cb);
+        breq_token(b, b->mode, TOKEN_OP_REFRESH, *version, cb);
     } else {
         return 1;
     }
@@ -58,11 +57,11 @@ int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *
 
 /* ===== Answers ===== */
 
-static void on_token_done(breq_t *b, int err, const conn_record_t *rec, long version)
+static void on_token_done(breq_t *b, api_err_t err, const conn_record_t *rec, long version)
 {
     (void)version;
-    if (err >= 0) {
-        breq_error(b, (api_err_t)err, NULL);
+    if (err != ERR_NONE) {
+        breq_error(b, err, NULL);
         return;
     }
     buf_t out = {0};
@@ -106,7 +105,7 @@ void token_get(breq_t *b)
 {
     if (parse_mode_query(b) < 0)
         return;
-    breq_redis(b, on_conn, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)));
+    breq_redis(b, on_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
 }
 
 /* The key record and the connection are known (ce: the connection's cache entry, or
@@ -120,22 +119,12 @@ static void key_and_conn(breq_t *b, const char *key, size_t klen, const char *co
     serve(b, conn, clen, ce);
 }
 
-/* The Redis key names of the hot path, assembled without printf. */
-static void hot_keys(const breq_t *b, char key[128], size_t *klen, char conn[128], size_t *clen)
+/* The Redis key names of the hot path (store/keys.h builds them without printf). */
+static void hot_keys(const breq_t *b, char key[KEY_MAX], size_t *klen, char conn[KEY_MAX], size_t *clen)
 {
-    const char *prefix = b->w->cfg->redis_prefix, *mode = mode_name(b->mode);
-    size_t plen = strlen(prefix);
-    *klen = *clen = 0;
-#define CAT(dst, n, s, l) (memcpy((dst) + (n), (s), (l)), (n) += (l))
-    CAT(key, *klen, prefix, plen);
-    CAT(key, *klen, "key:", 4);
-    CAT(key, *klen, b->bearer.key_id, APIKEY_ID_LEN);
-    CAT(conn, *clen, prefix, plen);
-    CAT(conn, *clen, "conn:", 5);
-    CAT(conn, *clen, b->org, ORGID_LEN);
-    CAT(conn, *clen, ":", 1);
-    CAT(conn, *clen, mode, 4);
-#undef CAT
+    const char *prefix = b->w->cfg->redis_prefix;
+    *klen = keys_apikey(key, prefix, b->bearer.key_id, APIKEY_ID_LEN);
+    *clen = keys_conn(conn, prefix, b->org, b->mode);
 }
 
 static void on_key_and_conn(breq_t *b, redisReply *r)
@@ -147,7 +136,7 @@ static void on_key_and_conn(breq_t *b, redisReply *r)
     redisReply *k = r->element[0], *c = r->element[1];
     const char *kv = k->type == REDIS_REPLY_STRING ? k->str : NULL, *cv = c->type == REDIS_REPLY_STRING ? c->str : NULL;
     size_t kl = kv != NULL ? k->len : 0, cl = cv != NULL ? c->len : 0;
-    char key[128], conn[128];
+    char key[KEY_MAX], conn[KEY_MAX];
     size_t klen, clen;
     hot_keys(b, key, &klen, conn, &clen);
     rcache_fill(b->w->cache, key, klen, b->cache_ticket[0], kv, kl);
@@ -158,7 +147,7 @@ int token_get_with_key(breq_t *b)
 {
     rcache_t *cache = b->w->cache;
     rcache_entry_t *ke, *ce;
-    char key[128], conn[128];
+    char key[KEY_MAX], conn[KEY_MAX];
     size_t klen, clen, kl, cl;
 
     if (peek_mode_query(b) < 0)
@@ -195,7 +184,7 @@ static void on_conn_for_rotate(breq_t *b, redisReply *r)
     else if (rec.status != CONN_CONNECTED)
         breq_error(b, ERR_REAUTH_REQUIRED, NULL);
     else
-        token_service_run(b, b->mode, TOKEN_OP_ROTATE, version, on_token_done);
+        breq_token(b, b->mode, TOKEN_OP_ROTATE, version, on_token_done);
     conn_record_clear(&rec);
 }
 
@@ -203,5 +192,5 @@ void token_rotate(breq_t *b)
 {
     if (parse_mode_query(b) < 0)
         return;
-    breq_redis(b, on_conn_for_rotate, "GET %s", breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)));
+    breq_redis(b, on_conn_for_rotate, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
 }

@@ -26,22 +26,6 @@
 #define DEAUTH_ATTEMPTS 3
 #define EVENT_ID_MAX 255
 
-/* KEYS = conn keys…, then the event key; ARGV = old1, sealed1, old2, sealed2, …, ttl,
- * old being the whole value the decision was made on ("<version>:<sealed>"; the seal's
- * random nonce makes it unique, so a record deleted and written again never passes).
- * Returns the number revoked, or -1 when any record changed (nothing written). */
-static const char LUA_MARK_REVOKED[] = STORE_LUA_NEXT_VERSION
-                                       "local n = #KEYS - 1\n"
-                                       "for i = 1, n do\n"
-                                       "  if redis.call('GET', KEYS[i]) ~= ARGV[2 * i - 1] then return -1 end\n"
-                                       "end\n"
-                                       "for i = 1, n do\n"
-                                       "  local ver = tonumber(string.match(ARGV[2 * i - 1], '^(%d+):')) or 0\n"
-                                       "  redis.call('SET', KEYS[i], next_version(KEYS[i], ver) .. ':' .. ARGV[2 * i])\n"
-                                       "end\n"
-                                       "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 1])\n"
-                                       "return n\n";
-
 typedef struct event {
     char id[EVENT_ID_MAX + 1];
     char type[128];
@@ -81,7 +65,7 @@ static void restart(breq_t *b)
         breq_error(b, ERR_STORE_UNAVAILABLE, "The connections changed while being revoked; Stripe will retry.");
         return;
     }
-    breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, "acct:%s", e->account));
+    breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, KEY_ACCT, e->account));
 }
 
 static void on_done(breq_t *b, redisReply *r)
@@ -98,17 +82,6 @@ static void on_done(breq_t *b, redisReply *r)
                   e->account, "mode", mode_name(e->mode), "revoked", n, NULL);
     }
     answer(b, 0);
-}
-
-/* Parse "<org>:<mode>". */
-static int member_parse(const char *m, char *org, int *mode)
-{
-    if (strlen(m) < ORGID_LEN + 2 || m[ORGID_LEN] != ':')
-        return -1;
-    memcpy(org, m, ORGID_LEN);
-    org[ORGID_LEN] = '\0';
-    *mode = mode_parse(m + ORGID_LEN + 1, strlen(m + ORGID_LEN + 1));
-    return *mode < 0 ? -1 : 0;
 }
 
 /* Does the event take this connection (CONTRACT §6)? Its account (the index may be
@@ -134,65 +107,39 @@ static int takes(const event_t *e, int mode, const conn_record_t *rec)
 static void on_conns(breq_t *b, redisReply *r)
 {
     event_t *e = b->state;
-    size_t n = e->nmembers, argc = 0;
-    const char **argv = calloc(3 + 3 * n + 2, sizeof(char *));
-    size_t *lens = calloc(3 + 3 * n + 2, sizeof(size_t));
-    char **owned = calloc(2 * n + 2, sizeof(char *));
-    size_t nowned = 0, nkeys = 0;
-    const char **keys = calloc(n + 1, sizeof(char *));
-    const char **args = calloc(2 * n + 1, sizeof(char *));
-    size_t nargs = 0;
-
-    if (argv == NULL || lens == NULL || owned == NULL || keys == NULL || args == NULL)
+    size_t n = e->nmembers, nrecs = 0;
+    store_conn_revoked_t *recs = calloc(n + 1, sizeof(*recs));
+    char (*orgs)[ORGID_LEN + 1] = calloc(n + 1, sizeof(*orgs));
+    if (recs == NULL || orgs == NULL)
         abort();
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < n && i < r->elements; i++) {
-        char org[ORGID_LEN + 1];
         int mode;
         conn_record_t rec;
         long ver;
         redisReply *v = r->element[i];
-        if (member_parse(e->members[i], org, &mode) != 0)
+        if (keys_member_parse(e->members[i], strlen(e->members[i]), orgs[nrecs], &mode) != 0)
             continue;
-        if (store_conn_open(b->w->cfg, org, mode, v->type == REDIS_REPLY_STRING ? v->str : NULL,
+        if (store_conn_open(b->w->cfg, orgs[nrecs], mode, v->type == REDIS_REPLY_STRING ? v->str : NULL,
                             v->type == REDIS_REPLY_STRING ? v->len : 0, &ver, &rec) != STORE_OK)
             continue;
         if (!takes(e, mode, &rec)) {
             conn_record_clear(&rec);
             continue;
         }
-        rec.status = CONN_REAUTH_REQUIRED;
-        secure_free_str(rec.access_token);
-        secure_free_str(rec.refresh_token);
-        rec.access_token = rec.refresh_token = NULL;
-        rec.expires_at = 0;
-        args[nargs++] = v->str; /* the value decided on, as read */
-        owned[nowned] = store_conn_seal(b->w->cfg, org, mode, &rec);
-        args[nargs++] = owned[nowned++];
-        keys[nkeys++] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
+        conn_record_revoke(&rec);
+        recs[nrecs] = (store_conn_revoked_t){orgs[nrecs], mode, v->str, v->len, NULL}; /* the value decided on */
+        recs[nrecs].sealed = store_conn_seal(b->w->cfg, orgs[nrecs], mode, &rec);
+        nrecs++;
         conn_record_clear(&rec);
     }
-    char nkeys_s[16], ttl[16];
-    snprintf(nkeys_s, sizeof(nkeys_s), "%zu", nkeys + 1);
-    snprintf(ttl, sizeof(ttl), "%d", EVENT_TTL_S);
-    argv[argc++] = "EVAL";
-    argv[argc++] = LUA_MARK_REVOKED;
-    argv[argc++] = nkeys_s;
-    for (size_t i = 0; i < nkeys; i++)
-        argv[argc++] = keys[i];
-    argv[argc++] = breq_key(b, "evt:%s", e->id);
-    for (size_t i = 0; i < nargs; i++)
-        argv[argc++] = args[i];
-    argv[argc++] = ttl;
-    for (size_t i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    breq_redisv(b, on_done, (int)argc, argv, lens);
-    for (size_t i = 0; i < nowned; i++)
-        free(owned[i]);
-    free(owned);
-    free(keys);
-    free(args);
-    free(argv);
-    free(lens);
+    store_cmd_t cmd;
+    store_conn_revoke(&cmd, b->w->cfg->redis_prefix, recs, nrecs, e->id, EVENT_TTL_S, NULL);
+    breq_redisv(b, on_done, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
+    for (size_t i = 0; i < nrecs; i++)
+        free((char *)recs[i].sealed);
+    free(recs);
+    free(orgs);
 }
 
 static void on_members(breq_t *b, redisReply *r)
@@ -204,7 +151,7 @@ static void on_members(breq_t *b, redisReply *r)
     e->members = NULL;
     e->nmembers = 0;
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-        breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
+        breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, KEY_EVT, e->id), EVENT_TTL_S);
         return;
     }
     e->members = calloc(r->elements, sizeof(char *));
@@ -219,10 +166,10 @@ static void on_members(breq_t *b, redisReply *r)
         int mode;
         e->members[i] = strndup(r->element[i]->str ? r->element[i]->str : "", r->element[i]->len);
         e->nmembers++;
-        if (member_parse(e->members[i], org, &mode) != 0) {
+        if (keys_member_parse(e->members[i], strlen(e->members[i]), org, &mode) != 0) {
             argv[i + 1] = breq_key(b, "invalid-member");
         } else {
-            argv[i + 1] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
+            argv[i + 1] = breq_key(b, KEY_CONN, org, mode_name(mode));
         }
         lens[i + 1] = strlen(argv[i + 1]);
     }
@@ -239,11 +186,11 @@ static void on_seen(breq_t *b, redisReply *r)
         return;
     }
     if (strcmp(e->type, "account.application.deauthorized") == 0 && e->account[0] != '\0') {
-        breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, "acct:%s", e->account));
+        breq_redis(b, on_members, "SMEMBERS %s", breq_key(b, KEY_ACCT, e->account));
         return;
     }
     /* other event types: remembered and ignored */
-    breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, "evt:%s", e->id), EVENT_TTL_S);
+    breq_redis(b, on_done, "SET %s 1 EX %d", breq_key(b, KEY_EVT, e->id), EVENT_TTL_S);
 }
 
 /* Verify the signature; *mode gets the mode of the secret that verified it, or -1 when
@@ -312,5 +259,5 @@ void webhooks_stripe(breq_t *b)
     json_decref(j);
     b->state = e;
     b->state_free = event_free;
-    breq_redis(b, on_seen, "EXISTS %s", breq_key(b, "evt:%s", e->id));
+    breq_redis(b, on_seen, "EXISTS %s", breq_key(b, KEY_EVT, e->id));
 }

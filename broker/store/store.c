@@ -1,4 +1,4 @@
-/* store.c — record formats and Lua scripts (see store.h, proto/redis.md).
+/* store.c — record formats (see store.h, proto/redis.md).
  * Pure functions: formats values, never talks to Redis itself. Never logs a value,
  * only key names. Tested by tests/unit/test_store.c and the secrets-at-rest scan. */
 #include "store.h"
@@ -8,31 +8,6 @@
 #include <time.h>
 #include "core/crypto.h"
 #include "log.h"
-
-const char STORE_LUA_CONN_PUT[] =
-    STORE_LUA_NEXT_VERSION
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "local ver = 0\n"
-    "if cur then ver = tonumber(string.match(cur, '^(%d+):')) or 0 end\n"
-    "if ARGV[3] ~= '*' and tonumber(ARGV[3]) ~= ver then return -1 end\n"
-    "ver = next_version(KEYS[1], ver)\n"
-    "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
-    "if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end\n"
-    "local dropped = 0\n"
-    "if KEYS[3] then\n"
-    "  local o = redis.call('GET', KEYS[3])\n"
-    "  if o and tonumber(string.match(o, '^(%d+):')) == tonumber(ARGV[4]) then\n"
-    "    redis.call('DEL', KEYS[3])\n"
-    "    redis.call('SREM', KEYS[4], ARGV[5])\n"
-    "    dropped = 1\n"
-    "  end\n"
-    "end\n"
-    "return {ver, dropped}\n";
-
-const char STORE_LUA_CONN_DEL[] =
-    "redis.call('DEL', KEYS[1])\n"
-    "if ARGV[1] ~= '' then redis.call('SREM', KEYS[2], ARGV[1]) end\n"
-    "return 1\n";
 
 /* Split "<number>:<rest>". Returns 0 or -1. */
 static int split_num(const char *val, size_t len, long *num, const char **rest, size_t *restlen)
@@ -51,8 +26,8 @@ static int split_num(const char *val, size_t len, long *num, const char **rest, 
 
 static void log_unreadable(const config_t *cfg, const char *what, const char *org, int mode, int rc)
 {
-    char key[128];
-    snprintf(key, sizeof(key), "%s%s:%s:%s", cfg->redis_prefix, what, org, mode_name(mode));
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "%s%s%s:%s", cfg->redis_prefix, what, org, mode_name(mode));
     log_event(LOG_ERROR, "stored record cannot be opened", "key", key, "reason",
               rc == SEAL_ERR_KID       ? "no key for its key id"
               : rc == SEAL_ERR_VERSION ? "unknown format version"
@@ -74,17 +49,17 @@ int store_conn_open(const config_t *cfg, const char *org, int mode, const char *
     if (val == NULL)
         return STORE_ABSENT;
     if (split_num(val, len, version, &sealed, &slen) != 0) {
-        log_unreadable(cfg, "conn", org, mode, SEAL_ERR_FORMAT);
+        log_unreadable(cfg, KEY_CONN_KIND, org, mode, SEAL_ERR_FORMAT);
         return STORE_UNREADABLE;
     }
     if ((rc = seal_open(&cfg->keyring, sealed, slen, org, mode_name(mode), "connection", &pt, &ptlen)) != SEAL_OK) {
-        log_unreadable(cfg, "conn", org, mode, rc);
+        log_unreadable(cfg, KEY_CONN_KIND, org, mode, rc);
         return STORE_UNREADABLE;
     }
     rc = conn_record_decode(pt, ptlen, out);
     secure_free(pt, ptlen);
     if (rc != 0) {
-        log_unreadable(cfg, "conn", org, mode, SEAL_ERR_VERSION);
+        log_unreadable(cfg, KEY_CONN_KIND, org, mode, SEAL_ERR_VERSION);
         conn_record_clear(out);
         return STORE_UNREADABLE;
     }
@@ -110,12 +85,12 @@ int store_whsec_open(const config_t *cfg, const char *org, int mode, const char 
     if (val == NULL)
         return STORE_ABSENT;
     if (split_num(val, len, updated, &sealed, &slen) != 0) {
-        log_unreadable(cfg, "whsec", org, mode, SEAL_ERR_FORMAT);
+        log_unreadable(cfg, KEY_WHSEC_KIND, org, mode, SEAL_ERR_FORMAT);
         return STORE_UNREADABLE;
     }
     if ((rc = seal_open(&cfg->keyring, sealed, slen, org, mode_name(mode), "webhook_secret", secret, &ptlen)) !=
         SEAL_OK) {
-        log_unreadable(cfg, "whsec", org, mode, rc);
+        log_unreadable(cfg, KEY_WHSEC_KIND, org, mode, rc);
         return STORE_UNREADABLE;
     }
     return STORE_OK;

@@ -1,13 +1,14 @@
-/* store.h — the key schema and record formats in Redis (proto/redis.md, version 1).
- * Keys hold only ids and hashes; every secret value is sealed (core/seal.h) with the
- * record's identity as associated data. Every script that writes a connection record
- * takes its new version from STORE_LUA_NEXT_VERSION (versions never repeat), and
- * conditional writes compare it first (the fence of the exactly-once refresh). */
+/* store.h — the record formats in Redis (proto/redis.md, version 1): a connection is
+ * "<version>:<sealed record>", a webhook secret "<updated>:<sealed secret>". Every secret
+ * value is sealed (core/seal.h) with the record's identity as associated data. The key
+ * names are store/keys.h's; the scripts that write connections are store/conn.h's. */
 #ifndef BROKER_STORE_STORE_H
 #define BROKER_STORE_STORE_H
 #include <stddef.h>
 #include "config.h"
 #include "core/record.h"
+#include "store/conn.h"
+#include "store/keys.h"
 
 #define TICKET_TTL_S 600
 #define SESSION_TTL_S 1800
@@ -28,28 +29,4 @@ int store_whsec_open(const config_t *cfg, const char *org, int mode, const char 
                      long *updated);
 /* "<now>:<sealed secret>" (malloc'd). */
 char *store_whsec_seal(const config_t *cfg, const char *org, int mode, const char *secret);
-
-/* Lua prelude of every script that writes a connection record (a string literal to
- * put in front of the script). next_version(conn_key, cur) is the version of that
- * write: the INCR of the org's counter P cver:<org18> (named from the conn key, so
- * callers pass no extra key; fine on one Redis with or without replicas, not on Redis
- * Cluster, which the broker does not support), never below cur + 1. The counter is never deleted, so a
- * version never repeats for a key, not even across delete + re-authorize: a writer
- * that compares versions cannot mistake a re-created record for the one it read. */
-#define STORE_LUA_NEXT_VERSION                                               \
-    "local function next_version(conn_key, cur)\n"                           \
-    "  local ck = string.gsub(conn_key, 'conn:([^:]+):[^:]+$', 'cver:%1')\n" \
-    "  local v = redis.call('INCR', ck)\n"                                   \
-    "  if v <= cur then v = cur + 1; redis.call('SET', ck, v) end\n"         \
-    "  return v\n"                                                           \
-    "end\n"
-
-/* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=sealed, ARGV[2]=index member
- * ("" for none), ARGV[3]=expected version or "*". Optionally, in the same write, another
- * connection dropped if it still has a version: KEYS[3]=its conn key, KEYS[4]=its acct
- * index key, ARGV[4]=that version, ARGV[5]=its index member. Returns {new version, 1 when
- * the other was dropped else 0}, or -1 when the expected version is not current. */
-extern const char STORE_LUA_CONN_PUT[];
-/* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=index member. Deletes both. */
-extern const char STORE_LUA_CONN_DEL[];
 #endif

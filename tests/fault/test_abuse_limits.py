@@ -180,7 +180,7 @@ REVIEWED = {
     ("core/stripe_resp.c", 'strcmp(json_string_value(e), "invalid_grant")'): "an error code from Stripe",
     ("core/stripe_resp.c", 'strcmp(err, "invalid_grant")'): "an error code from Stripe",
     ("stripe/oauth.c", 'strcmp(grant, "authorization_code")'): "the grant type name",
-    ("token_service.c", 'strcmp(ts->bg_cursor, "0")'): "a SCAN cursor",
+    ("tokens/token_service.c", 'strcmp(ts->bg_cursor, "0")'): "a SCAN cursor",
     ("routes/oauth.c", 'strcmp(error, "access_denied")'): "the OAuth error parameter",
 }
 # Where each secret is compared, and the comparison that must be there.
@@ -268,8 +268,12 @@ def test_secret_lookups_never_use_the_secret_as_a_redis_key():
     """Tickets, sessions and states are looked up by their SHA-256, never by the value
     (a Redis dictionary lookup is not constant time); API keys by their public key id."""
     srcs = dict(_sources())
-    for rel, pat in (("routes/setup.c", r'breq_key\(b, "ticket:%s", hash\)'),
-                     ("routes/setup.c", r'breq_key\(b, "sess:%s", hash\)'),
-                     ("routes/setup.c", r'breq_key\(b, "state:%s", state_hash\)'),
-                     ("routes/oauth.c", r'breq_key\(b, "state:%s", hash\)')):
+    # the key names are spelled in broker/store/keys.h (KEY_TICKET "ticket:%s", …)
+    keys = open(os.path.join(BROKER, "store", "keys.h"), encoding="utf-8").read()
+    for name, spelled in (("KEY_TICKET", "ticket:%s"), ("KEY_SESS", "sess:%s"), ("KEY_STATE", "state:%s")):
+        assert re.search(rf'#define {name} "{re.escape(spelled)}"', keys), f"store/keys.h: {name} is not \"{spelled}\""
+    for rel, pat in (("routes/setup.c", r'breq_key\(b, KEY_TICKET, hash\)'),
+                     ("routes/setup.c", r'breq_key\(b, KEY_SESS, hash\)'),
+                     ("routes/setup.c", r'breq_key\(b, KEY_STATE, state_hash\)'),
+                     ("routes/oauth.c", r'breq_key\(b, KEY_STATE, hash\)')):
         assert re.search(pat, srcs[rel]), f"broker/{rel}: expected a lookup by hash ({pat})"

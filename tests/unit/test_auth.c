@@ -70,7 +70,7 @@ static void test_auth_new_key_round_trips_through_its_record(void **state)
     auth_parse(&c, authz, strlen(authz), &b);
     assert_int_equal(b.kind, BEARER_KEY);
     assert_string_equal(b.key_id, id);
-    assert_int_equal(auth_check_record(&b, rec, strlen(rec), ORG), -1);
+    assert_int_equal(auth_check_record(&b, rec, strlen(rec), ORG), ERR_NONE);
     assert_int_equal(auth_check_record(&b, rec, strlen(rec), OTHER_ORG), ERR_FORBIDDEN);
     assert_int_equal(auth_check_record(&b, rec, strlen(rec), NULL), ERR_FORBIDDEN); /* admin route */
 }

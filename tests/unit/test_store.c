@@ -1,5 +1,6 @@
 /* test_store.c — the stored value formats: "<version>:<sealed>" connections and
- * "<updated>:<sealed>" webhook secrets, sealed with the record's identity. */
+ * "<updated>:<sealed>" webhook secrets, sealed with the record's identity; the key
+ * names of store/keys.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -150,6 +151,47 @@ static void test_store_webhook_secret_round_trip(void **state)
     free(v);
 }
 
+/* The key schema (store/keys.h): the hot path's builders spell what the formats spell. */
+static void test_store_keys_builders_match_the_formats(void **state)
+{
+    char k[KEY_MAX], f[KEY_MAX];
+    assert_int_equal(keys_conn(k, "stb:", ORG, MODE_LIVE), strlen("stb:conn:" ORG ":live"));
+    assert_string_equal(k, "stb:conn:" ORG ":live");
+    snprintf(f, sizeof(f), "%s" KEY_CONN, "stb:", ORG, mode_name(MODE_TEST));
+    keys_conn(k, "stb:", ORG, MODE_TEST);
+    assert_string_equal(k, f);
+    assert_int_equal(keys_apikey(k, "p:", "0123456789abcdef", 16), strlen("p:key:0123456789abcdef"));
+    assert_string_equal(k, "p:key:0123456789abcdef");
+}
+
+static void test_store_keys_member_round_trip_and_rejects(void **state)
+{
+    char m[KEYS_MEMBER_MAX + 1], org[ORGID_LEN + 1];
+    int mode = -1;
+    keys_member(m, ORG, MODE_TEST);
+    assert_string_equal(m, ORG ":test");
+    assert_int_equal(keys_member_parse(m, strlen(m), org, &mode), 0);
+    assert_string_equal(org, ORG);
+    assert_int_equal(mode, MODE_TEST);
+    static const char *const bad[] = {"", ORG, ORG ":", ORG ":tes", ORG ":tests", ORG "-live", "00D:live"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(keys_member_parse(bad[i], strlen(bad[i]), org, &mode), -1);
+}
+
+static void test_store_keys_identity_needs_prefix_and_kind(void **state)
+{
+    char org[ORGID_LEN + 1];
+    int mode = -1;
+    assert_int_equal(keys_identity("stb:conn:" ORG ":live", "stb:", KEY_CONN_KIND, org, &mode), 0);
+    assert_string_equal(org, ORG);
+    assert_int_equal(mode, MODE_LIVE);
+    assert_int_equal(keys_identity("stb:whsec:" ORG ":test", "stb:", KEY_WHSEC_KIND, org, &mode), 0);
+    assert_int_equal(mode, MODE_TEST);
+    assert_int_equal(keys_identity("stb:whsec:" ORG ":test", "stb:", KEY_CONN_KIND, org, &mode), -1);
+    assert_int_equal(keys_identity("xx:conn:" ORG ":test", "stb:", KEY_CONN_KIND, org, &mode), -1);
+    assert_int_equal(keys_identity("stb:conn:" ORG ":prod", "stb:", KEY_CONN_KIND, org, &mode), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +200,9 @@ int main(void)
         cmocka_unit_test(test_store_connection_copied_to_another_org_or_mode_is_unreadable),
         cmocka_unit_test(test_store_connection_malformed_values_are_unreadable),
         cmocka_unit_test(test_store_webhook_secret_round_trip),
+        cmocka_unit_test(test_store_keys_builders_match_the_formats),
+        cmocka_unit_test(test_store_keys_member_round_trip_and_rejects),
+        cmocka_unit_test(test_store_keys_identity_needs_prefix_and_kind),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -25,12 +25,15 @@
  * WAIT 1 WAIT_MS, so that a failover does not forget them.
  * The Stripe call's result is written even when every waiter has given up.
  *
- * Never logs a token; logs org, mode, outcome. Tested by tests/it/test_exactly_once.py
+ * Never logs a token; logs org, mode, outcome. Tested on its own by
+ * tests/unit/test_token_service.c (real redis-server, a fake token endpoint: single
+ * flight, version fence, a lease held elsewhere, a lost lease, cooldown), and end to end
+ * by tests/it/test_exactly_once.py
  * and tests/it/test_concurrency.py (replicas, 200 concurrent callers, exactly one
  * Stripe call; SIGKILL of the lease holder), tests/it/test_lease_fence.py (lost lease,
  * emptied Redis, delete / re-authorize during a call, WAIT with a replica),
  * tests/it/test_stripe_failures.py (invalid_grant; transient failures). */
-#include "token_service.h"
+#include "tokens/token_service.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +44,7 @@
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "store/keys.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
@@ -51,57 +55,10 @@
 #define ROLE_TTL_MS 5000  /* how long a worker trusts its count of Redis replicas */
 #define WAIT_MS 200       /* WAIT bound: the worker's other Redis commands queue behind it */
 
-/* KEYS: target conn, lock, source conn, cooldown. ARGV: seen version, owner, lease ms.
- * → {0, cur} changed | {1, cur, source} acquired | {2} wait | {3, cur} cooling down */
-static const char LUA_ACQUIRE[] =
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
-    "if ver ~= tonumber(ARGV[1]) then return {0, cur or false} end\n"
-    "if redis.call('EXISTS', KEYS[4]) == 1 then return {3, cur or false} end\n"
-    "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then\n"
-    "  return {1, cur or false, redis.call('GET', KEYS[3]) or false}\n"
-    "end\n"
-    "return {2}\n";
-
-/* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
- * expected version, owner, index member or '', cooldown ms, expected source version or
- * '' (MINT: the live record it minted from must still be that version), '1' when the
- * write needs no lease (a rotated refresh token, see rotated_needs_no_lease).
- * → new version, 0 nothing written, -1 a version moved (someone else wrote), -2 this
- * flight no longer owns the lease (expired, deleted by a failover or a restart):
- * nothing is written, not even the cooldown. */
-static const char LUA_COMMIT[] =
-    STORE_LUA_NEXT_VERSION
-    "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
-    "if not owner and ARGV[7] ~= '1' then return -2 end\n"
-    "local res = 0\n"
-    "if ARGV[1] ~= '' then\n"
-    "  local cur = redis.call('GET', KEYS[1])\n"
-    "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
-    "  local ok = ver == tonumber(ARGV[2])\n"
-    "  if ok and ARGV[6] ~= '' then\n"
-    "    local src = redis.call('GET', KEYS[5])\n"
-    "    ok = (src and tonumber(string.match(src, '^(%d+):')) or 0) == tonumber(ARGV[6])\n"
-    "  end\n"
-    "  if ok then\n"
-    "    res = next_version(KEYS[1], ver)\n"
-    "    redis.call('SET', KEYS[1], res .. ':' .. ARGV[1])\n"
-    "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
-    "  else res = -1 end\n"
-    "end\n"
-    "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
-    "if owner then redis.call('DEL', KEYS[2]) end\n"
-    "return res\n";
-
-static const char LUA_RENEW[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-                                "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-                                "end\n"
-                                "return 0\n";
-
 typedef struct waiter {
     struct waiter *next;
-    breq_t *b;
     token_done_cb cb;
+    void *data;
 } waiter_t;
 
 typedef struct flight {
@@ -128,16 +85,17 @@ typedef struct flight {
     conn_record_t result; /* what the Stripe call produced */
     long result_version;  /* its version once COMMIT wrote it */
     int write_target;     /* MODE of the record COMMIT writes */
-    int result_err;       /* -1 ok, or api_err_t to deliver after COMMIT */
+    api_err_t result_err; /* ERR_NONE ok, or the error to deliver after COMMIT */
     int deliver_written;  /* serve `result` after a successful COMMIT */
     h2o_timeout_entry_t poll;
     h2o_timeout_entry_t renew;
-    char keys[4][160];    /* target conn, lock, source conn, cooldown */
-    char acct_key[192];
 } flight_t;
 
 struct token_service {
-    worker_t *w;
+    h2o_evloop_t *loop;
+    redis_loop_t *redis;
+    curl_loop_t *curl;
+    const config_t *cfg;
     flight_t *flights;
     h2o_timeout_t poll_list;
     h2o_timeout_t renew_list;
@@ -145,7 +103,7 @@ struct token_service {
     uint64_t next_id;
     int replicas;         /* connected Redis replicas, per ROLE */
     uint64_t role_ms;     /* when ROLE was last asked (0: never) */
-    /* the background pass (apps flavor, worker 0) */
+    /* the background pass (apps flavor, the one service created with background) */
     h2o_timeout_t bg_list;
     h2o_timeout_entry_t bg_timer;
     int bg_running;
@@ -180,19 +138,16 @@ static void flight_free(flight_t *f)
 }
 
 /* Hand the result to every waiter still waiting and end the flight. */
-static void deliver(flight_t *f, int err, const conn_record_t *rec, long version)
+static void deliver(flight_t *f, api_err_t err, const conn_record_t *rec, long version)
 {
     waiter_t *w = f->waiters;
     f->waiters = NULL;
     while (w != NULL) {
         waiter_t *next = w->next;
-        if (breq_live(w->b)) {
-            if (err < 0 && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
-                w->cb(w->b, rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL, 0);
-            else
-                w->cb(w->b, err, rec, rec != NULL ? version : 0);
-        }
-        breq_release(w->b);
+        if (err == ERR_NONE && (rec == NULL || rec->status != CONN_CONNECTED || rec->access_token == NULL))
+            w->cb(rec != NULL ? ERR_REAUTH_REQUIRED : ERR_NOT_CONNECTED, NULL, 0, w->data);
+        else
+            w->cb(err, err == ERR_NONE ? rec : NULL, err == ERR_NONE ? version : 0, w->data);
         free(w);
         w = next;
     }
@@ -202,7 +157,7 @@ static void deliver(flight_t *f, int err, const conn_record_t *rec, long version
 static int open_value(flight_t *f, int mode, redisReply *v, conn_record_t *out, long *version)
 {
     *version = 0;
-    return store_conn_open(f->ts->w->cfg, f->org, mode, v != NULL && v->type == REDIS_REPLY_STRING ? v->str : NULL,
+    return store_conn_open(f->ts->cfg, f->org, mode, v != NULL && v->type == REDIS_REPLY_STRING ? v->str : NULL,
                            v != NULL && v->type == REDIS_REPLY_STRING ? v->len : 0, version, out);
 }
 
@@ -210,13 +165,31 @@ static int command(flight_t *f, redis_loop_cb cb, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int rc = redis_loop_vcommand(f->ts->w->redis, cb, f, fmt, ap);
+    int rc = redis_loop_vcommand(f->ts->redis, cb, f, fmt, ap);
     va_end(ap);
     if (rc != 0) {
         metrics_redis_error();
         deliver(f, ERR_STORE_UNAVAILABLE, NULL, 0);
     }
     return rc;
+}
+
+/* Send a command of store/conn.h for the flight (and free it); like command(). */
+static int send_cmd(flight_t *f, redis_loop_cb cb, store_cmd_t *cmd)
+{
+    int rc = redis_loop_commandv(f->ts->redis, cb, f, cmd->argc, cmd->argv, cmd->lens);
+    store_cmd_free(cmd);
+    if (rc != 0) {
+        metrics_redis_error();
+        deliver(f, ERR_STORE_UNAVAILABLE, NULL, 0);
+    }
+    return rc;
+}
+
+/* The record the flight works from: a mint's is the live connection. */
+static int source_mode(const flight_t *f)
+{
+    return f->op == TOKEN_OP_MINT ? MODE_LIVE : f->mode;
 }
 
 /* ===== COMMIT ===== */
@@ -231,7 +204,7 @@ static void on_reread(redisReply *r, void *data)
         return;
     }
     int rc = open_value(f, f->mode, r, &rec, &ver);
-    deliver(f, rc == STORE_UNREADABLE ? ERR_RECORD_UNREADABLE : -1, rc == STORE_OK ? &rec : NULL, ver);
+    deliver(f, rc == STORE_UNREADABLE ? ERR_RECORD_UNREADABLE : ERR_NONE, rc == STORE_OK ? &rec : NULL, ver);
     conn_record_clear(&rec);
 }
 
@@ -241,7 +214,7 @@ static void on_waited(redisReply *r, void *data)
     if (r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer < 1)
         log_event(LOG_WARN, "rotated refresh token stored, but no replica confirmed it in time", "org_id", f->org,
                   "mode", mode_name(f->mode), NULL);
-    deliver(f, -1, &f->result, f->result_version);
+    deliver(f, ERR_NONE, &f->result, f->result_version);
 }
 
 static void on_commit(redisReply *r, void *data)
@@ -265,45 +238,46 @@ static void on_commit(redisReply *r, void *data)
     if (f->writing)
         f->result_version = (long)r->integer;
     if (f->deliver_written && f->rotated && f->ts->replicas > 0 &&
-        redis_loop_command(f->ts->w->redis, on_waited, f, "WAIT 1 %d", WAIT_MS) == 0)
+        redis_loop_command(f->ts->redis, on_waited, f, "WAIT 1 %d", WAIT_MS) == 0)
         return;
     if (f->deliver_written)
-        deliver(f, -1, &f->result, f->result_version);
+        deliver(f, ERR_NONE, &f->result, f->result_version);
     else
-        deliver(f, f->result_err, f->result_err < 0 && f->have_cur ? &f->cur : NULL, f->cur_version);
+        deliver(f, f->result_err, f->result_err == ERR_NONE && f->have_cur ? &f->cur : NULL, f->cur_version);
 }
 
 /* Write sealed (when not NULL) to the record of write_mode if it still has version
- * expected (and, source_version >= 0, the live record that one), release the lease. */
-static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member,
+ * expected (and, source_version >= 0, the live record that one), indexed under
+ * acct:<acct> (NULL: not indexed); start the cooldown (cooldown_ms > 0); release the lease. */
+static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *acct,
                    long source_version)
 {
-    char exp[24], cool[16], src[24] = "";
-    /* Stripe accepts a refresh token once: whoever got the new one holds the record's
-     * only future, lease or not */
-    int rotated_needs_no_lease = sealed != NULL && f->deliver_written && f->rotated;
-    const char *target = write_mode == f->mode ? f->keys[0] : f->keys[2];
-    snprintf(exp, sizeof(exp), "%ld", expected);
-    snprintf(cool, sizeof(cool), "%d", cooldown_ms);
-    if (source_version >= 0)
-        snprintf(src, sizeof(src), "%ld", source_version);
+    store_lease_commit_t w = {
+        .write_mode = write_mode,
+        .source_mode = source_mode(f),
+        .sealed = sealed,
+        .expected = expected,
+        .source_version = source_version,
+        .acct = acct,
+        .cooldown_ms = cooldown_ms,
+        /* Stripe accepts a refresh token once: whoever got the new one holds the
+         * record's only future, lease or not */
+        .without_lease = sealed != NULL && f->deliver_written && f->rotated,
+    };
+    store_cmd_t cmd;
     f->writing = sealed != NULL;
-    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1],
-            f->acct_key, f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner,
-            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0");
+    store_lease_commit(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode, f->owner, &w, NULL);
+    send_cmd(f, on_commit, &cmd);
 }
 
 /* Write f->result, the outcome of a successful Stripe call, to the flight's record. */
 static void commit_result(flight_t *f)
 {
-    const config_t *cfg = f->ts->w->cfg;
+    const config_t *cfg = f->ts->cfg;
     char *sealed = store_conn_seal(cfg, f->org, f->mode, &f->result);
-    char member[64];
-    snprintf(member, sizeof(member), "%s:%s", f->org, mode_name(f->mode));
-    snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:%s", cfg->redis_prefix,
-             f->result.stripe_user_id ? f->result.stripe_user_id : "");
     f->deliver_written = 1;
-    commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member,
+    commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0,
+           f->result.stripe_user_id ? f->result.stripe_user_id : "",
            f->op == TOKEN_OP_MINT ? f->source_version : -1);
     free(sealed);
 }
@@ -316,7 +290,9 @@ static void commit_result(flight_t *f)
 static void go_round(flight_t *f)
 {
     if (f->rounds >= MAX_ROUNDS) {
-        command(f, on_reread, "GET %s", f->keys[0]);
+        store_cmd_t cmd;
+        store_conn_get(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode);
+        send_cmd(f, on_reread, &cmd);
         return;
     }
     f->rounds++;
@@ -324,7 +300,7 @@ static void go_round(flight_t *f)
     f->rotated = 0;
     f->deliver_written = 0;
     f->writing = 0;
-    f->result_err = -1;
+    f->result_err = ERR_NONE;
     f->seen_version = f->have_cur ? f->cur_version : 0;
     f->round_ms = time_mono_ms();
     acquire(f);
@@ -358,7 +334,6 @@ static void on_renewed(redisReply *r, void *data)
 static void on_renew_tick(h2o_timeout_entry_t *e)
 {
     flight_t *f = H2O_STRUCT_FROM_MEMBER(flight_t, renew, e);
-    char ms[24];
     if (!f->holds_lease)
         return;
     renewal_t *rn = malloc(sizeof(*rn));
@@ -366,11 +341,12 @@ static void on_renew_tick(h2o_timeout_entry_t *e)
         abort();
     rn->ts = f->ts;
     rn->id = f->id;
-    snprintf(ms, sizeof(ms), "%ld", f->ts->lease_ms);
-    if (redis_loop_command(f->ts->w->redis, on_renewed, rn, "EVAL %s 1 %s %s %s", LUA_RENEW, f->keys[1], f->owner,
-                           ms) != 0)
+    store_cmd_t cmd;
+    store_lease_renew(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode, f->owner, f->ts->lease_ms);
+    if (redis_loop_commandv(f->ts->redis, on_renewed, rn, cmd.argc, cmd.argv, cmd.lens) != 0)
         free(rn);
-    h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
+    store_cmd_free(&cmd);
+    h2o_timeout_link(f->ts->loop, &f->ts->renew_list, &f->renew);
 }
 
 static char *dup_or_null(const char *s)
@@ -381,7 +357,7 @@ static char *dup_or_null(const char *s)
 static void on_stripe(long status, const char *body, size_t len, void *data)
 {
     flight_t *f = data;
-    const config_t *cfg = f->ts->w->cfg;
+    const config_t *cfg = f->ts->cfg;
     stripe_token_t tok = {0};
     char err[64] = "";
     stripe_outcome_t o = stripe_token_parse(status, body, len, &tok, err);
@@ -396,9 +372,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         const conn_record_t *base = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
         conn_record_t *n = &f->result;
         f->rotated = tok.refresh_token != NULL &&
-                     (base->refresh_token == NULL ||
-                                                    !ct_equal(tok.refresh_token, strlen(tok.refresh_token), base->refresh_token,
-                                                              strlen(base->refresh_token)));
+                     (base->refresh_token == NULL || strcmp(tok.refresh_token, base->refresh_token) != 0);
         n->status = CONN_CONNECTED;
         n->access_token = tok.access_token, tok.access_token = NULL;
         n->refresh_token = tok.refresh_token != NULL ? tok.refresh_token : dup_or_null(base->refresh_token);
@@ -431,11 +405,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         metrics_refresh(mname, "reauthorization_required");
         log_event(LOG_WARN, "stripe rejected the refresh token; reauthorization required", "org_id", f->org, "mode",
                   mode_name(mode), NULL);
-        dead->status = CONN_REAUTH_REQUIRED;
-        secure_free_str(dead->access_token);
-        secure_free_str(dead->refresh_token);
-        dead->access_token = dead->refresh_token = NULL;
-        dead->expires_at = 0;
+        conn_record_revoke(dead);
         char *sealed = store_conn_seal(cfg, f->org, mode, dead);
         f->result_err = ERR_REAUTH_REQUIRED;
         commit(f, mode, ver, sealed, 0, NULL, -1);
@@ -447,7 +417,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
     log_event(LOG_WARN, "stripe token call failed", "org_id", f->org, "mode", mname, "outcome", stripe_outcome_name(o),
               "error", err, NULL);
     if (f->op == TOKEN_OP_REFRESH && f->have_cur && f->cur.access_token != NULL && f->cur.expires_at > now)
-        f->result_err = -1; /* the old token is still valid: serve it */
+        f->result_err = ERR_NONE; /* the old token is still valid: serve it */
     else
         f->result_err = ERR_STRIPE_UNAVAILABLE;
     commit(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1);
@@ -457,8 +427,8 @@ static void call_stripe(flight_t *f, const char *refresh_token)
 {
     curl_loop_req_t req;
     buf_t url = {0}, form = {0};
-    stripe_token_request(f->ts->w->cfg, f->mode, "refresh_token", refresh_token, &req, &url, &form);
-    int rc = curl_loop_post(f->ts->w->curl, &req, on_stripe, f);
+    stripe_token_request(f->ts->cfg, f->mode, "refresh_token", refresh_token, &req, &url, &form);
+    int rc = curl_loop_post(f->ts->curl, &req, on_stripe, f);
     buf_free(&url);
     buf_wipe(&form);
     if (rc != 0) {
@@ -466,17 +436,17 @@ static void call_stripe(flight_t *f, const char *refresh_token)
         commit(f, f->mode, 0, NULL, 0, NULL, -1);
         return;
     }
-    h2o_timeout_link(f->ts->w->loop, &f->ts->renew_list, &f->renew);
+    h2o_timeout_link(f->ts->loop, &f->ts->renew_list, &f->renew);
 }
 
 /* Under the lease: decide whether Stripe is needed, and call it. */
 static void work(flight_t *f)
 {
-    const config_t *cfg = f->ts->w->cfg;
+    const config_t *cfg = f->ts->cfg;
     const conn_record_t *from = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
     int present = f->op == TOKEN_OP_MINT ? f->source_version > 0 : f->have_cur;
 
-    f->result_err = -1;
+    f->result_err = ERR_NONE;
     if (!present) {
         f->result_err = ERR_NOT_CONNECTED;
     } else if (from->status != CONN_CONNECTED || from->refresh_token == NULL) {
@@ -511,11 +481,11 @@ static void on_poll_tick(h2o_timeout_entry_t *e)
 }
 
 /* The old token when a refresh cannot happen now but it is still valid. */
-static void serve_old_or_fail(flight_t *f, int err)
+static void serve_old_or_fail(flight_t *f, api_err_t err)
 {
     if (f->op == TOKEN_OP_REFRESH && f->have_cur && f->cur.status == CONN_CONNECTED && f->cur.access_token != NULL &&
         f->cur.expires_at > time(NULL))
-        deliver(f, -1, &f->cur, f->cur_version);
+        deliver(f, ERR_NONE, &f->cur, f->cur_version);
     else
         deliver(f, err, NULL, 0);
 }
@@ -548,7 +518,7 @@ static void on_acquire(redisReply *r, void *data)
     switch (what) {
     case 0: /* changed since the caller read it: the work is done */
         metrics_refresh(mode_name(f->mode), "reused");
-        deliver(f, -1, f->have_cur ? &f->cur : NULL, f->cur_version);
+        deliver(f, ERR_NONE, f->have_cur ? &f->cur : NULL, f->cur_version);
         return;
     case 3: /* cooling down after a transient failure */
         serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
@@ -558,7 +528,7 @@ static void on_acquire(redisReply *r, void *data)
             serve_old_or_fail(f, ERR_STRIPE_UNAVAILABLE);
             return;
         }
-        h2o_timeout_link(f->ts->w->loop, &f->ts->poll_list, &f->poll);
+        h2o_timeout_link(f->ts->loop, &f->ts->poll_list, &f->poll);
         return;
     default:
         break;
@@ -595,30 +565,33 @@ static void acquire(flight_t *f)
     /* queued before ACQUIRE, so its answer is in before ACQUIRE's */
     if (ts->role_ms == 0 || now - ts->role_ms > ROLE_TTL_MS) {
         ts->role_ms = now;
-        redis_loop_command(ts->w->redis, on_role, ts, "ROLE");
+        redis_loop_command(ts->redis, on_role, ts, "ROLE");
     }
-    char seen[24], lease[24];
-    snprintf(seen, sizeof(seen), "%ld", f->seen_version);
-    snprintf(lease, sizeof(lease), "%ld", f->ts->lease_ms);
-    command(f, on_acquire, "EVAL %s 4 %s %s %s %s %s %s %s", LUA_ACQUIRE, f->keys[0], f->keys[1], f->keys[2],
-            f->keys[3], seen, f->owner, lease);
+    store_cmd_t cmd;
+    store_lease_acquire(&cmd, ts->cfg->redis_prefix, f->org, f->mode, source_mode(f), f->seen_version, f->owner,
+                        ts->lease_ms);
+    send_cmd(f, on_acquire, &cmd);
 }
 
 /* ===== The service ===== */
 
-token_service_t *token_service_create(worker_t *w)
+token_service_t *token_service_create(h2o_evloop_t *loop, redis_loop_t *redis, curl_loop_t *curl,
+                                      const config_t *cfg, int background)
 {
     token_service_t *ts = calloc(1, sizeof(*ts));
     if (ts == NULL)
         return NULL;
-    ts->w = w;
-    ts->lease_ms = (long)w->cfg->upstream_timeout_ms + 1000;
-    h2o_timeout_init(w->loop, &ts->poll_list, POLL_MS);
-    h2o_timeout_init(w->loop, &ts->renew_list, (uint64_t)ts->lease_ms / 3);
-    if (w->id == 0 && w->cfg->flavor == FLAVOR_APPS && w->cfg->background_refresh_s > 0) {
-        h2o_timeout_init(w->loop, &ts->bg_list, (uint64_t)w->cfg->background_refresh_s * 1000);
+    ts->loop = loop;
+    ts->redis = redis;
+    ts->curl = curl;
+    ts->cfg = cfg;
+    ts->lease_ms = (long)cfg->upstream_timeout_ms + 1000;
+    h2o_timeout_init(loop, &ts->poll_list, POLL_MS);
+    h2o_timeout_init(loop, &ts->renew_list, (uint64_t)ts->lease_ms / 3);
+    if (background && cfg->flavor == FLAVOR_APPS && cfg->background_refresh_s > 0) {
+        h2o_timeout_init(loop, &ts->bg_list, (uint64_t)cfg->background_refresh_s * 1000);
         ts->bg_timer.cb = on_bg_tick;
-        h2o_timeout_link(w->loop, &ts->bg_list, &ts->bg_timer);
+        h2o_timeout_link(loop, &ts->bg_list, &ts->bg_timer);
     }
     return ts;
 }
@@ -626,7 +599,6 @@ token_service_t *token_service_create(worker_t *w)
 /* Start a flight for org/mode (none may exist yet) and return it. */
 static flight_t *flight_start(token_service_t *ts, const char *org, int mode, token_op_t op, long seen_version)
 {
-    const char *prefix = ts->w->cfg->redis_prefix;
     flight_t *f = calloc(1, sizeof(*f));
     if (f == NULL)
         abort();
@@ -638,16 +610,10 @@ static flight_t *flight_start(token_service_t *ts, const char *org, int mode, to
     f->started_ms = time_mono_ms();
     f->round_ms = f->started_ms;
     f->id = ++ts->next_id;
-    f->result_err = -1;
+    f->result_err = ERR_NONE;
     f->poll.cb = on_poll_tick;
     f->renew.cb = on_renew_tick;
     rand_token(f->owner, OWNER_BYTES);
-    snprintf(f->keys[0], sizeof(f->keys[0]), "%sconn:%s:%s", prefix, f->org, mode_name(mode));
-    snprintf(f->keys[1], sizeof(f->keys[1]), "%slock:%s:%s", prefix, f->org, mode_name(mode));
-    snprintf(f->keys[2], sizeof(f->keys[2]), "%sconn:%s:%s", prefix, f->org,
-             mode_name(op == TOKEN_OP_MINT ? MODE_LIVE : mode));
-    snprintf(f->keys[3], sizeof(f->keys[3]), "%scool:%s:%s", prefix, f->org, mode_name(mode));
-    snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:", prefix);
     f->next = ts->flights;
     ts->flights = f;
     return f;
@@ -661,23 +627,21 @@ static flight_t *flight_find(token_service_t *ts, const char *org, int mode)
     return NULL;
 }
 
-void token_service_run(breq_t *b, int mode, token_op_t op, long seen_version, token_done_cb cb)
+void token_service_run(token_service_t *ts, const char *org, int mode, token_op_t op, long seen_version,
+                       token_done_cb cb, void *data)
 {
-    token_service_t *ts = b->w->tokens;
     waiter_t *wt = calloc(1, sizeof(*wt));
     if (wt == NULL)
         abort();
-    breq_hold(b);
-    breq_deadline_stripe(b);
-    wt->b = b;
     wt->cb = cb;
-    flight_t *f = flight_find(ts, b->org, mode);
+    wt->data = data;
+    flight_t *f = flight_find(ts, org, mode);
     if (f != NULL) {
         wt->next = f->waiters;
         f->waiters = wt;
         return;
     }
-    f = flight_start(ts, b->org, mode, op, seen_version);
+    f = flight_start(ts, org, mode, op, seen_version);
     f->waiters = wt;
     acquire(f);
 }
@@ -695,29 +659,26 @@ static void on_bg_values(redisReply *r, void *data);
 static void bg_scan(token_service_t *ts)
 {
     char pattern[160];
-    snprintf(pattern, sizeof(pattern), "%sconn:*", ts->w->cfg->redis_prefix);
-    if (redis_loop_command(ts->w->redis, on_bg_values, ts, "SCAN %s MATCH %s COUNT 200", ts->bg_cursor, pattern) != 0)
+    snprintf(pattern, sizeof(pattern), "%s" KEY_CONN_ALL, ts->cfg->redis_prefix);
+    if (redis_loop_command(ts->redis, on_bg_values, ts, "SCAN %s MATCH %s COUNT 200", ts->bg_cursor, pattern) != 0)
         ts->bg_running = 0;
 }
 
 static void on_bg_records(redisReply *r, void *data)
 {
     token_service_t *ts = data;
-    const config_t *cfg = ts->w->cfg;
+    const config_t *cfg = ts->cfg;
     time_t now = time(NULL);
-    size_t plen = strlen(cfg->redis_prefix) + 5; /* "conn:" */
     for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements && i < ts->bg_nkeys; i++) {
         const char *key = ts->bg_keys[i];
         char org[ORGID_LEN + 1];
         conn_record_t rec;
         long ver;
-        if (strlen(key) < plen + ORGID_LEN + 2 || key[plen + ORGID_LEN] != ':')
+        int mode;
+        if (keys_identity(key, cfg->redis_prefix, KEY_CONN_KIND, org, &mode) != 0)
             continue;
-        memcpy(org, key + plen, ORGID_LEN);
-        org[ORGID_LEN] = '\0';
-        int mode = mode_parse(key + plen + ORGID_LEN + 1, strlen(key + plen + ORGID_LEN + 1));
         redisReply *v = r->element[i];
-        if (mode < 0 || v->type != REDIS_REPLY_STRING ||
+        if (v->type != REDIS_REPLY_STRING ||
             store_conn_open(cfg, org, mode, v->str, v->len, &ver, &rec) != STORE_OK)
             continue;
         if (rec.status == CONN_CONNECTED && rec.expires_at != 0 &&
@@ -767,7 +728,7 @@ static void on_bg_values(redisReply *r, void *data)
         lens[i + 1] = keys->element[i]->len;
     }
     ts->bg_nkeys = keys->elements;
-    if (redis_loop_commandv(ts->w->redis, on_bg_records, ts, (int)keys->elements + 1, argv, lens) != 0) {
+    if (redis_loop_commandv(ts->redis, on_bg_records, ts, (int)keys->elements + 1, argv, lens) != 0) {
         for (size_t i = 0; i < ts->bg_nkeys; i++)
             free(ts->bg_keys[i]);
         ts->bg_nkeys = 0;
@@ -792,13 +753,13 @@ static void on_bg_tick(h2o_timeout_entry_t *e)
 {
     token_service_t *ts = H2O_STRUCT_FROM_MEMBER(token_service_t, bg_timer, e);
     char lease[24], owner[OWNER_BYTES * 2];
-    h2o_timeout_link(ts->w->loop, &ts->bg_list, &ts->bg_timer);
-    if (ts->bg_running || !redis_loop_ready(ts->w->redis))
+    h2o_timeout_link(ts->loop, &ts->bg_list, &ts->bg_timer);
+    if (ts->bg_running || !redis_loop_ready(ts->redis))
         return;
     ts->bg_running = 1;
     rand_token(owner, OWNER_BYTES);
-    snprintf(lease, sizeof(lease), "%ld", (long)ts->w->cfg->background_refresh_s * 1000 - 500);
-    if (redis_loop_command(ts->w->redis, on_bg_lease, ts, "SET %sbgrefresh %s NX PX %s", ts->w->cfg->redis_prefix,
+    snprintf(lease, sizeof(lease), "%ld", (long)ts->cfg->background_refresh_s * 1000 - 500);
+    if (redis_loop_command(ts->redis, on_bg_lease, ts, "SET %s" KEY_BGREFRESH " %s NX PX %s", ts->cfg->redis_prefix,
                            owner, lease) != 0)
         ts->bg_running = 0;
 }

@@ -1,0 +1,370 @@
+/* conn.c — every Lua script that writes a connection record, and the commands that run
+ * them (see conn.h, proto/redis.md).
+ *
+ * Owns: the scripts; the argv layout of each (KEYS, then ARGV), written once here.
+ * Each script starts with the prelude PRELUDE: next_version (the org's version counter)
+ * and audit(nk, na, …), which appends the optional audit event: when the builder was given
+ * one, the stream is KEYS[nk + 1] and its fields are ARGV[na + 1 …] (nk, na: the script's
+ * own key and argument counts), and a script calls audit only once its change is written.
+ * Never: talks to Redis (callers send the commands), logs, or holds a token in clear
+ * (records arrive sealed). Tested by tests/unit/test_store_conn.c (every script against a
+ * real redis-server) and, through the routes and the token service, tests/it/. */
+#include "store/conn.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include "config.h"
+#include "store/keys.h"
+
+/* ===== The scripts ===== */
+
+/* next_version(conn_key, cur): the INCR of the org's counter cver:<org> (named from the
+ * conn key, so callers pass no extra key; fine on one Redis with or without replicas, not
+ * on Redis Cluster, which the broker does not support), never below cur + 1. The counter
+ * is never deleted, so a version never repeats for a key, not even across delete and
+ * re-authorize: a writer that compares versions cannot mistake a re-created record for
+ * the one it read. The pattern spells KEY_CONN and KEY_CVER (store/keys.h). */
+#define PRELUDE                                                              \
+    "local function next_version(conn_key, cur)\n"                           \
+    "  local ck = string.gsub(conn_key, 'conn:([^:]+):[^:]+$', 'cver:%1')\n" \
+    "  local v = redis.call('INCR', ck)\n"                                   \
+    "  if v <= cur then v = cur + 1; redis.call('SET', ck, v) end\n"         \
+    "  return v\n"                                                           \
+    "end\n"                                                                  \
+    "local function audit(nk, na, ...)\n"                                    \
+    "  local stream = KEYS[nk + 1]\n"                                        \
+    "  if not stream then return end\n"                                      \
+    "  local f = {}\n"                                                       \
+    "  for i = na + 1, #ARGV do f[#f + 1] = ARGV[i] end\n"                   \
+    "  local extra = {...}\n"                                                \
+    "  for i = 1, #extra do f[#f + 1] = tostring(extra[i]) end\n"            \
+    "  if #f > 0 then redis.call('XADD', stream, '*', unpack(f)) end\n"      \
+    "end\n"
+
+/* KEYS: conn, acct index, drop's conn, drop's acct index. ARGV: sealed, index member or
+ * '', expected version or '*', drop's version or '', drop's index member. */
+static const char LUA_PUT[] = PRELUDE
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "local ver = 0\n"
+    "if cur then ver = tonumber(string.match(cur, '^(%d+):')) or 0 end\n"
+    "if ARGV[3] ~= '*' and tonumber(ARGV[3]) ~= ver then return -1 end\n"
+    "ver = next_version(KEYS[1], ver)\n"
+    "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
+    "if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end\n"
+    "local dropped = 0\n"
+    "if ARGV[4] ~= '' then\n"
+    "  local o = redis.call('GET', KEYS[3])\n"
+    "  if o and tonumber(string.match(o, '^(%d+):')) == tonumber(ARGV[4]) then\n"
+    "    redis.call('DEL', KEYS[3])\n"
+    "    redis.call('SREM', KEYS[4], ARGV[5])\n"
+    "    dropped = 1\n"
+    "  end\n"
+    "end\n"
+    "audit(4, 5, 'version', ver, 'dropped', dropped)\n"
+    "return {ver, dropped}\n";
+
+/* KEYS: conn, acct index, other conn, acct index. ARGV: member or '', other's member or
+ * '' (no other connection). */
+static const char LUA_DROP[] = PRELUDE
+    "redis.call('DEL', KEYS[1])\n"
+    "if ARGV[1] ~= '' then redis.call('SREM', KEYS[2], ARGV[1]) end\n"
+    "if ARGV[2] ~= '' then\n"
+    "  redis.call('DEL', KEYS[3])\n"
+    "  redis.call('SREM', KEYS[4], ARGV[2])\n"
+    "end\n"
+    "audit(4, 2)\n"
+    "return 1\n";
+
+/* KEYS: n conns, event. ARGV: n, then old value and new sealed record per conn, then the
+ * event's TTL. */
+static const char LUA_REVOKE[] = PRELUDE
+    "local n = tonumber(ARGV[1])\n"
+    "for i = 1, n do\n"
+    "  if redis.call('GET', KEYS[i]) ~= ARGV[2 * i] then return -1 end\n"
+    "end\n"
+    "for i = 1, n do\n"
+    "  local ver = tonumber(string.match(ARGV[2 * i], '^(%d+):')) or 0\n"
+    "  redis.call('SET', KEYS[i], next_version(KEYS[i], ver) .. ':' .. ARGV[2 * i + 1])\n"
+    "end\n"
+    "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 2])\n"
+    "audit(n + 1, 2 * n + 2)\n"
+    "return n\n";
+
+/* KEYS: the value's key. ARGV: old value, new value. */
+static const char LUA_RESEAL[] = PRELUDE
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  redis.call('SET', KEYS[1], ARGV[2])\n"
+    "  audit(1, 2)\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+/* KEYS: target conn, lock, source conn, cooldown. ARGV: seen version, owner, lease ms. */
+static const char LUA_ACQUIRE[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
+    "if ver ~= tonumber(ARGV[1]) then return {0, cur or false} end\n"
+    "if redis.call('EXISTS', KEYS[4]) == 1 then return {3, cur or false} end\n"
+    "if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then\n"
+    "  return {1, cur or false, redis.call('GET', KEYS[3]) or false}\n"
+    "end\n"
+    "return {2}\n";
+
+/* KEYS: lock. ARGV: owner, lease ms. */
+static const char LUA_RENEW[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                "end\n"
+                                "return 0\n";
+
+/* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
+ * expected version, owner, index member or '', cooldown ms, expected source version or
+ * '', '1' when the write needs no lease. */
+static const char LUA_COMMIT[] = PRELUDE
+    "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
+    "if not owner and ARGV[7] ~= '1' then return -2 end\n"
+    "local res = 0\n"
+    "if ARGV[1] ~= '' then\n"
+    "  local cur = redis.call('GET', KEYS[1])\n"
+    "  local ver = cur and tonumber(string.match(cur, '^(%d+):')) or 0\n"
+    "  local ok = ver == tonumber(ARGV[2])\n"
+    "  if ok and ARGV[6] ~= '' then\n"
+    "    local src = redis.call('GET', KEYS[5])\n"
+    "    ok = (src and tonumber(string.match(src, '^(%d+):')) or 0) == tonumber(ARGV[6])\n"
+    "  end\n"
+    "  if ok then\n"
+    "    res = next_version(KEYS[1], ver)\n"
+    "    redis.call('SET', KEYS[1], res .. ':' .. ARGV[1])\n"
+    "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
+    "  else res = -1 end\n"
+    "end\n"
+    "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
+    "if owner then redis.call('DEL', KEYS[2]) end\n"
+    "if res > 0 then audit(5, 7, 'version', res) end\n"
+    "return res\n";
+
+/* ===== Building commands ===== */
+
+void store_cmd_free(store_cmd_t *c)
+{
+    for (int i = 0; i < c->argc; i++) {
+        OPENSSL_cleanse((char *)c->argv[i], c->lens[i]);
+        free((char *)c->argv[i]);
+    }
+    free(c->argv);
+    free(c->lens);
+    memset(c, 0, sizeof(*c));
+}
+
+static void add(store_cmd_t *c, const char *s, size_t len)
+{
+    if (c->argc == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        const char **argv = realloc(c->argv, (size_t)cap * sizeof(*argv));
+        if (argv == NULL)
+            abort();
+        c->argv = argv;
+        size_t *lens = realloc(c->lens, (size_t)cap * sizeof(*lens));
+        if (lens == NULL)
+            abort();
+        c->lens = lens;
+        c->cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        abort();
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    c->argv[c->argc] = copy;
+    c->lens[c->argc++] = len;
+}
+
+static void adds(store_cmd_t *c, const char *s)
+{
+    add(c, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+}
+
+static void __attribute__((format(printf, 2, 3))) addf(store_cmd_t *c, const char *fmt, ...)
+{
+    char tmp[KEY_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    add(c, tmp, n < 0 ? 0 : (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+static void conn_key(store_cmd_t *c, const char *prefix, const char *org, int mode)
+{
+    char k[KEY_MAX];
+    add(c, k, keys_conn(k, prefix, org, mode));
+}
+
+static void member(store_cmd_t *c, const char *org, int mode)
+{
+    char m[KEYS_MEMBER_MAX + 1];
+    keys_member(m, org, mode);
+    adds(c, m);
+}
+
+/* "EVAL script numkeys": nkeys of the script, one more for the audit stream. */
+static void eval(store_cmd_t *c, const char *script, size_t nkeys, const store_audit_t *audit)
+{
+    memset(c, 0, sizeof(*c));
+    adds(c, "EVAL");
+    adds(c, script);
+    addf(c, "%zu", nkeys + (audit != NULL ? 1 : 0));
+}
+
+static void audit_key(store_cmd_t *c, const store_audit_t *audit)
+{
+    if (audit != NULL)
+        adds(c, audit->stream);
+}
+
+static void audit_fields(store_cmd_t *c, const store_audit_t *audit)
+{
+    for (size_t i = 0; audit != NULL && i < audit->n; i++)
+        adds(c, audit->fields[i]);
+}
+
+/* ===== Connection records ===== */
+
+void store_conn_get(store_cmd_t *c, const char *prefix, const char *org, int mode)
+{
+    memset(c, 0, sizeof(*c));
+    adds(c, "GET");
+    conn_key(c, prefix, org, mode);
+}
+
+void store_conn_put(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *sealed,
+                    const char *acct, long expected, const store_conn_drop_t *drop, const store_audit_t *audit)
+{
+    eval(c, LUA_PUT, 4, audit);
+    conn_key(c, prefix, org, mode);
+    addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+    if (drop != NULL) {
+        conn_key(c, prefix, org, drop->mode);
+        addf(c, "%s" KEY_ACCT, prefix, drop->acct);
+    } else {
+        conn_key(c, prefix, org, mode); /* placeholders: never touched */
+        addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+    }
+    audit_key(c, audit);
+    adds(c, sealed);
+    if (acct != NULL)
+        member(c, org, mode);
+    else
+        adds(c, "");
+    if (expected == STORE_ANY_VERSION)
+        adds(c, "*");
+    else
+        addf(c, "%ld", expected);
+    if (drop != NULL) {
+        addf(c, "%ld", drop->version);
+        member(c, org, drop->mode);
+    } else {
+        adds(c, "");
+        adds(c, "");
+    }
+    audit_fields(c, audit);
+}
+
+void store_conn_drop(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *acct, int also_mode,
+                     const store_audit_t *audit)
+{
+    eval(c, LUA_DROP, 4, audit);
+    conn_key(c, prefix, org, mode);
+    addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+    conn_key(c, prefix, org, also_mode >= 0 ? also_mode : mode);
+    addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+    audit_key(c, audit);
+    if (acct != NULL)
+        member(c, org, mode);
+    else
+        adds(c, "");
+    if (also_mode >= 0)
+        member(c, org, also_mode);
+    else
+        adds(c, "");
+    audit_fields(c, audit);
+}
+
+void store_conn_revoke(store_cmd_t *c, const char *prefix, const store_conn_revoked_t *recs, size_t n,
+                       const char *event_id, int ttl_s, const store_audit_t *audit)
+{
+    eval(c, LUA_REVOKE, n + 1, audit);
+    for (size_t i = 0; i < n; i++)
+        conn_key(c, prefix, recs[i].org, recs[i].mode);
+    addf(c, "%s" KEY_EVT, prefix, event_id);
+    audit_key(c, audit);
+    addf(c, "%zu", n);
+    for (size_t i = 0; i < n; i++) {
+        add(c, recs[i].old, recs[i].old_len);
+        adds(c, recs[i].sealed);
+    }
+    addf(c, "%d", ttl_s);
+    audit_fields(c, audit);
+}
+
+void store_value_reseal(store_cmd_t *c, const char *key, const char *old_value, size_t old_len,
+                        const char *new_value, const store_audit_t *audit)
+{
+    eval(c, LUA_RESEAL, 1, audit);
+    adds(c, key);
+    audit_key(c, audit);
+    add(c, old_value, old_len);
+    adds(c, new_value);
+    audit_fields(c, audit);
+}
+
+/* ===== The token service's lease ===== */
+
+void store_lease_acquire(store_cmd_t *c, const char *prefix, const char *org, int mode, int source_mode,
+                         long seen_version, const char *owner, long lease_ms)
+{
+    eval(c, LUA_ACQUIRE, 4, NULL);
+    conn_key(c, prefix, org, mode);
+    addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
+    conn_key(c, prefix, org, source_mode);
+    addf(c, "%s" KEY_COOL, prefix, org, mode_name(mode));
+    addf(c, "%ld", seen_version);
+    adds(c, owner);
+    addf(c, "%ld", lease_ms);
+}
+
+void store_lease_renew(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,
+                       long lease_ms)
+{
+    eval(c, LUA_RENEW, 1, NULL);
+    addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
+    adds(c, owner);
+    addf(c, "%ld", lease_ms);
+}
+
+void store_lease_commit(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,
+                        const store_lease_commit_t *w, const store_audit_t *audit)
+{
+    eval(c, LUA_COMMIT, 5, audit);
+    conn_key(c, prefix, org, w->write_mode);
+    addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
+    addf(c, "%s" KEY_ACCT, prefix, w->acct != NULL ? w->acct : "");
+    addf(c, "%s" KEY_COOL, prefix, org, mode_name(mode));
+    conn_key(c, prefix, org, w->source_mode);
+    audit_key(c, audit);
+    adds(c, w->sealed);
+    addf(c, "%ld", w->expected);
+    adds(c, owner);
+    if (w->acct != NULL)
+        member(c, org, mode);
+    else
+        adds(c, "");
+    addf(c, "%d", w->cooldown_ms);
+    if (w->source_version >= 0)
+        addf(c, "%ld", w->source_version);
+    else
+        adds(c, "");
+    adds(c, w->without_lease ? "1" : "0");
+    audit_fields(c, audit);
+}
