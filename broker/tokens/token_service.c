@@ -372,7 +372,8 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         const conn_record_t *base = f->op == TOKEN_OP_MINT ? &f->source : &f->cur;
         conn_record_t *n = &f->result;
         f->rotated = tok.refresh_token != NULL &&
-                     (base->refresh_token == NULL || strcmp(tok.refresh_token, base->refresh_token) != 0);
+                     (base->refresh_token == NULL || !ct_equal(tok.refresh_token, strlen(tok.refresh_token),
+                                                               base->refresh_token, strlen(base->refresh_token)));
         n->status = CONN_CONNECTED;
         n->access_token = tok.access_token, tok.access_token = NULL;
         n->refresh_token = tok.refresh_token != NULL ? tok.refresh_token : dup_or_null(base->refresh_token);
