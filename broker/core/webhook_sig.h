@@ -1,4 +1,4 @@
-/* webhook_sig.h — Stripe-Signature verification (scheme v1; CONTRACT §6).
+/* webhook_sig.h — Stripe-Signature verification (scheme v1; proto/threat-model.md, "Revocation").
  * Header "t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]"; signed payload "<t>.<body>";
  * HMAC-SHA256 with the signing secret as key; every v1 compared in constant time. */
 #ifndef BROKER_CORE_WEBHOOK_SIG_H

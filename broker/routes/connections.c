@@ -1,5 +1,5 @@
 /* connections.c — an org's connections, authorize links and webhook signing secrets
- * (CONTRACT §4.2). The connection list never carries a token or secret; webhook
+ * (proto/openapi.yaml). The connection list never carries a token or secret; webhook
  * secrets are sealed before they reach Redis and never returned. Deleting an
  * authorized connection deletes it locally only when Stripe's deauthorize confirmed it
  * or answered that the account is already disconnected (core/stripe_resp.h decides);
@@ -100,7 +100,7 @@ static void delete_local(breq_t *b)
 }
 
 /* Stripe's answer decides: done, or its "not connected" answer (already gone there),
- * deletes locally; any other refusal or failure keeps everything (CONTRACT §4.2). */
+ * deletes locally; any other refusal or failure keeps everything (proto/openapi.yaml). */
 static void on_deauthorized(breq_t *b, long status, const char *body, size_t len)
 {
     conn_del_t *cd = b->state;

@@ -1,4 +1,4 @@
-/* oauth.c — GET /oauth/callback, where Stripe sends the admin back (CONTRACT §5.4).
+/* oauth.c — GET /oauth/callback, where Stripe sends the admin back (README "How it works", proto/threat-model.md).
  *
  * Order matters: the state is consumed with GETDEL *before* the code is exchanged,
  * because Stripe revokes the whole connection when a code is used twice (a reload or

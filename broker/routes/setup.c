@@ -1,4 +1,4 @@
-/* setup.c — the setup assistant (CONTRACT §5): one-time links, the setup session,
+/* setup.c — the setup assistant (README "How it works", proto/threat-model.md): one-time links, the setup session,
  * the Authorize form and the webhook signing secret form.
  *
  * A ticket (from an authorize link) is consumed atomically and turned into a setup
