@@ -18,6 +18,7 @@
 #include "core/cookie.h"
 #include "core/crypto.h"
 #include "core/form.h"
+#include "core/webhook_sig.h"
 #include "core/timefmt.h"
 #include "routes/pages.h"
 #include "routes/params.h"
@@ -568,10 +569,7 @@ void setup_webhook_secret(breq_t *b)
     int src = form_get(body, len, "signing_secret", &secret);
     s->mode = mrc == 1 ? mode_parse(mode, strlen(mode)) : -1;
     free(mode);
-    size_t n = src == 1 ? strlen(secret) : 0;
-    int ok = src == 1 && n > 0 && n <= 512 && (mrc != 1 || s->mode >= 0);
-    for (size_t i = 0; ok && i < n; i++)
-        ok = (unsigned char)secret[i] > 0x20 && (unsigned char)secret[i] < 0x7f;
+    int ok = src == 1 && whsig_secret_valid(secret, strlen(secret)) && (mrc != 1 || s->mode >= 0);
     if (!ok) {
         secure_free_str(secret);
         pages_error_setup(b, 400, "The signing secret was not saved",
