@@ -85,12 +85,20 @@ int setup_cookie_get(breq_t *b, int which, char out[SETUP_TOKEN_CHARS + 1])
 
 /* ===== The session ===== */
 
+/* POST /setup/authorize: the OAuth state and its browser binding, kept until the state
+ * is stored (both secret). */
+typedef struct authz {
+    char state[TOKEN_CHARS + 1];
+    char browser[TOKEN_CHARS + 1];
+} authz_t;
+
 typedef struct setup_state {
     char cookie[TOKEN_CHARS + 1]; /* the session cookie value (secret) */
     char org[ORGID_LEN + 1];
     int mode;
     char *return_url;
     char *form;                   /* a posted field value kept for the next step (secret) */
+    authz_t *authz;               /* POST /setup/authorize (secret; wiped whole) */
     redisReply *conns;            /* not owned */
 } setup_state_t;
 
@@ -99,6 +107,10 @@ static void setup_state_free(void *p)
     setup_state_t *s = p;
     free(s->return_url);
     secure_free_str(s->form);
+    if (s->authz != NULL) {
+        OPENSSL_cleanse(s->authz, sizeof(*s->authz));
+        free(s->authz);
+    }
     OPENSSL_cleanse(s, sizeof(*s));
     free(s);
 }
@@ -454,15 +466,10 @@ static int form_begin(breq_t *b, const char **body, size_t *len)
 
 /* ===== POST /setup/authorize ===== */
 
-typedef struct authz {
-    char state[TOKEN_CHARS + 1];
-    char browser[TOKEN_CHARS + 1];
-} authz_t;
-
 static void on_state_stored(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    authz_t *a = (authz_t *)s->form;
+    authz_t *a = s->authz;
     buf_t url = {0}, cookie = {0};
     stripe_authorize_url(b->w->cfg, s->mode, a->state, &url);
     setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_BROWSER, a->browser, STATE_TTL_S);
@@ -495,12 +502,12 @@ static void on_session_for_authorize(breq_t *b, redisReply *r)
     if (session_loaded(b, r) != 0)
         return;
 
-    authz_t *a = calloc(1, sizeof(*a) + 1);
+    authz_t *a = calloc(1, sizeof(*a));
     if (a == NULL)
         abort();
     rand_token(a->state, TOKEN_BYTES);
     rand_token(a->browser, TOKEN_BYTES);
-    s->form = (char *)a;
+    s->authz = a;
 
     /* the state is bound to this browser (the hash of a cookie set with it) and to
      * this setup session (the hash of the session cookie, as in the session's key) */
