@@ -3,7 +3,8 @@
  * and re-seals the ones not under the first key, each with a compare-and-set on the
  * exact value it read, so it is safe while replicas serve and refresh, and safe to
  * interrupt and rerun. Prints key names and counts, never a value. Tested by
- * tests/it/test_cli.py. */
+ * tests/it/test_config.py (check, create-api-key), tests/it/test_keys.py and
+ * tests/it/test_exactly_once.py (rotate-keys while replicas serve and refresh). */
 #include "cli.h"
 #include <hiredis/hiredis.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* cli.h — the operator's commands (CONTRACT §7): check, create-api-key, rotate-keys.
+/* cli.h — the operator's commands (README "The two commands"): check, create-api-key, rotate-keys.
  * They use a blocking Redis connection: they are short-lived tools, not the server. */
 #ifndef BROKER_CLI_H
 #define BROKER_CLI_H

@@ -1,4 +1,4 @@
-/* config.c — the broker's configuration, read once from the environment (CONTRACT §2).
+/* config.c — the broker's configuration, read once from the environment (README "Configuration").
  *
  * Owns: every BROKER_* and STRIPE_* variable: defaults, the NAME_FILE variants
  * (Kubernetes Secrets; one trailing "\n" or "\r\n" stripped), validation, and the
@@ -916,7 +916,7 @@ static int load_stripe_mode(loader_t *l, config_t *c, int mode)
     return 0;
 }
 
-/* A mode is enabled when both its client id and its secret key are set (CONTRACT §2); half a
+/* A mode is enabled when both its client id and its secret key are set (README "Configuration"); half a
  * pair leaves it disabled (the server logs a warning), and is an error only when no mode is
  * left: then it names the variable missing. */
 static int load_stripe(loader_t *l, config_t *c)

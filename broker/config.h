@@ -1,4 +1,4 @@
-/* config.h — the broker's configuration, read once from the environment (CONTRACT §2).
+/* config.h — the broker's configuration, read once from the environment (README "Configuration").
  * Every secret may come from NAME_FILE instead of NAME (both set is an error). A bad
  * value produces one line naming the variable and what is wrong, never the value. */
 #ifndef BROKER_CONFIG_H

@@ -1,4 +1,4 @@
-/* log.h — one JSON object per line on stderr (CONTRACT §7).
+/* log.h — one JSON object per line on stderr (deploy/README.md, the operating guide).
  * Lines are whole and in order: a thread hands over one line, or (worker threads,
  * after log_batch_start) every line of its loop turn, at once. While the writer thread
  * runs (log_writer_start), a handed-over batch is either written at once by the caller
@@ -25,7 +25,7 @@ void log_event(int level, const char *msg, ...);
 /* Append a raw, already JSON-encoded line body (used by the request logger). */
 void log_raw(int level, const char *json_fields);
 
-/* The request line's fields (CONTRACT §7), built without printf (once per request).
+/* The request line's fields (deploy/README.md), built without printf (once per request).
  * Every string is JSON-escaped, whoever supplied it: the method comes from the client
  * as is; the others are checked values, escaped all the same. Each is cut at a limit
  * (method 16 bytes, route 64, request id 16, org id 18). */

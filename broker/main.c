@@ -1,4 +1,4 @@
-/* main.c — the stripe-token-broker command line (CONTRACT §7).
+/* main.c — the stripe-token-broker command line (README "The two commands").
  * Parses the command, loads the configuration (exiting with one line naming the bad
  * variable), and runs the server or an operator command. Never prints a secret. */
 #include <curl/curl.h>

@@ -16,7 +16,7 @@ void metrics_stripe(const char *endpoint, const char *outcome);
 /* mode: "test"/"live"; outcome: "ok", "reused", "failed", "reauthorization_required". */
 void metrics_refresh(const char *mode, const char *outcome);
 void metrics_redis_error(void);
-/* The Stripe proxy (CONTRACT §4.3): resource names are the BROKER_PROXY_ALLOW entries
+/* The Stripe proxy (README "The path a capture takes"): resource names are the BROKER_PROXY_ALLOW entries
  * (a fixed list given once at start, at most METRICS_MAX_PROXY_RESOURCES); a call counts
  * under mode (MODE_TEST/MODE_LIVE), the resource's index (-1: "other", a path refused
  * before its resource was known) and the status answered (100-599). */

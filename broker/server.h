@@ -145,7 +145,10 @@ const char *breq_body(breq_t *b, size_t *len);
 /* Redis key "<prefix><fmt…>" in the request pool. */
 const char *breq_key(breq_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* ---- Redis on the request's behalf ---- */
+/* The pattern of b's route ("" when unmatched), for log lines. */
+const char *breq_route_pattern(const breq_t *b);
+
+/* ---- Redis on the request's behalf (http/breq_io.c) ---- */
 
 /* Called only while b is live, with a reply that is not an error. */
 typedef void (*breq_redis_cb)(breq_t *b, redisReply *r);
@@ -155,7 +158,7 @@ typedef void (*breq_redis_cb)(breq_t *b, redisReply *r);
 int breq_redis(breq_t *b, breq_redis_cb cb, const char *fmt, ...);
 int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const size_t *lens);
 
-/* ---- The token service on the request's behalf ---- */
+/* ---- The token service on the request's behalf (http/breq_io.c) ---- */
 
 /* Called only while b is live: err ERR_NONE with the record to serve (valid during the
  * call) and its stored version, or the error to answer (rec NULL, version 0). */
@@ -164,7 +167,7 @@ typedef void (*breq_token_cb)(breq_t *b, api_err_t err, const conn_record_t *rec
  * with the Stripe deadline armed; b is held until the service answers. */
 void breq_token(breq_t *b, int mode, token_op_t op, long seen_version, breq_token_cb cb);
 
-/* ---- Stripe on the request's behalf ---- */
+/* ---- Stripe on the request's behalf (http/breq_io.c) ---- */
 
 /* Called only while b is live. status 0: transport failure or timeout. */
 typedef void (*breq_stripe_cb)(breq_t *b, long status, const char *body, size_t len);

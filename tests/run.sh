@@ -9,7 +9,7 @@
 #      OpenAPI:    python3 tests/it/check_openapi.py       ("openapi: N passed, M failed")
 #   4. integration against build/stripe-token-broker   ("it: N passed, M failed")
 #   5. integration against build-asan/stripe-token-broker (plus a sanitizer-report check)
-#   6. any further suite tests/<name>/run.sh (e2e, firstrun, k8s, …) ("<name>: N passed, M failed")
+#   6. any further suite tests/<name>/run.sh (e2e, firstrun, k8s, shape, …) ("<name>: N passed, M failed")
 # A stage that crashes, times out or prints no summary counts as one failure. Exit 1
 # when anything failed or when no test ran at all. Every stage has a time bound so the
 # whole run stays well under 15 minutes.

@@ -1,7 +1,7 @@
 /* errors.c — the API's error vocabulary: code, HTTP status and default sentence for
  * every api_err_t, and the JSON shape {"error": {"code": "…", "message": "…"}}.
  *
- * Owns: the table of CONTRACT §4. Each default message is one sentence that tells
+ * Owns: the table of proto/openapi.yaml. Each default message is one sentence that tells
  * the caller (a Salesforce admin reading a Flow fault, or an operator) what to do next.
  * Never: puts request data into a message by itself; callers that pass a message must
  * not pass secrets (the message is JSON-escaped, not filtered).

@@ -1,4 +1,4 @@
-/* errors.h — the API's error vocabulary (CONTRACT §4): code, HTTP status and the
+/* errors.h — the API's error vocabulary (proto/openapi.yaml): code, HTTP status and the
  * JSON shape {"error": {"code": "…", "message": "…"}}. */
 #ifndef BROKER_CORE_ERRORS_H
 #define BROKER_CORE_ERRORS_H
@@ -29,7 +29,7 @@ const char *api_err_code(api_err_t e);
 const char *api_err_message(api_err_t e);
 /* Append the error JSON; message NULL means the default sentence. */
 void api_err_json(buf_t *b, api_err_t e, const char *message);
-/* The same in Stripe's error shape too (the Stripe proxy, CONTRACT §4.3): "type" is
+/* The same in Stripe's error shape too (the Stripe proxy, README "The path a capture takes"): "type" is
  * "api_error" for a 5xx, else "invalid_request_error". */
 void api_err_json_stripe(buf_t *b, api_err_t e, const char *message);
 #endif

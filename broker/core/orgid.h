@@ -1,4 +1,4 @@
-/* orgid.h — Salesforce organization ids (CONTRACT §3).
+/* orgid.h — Salesforce organization ids (proto/openapi.yaml, org_id).
  * 15-character ids are case-sensitive; 18-character ids carry a case-safe checksum
  * suffix and are matched case-insensitively, their canonical case restored from the
  * suffix. Everything inside the broker uses the canonical 18-character form. */

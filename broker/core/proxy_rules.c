@@ -1,6 +1,6 @@
 /* proxy_rules.c — the pure rules of the Stripe proxy (see proxy_rules.h).
  *
- * Owns: the path, query and header allow-lists of CONTRACT §4.3. A path is accepted
+ * Owns: the path, query and header allow-lists of README "The path a capture takes". A path is accepted
  * only in a form that no server can read differently (plain characters, no encoding,
  * no dot segments, no empty segment), so what the resource allow-list judged is what
  * Stripe serves. Headers are matched by exact name; everything not listed is dropped.

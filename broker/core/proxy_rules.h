@@ -1,4 +1,4 @@
-/* proxy_rules.h — the pure rules of the Stripe proxy (CONTRACT §4.3): which paths,
+/* proxy_rules.h — the pure rules of the Stripe proxy (README "The path a capture takes"): which paths,
  * queries and headers go to Stripe, and which of Stripe's response headers come back.
  * No I/O, no allocation; every function takes outside bytes and is fuzzed. */
 #ifndef BROKER_CORE_PROXY_RULES_H

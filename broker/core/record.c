@@ -22,6 +22,7 @@
 
 #include "buf.h"
 #include "crypto.h"
+#include "stripe_resp.h"
 
 #define RECORD_TIME_MAX_S 253402300799LL /* 9999-12-31T23:59:59Z */
 
@@ -177,4 +178,31 @@ void conn_record_revoke(conn_record_t *r)
     secure_free_str(r->refresh_token);
     r->access_token = r->refresh_token = NULL;
     r->expires_at = 0;
+}
+
+/* tok's string when it has one (moved out of tok), else a copy of base's (or NULL). */
+static char *take_or_copy(char **from_tok, const char *from_base)
+{
+    char *s = *from_tok;
+    *from_tok = NULL;
+    if (s == NULL && from_base != NULL && (s = strdup(from_base)) == NULL)
+        abort();
+    return s;
+}
+
+void conn_record_from_token(conn_record_t *out, stripe_token_t *tok, const conn_record_t *base, int live, int apps,
+                            time_t connected_at, time_t now)
+{
+    out->status = CONN_CONNECTED;
+    out->access_token = take_or_copy(&tok->access_token, NULL);
+    out->refresh_token = take_or_copy(&tok->refresh_token, base != NULL ? base->refresh_token : NULL);
+    out->stripe_user_id = take_or_copy(&tok->stripe_user_id, base != NULL ? base->stripe_user_id : NULL);
+    out->stripe_publishable_key =
+        take_or_copy(&tok->stripe_publishable_key, base != NULL ? base->stripe_publishable_key : NULL);
+    out->scope = take_or_copy(&tok->scope, base != NULL ? base->scope : NULL);
+    out->livemode = live;
+    out->connected_at = connected_at;
+    out->refreshed_at = now;
+    out->expires_at = stripe_token_expires_at(tok, apps, now);
+    out->derived_from[0] = '\0';
 }

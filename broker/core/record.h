@@ -34,4 +34,14 @@ void conn_record_clear(conn_record_t *r);
  * status reauthorization_required, both tokens wiped and gone, no expiry; the account,
  * scope and times stay. */
 void conn_record_revoke(conn_record_t *r);
+
+struct stripe_token;
+/* The rule of a record built from a Stripe token answer (a code exchange, a mint, a
+ * refresh): connected, livemode from live, refreshed now, connected at connected_at,
+ * expiring per stripe_token_expires_at (apps: the answer's expires_in). The answer's
+ * strings move into *out (tok's are NULL afterwards); a field the answer lacks (refresh
+ * token, account, publishable key, scope) is copied from base when base is not NULL.
+ * derived_from is left empty. out must be empty (zeroed or cleared). */
+void conn_record_from_token(conn_record_t *out, struct stripe_token *tok, const conn_record_t *base, int live,
+                            int apps, time_t connected_at, time_t now);
 #endif

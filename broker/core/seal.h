@@ -1,4 +1,4 @@
-/* seal.h — AES-256-GCM sealing of secrets at rest (CONTRACT §8).
+/* seal.h — AES-256-GCM sealing of secrets at rest (proto/redis.md).
  * A sealed value is text: "1.<kid>.<nonce b64url>.<ciphertext+tag b64url>". The
  * associated data is "stb1|<org>|<mode>|<field>", so a value copied to another org,
  * mode or field does not open. The first key of the ring seals; every key opens. */

@@ -36,7 +36,7 @@ stripe_outcome_t stripe_token_parse(long http_status, const char *body, size_t l
 time_t stripe_token_expires_at(const stripe_token_t *tok, int apps, time_t now);
 /* Wipe and free every field. */
 void stripe_token_clear(stripe_token_t *tok);
-/* The answer of POST /oauth/deauthorize (STRIPE.md, CONTRACT §4.2 DELETE). */
+/* The answer of POST /oauth/deauthorize (STRIPE.md, proto/openapi.yaml, deleteConnection). */
 typedef enum stripe_deauth {
     STRIPE_DEAUTH_DONE,          /* 2xx {"stripe_user_id": <that account>} */
     STRIPE_DEAUTH_NOT_CONNECTED, /* Stripe's "not connected" answer: already gone there */

@@ -139,3 +139,13 @@ const char *whsig_reason(int rc)
     default: return "unknown signature error";
     }
 }
+
+int whsig_secret_valid(const char *s, size_t n)
+{
+    if (s == NULL || n == 0 || n > WHSIG_SECRET_MAX_BYTES)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return 0;
+    return 1;
+}

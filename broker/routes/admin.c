@@ -1,4 +1,4 @@
-/* admin.c — org API keys (CONTRACT §4.1): create, list, delete. Admin token only.
+/* admin.c — org API keys (proto/openapi.yaml): create, list, delete. Admin token only.
  * The API key is shown once, in the 201 answer; Redis keeps its SHA-256 only. A
  * deleted key is gone from Redis at once: a quiet worker reads the key record on every
  * request, and a busy one that cached it (store/rcache.h) drops it when Redis's

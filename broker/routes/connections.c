@@ -1,5 +1,5 @@
 /* connections.c — an org's connections, authorize links and webhook signing secrets
- * (CONTRACT §4.2). The connection list never carries a token or secret; webhook
+ * (proto/openapi.yaml). The connection list never carries a token or secret; webhook
  * secrets are sealed before they reach Redis and never returned. Deleting an
  * authorized connection deletes it locally only when Stripe's deauthorize confirmed it
  * or answered that the account is already disconnected (core/stripe_resp.h decides);
@@ -21,7 +21,6 @@
 #include "stripe/oauth.h"
 
 #define LINK_TTL_S TICKET_TTL_S
-#define SIGNING_SECRET_MAX 512
 #define TICKET_BYTES 32
 
 /* ===== GET /v1/orgs/{org}/connections ===== */
@@ -100,7 +99,7 @@ static void delete_local(breq_t *b)
 }
 
 /* Stripe's answer decides: done, or its "not connected" answer (already gone there),
- * deletes locally; any other refusal or failure keeps everything (CONTRACT §4.2). */
+ * deletes locally; any other refusal or failure keeps everything (proto/openapi.yaml). */
 static void on_deauthorized(breq_t *b, long status, const char *body, size_t len)
 {
     conn_del_t *cd = b->state;
@@ -249,17 +248,6 @@ void links_create(breq_t *b)
 
 /* ===== Webhook signing secrets ===== */
 
-static int secret_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > SIGNING_SECRET_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-            return 0;
-    return 1;
-}
-
 static void on_whsec_done(breq_t *b, redisReply *r)
 {
     breq_no_content(b);
@@ -281,7 +269,7 @@ void whsec_put(breq_t *b)
     if (body == NULL)
         return;
     json_t *s = json_object_get(body, "signing_secret");
-    if (!json_is_string(s) || !secret_ok(json_string_value(s))) {
+    if (!json_is_string(s) || !whsig_secret_valid(json_string_value(s), strlen(json_string_value(s)))) {
         json_decref(body);
         breq_error(b, ERR_INVALID_REQUEST, "The field signing_secret is required (the whsec_… value from Stripe).");
         return;

@@ -1,4 +1,4 @@
-/* oauth.c — GET /oauth/callback, where Stripe sends the admin back (CONTRACT §5.4).
+/* oauth.c — GET /oauth/callback, where Stripe sends the admin back (README "How it works", proto/threat-model.md).
  *
  * Order matters: the state is consumed with GETDEL *before* the code is exchanged,
  * because Stripe revokes the whole connection when a code is used twice (a reload or
@@ -119,17 +119,10 @@ static void on_token(breq_t *b, long status, const char *body, size_t len)
     }
     time_t now = time(NULL);
     conn_record_t rec = {0};
-    rec.status = CONN_CONNECTED;
-    rec.access_token = tok.access_token;
-    rec.refresh_token = tok.refresh_token;
-    rec.stripe_user_id = tok.stripe_user_id;
-    rec.stripe_publishable_key = tok.stripe_publishable_key;
-    rec.scope = tok.scope;
-    rec.livemode = b->mode == MODE_LIVE;
-    rec.connected_at = rec.refreshed_at = now;
-    rec.expires_at = stripe_token_expires_at(&tok, b->w->cfg->flavor == FLAVOR_APPS, now);
-    snprintf(c->acct, sizeof(c->acct), "%s", tok.stripe_user_id ? tok.stripe_user_id : "");
+    conn_record_from_token(&rec, &tok, NULL, b->mode == MODE_LIVE, b->w->cfg->flavor == FLAVOR_APPS, now, now);
+    snprintf(c->acct, sizeof(c->acct), "%s", rec.stripe_user_id ? rec.stripe_user_id : "");
     c->sealed = store_conn_seal(b->w->cfg, b->org, b->mode, &rec);
+    conn_record_clear(&rec);
     stripe_token_clear(&tok);
     if (b->w->cfg->flavor == FLAVOR_CONNECT && b->mode == MODE_LIVE)
         breq_redis(b, on_test_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(MODE_TEST)));

@@ -1,4 +1,4 @@
-/* ops.c — /healthz, /readyz, /metrics and /openapi.yaml (CONTRACT §7).
+/* ops.c — /healthz, /readyz, /metrics and /openapi.yaml (README "The API", deploy/README.md).
  * Owns nothing but these answers; /openapi.yaml is proto/openapi.yaml compiled into
  * the binary so that the served contract is always the one it was built with.
  * Tested by tests/it/test_ops.py. */

@@ -1,4 +1,4 @@
-/* proxy.c — the Stripe proxy (CONTRACT §4.3): GET|POST|DELETE
+/* proxy.c — the Stripe proxy (README "The path a capture takes"): GET|POST|DELETE
  * /v1/orgs/{org_id}/stripe/{mode}/v1/{resource}[/…][?query] forwarded once to
  * STRIPE_API_URL with that mode's access token, which never leaves the broker.
  *

@@ -30,7 +30,7 @@ void token_rotate(breq_t *b);
  * (test minted from live, apps refresh) and calls cb. */
 int token_serving_record(breq_t *b, const char *val, size_t len, conn_record_t *rec, long *version,
                          breq_token_cb cb);
-/* proxy.c — the Stripe proxy (CONTRACT §4.3) */
+/* proxy.c — the Stripe proxy (README "The path a capture takes") */
 void proxy_forward(breq_t *b);
 /* connections.c — connections, authorize links, webhook secrets */
 void conn_list(breq_t *b);

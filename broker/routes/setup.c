@@ -1,4 +1,4 @@
-/* setup.c — the setup assistant (CONTRACT §5): one-time links, the setup session,
+/* setup.c — the setup assistant (README "How it works", proto/threat-model.md): one-time links, the setup session,
  * the Authorize form and the webhook signing secret form.
  *
  * A ticket (from an authorize link) is consumed atomically and turned into a setup
@@ -18,6 +18,7 @@
 #include "core/cookie.h"
 #include "core/crypto.h"
 #include "core/form.h"
+#include "core/webhook_sig.h"
 #include "core/timefmt.h"
 #include "routes/pages.h"
 #include "routes/params.h"
@@ -84,12 +85,20 @@ int setup_cookie_get(breq_t *b, int which, char out[SETUP_TOKEN_CHARS + 1])
 
 /* ===== The session ===== */
 
+/* POST /setup/authorize: the OAuth state and its browser binding, kept until the state
+ * is stored (both secret). */
+typedef struct authz {
+    char state[TOKEN_CHARS + 1];
+    char browser[TOKEN_CHARS + 1];
+} authz_t;
+
 typedef struct setup_state {
     char cookie[TOKEN_CHARS + 1]; /* the session cookie value (secret) */
     char org[ORGID_LEN + 1];
     int mode;
     char *return_url;
     char *form;                   /* a posted field value kept for the next step (secret) */
+    authz_t *authz;               /* POST /setup/authorize (secret; wiped whole) */
     redisReply *conns;            /* not owned */
 } setup_state_t;
 
@@ -98,6 +107,10 @@ static void setup_state_free(void *p)
     setup_state_t *s = p;
     free(s->return_url);
     secure_free_str(s->form);
+    if (s->authz != NULL) {
+        OPENSSL_cleanse(s->authz, sizeof(*s->authz));
+        free(s->authz);
+    }
     OPENSSL_cleanse(s, sizeof(*s));
     free(s);
 }
@@ -453,15 +466,10 @@ static int form_begin(breq_t *b, const char **body, size_t *len)
 
 /* ===== POST /setup/authorize ===== */
 
-typedef struct authz {
-    char state[TOKEN_CHARS + 1];
-    char browser[TOKEN_CHARS + 1];
-} authz_t;
-
 static void on_state_stored(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    authz_t *a = (authz_t *)s->form;
+    authz_t *a = s->authz;
     buf_t url = {0}, cookie = {0};
     stripe_authorize_url(b->w->cfg, s->mode, a->state, &url);
     setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_BROWSER, a->browser, STATE_TTL_S);
@@ -494,12 +502,12 @@ static void on_session_for_authorize(breq_t *b, redisReply *r)
     if (session_loaded(b, r) != 0)
         return;
 
-    authz_t *a = calloc(1, sizeof(*a) + 1);
+    authz_t *a = calloc(1, sizeof(*a));
     if (a == NULL)
         abort();
     rand_token(a->state, TOKEN_BYTES);
     rand_token(a->browser, TOKEN_BYTES);
-    s->form = (char *)a;
+    s->authz = a;
 
     /* the state is bound to this browser (the hash of a cookie set with it) and to
      * this setup session (the hash of the session cookie, as in the session's key) */
@@ -568,10 +576,7 @@ void setup_webhook_secret(breq_t *b)
     int src = form_get(body, len, "signing_secret", &secret);
     s->mode = mrc == 1 ? mode_parse(mode, strlen(mode)) : -1;
     free(mode);
-    size_t n = src == 1 ? strlen(secret) : 0;
-    int ok = src == 1 && n > 0 && n <= 512 && (mrc != 1 || s->mode >= 0);
-    for (size_t i = 0; ok && i < n; i++)
-        ok = (unsigned char)secret[i] > 0x20 && (unsigned char)secret[i] < 0x7f;
+    int ok = src == 1 && whsig_secret_valid(secret, strlen(secret)) && (mrc != 1 || s->mode >= 0);
     if (!ok) {
         secure_free_str(secret);
         pages_error_setup(b, 400, "The signing secret was not saved",

@@ -18,7 +18,7 @@ enum { SETUP_COOKIE_SESSION = 0, SETUP_COOKIE_BROWSER = 1 };
 int setup_token_ok(const char *s, size_t n);
 /* The cookie's name: "stb_session" / "stb_oauth", with the "__Host-" prefix whenever
  * BROKER_PUBLIC_URL is https, so that a browser takes it only from this host, with
- * Secure and Path=/ and no Domain: no sibling subdomain can plant one (CONTRACT §5). */
+ * Secure and Path=/ and no Domain: no sibling subdomain can plant one (README "How it works", proto/threat-model.md). */
 const char *setup_cookie_name(const config_t *cfg, int which);
 /* Append a Set-Cookie value (Path=/, HttpOnly, SameSite=Lax, no Domain; Secure on
  * https) to out, "\n"-separated from any already there. max_age 0 deletes it. */

@@ -1,4 +1,4 @@
-/* token.c — getAccessToken and rotation (CONTRACT §4.2): the hot path.
+/* token.c — getAccessToken and rotation (proto/openapi.yaml): the hot path.
  *
  * A request with an org key needs the key record and the sealed connection: on a busy
  * worker from its read cache (store/rcache.h: kept exact by Redis, vouched for by a

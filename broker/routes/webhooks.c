@@ -1,4 +1,4 @@
-/* webhooks.c — POST /webhooks/stripe (CONTRACT §6).
+/* webhooks.c — POST /webhooks/stripe (proto/threat-model.md, "Revocation").
  *
  * Verifies Stripe-Signature (v1, any of several values, 300 s tolerance) against the
  * live and the test signing secret, and remembers which one verified it. On
@@ -84,7 +84,7 @@ static void on_done(breq_t *b, redisReply *r)
     answer(b, 0);
 }
 
-/* Does the event take this connection (CONTRACT §6)? Its account (the index may be
+/* Does the event take this connection (proto/threat-model.md, "Revocation")? Its account (the index may be
  * stale); the verifying secret's mode, where live also takes a test connection derived
  * from live, and test takes every test connection of the account (a derived one is
  * minted again from live on its next use), but live never takes a test connection

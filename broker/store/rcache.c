@@ -15,7 +15,7 @@
  * replace one that has been out for RCACHE_FRESH_MS). When <seq> comes back on the
  * subscriber, its send time becomes the "confirmed" time that rcache_fresh() checks.
  *
- * Never logs a key's value. Tested by tests/unit/test_loops.c (against a real
+ * Never logs a key's value. Tested by tests/unit/test_rcache.c (against a real
  * redis-server: changes from another client, FLUSHALL, races, the subscriber killed,
  * Redis paused or restarted) and tests/it/test_cache.py (replicas that see each
  * other's writes, with the cache in use and without). */

@@ -39,7 +39,7 @@
  * initialised in create and disposed only in destroy, never inside a timer callback
  * (h2o 2.2.5 iterates the lists while running them).
  *
- * Never logs a command, a reply or the password. Tested by tests/unit/test_loops.c
+ * Never logs a command, a reply or the password. Tested by tests/unit/test_redis_loop.c
  * against a real redis-server (kill, restart, CLIENT PAUSE, AUTH/SELECT over a unix
  * socket). */
 #include "store/redis_loop.h"

@@ -1,4 +1,4 @@
-/* api.h — one Stripe payment API call forwarded by the proxy (CONTRACT §4.3), on a
+/* api.h — one Stripe payment API call forwarded by the proxy (README "The path a capture takes"), on a
  * worker's curl_loop. Knows nothing of the broker's HTTP requests: the route hands
  * over the method, the Stripe path and query, the body and the forwarded header
  * values; this module adds the Idempotency-Key, the bearer, sends, and brings back

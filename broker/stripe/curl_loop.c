@@ -24,7 +24,7 @@
  * they are freed. Never logs a URL, a header or a body. Redirects are not followed; only
  * https (and http when the caller allows it for the loopback simulator).
  *
- * Tested by tests/unit/test_loops.c against an in-test HTTP server (status, body,
+ * Tested by tests/unit/test_curl_loop.c against an in-test HTTP server (status, body,
  * concurrency, hang/timeout, refused connection, size cap, destroy in flight);
  * curl_loop_run by tests/it/test_proxy.py. */
 #include "stripe/curl_loop.h"

@@ -349,11 +349,6 @@ static void on_renew_tick(h2o_timeout_entry_t *e)
     h2o_timeout_link(f->ts->loop, &f->ts->renew_list, &f->renew);
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s != NULL ? strdup(s) : NULL;
-}
-
 static void on_stripe(long status, const char *body, size_t len, void *data)
 {
     flight_t *f = data;
@@ -374,18 +369,8 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         f->rotated = tok.refresh_token != NULL &&
                      (base->refresh_token == NULL || !ct_equal(tok.refresh_token, strlen(tok.refresh_token),
                                                                base->refresh_token, strlen(base->refresh_token)));
-        n->status = CONN_CONNECTED;
-        n->access_token = tok.access_token, tok.access_token = NULL;
-        n->refresh_token = tok.refresh_token != NULL ? tok.refresh_token : dup_or_null(base->refresh_token);
-        tok.refresh_token = NULL;
-        n->stripe_user_id = dup_or_null(tok.stripe_user_id != NULL ? tok.stripe_user_id : base->stripe_user_id);
-        n->stripe_publishable_key =
-            dup_or_null(tok.stripe_publishable_key != NULL ? tok.stripe_publishable_key : base->stripe_publishable_key);
-        n->scope = dup_or_null(tok.scope != NULL ? tok.scope : base->scope);
-        n->livemode = f->mode == MODE_LIVE;
-        n->connected_at = f->op == TOKEN_OP_MINT ? now : f->cur.connected_at;
-        n->refreshed_at = now;
-        n->expires_at = stripe_token_expires_at(&tok, cfg->flavor == FLAVOR_APPS, now);
+        conn_record_from_token(n, &tok, base, f->mode == MODE_LIVE, cfg->flavor == FLAVOR_APPS,
+                               f->op == TOKEN_OP_MINT ? now : f->cur.connected_at, now);
         if (f->op == TOKEN_OP_MINT)
             snprintf(n->derived_from, sizeof(n->derived_from), "%s", mode_name(MODE_LIVE));
         else

@@ -5,7 +5,7 @@
  * previous token of a mode on every such call, so it must happen once per need,
  * whatever the concurrency: in-process single flight per (org, mode), a Redis lease
  * across replicas, a re-check under the lease and a write fenced by the lease owner and
- * the record's version (DESIGN.md, proto/redis.md). A result whose write is refused is
+ * the record's version (README "How it works", proto/redis.md). A result whose write is refused is
  * never served: the flight re-reads, or works again under a new lease.
  *
  * Knows nothing of HTTP: it runs on one event loop with that loop's Redis and Stripe

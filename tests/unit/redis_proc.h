@@ -1,5 +1,5 @@
 /* redis_proc.h — test helpers shared by the unit tests that run against a real
- * redis-server (test_loops.c, test_store_conn.c): a monotonic clock, RUN_UNTIL (run an
+ * redis-server (test_redis_loop.c, test_rcache.c, test_store_conn.c, test_token_service.c): a monotonic clock, RUN_UNTIL (run an
  * h2o loop until a condition holds, with a deadline), a free port, and redis-server
  * processes started (free port, no persistence), probed, queried and killed.
  * Static functions: each test binary includes it once. */

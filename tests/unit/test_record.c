@@ -10,6 +10,7 @@
 
 #include "core/crypto.h"
 #include "core/record.h"
+#include "core/stripe_resp.h"
 
 static conn_record_t sample(void)
 {
@@ -153,6 +154,61 @@ static void test_record_clear_leaves_zeroed_record(void **state)
     conn_record_clear(&r);
 }
 
+static void test_record_revoke_drops_both_tokens_and_keeps_the_rest(void **state)
+{
+    conn_record_t r = {0};
+    r.status = CONN_CONNECTED;
+    r.access_token = strdup("sk_test_a");
+    r.refresh_token = strdup("rt_test_a");
+    r.stripe_user_id = strdup("acct_1");
+    r.connected_at = 100;
+    r.expires_at = 200;
+    conn_record_revoke(&r);
+    assert_int_equal(r.status, CONN_REAUTH_REQUIRED);
+    assert_null(r.access_token);
+    assert_null(r.refresh_token);
+    assert_int_equal(r.expires_at, 0);
+    assert_string_equal(r.stripe_user_id, "acct_1");
+    assert_int_equal(r.connected_at, 100);
+    conn_record_clear(&r);
+}
+
+static void test_record_from_token_moves_the_answer_and_fills_from_base(void **state)
+{
+    stripe_token_t tok = {0};
+    tok.access_token = strdup("sk_test_new");
+    tok.stripe_user_id = strdup("acct_1");
+    tok.expires_in = -1;
+    conn_record_t base = {0}, r = {0};
+    base.refresh_token = strdup("rt_base");
+    base.scope = strdup("read_write");
+    base.stripe_publishable_key = strdup("pk_base");
+    conn_record_from_token(&r, &tok, &base, 1, 1, 50, 1000);
+    assert_int_equal(r.status, CONN_CONNECTED);
+    assert_string_equal(r.access_token, "sk_test_new");
+    assert_null(tok.access_token); /* moved */
+    assert_null(tok.stripe_user_id);
+    assert_string_equal(r.refresh_token, "rt_base");
+    assert_string_equal(r.scope, "read_write");
+    assert_string_equal(r.stripe_publishable_key, "pk_base");
+    assert_int_equal(r.livemode, 1);
+    assert_int_equal(r.connected_at, 50);
+    assert_int_equal(r.refreshed_at, 1000);
+    assert_int_equal(r.expires_at, 1000 + STRIPE_APPS_TOKEN_TTL_S); /* apps, no expires_in */
+    assert_string_equal(r.derived_from, "");
+    conn_record_clear(&r);
+    /* no base, connect: nothing invented, no expiry */
+    tok.access_token = strdup("sk_live_x");
+    tok.expires_in = -1;
+    conn_record_from_token(&r, &tok, NULL, 0, 0, 7, 7);
+    assert_null(r.refresh_token);
+    assert_null(r.scope);
+    assert_int_equal(r.expires_at, 0);
+    conn_record_clear(&r);
+    conn_record_clear(&base);
+    stripe_token_clear(&tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +218,8 @@ int main(void)
         cmocka_unit_test(test_record_decode_ignores_unknown_fields),
         cmocka_unit_test(test_record_decode_rejects_malformed),
         cmocka_unit_test(test_record_clear_leaves_zeroed_record),
+        cmocka_unit_test(test_record_revoke_drops_both_tokens_and_keeps_the_rest),
+        cmocka_unit_test(test_record_from_token_moves_the_answer_and_fills_from_base),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,6 +153,20 @@ static void test_whsig_reason_names_every_code(void **state)
         assert_string_equal(whsig_reason(want[i].rc), want[i].text);
 }
 
+static void test_whsig_secret_valid_takes_printable_ascii_up_to_the_limit(void **state)
+{
+    char big[WHSIG_SECRET_MAX_BYTES + 2];
+    memset(big, 'a', sizeof(big));
+    assert_true(whsig_secret_valid("whsec_abc", 9));
+    assert_true(whsig_secret_valid(big, WHSIG_SECRET_MAX_BYTES));
+    assert_false(whsig_secret_valid(big, WHSIG_SECRET_MAX_BYTES + 1));
+    assert_false(whsig_secret_valid("", 0));
+    assert_false(whsig_secret_valid(NULL, 0));
+    assert_false(whsig_secret_valid("whsec_a b", 9));
+    assert_false(whsig_secret_valid("whsec_\x7f", 7));
+    assert_false(whsig_secret_valid("whsec_\xc3\xa9", 8));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_whsig_tolerates_spaces_after_commas),
         cmocka_unit_test(test_whsig_rejects_empty_secret),
         cmocka_unit_test(test_whsig_reason_names_every_code),
+        cmocka_unit_test(test_whsig_secret_valid_takes_printable_ascii_up_to_the_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
