@@ -90,6 +90,8 @@ static const route_t routes[] = {
     {"GET", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
     {"POST", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
     {"DELETE", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
+    {"GET", "/v1/orgs/{org_id}/audit-events", audit_events_list, AUTH_ORG, KIND_API},
+    {"GET", "/v1/admin/orgs", admin_orgs_list, AUTH_ADMIN, KIND_API},
 };
 #define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
 #define ROUTE_UNMATCHED NROUTES /* metrics/log bucket for 404/405 */

@@ -1,0 +1,112 @@
+/* audit.c — encoding of audit events and out-events (see audit.h, proto/redis.md).
+ * Pure functions: formats arguments for the writers' scripts and reads entries back,
+ * never talks to Redis itself. Tested by tests/unit/test_audit.c and tests/it/test_audit.py. */
+#include "store/audit.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "core/buf.h"
+#include "core/crypto.h"
+#include "core/timefmt.h"
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+void audit_tail_none(audit_tail_t *t)
+{
+    for (int i = 0; i < AUDIT_TAIL_ARGS; i++)
+        t->argv[i] = xstrdup("");
+}
+
+void audit_tail_make(audit_tail_t *t, const config_t *cfg, const char *org, const char *type, int mode,
+                     const audit_actor_t *actor, const char *request_id, const char *details_json,
+                     const char *out_type, const char *out_data_json)
+{
+    buf_t k = {0}, e = {0};
+    char ret[24];
+
+    buf_printf(&k, "%saudit:%s", cfg->redis_prefix, org);
+    snprintf(ret, sizeof(ret), "%ld", (long)cfg->audit_retention_days * 86400L);
+    buf_puts(&e, "{\"type\":");
+    buf_json_str(&e, type, strlen(type));
+    if (mode >= 0)
+        buf_printf(&e, ",\"mode\":\"%s\"", mode_name(mode));
+    buf_puts(&e, ",\"actor\":{\"kind\":");
+    buf_json_str(&e, actor->kind, strlen(actor->kind));
+    if (actor->id != NULL && actor->id[0]) {
+        buf_puts(&e, ",\"id\":");
+        buf_json_str(&e, actor->id, strlen(actor->id));
+    }
+    buf_puts(&e, "}");
+    if (request_id != NULL && request_id[0]) {
+        buf_puts(&e, ",\"request_id\":");
+        buf_json_str(&e, request_id, strlen(request_id));
+    }
+    buf_printf(&e, ",\"details\":%s}", details_json ? details_json : "{}");
+    t->argv[0] = k.p;
+    t->argv[1] = xstrdup(ret);
+    t->argv[2] = e.p;
+    if (out_type != NULL && cfg->events_url != NULL) {
+        buf_t ok = {0}, o = {0};
+        unsigned char rnd[12];
+        char id[25], ts[21];
+        rand_bytes(rnd, sizeof(rnd));
+        hex_encode(rnd, sizeof(rnd), id);
+        time_rfc3339(time(NULL), ts);
+        buf_printf(&ok, "%soutbox", cfg->redis_prefix);
+        buf_printf(&o, "{\"id\":\"evt_%s\",\"type\":", id);
+        buf_json_str(&o, out_type, strlen(out_type));
+        buf_printf(&o, ",\"created\":\"%s\",\"org_id\":\"%s\"", ts, org);
+        if (mode >= 0)
+            buf_printf(&o, ",\"mode\":\"%s\"", mode_name(mode));
+        buf_printf(&o, ",\"data\":%s}", out_data_json ? out_data_json : "{}");
+        t->argv[3] = ok.p;
+        t->argv[4] = o.p;
+    } else {
+        t->argv[3] = xstrdup("");
+        t->argv[4] = xstrdup("");
+    }
+}
+
+void audit_tail_free(audit_tail_t *t)
+{
+    for (int i = 0; i < AUDIT_TAIL_ARGS; i++) {
+        free(t->argv[i]);
+        t->argv[i] = NULL;
+    }
+}
+
+int audit_cursor_valid(const char *s)
+{
+    size_t a = strspn(s, "0123456789");
+    if (a == 0 || a > 19 || s[a] != '-')
+        return -1;
+    size_t b = strspn(s + a + 1, "0123456789");
+    return b > 0 && b <= 19 && s[a + 1 + b] == '\0' ? 0 : -1;
+}
+
+int audit_entry_json(const char *id, size_t idlen, const char *e, size_t elen, char **out)
+{
+    char ids[48], ts[21];
+    buf_t o = {0};
+    long long ms;
+    *out = NULL;
+    if (idlen == 0 || idlen >= sizeof(ids) || elen < 2 || e[0] != '{' || e[elen - 1] != '}')
+        return -1;
+    memcpy(ids, id, idlen);
+    ids[idlen] = '\0';
+    if (audit_cursor_valid(ids) != 0)
+        return -1;
+    ms = strtoll(ids, NULL, 10);
+    time_rfc3339((time_t)(ms / 1000), ts);
+    buf_printf(&o, "{\"id\":\"%s\",\"at\":\"%s\",", ids, ts);
+    buf_append(&o, e + 1, elen - 1);
+    *out = o.p;
+    return 0;
+}
