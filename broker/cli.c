@@ -15,6 +15,8 @@
 #include "core/crypto.h"
 #include "core/orgid.h"
 #include "core/seal.h"
+#include "store/audit.h"
+#include "store/store.h"
 
 #define CLI_REDIS_TIMEOUT_MS 2000
 #define SCAN_COUNT 200
@@ -89,9 +91,14 @@ int cli_create_api_key(const config_t *cfg, const char *org_in)
     auth_key_record(rec, sizeof(rec), org, hash, (long)time(NULL));
     snprintf(k1, sizeof(k1), "%skey:%s", cfg->redis_prefix, key_id);
     snprintf(k2, sizeof(k2), "%sorg:%s:keys", cfg->redis_prefix, org);
-    redisReply *r = redisCommand(c, "EVAL %s 2 %s %s %s %s",
-                                 "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SADD', KEYS[2], ARGV[2]); return 1",
-                                 k1, k2, rec, key_id);
+    char d[48];
+    audit_tail_t t;
+    audit_actor_t actor = {"admin", "cli"};
+    snprintf(d, sizeof(d), "{\"key_id\":\"%s\"}", key_id);
+    audit_tail_make(&t, cfg, org, "api_key.created", -1, &actor, NULL, d, NULL, NULL);
+    redisReply *r = redisCommand(c, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", STORE_LUA_KEY_CREATE, k1, k2, rec, key_id,
+                                 t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    audit_tail_free(&t);
     int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
     if (r != NULL)
         freeReplyObject(r);

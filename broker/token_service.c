@@ -41,6 +41,7 @@
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "store/audit.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
@@ -66,12 +67,14 @@ static const char LUA_ACQUIRE[] =
 /* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
  * expected version, owner, index member or '', cooldown ms, expected source version or
  * '' (MINT: the live record it minted from must still be that version), '1' when the
- * write needs no lease (a rotated refresh token, see rotated_needs_no_lease).
+ * write needs no lease (a rotated refresh token, see rotated_needs_no_lease), then the
+ * audit tail (store/audit.h): recorded with the write, or, with no write, by the owner.
  * → new version, 0 nothing written, -1 a version moved (someone else wrote), -2 this
  * flight no longer owns the lease (expired, deleted by a failover or a restart):
  * nothing is written, not even the cooldown. */
 static const char LUA_COMMIT[] =
     STORE_LUA_NEXT_VERSION
+    AUDIT_LUA
     "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
     "if not owner and ARGV[7] ~= '1' then return -2 end\n"
     "local res = 0\n"
@@ -87,8 +90,9 @@ static const char LUA_COMMIT[] =
     "    res = next_version(KEYS[1], ver)\n"
     "    redis.call('SET', KEYS[1], res .. ':' .. ARGV[1])\n"
     "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
+    "    audit_tail()\n"
     "  else res = -1 end\n"
-    "end\n"
+    "elseif owner then audit_tail() end\n"
     "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
     "if owner then redis.call('DEL', KEYS[2]) end\n"
     "return res\n";
@@ -272,10 +276,11 @@ static void on_commit(redisReply *r, void *data)
 
 /* Write sealed (when not NULL) to the record of write_mode if it still has version
  * expected (and, source_version >= 0, the live record that one), release the lease. */
-static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member,
-                   long source_version)
+static void commit_audited(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms,
+                           const char *member, long source_version, const audit_tail_t *t)
 {
     char exp[24], cool[16], src[24] = "";
+    audit_tail_t none;
     /* Stripe accepts a refresh token once: whoever got the new one holds the record's
      * only future, lease or not */
     int rotated_needs_no_lease = sealed != NULL && f->deliver_written && f->rotated;
@@ -285,9 +290,39 @@ static void commit(flight_t *f, int write_mode, long expected, const char *seale
     if (source_version >= 0)
         snprintf(src, sizeof(src), "%ld", source_version);
     f->writing = sealed != NULL;
-    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target, f->keys[1],
-            f->acct_key, f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner,
-            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0");
+    if (t == NULL)
+        audit_tail_none(&none);
+    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target,
+            f->keys[1], f->acct_key, f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner,
+            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0",
+            (t ? t : &none)->argv[0], (t ? t : &none)->argv[1], (t ? t : &none)->argv[2], (t ? t : &none)->argv[3],
+            (t ? t : &none)->argv[4]);
+    if (t == NULL)
+        audit_tail_free(&none);
+}
+
+static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member,
+                   long source_version)
+{
+    commit_audited(f, write_mode, expected, sealed, cooldown_ms, member, source_version, NULL);
+}
+
+/* The audit tail of this flight's change, by the caller of its first request (the
+ * broker itself for a background refresh). */
+static void flight_tail(flight_t *f, audit_tail_t *t, const char *type, int mode, const char *details,
+                        const char *out_type, const char *out_data)
+{
+    audit_actor_t a = {"broker", NULL};
+    const char *rid = NULL;
+    breq_t *b = f->waiters != NULL ? f->waiters->b : NULL;
+    if (b != NULL) {
+        rid = b->request_id;
+        if (b->is_admin)
+            a.kind = "admin";
+        else if (b->bearer.kind == BEARER_KEY)
+            a = (audit_actor_t){"api_key", b->bearer.key_id};
+    }
+    audit_tail_make(t, f->ts->w->cfg, f->org, type, mode, &a, rid, details, out_type, out_data);
 }
 
 /* Write f->result, the outcome of a successful Stripe call, to the flight's record. */
@@ -299,10 +334,22 @@ static void commit_result(flight_t *f)
     snprintf(member, sizeof(member), "%s:%s", f->org, mode_name(f->mode));
     snprintf(f->acct_key, sizeof(f->acct_key), "%sacct:%s", cfg->redis_prefix,
              f->result.stripe_user_id ? f->result.stripe_user_id : "");
+    audit_tail_t t;
+    buf_t d = {0};
+    const char *acct = f->result.stripe_user_id ? f->result.stripe_user_id : "";
+    buf_puts(&d, "{\"stripe_user_id\":");
+    buf_json_str(&d, acct, strlen(acct));
+    if (f->op == TOKEN_OP_MINT)
+        buf_puts(&d, ",\"derived_from\":\"live\"");
+    buf_puts(&d, "}");
+    flight_tail(f, &t, f->op == TOKEN_OP_MINT ? "token.minted" : f->op == TOKEN_OP_ROTATE ? "token.rotated" : "token.refreshed",
+                f->mode, d.p, NULL, NULL);
     f->deliver_written = 1;
-    commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member,
-           f->op == TOKEN_OP_MINT ? f->source_version : -1);
+    commit_audited(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member,
+                   f->op == TOKEN_OP_MINT ? f->source_version : -1, &t);
     free(sealed);
+    audit_tail_free(&t);
+    buf_free(&d);
 }
 
 /* A write that was fenced (the lease is gone: another holder may have called Stripe
@@ -432,9 +479,13 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         dead->access_token = dead->refresh_token = NULL;
         dead->expires_at = 0;
         char *sealed = store_conn_seal(cfg, f->org, mode, dead);
+        audit_tail_t t;
+        flight_tail(f, &t, "connection.deauthorized", mode, "{\"reason\":\"invalid_grant\"}",
+                    "connection.reauthorization_required", "{\"reason\":\"invalid_grant\"}");
         f->result_err = ERR_REAUTH_REQUIRED;
-        commit(f, mode, ver, sealed, 0, NULL, -1);
+        commit_audited(f, mode, ver, sealed, 0, NULL, -1, &t);
         free(sealed);
+        audit_tail_free(&t);
         return;
     }
     /* transient (or a rejection that says the platform is misconfigured): no write */
@@ -445,7 +496,15 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         f->result_err = -1; /* the old token is still valid: serve it */
     else
         f->result_err = ERR_STRIPE_UNAVAILABLE;
-    commit(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1);
+    {
+        audit_tail_t t;
+        char d[96];
+        snprintf(d, sizeof(d), "{\"class\":\"%s\",\"operation\":\"%s\"}", stripe_outcome_name(o),
+                 f->op == TOKEN_OP_MINT ? "mint" : f->op == TOKEN_OP_ROTATE ? "rotate" : "refresh");
+        flight_tail(f, &t, "token.refresh_failed", f->mode, d, NULL, NULL);
+        commit_audited(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1, &t);
+        audit_tail_free(&t);
+    }
 }
 
 static void call_stripe(flight_t *f, const char *refresh_token)

@@ -17,10 +17,19 @@
 #include "metrics.h"
 #include "routes/params.h"
 #include "routes/routes.h"
+#include "routes/setup.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
 #define LINK_TTL_S TICKET_TTL_S
+
+/* KEYS[1]=whsec key; ARGV[1]=value; then the audit tail. */
+static const char LUA_WHSEC_SET[] = AUDIT_LUA "redis.call('SET', KEYS[1], ARGV[1])\n"
+                                              "audit_tail()\n"
+                                              "return 1\n";
+/* KEYS[1]=whsec key; then the audit tail (recorded only when there was a secret). */
+static const char LUA_WHSEC_DEL[] = AUDIT_LUA "if redis.call('DEL', KEYS[1]) == 1 then audit_tail() end\n"
+                                              "return 1\n";
 #define SIGNING_SECRET_MAX 512
 #define TICKET_BYTES 32
 
@@ -93,20 +102,28 @@ static void delete_local(breq_t *b)
 {
     conn_del_t *cd = b->state;
     char member[64], dmember[64];
+    audit_tail_t t;
+    buf_t d = {0};
     snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
+    buf_puts(&d, "{\"stripe_user_id\":");
+    buf_json_str(&d, cd->acct, strlen(cd->acct));
+    if (cd->derived_mode >= 0)
+        buf_printf(&d, ",\"derived_deleted\":\"%s\"", mode_name(cd->derived_mode));
+    buf_puts(&d, "}");
+    breq_audit_tail(b, &t, "connection.deleted", b->mode, d.p, "connection.deleted", d.p);
     if (cd->derived_mode >= 0) {
         snprintf(dmember, sizeof(dmember), "%s:%s", b->org, mode_name(cd->derived_mode));
-        breq_redis(b, on_conn_deleted,
-                   "EVAL %s 4 %s %s %s %s %s %s", 
-                   "redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], ARGV[1]);"
-                   "redis.call('DEL', KEYS[3]); redis.call('SREM', KEYS[4], ARGV[2]); return 1",
+        breq_redis(b, on_conn_deleted, "EVAL %s 4 %s %s %s %s %s %s %s %s %s %s %s", STORE_LUA_CONN_DEL,
                    breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", cd->acct),
                    breq_key(b, "conn:%s:%s", b->org, mode_name(cd->derived_mode)), breq_key(b, "acct:%s", cd->acct),
-                   member, dmember);
+                   member, dmember, t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
     } else {
-        breq_redis(b, on_conn_deleted, "EVAL %s 2 %s %s %s", STORE_LUA_CONN_DEL,
-                   breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", cd->acct), member);
+        breq_redis(b, on_conn_deleted, "EVAL %s 2 %s %s %s %s %s %s %s %s", STORE_LUA_CONN_DEL,
+                   breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), breq_key(b, "acct:%s", cd->acct), member,
+                   t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
     }
+    audit_tail_free(&t);
+    buf_free(&d);
 }
 
 /* Stripe's answer decides: done, or its "not connected" answer (already gone there),
@@ -279,7 +296,19 @@ static void on_whsec_done(breq_t *b, redisReply *r)
 void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb)
 {
     char *val = store_whsec_seal(b->w->cfg, b->org, b->mode, secret);
-    breq_redis(b, cb, "SET %s %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)), val);
+    audit_tail_t t;
+    if (b->is_admin || b->bearer.kind == BEARER_KEY) {
+        breq_audit_tail(b, &t, "webhook_secret.set", b->mode, NULL, NULL, NULL);
+    } else { /* the setup page */
+        char sid[17];
+        audit_actor_t actor = {"setup_session", sid};
+        setup_session_id(b, sid);
+        audit_tail_make(&t, b->w->cfg, b->org, "webhook_secret.set", b->mode, &actor, b->request_id, NULL, NULL, NULL);
+    }
+    breq_redis(b, cb, "EVAL %s 1 %s %s %s %s %s %s %s", LUA_WHSEC_SET,
+               breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)), val, t.argv[0], t.argv[1], t.argv[2], t.argv[3],
+               t.argv[4]);
+    audit_tail_free(&t);
     free(val);
 }
 
@@ -324,7 +353,12 @@ void whsec_delete(breq_t *b)
 {
     if (parse_mode_param(b, 1) < 0)
         return;
-    breq_redis(b, on_whsec_done, "DEL %s", breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)));
+    audit_tail_t t;
+    breq_audit_tail(b, &t, "webhook_secret.deleted", b->mode, NULL, NULL, NULL);
+    breq_redis(b, on_whsec_done, "EVAL %s 1 %s %s %s %s %s %s", LUA_WHSEC_DEL,
+               breq_key(b, "whsec:%s:%s", b->org, mode_name(b->mode)), t.argv[0], t.argv[1], t.argv[2], t.argv[3],
+               t.argv[4]);
+    audit_tail_free(&t);
 }
 
 /* ===== POST /v1/orgs/{org}/webhook-events/verify ===== */

@@ -73,17 +73,29 @@ static void store_new(breq_t *b, const char *drop_acct, long drop_ver)
 {
     callback_t *c = b->state;
     const char *conn = breq_key(b, "conn:%s:%s", b->org, mode_name(b->mode)), *acct = breq_key(b, "acct:%s", c->acct);
-    char member[64];
+    char member[64], sid[17];
+    audit_tail_t t;
+    buf_t d = {0};
+    audit_actor_t actor = {"setup_session", sid};
     snprintf(member, sizeof(member), "%s:%s", b->org, mode_name(b->mode));
+    snprintf(sid, sizeof(sid), "%.16s", c->session); /* an id: the first 64 bits of the cookie's hash */
+    buf_puts(&d, "{\"stripe_user_id\":");
+    buf_json_str(&d, c->acct, strlen(c->acct));
+    buf_printf(&d, ",\"flavor\":\"%s\"}", b->w->cfg->flavor == FLAVOR_APPS ? "apps" : "connect");
+    audit_tail_make(&t, b->w->cfg, b->org, "connection.authorized", b->mode, &actor, b->request_id, d.p,
+                    "connection.authorized", d.p);
     if (drop_acct == NULL) {
-        breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s *", STORE_LUA_CONN_PUT, conn, acct, c->sealed, member);
-        return;
+        breq_redis(b, on_stored, "EVAL %s 2 %s %s %s %s * %s %s %s %s %s", STORE_LUA_CONN_PUT, conn, acct, c->sealed,
+                   member, t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    } else {
+        char tmember[64];
+        snprintf(tmember, sizeof(tmember), "%s:%s", b->org, mode_name(MODE_TEST));
+        breq_redis(b, on_stored, "EVAL %s 4 %s %s %s %s %s %s * %ld %s %s %s %s %s %s", STORE_LUA_CONN_PUT, conn,
+                   acct, breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)), breq_key(b, "acct:%s", drop_acct),
+                   c->sealed, member, drop_ver, tmember, t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
     }
-    char tmember[64];
-    snprintf(tmember, sizeof(tmember), "%s:%s", b->org, mode_name(MODE_TEST));
-    breq_redis(b, on_stored, "EVAL %s 4 %s %s %s %s %s %s * %ld %s", STORE_LUA_CONN_PUT, conn, acct,
-               breq_key(b, "conn:%s:%s", b->org, mode_name(MODE_TEST)), breq_key(b, "acct:%s", drop_acct), c->sealed,
-               member, drop_ver, tmember);
+    audit_tail_free(&t);
+    buf_free(&d);
 }
 
 /* A new live authorization: a test connection minted from live for another Stripe

@@ -30,7 +30,7 @@
  * old being the whole value the decision was made on ("<version>:<sealed>"; the seal's
  * random nonce makes it unique, so a record deleted and written again never passes).
  * Returns the number revoked, or -1 when any record changed (nothing written). */
-static const char LUA_MARK_REVOKED[] = STORE_LUA_NEXT_VERSION
+static const char LUA_MARK_REVOKED[] = STORE_LUA_NEXT_VERSION AUDIT_LUA
                                        "local n = #KEYS - 1\n"
                                        "for i = 1, n do\n"
                                        "  if redis.call('GET', KEYS[i]) ~= ARGV[2 * i - 1] then return -1 end\n"
@@ -38,6 +38,8 @@ static const char LUA_MARK_REVOKED[] = STORE_LUA_NEXT_VERSION
                                        "for i = 1, n do\n"
                                        "  local ver = tonumber(string.match(ARGV[2 * i - 1], '^(%d+):')) or 0\n"
                                        "  redis.call('SET', KEYS[i], next_version(KEYS[i], ver) .. ':' .. ARGV[2 * i])\n"
+                                       "  local a = 2 * n + 1 + 5 * (i - 1)\n"
+                                       "  audit_add(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])\n"
                                        "end\n"
                                        "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 1])\n"
                                        "return n\n";
@@ -135,15 +137,17 @@ static void on_conns(breq_t *b, redisReply *r)
 {
     event_t *e = b->state;
     size_t n = e->nmembers, argc = 0;
-    const char **argv = calloc(3 + 3 * n + 2, sizeof(char *));
-    size_t *lens = calloc(3 + 3 * n + 2, sizeof(size_t));
+    const char **argv = calloc(3 + 8 * n + 2, sizeof(char *));
+    size_t *lens = calloc(3 + 8 * n + 2, sizeof(size_t));
+    audit_tail_t *tails = calloc(n + 1, sizeof(*tails));
+    size_t ntails = 0;
     char **owned = calloc(2 * n + 2, sizeof(char *));
     size_t nowned = 0, nkeys = 0;
     const char **keys = calloc(n + 1, sizeof(char *));
     const char **args = calloc(2 * n + 1, sizeof(char *));
     size_t nargs = 0;
 
-    if (argv == NULL || lens == NULL || owned == NULL || keys == NULL || args == NULL)
+    if (argv == NULL || lens == NULL || owned == NULL || keys == NULL || args == NULL || tails == NULL)
         abort();
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < n && i < r->elements; i++) {
         char org[ORGID_LEN + 1];
@@ -169,6 +173,22 @@ static void on_conns(breq_t *b, redisReply *r)
         owned[nowned] = store_conn_seal(b->w->cfg, org, mode, &rec);
         args[nargs++] = owned[nowned++];
         keys[nkeys++] = breq_key(b, "conn:%s:%s", org, mode_name(mode));
+        {
+            audit_actor_t actor = {"stripe", e->id};
+            buf_t d = {0}, od = {0};
+            buf_puts(&d, "{\"reason\":\"stripe_webhook\",\"stripe_event_id\":");
+            buf_json_str(&d, e->id, strlen(e->id));
+            buf_puts(&d, ",\"stripe_user_id\":");
+            buf_json_str(&d, e->account, strlen(e->account));
+            buf_puts(&d, "}");
+            buf_puts(&od, "{\"reason\":\"deauthorized\",\"stripe_user_id\":");
+            buf_json_str(&od, e->account, strlen(e->account));
+            buf_puts(&od, "}");
+            audit_tail_make(&tails[ntails++], b->w->cfg, org, "connection.deauthorized", mode, &actor, b->request_id,
+                            d.p, "connection.reauthorization_required", od.p);
+            buf_free(&d);
+            buf_free(&od);
+        }
         conn_record_clear(&rec);
     }
     char nkeys_s[16], ttl[16];
@@ -183,11 +203,17 @@ static void on_conns(breq_t *b, redisReply *r)
     for (size_t i = 0; i < nargs; i++)
         argv[argc++] = args[i];
     argv[argc++] = ttl;
+    for (size_t i = 0; i < ntails; i++)
+        for (int j = 0; j < AUDIT_TAIL_ARGS; j++)
+            argv[argc++] = tails[i].argv[j];
     for (size_t i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     breq_redisv(b, on_done, (int)argc, argv, lens);
     for (size_t i = 0; i < nowned; i++)
         free(owned[i]);
+    for (size_t i = 0; i < ntails; i++)
+        audit_tail_free(&tails[i]);
+    free(tails);
     free(owned);
     free(keys);
     free(args);

@@ -9,6 +9,7 @@
 #include "core/buf.h"
 #include "core/crypto.h"
 #include "core/timefmt.h"
+#include "store/redis_loop.h"
 
 static char *xstrdup(const char *s)
 {
@@ -109,4 +110,36 @@ int audit_entry_json(const char *id, size_t idlen, const char *e, size_t elen, c
     buf_append(&o, e + 1, elen - 1);
     *out = o.p;
     return 0;
+}
+
+/* ===== last_used_at ===== */
+
+#define USED_SLOTS 1024
+#define USED_EVERY_S 60
+
+typedef struct used_slot {
+    char org[20];
+    int mode;
+    time_t at;
+} used_slot_t;
+
+static __thread used_slot_t used_tab[USED_SLOTS];
+
+void audit_touch_used(struct redis_loop *r, const config_t *cfg, const char *org, int mode)
+{
+    time_t now = time(NULL);
+    unsigned h = 2166136261u;
+    for (const char *p = org; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ (unsigned)mode) * 16777619u;
+    used_slot_t *s = &used_tab[h % USED_SLOTS];
+    if (s->mode == mode && strcmp(s->org, org) == 0 && now - s->at < USED_EVERY_S)
+        return;
+    snprintf(s->org, sizeof(s->org), "%s", org);
+    s->mode = mode;
+    s->at = now;
+    char key[160], at[24];
+    snprintf(key, sizeof(key), "%sused:%s", cfg->redis_prefix, org);
+    snprintf(at, sizeof(at), "%ld", (long)now);
+    redis_loop_command(r, NULL, NULL, "HSET %s %s %s", key, mode_name(mode), at);
 }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include "config.h"
 
+struct redis_loop;
+
 #define AUDIT_PAGE_MAX 500
 #define AUDIT_PAGE_DEFAULT 100
 #define AUDIT_TAIL_ARGS 5
@@ -25,11 +27,10 @@
 /* Lua prelude: audit_tail() writes the event the caller put into the last
  * AUDIT_TAIL_ARGS ARGV entries (see audit_tail_t); a script calls it exactly where its
  * change is certain (after the compare-and-set succeeded), and not at all otherwise. An
- * empty stream key means "no event" (a write that records nothing). */
+ * empty stream key means "no event" (a write that records nothing). A script that
+ * changes several connections calls audit_add(five tail arguments) once for each. */
 #define AUDIT_LUA                                                                        \
-    "local function audit_tail()\n"                                                      \
-    "  local n = #ARGV\n"                                                                \
-    "  local skey, ret, ev, okey, oev = ARGV[n-4], ARGV[n-3], ARGV[n-2], ARGV[n-1], ARGV[n]\n" \
+    "local function audit_add(skey, ret, ev, okey, oev)\n"                               \
     "  if skey == '' then return end\n"                                                  \
     "  local t = redis.call('TIME')\n"                                                   \
     "  local min = tonumber(t[1]) - tonumber(ret)\n"                                     \
@@ -40,7 +41,21 @@
     "  if okey ~= '' then\n"                                                             \
     "    redis.call('XADD', okey, '*', 'org', org, 'e', oev)\n" \
     "  end\n"                                                                            \
+    "end\n"                                                                              \
+    "local function audit_tail()\n"                                                      \
+    "  local n = #ARGV\n"                                                                \
+    "  audit_add(ARGV[n-4], ARGV[n-3], ARGV[n-2], ARGV[n-1], ARGV[n])\n"                 \
     "end\n"
+
+/* A script that only records: KEYS none; ARGV the audit tail. For the proxy's
+ * stripe.call, which records a Stripe call after Stripe answered and changes no state. */
+#define AUDIT_LUA_RECORD AUDIT_LUA "audit_tail()\nreturn 1\n"
+
+/* Record that org's connection of mode was just used (getAccessToken, the proxy):
+ * HSET P used:<org18> <mode> <unix time>, fire-and-forget on the worker's Redis
+ * connection (r, a redis_loop_t), at most once a minute per worker thread per
+ * connection (a small thread-local table of last write times). */
+void audit_touch_used(struct redis_loop *r, const config_t *cfg, const char *org, int mode);
 
 /* Who made a change (CONTRACT §4.4 "actor"). id may be NULL. */
 typedef struct audit_actor {

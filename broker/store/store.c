@@ -8,9 +8,11 @@
 #include <time.h>
 #include "core/crypto.h"
 #include "log.h"
+#include "store/audit.h"
 
 const char STORE_LUA_CONN_PUT[] =
     STORE_LUA_NEXT_VERSION
+    AUDIT_LUA
     "local cur = redis.call('GET', KEYS[1])\n"
     "local ver = 0\n"
     "if cur then ver = tonumber(string.match(cur, '^(%d+):')) or 0 end\n"
@@ -18,6 +20,7 @@ const char STORE_LUA_CONN_PUT[] =
     "ver = next_version(KEYS[1], ver)\n"
     "redis.call('SET', KEYS[1], ver .. ':' .. ARGV[1])\n"
     "if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end\n"
+    "audit_tail()\n"
     "local dropped = 0\n"
     "if KEYS[3] then\n"
     "  local o = redis.call('GET', KEYS[3])\n"
@@ -30,8 +33,21 @@ const char STORE_LUA_CONN_PUT[] =
     "return {ver, dropped}\n";
 
 const char STORE_LUA_CONN_DEL[] =
+    AUDIT_LUA
     "redis.call('DEL', KEYS[1])\n"
     "if ARGV[1] ~= '' then redis.call('SREM', KEYS[2], ARGV[1]) end\n"
+    "if KEYS[3] then\n"
+    "  redis.call('DEL', KEYS[3])\n"
+    "  if ARGV[2] ~= '' then redis.call('SREM', KEYS[4], ARGV[2]) end\n"
+    "end\n"
+    "audit_tail()\n"
+    "return 1\n";
+
+const char STORE_LUA_KEY_CREATE[] =
+    AUDIT_LUA
+    "redis.call('SET', KEYS[1], ARGV[1])\n"
+    "redis.call('SADD', KEYS[2], ARGV[2])\n"
+    "audit_tail()\n"
     "return 1\n";
 
 /* Split "<number>:<rest>". Returns 0 or -1. */

@@ -48,8 +48,14 @@ char *store_whsec_seal(const config_t *cfg, const char *org, int mode, const cha
  * ("" for none), ARGV[3]=expected version or "*". Optionally, in the same write, another
  * connection dropped if it still has a version: KEYS[3]=its conn key, KEYS[4]=its acct
  * index key, ARGV[4]=that version, ARGV[5]=its index member. Returns {new version, 1 when
- * the other was dropped else 0}, or -1 when the expected version is not current. */
+ * the other was dropped else 0}, or -1 when the expected version is not current.
+ * ARGV ends with the AUDIT_TAIL_ARGS of the write's audit event (store/audit.h). */
 extern const char STORE_LUA_CONN_PUT[];
-/* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=index member. Deletes both. */
+/* KEYS[1]=conn key, KEYS[2]=acct index key; ARGV[1]=index member. Deletes both; with
+ * KEYS[3], KEYS[4], ARGV[2]: the same for a derived connection. ARGV ends with the
+ * AUDIT_TAIL_ARGS of the delete's audit event. */
 extern const char STORE_LUA_CONN_DEL[];
+/* KEYS[1]=P key:<key_id>, KEYS[2]=P org:<org18>:keys; ARGV[1]=record, ARGV[2]=key id, then
+ * the audit tail (api_key.created). createApiKey and the CLI's create-api-key. */
+extern const char STORE_LUA_KEY_CREATE[];
 #endif
