@@ -6,7 +6,7 @@
  * and "at" ({"type","mode"?,"actor","request_id"?,"details"}). It is written by the very
  * Lua script that makes the change it records (AUDIT_LUA below), so that no change goes
  * unrecorded and no event describes a change that did not happen. The same script trims
- * the stream by age (XADD … MINID ~ now − BROKER_AUDIT_RETENTION_DAYS), adds the org to
+ * the stream by age (XADD … MINID now − BROKER_AUDIT_RETENTION_DAYS), adds the org to
  * the fleet index P orgs, and, for the changes that CONTRACT §4.5 sends out, appends the
  * out-event to the outbox stream P outbox (delivered by events/).
  *
@@ -35,7 +35,7 @@ struct redis_loop;
     "  local t = redis.call('TIME')\n"                                                   \
     "  local min = tonumber(t[1]) - tonumber(ret)\n"                                     \
     "  if min < 0 then min = 0 end\n"                                                    \
-    "  redis.call('XADD', skey, 'MINID', '~', string.format('%d', min) .. '000', '*', 'e', ev)\n" \
+    "  redis.call('XADD', skey, 'MINID', string.format('%d', min) .. '000', '*', 'e', ev)\n" \
     "  local org = string.match(skey, 'audit:([^:]+)$')\n"                               \
     "  redis.call('ZADD', (string.gsub(skey, 'audit:[^:]+$', 'orgs')), 0, org)\n"        \
     "  if okey ~= '' then\n"                                                             \
