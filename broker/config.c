@@ -983,6 +983,7 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
                     PROXY_TIMEOUT_MAX_MS, &c->proxy_timeout_ms) != 0 ||
         load_number(&l, "BROKER_AUDIT_RETENTION_DAYS", "400", 1, 36500, &c->audit_retention_days) != 0 ||
         load_number(&l, "BROKER_REFRESH_FAILING_S", "900", 1, 604800, &c->refresh_failing_s) != 0 ||
+        load_number(&l, "BROKER_EVENTS_RETRY_MAX_S", "600", 1, 3600, &c->events_retry_max_s) != 0 ||
         load_events(&l, c) != 0) {
         config_free(c);
         return -1;

@@ -59,6 +59,7 @@ typedef struct config {
     char *events_url;      /* BROKER_EVENTS_URL: receiver of events out (CONTRACT §4.5), NULL: off */
     char *events_secret;   /* BROKER_EVENTS_SECRET (secret): signs them; set exactly when events_url is */
     int refresh_failing_s; /* BROKER_REFRESH_FAILING_S: transient refresh failures this long: refresh.failing */
+    int events_retry_max_s; /* BROKER_EVENTS_RETRY_MAX_S: longest back-off between two attempts */
 } config_t;
 
 #define PROXY_ALLOW_MAX_ENTRIES 32

@@ -41,6 +41,7 @@
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "events/events.h"
 #include "routes/routes.h"
 #include "routes/pages.h"
 #include "routes/setup.h"
@@ -1269,6 +1270,10 @@ int server_run(const config_t *cfg)
         fprintf(stderr, "stripe-token-broker: cannot start the log writer\n");
         return 1;
     }
+    if (events_start(cfg) != 0) {
+        fprintf(stderr, "stripe-token-broker: cannot start the events thread\n");
+        return 1;
+    }
     pthread_t *tids = calloc((size_t)cfg->threads, sizeof(pthread_t));
     for (int i = 1; i < cfg->threads; i++)
         pthread_create(&tids[i], NULL, worker_main, &s.workers[i]);
@@ -1276,6 +1281,7 @@ int server_run(const config_t *cfg)
     for (int i = 1; i < cfg->threads; i++)
         pthread_join(tids[i], NULL);
     free(tids);
+    events_stop();
     log_event(LOG_INFO, "stopped", NULL);
     log_writer_stop();
     /* The process exits now; the loops are not torn down (h2o 2.2.5 has no clean

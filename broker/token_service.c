@@ -67,8 +67,13 @@ static const char LUA_ACQUIRE[] =
 /* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
  * expected version, owner, index member or '', cooldown ms, expected source version or
  * '' (MINT: the live record it minted from must still be that version), '1' when the
- * write needs no lease (a rotated refresh token, see rotated_needs_no_lease), then the
- * audit tail (store/audit.h): recorded with the write, or, with no write, by the owner.
+ * write needs no lease (a rotated refresh token, see rotated_needs_no_lease), what the
+ * audit event is ('ok' a new token, 'dead' a rejected refresh token, 'fail' a transient
+ * failure, '' none), BROKER_REFRESH_FAILING_S, then the audit tail (store/audit.h):
+ * recorded with the write, or, with no write, by the lease owner. P failing:<org>:<mode>
+ * holds the time of the first of a run of transient failures ("<t>:sent" once
+ * refresh.failing went out after BROKER_REFRESH_FAILING_S); the next write deletes it
+ * and, when refresh.failing went out, sends connection.recovered (the tail's out-event).
  * → new version, 0 nothing written, -1 a version moved (someone else wrote), -2 this
  * flight no longer owns the lease (expired, deleted by a failover or a restart):
  * nothing is written, not even the cooldown. */
@@ -77,6 +82,11 @@ static const char LUA_COMMIT[] =
     AUDIT_LUA
     "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
     "if not owner and ARGV[7] ~= '1' then return -2 end\n"
+    "local n = #ARGV\n"
+    "local fk = (string.gsub(KEYS[1], 'conn:([^:]+):([^:]+)$', 'failing:%1:%2'))\n"
+    "local function audit_out_if(send)\n"
+    "  audit_add(ARGV[n-4], ARGV[n-3], ARGV[n-2], send and ARGV[n-1] or '', ARGV[n])\n"
+    "end\n"
     "local res = 0\n"
     "if ARGV[1] ~= '' then\n"
     "  local cur = redis.call('GET', KEYS[1])\n"
@@ -90,8 +100,19 @@ static const char LUA_COMMIT[] =
     "    res = next_version(KEYS[1], ver)\n"
     "    redis.call('SET', KEYS[1], res .. ':' .. ARGV[1])\n"
     "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
-    "    audit_tail()\n"
+    "    local was = redis.call('GET', fk)\n"
+    "    if was then redis.call('DEL', fk) end\n"
+    "    if ARGV[8] == 'ok' then audit_out_if(was and string.find(was, ':sent', 1, true) ~= nil)\n"
+    "    else audit_tail() end\n"
     "  else res = -1 end\n"
+    "elseif owner and ARGV[8] == 'fail' then\n"
+    "  local now = tonumber(redis.call('TIME')[1])\n"
+    "  local v = redis.call('GET', fk)\n"
+    "  if not v then v = tostring(now); redis.call('SET', fk, v, 'EX', 604800) end\n"
+    "  local first = tonumber(string.match(v, '^(%d+)')) or now\n"
+    "  local send = string.find(v, ':sent', 1, true) == nil and now - first >= tonumber(ARGV[9])\n"
+    "  if send then redis.call('SET', fk, first .. ':sent', 'EX', 604800) end\n"
+    "  audit_out_if(send)\n"
     "elseif owner then audit_tail() end\n"
     "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
     "if owner then redis.call('DEL', KEYS[2]) end\n"
@@ -277,8 +298,9 @@ static void on_commit(redisReply *r, void *data)
 /* Write sealed (when not NULL) to the record of write_mode if it still has version
  * expected (and, source_version >= 0, the live record that one), release the lease. */
 static void commit_audited(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms,
-                           const char *member, long source_version, const audit_tail_t *t)
+                           const char *member, long source_version, const char *kind, const audit_tail_t *t)
 {
+    char thr[16];
     char exp[24], cool[16], src[24] = "";
     audit_tail_t none;
     /* Stripe accepts a refresh token once: whoever got the new one holds the record's
@@ -292,9 +314,10 @@ static void commit_audited(flight_t *f, int write_mode, long expected, const cha
     f->writing = sealed != NULL;
     if (t == NULL)
         audit_tail_none(&none);
-    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target,
+    snprintf(thr, sizeof(thr), "%d", f->ts->w->cfg->refresh_failing_s);
+    command(f, on_commit, "EVAL %s 5 %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s", LUA_COMMIT, target,
             f->keys[1], f->acct_key, f->keys[3], f->keys[2], sealed != NULL ? sealed : "", exp, f->owner,
-            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0",
+            member != NULL ? member : "", cool, src, rotated_needs_no_lease ? "1" : "0", kind, thr,
             (t ? t : &none)->argv[0], (t ? t : &none)->argv[1], (t ? t : &none)->argv[2], (t ? t : &none)->argv[3],
             (t ? t : &none)->argv[4]);
     if (t == NULL)
@@ -304,7 +327,7 @@ static void commit_audited(flight_t *f, int write_mode, long expected, const cha
 static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *member,
                    long source_version)
 {
-    commit_audited(f, write_mode, expected, sealed, cooldown_ms, member, source_version, NULL);
+    commit_audited(f, write_mode, expected, sealed, cooldown_ms, member, source_version, "", NULL);
 }
 
 /* The audit tail of this flight's change, by the caller of its first request (the
@@ -343,10 +366,10 @@ static void commit_result(flight_t *f)
         buf_puts(&d, ",\"derived_from\":\"live\"");
     buf_puts(&d, "}");
     flight_tail(f, &t, f->op == TOKEN_OP_MINT ? "token.minted" : f->op == TOKEN_OP_ROTATE ? "token.rotated" : "token.refreshed",
-                f->mode, d.p, NULL, NULL);
+                f->mode, d.p, "connection.recovered", d.p);
     f->deliver_written = 1;
     commit_audited(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, member,
-                   f->op == TOKEN_OP_MINT ? f->source_version : -1, &t);
+                   f->op == TOKEN_OP_MINT ? f->source_version : -1, "ok", &t);
     free(sealed);
     audit_tail_free(&t);
     buf_free(&d);
@@ -483,7 +506,7 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         flight_tail(f, &t, "connection.deauthorized", mode, "{\"reason\":\"invalid_grant\"}",
                     "connection.reauthorization_required", "{\"reason\":\"invalid_grant\"}");
         f->result_err = ERR_REAUTH_REQUIRED;
-        commit_audited(f, mode, ver, sealed, 0, NULL, -1, &t);
+        commit_audited(f, mode, ver, sealed, 0, NULL, -1, "dead", &t);
         free(sealed);
         audit_tail_free(&t);
         return;
@@ -501,8 +524,8 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         char d[96];
         snprintf(d, sizeof(d), "{\"class\":\"%s\",\"operation\":\"%s\"}", stripe_outcome_name(o),
                  f->op == TOKEN_OP_MINT ? "mint" : f->op == TOKEN_OP_ROTATE ? "rotate" : "refresh");
-        flight_tail(f, &t, "token.refresh_failed", f->mode, d, NULL, NULL);
-        commit_audited(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1, &t);
+        flight_tail(f, &t, "token.refresh_failed", f->mode, d, "refresh.failing", d);
+        commit_audited(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1, "fail", &t);
         audit_tail_free(&t);
     }
 }
