@@ -39,6 +39,7 @@ static struct {
     char k_outbox[160], k_lease[160], k_retry[160];
     atomic_long conns[MODE_COUNT][2]; /* the gauge; -1 until the first count */
     atomic_long delivered, failed, dropped;
+    int grouped;  /* the consumer group is known to exist (an emptied Redis loses it) */
 } g;
 
 /* ===== Pure helpers ===== */
@@ -310,6 +311,11 @@ static void deliver_step(redisContext **c)
     redisReply *r = cmd(c, "XAUTOCLAIM %s %s %s 0 0-0 COUNT 1", g.k_outbox, GROUP, g.me);
     if (r == NULL)
         return;
+    if (r->type == REDIS_REPLY_ERROR) { /* NOGROUP: Redis was emptied or restarted */
+        g.grouped = 0;
+        freeReplyObject(r);
+        return;
+    }
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_ARRAY &&
         r->element[1]->elements > 0 && entry_of(r->element[1]->element[0], &id, &body, &len) == 0) {
         attempt(c, id, body, len);
@@ -320,6 +326,8 @@ static void deliver_step(redisContext **c)
     r = cmd(c, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %d STREAMS %s >", GROUP, g.me, READ_BLOCK_MS, g.k_outbox);
     if (r == NULL)
         return;
+    if (r->type == REDIS_REPLY_ERROR)
+        g.grouped = 0;
     /* [[stream, [[id, fields]]]] */
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
         r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY &&
@@ -332,12 +340,12 @@ static void *run(void *arg)
 {
     redisContext *c = NULL;
     time_t gauge_due = 0;
-    int grouped = 0, held = 0;
+    int held = 0;
     char lease_ms[16];
     snprintf(lease_ms, sizeof(lease_ms), "%d", EVENTS_LEASE_MS);
     while (!atomic_load(&g.stop)) {
         if (c == NULL) {
-            grouped = 0;
+            g.grouped = 0;
             if ((c = connect_redis()) == NULL) {
                 nap(1000);
                 continue;
@@ -353,12 +361,12 @@ static void *run(void *arg)
             continue;
         }
         redisReply *r;
-        if (!grouped) {
+        if (!g.grouped) {
             r = cmd(&c, "XGROUP CREATE %s %s 0 MKSTREAM", g.k_outbox, GROUP);
-            grouped = r != NULL && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP") != NULL);
+            g.grouped = r != NULL && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP") != NULL);
             if (r != NULL)
                 freeReplyObject(r);
-            if (!grouped) {
+            if (!g.grouped) {
                 nap(1000);
                 continue;
             }
