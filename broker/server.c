@@ -820,11 +820,12 @@ static void dispatch(breq_t *b)
                                                                 : "The bearer token is not valid.");
         return;
     }
-    /* the org id is validated after the bearer is known to be well-formed */
+    /* the org id is validated after the bearer is known to be well-formed (admin routes
+     * over every org, such as the fleet view, have none) */
     char raw[128];
     ssize_t n;
-    if (b->param_len[0] >= sizeof(raw) || (n = form_unescape(b->params[0], b->param_len[0], raw, 0)) < 0 ||
-        orgid_normalize(raw, (size_t)n, b->org) != 0) {
+    if (strstr(rt->pattern, "{org_id}") != NULL && (b->param_len[0] >= sizeof(raw) || (n = form_unescape(b->params[0], b->param_len[0], raw, 0)) < 0 ||
+        orgid_normalize(raw, (size_t)n, b->org) != 0)) {
         b->org[0] = '\0';
         breq_error(b, ERR_INVALID_REQUEST, "The org id is not a valid Salesforce organization id (15 or 18 characters, starting with 00D).");
         return;

@@ -12,26 +12,6 @@
 #include "store/audit.h"
 #include "store/store.h"
 
-/* KEYS[1]=P orgs; ARGV[1]=prefix, ARGV[2]=cursor ("" for the first page), ARGV[3]=count.
- * Returns org, conn test, conn live, used test, used live, number of keys, per org. */
-static const char LUA_FLEET_PAGE[] =
-    "local start = '-'\n"
-    "if ARGV[2] ~= '' then start = '(' .. ARGV[2] end\n"
-    "local orgs = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, tonumber(ARGV[3]))\n"
-    "local out = {}\n"
-    "local p = ARGV[1]\n"
-    "for _, o in ipairs(orgs) do\n"
-    "  local u = redis.call('HMGET', p .. 'used:' .. o, 'test', 'live')\n"
-    "  table.insert(out, o)\n"
-    "  table.insert(out, redis.call('GET', p .. 'conn:' .. o .. ':test') or '')\n"
-    "  table.insert(out, redis.call('GET', p .. 'conn:' .. o .. ':live') or '')\n"
-    "  table.insert(out, u[1] or '')\n"
-    "  table.insert(out, u[2] or '')\n"
-    "  table.insert(out, redis.call('SCARD', p .. 'org:' .. o .. ':keys'))\n"
-    "end\n"
-    "return out\n";
-
-#define FLEET_COLS 6
 
 typedef struct fleet_q {
     int limit;
@@ -88,12 +68,12 @@ static int org_json(breq_t *b, buf_t *out, redisReply **row, int want)
 static void on_fleet_page(breq_t *b, redisReply *r)
 {
     fleet_q_t *q = b->state;
-    size_t rows = r->type == REDIS_REPLY_ARRAY ? r->elements / FLEET_COLS : 0, shown = 0;
+    size_t rows = r->type == REDIS_REPLY_ARRAY ? r->elements / AUDIT_FLEET_COLS : 0, shown = 0;
     buf_t out = {0}, one = {0};
     const char *last = NULL;
     buf_puts(&out, "{\"orgs\":[");
     for (size_t i = 0; i < rows && i < (size_t)q->limit; i++) {
-        redisReply **row = &r->element[i * FLEET_COLS];
+        redisReply **row = &r->element[i * AUDIT_FLEET_COLS];
         if (row[0]->type != REDIS_REPLY_STRING || row[0]->len != ORGID_LEN)
             continue;
         last = row[0]->str;
@@ -116,16 +96,17 @@ static void on_fleet_page(breq_t *b, redisReply *r)
 
 void admin_orgs_list(breq_t *b)
 {
-    fleet_q_t *q = calloc(1, sizeof(*q));
+    fleet_q_t *q;
     char st[32], cur[48], count[16];
-    int rc;
-    if (q == NULL)
+    int rc, limit = breq_query_int(b, "limit", 1, AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT);
+    if (limit < 0)
+        return;
+    if ((q = calloc(1, sizeof(*q))) == NULL)
         abort();
     b->state = q;
     b->state_free = free;
+    q->limit = limit;
     q->status = -1;
-    if ((q->limit = breq_query_int(b, "limit", 1, AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT)) < 0)
-        return;
     rc = breq_query_buf(b, "status", st, sizeof(st));
     if (rc == 1 && strcmp(st, "connected") == 0)
         q->status = CONN_CONNECTED;
@@ -143,6 +124,6 @@ void admin_orgs_list(breq_t *b)
         return;
     }
     snprintf(count, sizeof(count), "%d", q->limit + 1);
-    breq_redis(b, on_fleet_page, "EVAL %s 1 %s %s %s %s", LUA_FLEET_PAGE, breq_key(b, "orgs"), breq_key(b, "%s", ""),
+    breq_redis(b, on_fleet_page, "EVAL %s 1 %s %s %s %s", AUDIT_LUA_FLEET_PAGE, breq_key(b, "orgs"), breq_key(b, "%s", ""),
                cur, count);
 }

@@ -112,6 +112,25 @@ int audit_entry_json(const char *id, size_t idlen, const char *e, size_t elen, c
     return 0;
 }
 
+/* KEYS[1]=P orgs; ARGV[1]=prefix, ARGV[2]=cursor ("" for the first page), ARGV[3]=count.
+ * Returns org, conn test, conn live, used test, used live, number of keys, per org. */
+const char AUDIT_LUA_FLEET_PAGE[] =
+    "local start = '-'\n"
+    "if ARGV[2] ~= '' then start = '(' .. ARGV[2] end\n"
+    "local orgs = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, tonumber(ARGV[3]))\n"
+    "local out = {}\n"
+    "local p = ARGV[1]\n"
+    "for _, o in ipairs(orgs) do\n"
+    "  local u = redis.call('HMGET', p .. 'used:' .. o, 'test', 'live')\n"
+    "  table.insert(out, o)\n"
+    "  table.insert(out, redis.call('GET', p .. 'conn:' .. o .. ':test') or '')\n"
+    "  table.insert(out, redis.call('GET', p .. 'conn:' .. o .. ':live') or '')\n"
+    "  table.insert(out, u[1] or '')\n"
+    "  table.insert(out, u[2] or '')\n"
+    "  table.insert(out, redis.call('SCARD', p .. 'org:' .. o .. ':keys'))\n"
+    "end\n"
+    "return out\n";
+
 /* ===== last_used_at ===== */
 
 #define USED_SLOTS 1024

@@ -51,6 +51,14 @@ struct redis_loop;
  * stripe.call, which records a Stripe call after Stripe answered and changes no state. */
 #define AUDIT_LUA_RECORD AUDIT_LUA "audit_tail()\nreturn 1\n"
 
+/* The fleet index: KEYS[1]=P orgs; ARGV[1]=prefix, ARGV[2]=cursor (the last org of the
+ * previous page, "" for the first), ARGV[3]=count. Returns AUDIT_FLEET_COLS values per
+ * org, in org-id order: org, conn test, conn live ("" when absent), last used test, last
+ * used live (Unix seconds, "" when never), number of API keys (integer). The fleet view
+ * and the CLI's orgs. */
+#define AUDIT_FLEET_COLS 6
+extern const char AUDIT_LUA_FLEET_PAGE[];
+
 /* Record that org's connection of mode was just used (getAccessToken, the proxy):
  * HSET P used:<org18> <mode> <unix time>, fire-and-forget on the worker's Redis
  * connection (r, a redis_loop_t), at most once a minute per worker thread per
