@@ -36,7 +36,7 @@ static struct {
     int started;
     atomic_int stop;
     char me[33];  /* this replica's consumer name and lease value */
-    char k_outbox[160], k_lease[160], k_retry[160];
+    char k_outbox[160], k_lease[160], k_retry[160], k_orgs[160];
     atomic_long conns[MODE_COUNT][2]; /* the gauge; -1 until the first count */
     atomic_long delivered, failed, dropped;
     int grouped;  /* the consumer group is known to exist (an emptied Redis loses it) */
@@ -159,25 +159,62 @@ static void count_connections(redisContext **c)
         }
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str ? r->element[0]->str : "0");
         redisReply *keys = r->element[1];
-        for (size_t i = 0; i < keys->elements && *c != NULL; i++) {
+        size_t nk = keys->type == REDIS_REPLY_ARRAY ? keys->elements : 0;
+        const char **argv = calloc(2 * nk + 3, sizeof(char *));
+        size_t *lens = calloc(2 * nk + 3, sizeof(size_t));
+        if (argv == NULL || lens == NULL)
+            abort();
+        /* one MGET for the page's values, one ZADD NX for its orgs: orgs stored before the
+         * fleet index existed join it here (and every org with a connection stays in it) */
+        argv[0] = "MGET";
+        for (size_t i = 0; i < nk; i++)
+            argv[1 + i] = keys->element[i]->str ? keys->element[i]->str : "";
+        redisReply *v = nk ? redisCommandArgv(*c, (int)nk + 1, argv, NULL) : NULL;
+        size_t nz = 3;
+        argv[0] = "ZADD";
+        argv[1] = g.k_orgs;
+        argv[2] = "NX";
+        for (size_t i = 0; v != NULL && v->type == REDIS_REPLY_ARRAY && i < nk && i < v->elements; i++) {
             const char *key = keys->element[i]->str;
             char org[ORGID_LEN + 1];
+            redisReply *e = v->element[i];
             if (key == NULL || strlen(key) < plen + ORGID_LEN + 2 || key[plen + ORGID_LEN] != ':')
                 continue;
             memcpy(org, key + plen, ORGID_LEN);
             org[ORGID_LEN] = '\0';
             int mode = mode_parse(key + plen + ORGID_LEN + 1, strlen(key + plen + ORGID_LEN + 1));
-            redisReply *v = mode < 0 ? NULL : cmd(c, "GET %s", key);
             conn_record_t rec;
             long ver;
-            if (v != NULL && v->type == REDIS_REPLY_STRING &&
-                store_conn_open(g.cfg, org, mode, v->str, v->len, &ver, &rec) == STORE_OK) {
+            if (mode < 0 || e->type != REDIS_REPLY_STRING)
+                continue;
+            argv[nz++] = "0";
+            argv[nz++] = key + plen;
+            lens[nz - 1] = ORGID_LEN;
+            if (store_conn_open(g.cfg, org, mode, e->str, e->len, &ver, &rec) == STORE_OK) {
                 n[mode][rec.status == CONN_CONNECTED ? 0 : 1]++;
                 conn_record_clear(&rec);
             }
-            if (v != NULL)
-                freeReplyObject(v);
         }
+        if (nk > 0 && v == NULL) {
+            redisFree(*c);
+            *c = NULL;
+        }
+        if (v != NULL)
+            freeReplyObject(v);
+        if (*c != NULL && nz > 3) {
+            for (size_t i = 0; i < nz; i++)
+                if (lens[i] == 0)
+                    lens[i] = strlen(argv[i]);
+            redisReply *z = redisCommandArgv(*c, (int)nz, argv, lens);
+            if (z == NULL) {
+                redisFree(*c);
+                *c = NULL;
+            } else {
+                freeReplyObject(z);
+            }
+        }
+        free(argv);
+        free(lens);
         freeReplyObject(r);
     } while (*c != NULL && strcmp(cursor, "0") != 0);
     if (*c == NULL)
@@ -408,6 +445,7 @@ int events_start(const config_t *cfg)
     snprintf(g.k_outbox, sizeof(g.k_outbox), "%soutbox", cfg->redis_prefix);
     snprintf(g.k_lease, sizeof(g.k_lease), "%soutbox:lease", cfg->redis_prefix);
     snprintf(g.k_retry, sizeof(g.k_retry), "%soutbox:retry", cfg->redis_prefix);
+    snprintf(g.k_orgs, sizeof(g.k_orgs), "%sorgs", cfg->redis_prefix);
     for (int m = 0; m < MODE_COUNT; m++)
         for (int s = 0; s < 2; s++)
             atomic_store(&g.conns[m][s], -1);

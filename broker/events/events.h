@@ -18,8 +18,9 @@
  * EVENTS_POST_TIMEOUT_MS per attempt and never a request: requests run on the workers.
  *
  * The gauge. Every EVENTS_GAUGE_EVERY_S each replica counts the stored connections by
- * mode and status (SCAN P conn:*, opened like any read), so /metrics is current within
- * a minute on every replica.
+ * mode and status (SCAN P conn:*, MGET, opened like any read), so /metrics is current
+ * within a minute on every replica; the same pass adds their orgs to the fleet index
+ * P orgs (ZADD NX), so orgs stored before the index existed appear in the fleet view.
  * Tested by tests/it/test_events.py, tests/it/test_fleet.py, tests/unit/test_audit.c. */
 #ifndef BROKER_EVENTS_EVENTS_H
 #define BROKER_EVENTS_EVENTS_H

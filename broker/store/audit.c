@@ -133,7 +133,11 @@ const char AUDIT_LUA_FLEET_PAGE[] =
 
 /* ===== last_used_at ===== */
 
-#define USED_SLOTS 1024
+/* A per-thread table of when this worker last stamped each connection: 1,024 sets of 4
+ * (org, mode) entries; a new connection takes the stalest entry of its set. A connection
+ * pushed out early is stamped again sooner than a minute: more HSETs, never fewer. */
+#define USED_SETS 1024
+#define USED_WAYS 4
 #define USED_EVERY_S 60
 
 typedef struct used_slot {
@@ -142,7 +146,7 @@ typedef struct used_slot {
     time_t at;
 } used_slot_t;
 
-static __thread used_slot_t used_tab[USED_SLOTS];
+static __thread used_slot_t used_tab[USED_SETS][USED_WAYS];
 
 void audit_touch_used(struct redis_loop *r, const config_t *cfg, const char *org, int mode)
 {
@@ -151,9 +155,17 @@ void audit_touch_used(struct redis_loop *r, const config_t *cfg, const char *org
     for (const char *p = org; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
     h = (h ^ (unsigned)mode) * 16777619u;
-    used_slot_t *s = &used_tab[h % USED_SLOTS];
-    if (s->mode == mode && strcmp(s->org, org) == 0 && now - s->at < USED_EVERY_S)
-        return;
+    used_slot_t *set = used_tab[h % USED_SETS], *s = &set[0];
+    for (int i = 0; i < USED_WAYS; i++) {
+        if (set[i].mode == mode && strcmp(set[i].org, org) == 0) {
+            if (now - set[i].at < USED_EVERY_S)
+                return;
+            s = &set[i];
+            break;
+        }
+        if (set[i].at < s->at)
+            s = &set[i];
+    }
     snprintf(s->org, sizeof(s->org), "%s", org);
     s->mode = mode;
     s->at = now;
