@@ -90,6 +90,7 @@ void conn_list(breq_t *b)
 typedef struct conn_del {
     char acct[128];
     int derived_mode; /* the other mode's connection derived from this one, or -1 */
+    int at_stripe;    /* Stripe's deauthorize confirmed it (not: derived, apps, already gone) */
 } conn_del_t;
 
 static void on_conn_deleted(breq_t *b, redisReply *r)
@@ -109,7 +110,7 @@ static void delete_local(breq_t *b)
     buf_json_str(&d, cd->acct, strlen(cd->acct));
     if (cd->derived_mode >= 0)
         buf_printf(&d, ",\"derived_deleted\":\"%s\"", mode_name(cd->derived_mode));
-    buf_puts(&d, "}");
+    buf_printf(&d, ",\"deauthorized_at_stripe\":%s}", cd->at_stripe ? "true" : "false");
     breq_audit_tail(b, &t, "connection.deleted", b->mode, d.p, "connection.deleted", d.p);
     if (cd->derived_mode >= 0) {
         snprintf(dmember, sizeof(dmember), "%s:%s", b->org, mode_name(cd->derived_mode));
@@ -138,6 +139,7 @@ static void on_deauthorized(breq_t *b, long status, const char *body, size_t len
         if (o == STRIPE_DEAUTH_NOT_CONNECTED)
             log_event(LOG_WARN, "stripe deauthorize: the account is already disconnected; deleting locally", "org_id",
                       b->org, "mode", mode_name(b->mode), "stripe_user_id", cd->acct, NULL);
+        cd->at_stripe = o == STRIPE_DEAUTH_DONE;
         delete_local(b);
         return;
     }

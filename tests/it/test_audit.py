@@ -165,7 +165,8 @@ def test_deleting_a_connection_is_recorded_once():
     h.assert_status(S.broker.access_token(org, "test"), 200)      # derived from live
     h.assert_status(S.broker.admin("DELETE", f"/v1/orgs/{org}/connections/live"), 204)
     [e] = of_type(org, "connection.deleted")
-    assert e["mode"] == "live" and e["details"] == {"stripe_user_id": f.account, "derived_deleted": "test"}, e
+    assert e["mode"] == "live" and e["details"] == {"stripe_user_id": f.account, "derived_deleted": "test",
+                                                    "deauthorized_at_stripe": True}, e
 
 
 def test_a_refused_delete_records_nothing():
