@@ -28,6 +28,8 @@ class Receiver:
         self.got = []          # (event dict, verified) in arrival order, every attempt
         self.mode = "ok"
         self.inflight = 0
+        self.max_inflight = 0
+        self.delay = 0.0
         self.release = threading.Event()
         rec = self
 
@@ -42,7 +44,10 @@ class Receiver:
                     mode = rec.mode
                     rec.got.append((json.loads(body), ok, why, mode))
                     rec.inflight += 1
+                    rec.max_inflight = max(rec.max_inflight, rec.inflight)
                 try:
+                    if rec.delay:
+                        time.sleep(rec.delay)
                     if mode == "hang":
                         rec.release.wait(30)
                         return       # no answer: the broker's attempt times out
@@ -75,6 +80,8 @@ class Receiver:
         self.set("ok")
         with self.lock:
             self.got = []
+            self.max_inflight = 0
+            self.delay = 0.0
 
     def accepted(self):
         """Events answered 2xx: (event) in order."""
@@ -249,16 +256,24 @@ def test_a_receiver_that_fails_hangs_and_comes_back_after_60s_gets_everything_on
 test_a_receiver_that_fails_hangs_and_comes_back_after_60s_gets_everything_once_in_order.timeout_s = 150
 
 
-def test_three_replicas_deliver_each_event_once():
+def test_three_replicas_deliver_each_event_once_one_at_a_time_in_order():
     b2, b3 = replica("r2"), replica("r3")
     try:
+        R.delay = 0.2     # a slow receiver: the events queue up while all three replicas run
         orgs = [h.new_org() for _ in range(4)]
         for i, org in enumerate(orgs):
             connect(org, "test", broker=[S.broker, b2, b3][i % 3])
-        wait_events(lambda a: all(of(o, a) for o in orgs), what="four authorizations")
+        org = orgs[0]
+        for i in range(2):   # and, for one org, a run of events whose order matters
+            h.assert_status([S.broker, b2, b3][i].admin("DELETE", f"/v1/orgs/{org}/connections/test"), 204)
+            connect(org, "test", broker=[b3, S.broker][i])
+        wait_events(lambda a: all(of(o, a) for o in orgs) and len(of(org, a)) == 5, timeout=30, what="all events")
         h.wait_until(outbox_drained, 10, what="outbox drained")
         ids = [e["id"] for e, _, _, _ in R.all()]
-        assert len(ids) == 4 and len(set(ids)) == 4, R.all()
+        assert len(ids) == 8 and len(set(ids)) == 8, R.all()
+        assert [e["type"] for e in of(org, R.accepted())] == ["connection.authorized", "connection.deleted"] * 2 + \
+            ["connection.authorized"]
+        assert R.max_inflight == 1, "two replicas delivered at the same time"
     finally:
         b2.stop()
         b3.stop()
