@@ -1,12 +1,14 @@
-/* cli.c — check, create-api-key and rotate-keys (see cli.h).
+/* cli.c — check, create-api-key, rotate-keys, audit and orgs (see cli.h).
  * rotate-keys walks every sealed value (connections and webhook secrets) with SCAN
  * and re-seals the ones not under the first key, each with a compare-and-set on the
  * exact value it read, so it is safe while replicas serve and refresh, and safe to
  * interrupt and rerun. Prints key names and counts, never a value. Tested by
  * tests/it/test_config.py (check, create-api-key), tests/it/test_keys.py and
- * tests/it/test_exactly_once.py (rotate-keys while replicas serve and refresh). */
+ * tests/it/test_exactly_once.py (rotate-keys while replicas serve and refresh),
+ * tests/it/test_audit.py and tests/it/test_fleet.py (audit, orgs). */
 #include "cli.h"
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +18,11 @@
 #include "core/crypto.h"
 #include "core/orgid.h"
 #include "core/seal.h"
+#include "core/timefmt.h"
+#include "store/audit.h"
 #include "store/conn.h"
 #include "store/keys.h"
+#include "store/store.h"
 
 #define CLI_REDIS_TIMEOUT_MS 2000
 #define SCAN_COUNT 200
@@ -92,9 +97,14 @@ int cli_create_api_key(const config_t *cfg, const char *org_in)
     auth_key_record(rec, sizeof(rec), org, hash, (long)time(NULL));
     snprintf(k1, sizeof(k1), "%s" KEY_APIKEY, cfg->redis_prefix, key_id);
     snprintf(k2, sizeof(k2), "%s" KEY_ORG_KEYS, cfg->redis_prefix, org);
-    redisReply *r = redisCommand(c, "EVAL %s 2 %s %s %s %s",
-                                 "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SADD', KEYS[2], ARGV[2]); return 1",
-                                 k1, k2, rec, key_id);
+    char d[48];
+    audit_tail_t t;
+    audit_actor_t actor = {"admin", "cli"};
+    snprintf(d, sizeof(d), "{\"key_id\":\"%s\"}", key_id);
+    audit_tail_make(&t, cfg, org, "api_key.created", -1, &actor, NULL, d, NULL, NULL);
+    redisReply *r = redisCommand(c, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", STORE_LUA_KEY_CREATE, k1, k2, rec, key_id,
+                                 t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    audit_tail_free(&t);
     int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
     if (r != NULL)
         freeReplyObject(r);
@@ -208,4 +218,131 @@ int cli_rotate_keys(const config_t *cfg)
     printf("rotate-keys: %ld re-sealed under key %s, %ld already current, %ld failed\n", done,
            cfg->keyring.keys[0].kid, current, failed);
     return failed == 0 ? 0 : 1;
+}
+
+/* ===== audit, orgs (proto/openapi.yaml) ===== */
+
+int cli_audit(const config_t *cfg, const char *org_in)
+{
+    char org[ORGID_LEN + 1], key[256];
+    if (orgid_normalize(org_in, strlen(org_in), org) != 0) {
+        fprintf(stderr, "stripe-token-broker: ORG_ID: not a valid Salesforce organization id (15 or 18 characters, starting with 00D)\n");
+        return 1;
+    }
+    redisContext *c = connect_redis(cfg);
+    if (c == NULL)
+        return 1;
+    snprintf(key, sizeof(key), "%s" KEY_AUDIT, cfg->redis_prefix, org);
+    redisReply *r = redisCommand(c, "XREVRANGE %s + - COUNT %d", key, AUDIT_PAGE_MAX);
+    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY;
+    for (size_t i = 0; ok && i < r->elements; i++) {
+        redisReply *ent = r->element[i];
+        char *js = NULL;
+        if (ent->type != REDIS_REPLY_ARRAY || ent->elements != 2 || ent->element[1]->type != REDIS_REPLY_ARRAY ||
+            ent->element[1]->elements < 2 || ent->element[1]->element[1]->type != REDIS_REPLY_STRING ||
+            audit_entry_json(ent->element[0]->str, ent->element[0]->len, ent->element[1]->element[1]->str,
+                             ent->element[1]->element[1]->len, &js) != 0)
+            continue;
+        json_t *e = json_loads(js, 0, NULL);
+        json_t *actor = json_object_get(e, "actor");
+        char *details = json_dumps(json_object_get(e, "details"), JSON_COMPACT | JSON_SORT_KEYS);
+        const char *mode = json_string_value(json_object_get(e, "mode"));
+        const char *aid = json_string_value(json_object_get(actor, "id"));
+        printf("%s  %-24s %-4s  %s%s%-16s  %s\n", json_string_value(json_object_get(e, "at")),
+               json_string_value(json_object_get(e, "type")), mode ? mode : "-",
+               json_string_value(json_object_get(actor, "kind")), aid ? ":" : "", aid ? aid : "",
+               details ? details : "{}");
+        free(details);
+        json_decref(e);
+        free(js);
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    if (!ok) {
+        fprintf(stderr, "stripe-token-broker: cannot read the audit trail from Redis\n");
+        return 1;
+    }
+    return 0;
+}
+
+static void time_or_dash(long t, char out[21])
+{
+    if (t <= 0)
+        snprintf(out, 21, "-");
+    else
+        time_rfc3339((time_t)t, out);
+}
+
+int cli_orgs(const config_t *cfg, const char *status)
+{
+    int want = -1;
+    if (status != NULL && strcmp(status, "connected") == 0)
+        want = CONN_CONNECTED;
+    else if (status != NULL && strcmp(status, "reauthorization_required") == 0)
+        want = CONN_REAUTH_REQUIRED;
+    else if (status != NULL) {
+        fprintf(stderr, "stripe-token-broker: --status: connected or reauthorization_required\n");
+        return 2;
+    }
+    redisContext *c = connect_redis(cfg);
+    if (c == NULL)
+        return 1;
+    char index[256], cursor[ORGID_LEN + 1] = "", count[16];
+    snprintf(index, sizeof(index), "%s" KEY_ORGS, cfg->redis_prefix);
+    snprintf(count, sizeof(count), "%d", AUDIT_PAGE_MAX);
+    printf("%-18s  %-4s  %-24s  %-21s  %-20s  %-20s  %-20s  %-7s  %s\n", "ORG_ID", "MODE", "STATUS", "STRIPE_USER_ID",
+           "CONNECTED_AT", "REFRESHED_AT", "LAST_USED_AT", "DERIVED", "API_KEYS");
+    for (;;) {
+        redisReply *r = redisCommand(c, "EVAL %s 1 %s %s %s %s", AUDIT_LUA_FLEET_PAGE, index, cfg->redis_prefix, cursor, count);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+            fprintf(stderr, "stripe-token-broker: cannot read the fleet index from Redis\n");
+            if (r != NULL)
+                freeReplyObject(r);
+            redisFree(c);
+            return 1;
+        }
+        size_t rows = r->elements / AUDIT_FLEET_COLS;
+        for (size_t i = 0; i < rows; i++) {
+            redisReply **row = &r->element[i * AUDIT_FLEET_COLS];
+            const char *org = row[0]->str;
+            conn_record_t rec[MODE_COUNT];
+            int rc[MODE_COUNT], match = want < 0, any = 0;
+            if (org == NULL || strlen(org) != ORGID_LEN)
+                continue;
+            snprintf(cursor, sizeof(cursor), "%s", org);
+            for (int m = 0; m < MODE_COUNT; m++) {
+                long ver;
+                rc[m] = row[1 + m]->len ? store_conn_open(cfg, org, m, row[1 + m]->str, row[1 + m]->len, &ver, &rec[m])
+                                        : (memset(&rec[m], 0, sizeof(rec[m])), STORE_ABSENT);
+                if (rc[m] == STORE_OK && (int)rec[m].status == want)
+                    match = 1;
+            }
+            for (int m = 0; match && m < MODE_COUNT; m++) {
+                char ca[21], ra[21], ua[21];
+                if (rc[m] == STORE_ABSENT)
+                    continue;
+                any = 1;
+                time_or_dash(rc[m] == STORE_OK ? (long)rec[m].connected_at : 0, ca);
+                time_or_dash(rc[m] == STORE_OK ? (long)rec[m].refreshed_at : 0, ra);
+                time_or_dash(row[3 + m]->len ? strtol(row[3 + m]->str, NULL, 10) : 0, ua);
+                printf("%-18s  %-4s  %-24s  %-21s  %-20s  %-20s  %-20s  %-7s  %lld\n", org, mode_name(m),
+                       rc[m] != STORE_OK ? "record_unreadable"
+                       : rec[m].status == CONN_CONNECTED ? "connected" : "reauthorization_required",
+                       rc[m] == STORE_OK && rec[m].stripe_user_id ? rec[m].stripe_user_id : "-", ca, ra, ua,
+                       rc[m] == STORE_OK && rec[m].derived_from[0] ? rec[m].derived_from : "-", row[5]->integer);
+            }
+            if (match && !any && want < 0)
+                printf("%-18s  %-4s  %-24s  %-21s  %-20s  %-20s  %-20s  %-7s  %lld\n", org, "-", "-", "-", "-", "-",
+                       "-", "-", row[5]->integer);
+            for (int m = 0; m < MODE_COUNT; m++)
+                conn_record_clear(&rec[m]);
+        }
+        int more = rows > 0 && r->elements == (size_t)AUDIT_PAGE_MAX * AUDIT_FLEET_COLS;
+        freeReplyObject(r);
+        if (!more)
+            break;
+    }
+    redisFree(c);
+    return 0;
 }

@@ -939,6 +939,31 @@ static int load_stripe(loader_t *l, config_t *c)
                 "STRIPE_SECRET_KEY_TEST, or the _LIVE pair");
 }
 
+/* ===== Events out (deploy/salesforce/EVENTS.md) ========================================= */
+
+/* BROKER_EVENTS_URL and BROKER_EVENTS_SECRET: both or neither. The URL is an upstream
+ * (https://, http:// only for loopback). */
+static int load_events(loader_t *l, config_t *c)
+{
+    char *probe;
+    if (read_var(l, "BROKER_EVENTS_URL", &probe) != 0)
+        return -1;
+    if (probe != NULL) {
+        free(probe);
+        if (load_base_url(l, "BROKER_EVENTS_URL", NULL, 1, &c->events_url, NULL) != 0)
+            return -1;
+    }
+    if (read_var(l, "BROKER_EVENTS_SECRET", &c->events_secret) != 0)
+        return -1;
+    if (c->events_url != NULL && c->events_secret == NULL)
+        return fail(l, "BROKER_EVENTS_SECRET", "is required when BROKER_EVENTS_URL is set");
+    if (c->events_url == NULL && c->events_secret != NULL)
+        return fail(l, "BROKER_EVENTS_URL", "is required when BROKER_EVENTS_SECRET is set");
+    if (c->events_secret != NULL && strlen(c->events_secret) < 16)
+        return fail(l, "BROKER_EVENTS_SECRET", "must be at least 16 characters");
+    return 0;
+}
+
 /* ===== Entry points ======================================================= */
 
 int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t errlen)
@@ -971,7 +996,11 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
                       &c->marketplace_url, NULL) != 0 ||
         load_proxy_allow(&l, c) != 0 ||
         load_number(&l, "BROKER_PROXY_TIMEOUT_MS", DEFAULT_PROXY_TIMEOUT_MS, PROXY_TIMEOUT_MIN_MS,
-                    PROXY_TIMEOUT_MAX_MS, &c->proxy_timeout_ms) != 0) {
+                    PROXY_TIMEOUT_MAX_MS, &c->proxy_timeout_ms) != 0 ||
+        load_number(&l, "BROKER_AUDIT_RETENTION_DAYS", "400", 1, 36500, &c->audit_retention_days) != 0 ||
+        load_number(&l, "BROKER_REFRESH_FAILING_S", "900", 1, 604800, &c->refresh_failing_s) != 0 ||
+        load_number(&l, "BROKER_EVENTS_RETRY_MAX_S", "600", 1, 3600, &c->events_retry_max_s) != 0 ||
+        load_events(&l, c) != 0) {
         config_free(c);
         return -1;
     }
@@ -1007,6 +1036,8 @@ void config_free(config_t *c)
     for (i = 0; i < c->proxy_allow_n; i++)
         free(c->proxy_allow[i]);
     free(c->proxy_allow);
+    free(c->events_url);
+    secure_free_str(c->events_secret);
     memset(c, 0, sizeof(*c));
 }
 

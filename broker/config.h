@@ -55,6 +55,11 @@ typedef struct config {
     char **proxy_allow;    /* BROKER_PROXY_ALLOW: Stripe API resources the proxy forwards ([a-z_]+) */
     size_t proxy_allow_n;  /* at most PROXY_ALLOW_MAX_ENTRIES */
     int proxy_timeout_ms;  /* BROKER_PROXY_TIMEOUT_MS: whole-request limit of one proxied call */
+    int audit_retention_days; /* BROKER_AUDIT_RETENTION_DAYS: audit stream entries older are trimmed */
+    char *events_url;      /* BROKER_EVENTS_URL: receiver of events out (deploy/salesforce/EVENTS.md), NULL: off */
+    char *events_secret;   /* BROKER_EVENTS_SECRET (secret): signs them; set exactly when events_url is */
+    int refresh_failing_s; /* BROKER_REFRESH_FAILING_S: transient refresh failures this long: refresh.failing */
+    int events_retry_max_s; /* BROKER_EVENTS_RETRY_MAX_S: longest back-off between two attempts */
 } config_t;
 
 #define PROXY_ALLOW_MAX_ENTRIES 32

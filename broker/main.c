@@ -12,12 +12,16 @@
 #include "server.h"
 
 static const char usage[] =
-    "usage: stripe-token-broker [serve | check | create-api-key ORG_ID | rotate-keys | --help | --version]\n"
+    "usage: stripe-token-broker [serve | check | create-api-key ORG_ID | rotate-keys | audit ORG_ID |\n"
+    "                            orgs [--status STATUS] | --help | --version]\n"
     "\n"
     "  serve              run the service (the default)\n"
     "  check              validate the configuration and reach Redis; exit 0 or 1\n"
     "  create-api-key ID  print a new API key for the Salesforce org ID (shown once)\n"
     "  rotate-keys        re-encrypt every stored secret with the first key of BROKER_ENCRYPTION_KEYS\n"
+    "  audit ID           print the audit events of the Salesforce org ID, newest first\n"
+    "  orgs               print every org and its connections (--status connected or\n"
+    "                     reauthorization_required: only orgs with a connection in that status)\n"
     "\n"
     "Configuration comes from the environment (BROKER_PUBLIC_URL, BROKER_ENCRYPTION_KEYS,\n"
     "BROKER_ADMIN_TOKEN, STRIPE_CLIENT_ID_TEST/LIVE, STRIPE_SECRET_KEY_TEST/LIVE, …);\n"
@@ -46,8 +50,11 @@ int main(int argc, char **argv)
         return 0;
     }
     int known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0 || strcmp(cmd, "rotate-keys") == 0 ||
-                strcmp(cmd, "create-api-key") == 0;
-    if (!known || (strcmp(cmd, "create-api-key") == 0 ? argc != 3 : argc > 2)) {
+                strcmp(cmd, "create-api-key") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "orgs") == 0;
+    int args_ok = strcmp(cmd, "create-api-key") == 0 || strcmp(cmd, "audit") == 0 ? argc == 3
+                  : strcmp(cmd, "orgs") == 0 ? argc == 2 || (argc == 4 && strcmp(argv[2], "--status") == 0)
+                                             : argc <= 2;
+    if (!known || !args_ok) {
         fputs(usage, stderr);
         return 2;
     }
@@ -71,6 +78,10 @@ int main(int argc, char **argv)
         rc = cli_create_api_key(&cfg, argv[2]);
     else if (strcmp(cmd, "rotate-keys") == 0)
         rc = cli_rotate_keys(&cfg);
+    else if (strcmp(cmd, "audit") == 0)
+        rc = cli_audit(&cfg, argv[2]);
+    else if (strcmp(cmd, "orgs") == 0)
+        rc = cli_orgs(&cfg, argc == 4 ? argv[3] : NULL);
     else {
         /* libcurl keeps the proxy's bearer and request body (card details) in blocks of its
          * own: they are wiped when freed or grown */

@@ -42,6 +42,7 @@
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "events/events.h"
 #include "routes/routes.h"
 #include "routes/pages.h"
 #include "routes/setup.h"
@@ -91,6 +92,8 @@ static const route_t routes[] = {
     {"GET", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
     {"POST", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
     {"DELETE", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
+    {"GET", "/v1/orgs/{org_id}/audit-events", audit_events_list, AUTH_ORG, KIND_API},
+    {"GET", "/v1/admin/orgs", admin_orgs_list, AUTH_ADMIN, KIND_API},
 };
 #define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
 #define ROUTE_UNMATCHED NROUTES /* metrics/log bucket for 404/405 */
@@ -751,11 +754,12 @@ static void dispatch(breq_t *b)
                                                                 : "The bearer token is not valid.");
         return;
     }
-    /* the org id is validated after the bearer is known to be well-formed */
+    /* the org id is validated after the bearer is known to be well-formed (admin routes
+     * over every org, such as the fleet view, have none) */
     char raw[128];
     ssize_t n;
-    if (b->param_len[0] >= sizeof(raw) || (n = form_unescape(b->params[0], b->param_len[0], raw, 0)) < 0 ||
-        orgid_normalize(raw, (size_t)n, b->org) != 0) {
+    if (strstr(rt->pattern, "{org_id}") != NULL && (b->param_len[0] >= sizeof(raw) || (n = form_unescape(b->params[0], b->param_len[0], raw, 0)) < 0 ||
+        orgid_normalize(raw, (size_t)n, b->org) != 0)) {
         b->org[0] = '\0';
         breq_error(b, ERR_INVALID_REQUEST, "The org id is not a valid Salesforce organization id (15 or 18 characters, starting with 00D).");
         return;
@@ -800,7 +804,7 @@ static void route_request(breq_t *b)
     for (int i = 0; nsegs > 0 && i < NROUTES; i++) {
         if (!match_route(i, segs, nsegs, params, &nparams))
             continue;
-        /* HEAD is served by a GET route, except the proxy's (CONTRACT §4.3 forwards GET,
+        /* HEAD is served by a GET route, except the proxy's (proto/openapi.yaml forwards GET,
          * POST and DELETE only): a HEAD there is refused before any Stripe call */
         if (!method_is(req, routes[i].method) &&
             !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0 && routes[i].kind != KIND_STRIPE)) {
@@ -1221,6 +1225,10 @@ int server_run(const config_t *cfg)
         fprintf(stderr, "stripe-token-broker: cannot start the log writer\n");
         return 1;
     }
+    if (events_start(cfg) != 0) {
+        fprintf(stderr, "stripe-token-broker: cannot start the events thread\n");
+        return 1;
+    }
     pthread_t *tids = calloc((size_t)cfg->threads, sizeof(pthread_t));
     for (int i = 1; i < cfg->threads; i++)
         pthread_create(&tids[i], NULL, worker_main, &s.workers[i]);
@@ -1228,6 +1236,7 @@ int server_run(const config_t *cfg)
     for (int i = 1; i < cfg->threads; i++)
         pthread_join(tids[i], NULL);
     free(tids);
+    events_stop();
     log_event(LOG_INFO, "stopped", NULL);
     log_writer_stop();
     /* The process exits now; the loops are not torn down (h2o 2.2.5 has no clean

@@ -106,7 +106,12 @@ void breq_token(breq_t *b, int mode, token_op_t op, long seen_version, breq_toke
     t->cb = cb;
     breq_hold(b);
     breq_deadline_stripe(b);
-    token_service_run(b->w->tokens, b->org, mode, op, seen_version, on_token_result, t);
+    token_caller_t caller = {NULL, NULL, b->request_id};
+    if (b->is_admin)
+        caller.kind = "admin";
+    else if (b->bearer.kind == BEARER_KEY)
+        caller = (token_caller_t){"api_key", b->bearer.key_id, b->request_id};
+    token_service_run(b->w->tokens, b->org, mode, op, seen_version, &caller, on_token_result, t);
 }
 
 /* ===== Stripe for a request ===== */

@@ -13,10 +13,8 @@
 #include "core/crypto.h"
 #include "core/timefmt.h"
 #include "routes/routes.h"
+#include "store/store.h"
 
-static const char LUA_KEY_CREATE[] = "redis.call('SET', KEYS[1], ARGV[1])\n"
-                                     "redis.call('SADD', KEYS[2], ARGV[2])\n"
-                                     "return 1\n";
 
 /* Returns a flat array id1, rec1, id2, rec2, … */
 static const char LUA_KEY_LIST[] = "local ids = redis.call('SMEMBERS', KEYS[1])\n"
@@ -28,10 +26,11 @@ static const char LUA_KEY_LIST[] = "local ids = redis.call('SMEMBERS', KEYS[1])\
                                    "return out\n";
 
 /* Deletes the key only when it belongs to the org ARGV[1]; returns 1 or 0. */
-static const char LUA_KEY_DELETE[] = "local v = redis.call('GET', KEYS[1])\n"
+static const char LUA_KEY_DELETE[] = AUDIT_LUA "local v = redis.call('GET', KEYS[1])\n"
                                      "if not v or string.sub(v, 1, 18) ~= ARGV[1] then return 0 end\n"
                                      "redis.call('DEL', KEYS[1])\n"
                                      "redis.call('SREM', KEYS[2], ARGV[2])\n"
+                                     "audit_tail()\n"
                                      "return 1\n";
 
 typedef struct key_create {
@@ -70,8 +69,14 @@ void admin_keys_create(breq_t *b)
     b->state = kc;
     b->state_free = key_create_free;
     auth_key_record(rec, sizeof(rec), b->org, hash, (long)kc->created);
-    breq_redis(b, on_key_created, "EVAL %s 2 %s %s %s %s", LUA_KEY_CREATE, breq_key(b, KEY_APIKEY, kc->key_id),
-               breq_key(b, KEY_ORG_KEYS, b->org), rec, kc->key_id);
+    char d[48];
+    audit_tail_t t;
+    snprintf(d, sizeof(d), "{\"key_id\":\"%s\"}", kc->key_id);
+    breq_audit_tail(b, &t, "api_key.created", -1, d, NULL, NULL);
+    breq_redis(b, on_key_created, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", STORE_LUA_KEY_CREATE,
+               breq_key(b, KEY_APIKEY, kc->key_id), breq_key(b, KEY_ORG_KEYS, b->org), rec, kc->key_id, t.argv[0],
+               t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    audit_tail_free(&t);
 }
 
 typedef struct key_row {
@@ -146,6 +151,11 @@ void admin_keys_delete(breq_t *b)
     }
     memcpy(id, p, n);
     id[n] = '\0';
-    breq_redis(b, on_key_deleted, "EVAL %s 2 %s %s %s %s", LUA_KEY_DELETE, breq_key(b, KEY_APIKEY, id),
-               breq_key(b, KEY_ORG_KEYS, b->org), b->org, id);
+    char d[48];
+    audit_tail_t t;
+    snprintf(d, sizeof(d), "{\"key_id\":\"%s\"}", id);
+    breq_audit_tail(b, &t, "api_key.revoked", -1, d, NULL, NULL);
+    breq_redis(b, on_key_deleted, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", LUA_KEY_DELETE, breq_key(b, KEY_APIKEY, id),
+               breq_key(b, KEY_ORG_KEYS, b->org), b->org, id, t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    audit_tail_free(&t);
 }

@@ -17,10 +17,19 @@
 #include "metrics.h"
 #include "routes/params.h"
 #include "routes/routes.h"
+#include "routes/setup.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
 #define LINK_TTL_S TICKET_TTL_S
+
+/* KEYS[1]=whsec key; ARGV[1]=value; then the audit tail. */
+static const char LUA_WHSEC_SET[] = AUDIT_LUA "redis.call('SET', KEYS[1], ARGV[1])\n"
+                                              "audit_tail()\n"
+                                              "return 1\n";
+/* KEYS[1]=whsec key; then the audit tail (recorded only when there was a secret). */
+static const char LUA_WHSEC_DEL[] = AUDIT_LUA "if redis.call('DEL', KEYS[1]) == 1 then audit_tail() end\n"
+                                              "return 1\n";
 #define TICKET_BYTES 32
 
 /* ===== GET /v1/orgs/{org}/connections ===== */
@@ -81,6 +90,7 @@ void conn_list(breq_t *b)
 typedef struct conn_del {
     char acct[128];
     int derived_mode; /* the other mode's connection derived from this one, or -1 */
+    int at_stripe;    /* Stripe's deauthorize confirmed it (not: derived, apps, already gone) */
 } conn_del_t;
 
 static void on_conn_deleted(breq_t *b, redisReply *r)
@@ -92,10 +102,20 @@ static void on_conn_deleted(breq_t *b, redisReply *r)
 static void delete_local(breq_t *b)
 {
     conn_del_t *cd = b->state;
+    audit_tail_t t;
+    buf_t d = {0};
+    buf_puts(&d, "{\"stripe_user_id\":");
+    buf_json_str(&d, cd->acct, strlen(cd->acct));
+    if (cd->derived_mode >= 0)
+        buf_printf(&d, ",\"derived_deleted\":\"%s\"", mode_name(cd->derived_mode));
+    buf_printf(&d, ",\"deauthorized_at_stripe\":%s}", cd->at_stripe ? "true" : "false");
+    breq_audit_tail(b, &t, "connection.deleted", b->mode, d.p, "connection.deleted", d.p);
     store_cmd_t cmd;
-    store_conn_drop(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, cd->acct, cd->derived_mode, NULL);
+    store_conn_drop(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, cd->acct, cd->derived_mode, &t);
     breq_redisv(b, on_conn_deleted, cmd.argc, cmd.argv, cmd.lens);
     store_cmd_free(&cmd);
+    audit_tail_free(&t);
+    buf_free(&d);
 }
 
 /* Stripe's answer decides: done, or its "not connected" answer (already gone there),
@@ -110,6 +130,7 @@ static void on_deauthorized(breq_t *b, long status, const char *body, size_t len
         if (o == STRIPE_DEAUTH_NOT_CONNECTED)
             log_event(LOG_WARN, "stripe deauthorize: the account is already disconnected; deleting locally", "org_id",
                       b->org, "mode", mode_name(b->mode), "stripe_user_id", cd->acct, NULL);
+        cd->at_stripe = o == STRIPE_DEAUTH_DONE;
         delete_local(b);
         return;
     }
@@ -257,7 +278,19 @@ static void on_whsec_done(breq_t *b, redisReply *r)
 void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb)
 {
     char *val = store_whsec_seal(b->w->cfg, b->org, b->mode, secret);
-    breq_redis(b, cb, "SET %s %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)), val);
+    audit_tail_t t;
+    if (b->is_admin || b->bearer.kind == BEARER_KEY) {
+        breq_audit_tail(b, &t, "webhook_secret.set", b->mode, NULL, NULL, NULL);
+    } else { /* the setup page */
+        char sid[17];
+        audit_actor_t actor = {"setup_session", sid};
+        setup_session_id(b, sid);
+        audit_tail_make(&t, b->w->cfg, b->org, "webhook_secret.set", b->mode, &actor, b->request_id, NULL, NULL, NULL);
+    }
+    breq_redis(b, cb, "EVAL %s 1 %s %s %s %s %s %s %s", LUA_WHSEC_SET,
+               breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)), val, t.argv[0], t.argv[1], t.argv[2], t.argv[3],
+               t.argv[4]);
+    audit_tail_free(&t);
     free(val);
 }
 
@@ -302,7 +335,12 @@ void whsec_delete(breq_t *b)
 {
     if (parse_mode_param(b, 1) < 0)
         return;
-    breq_redis(b, on_whsec_done, "DEL %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)));
+    audit_tail_t t;
+    breq_audit_tail(b, &t, "webhook_secret.deleted", b->mode, NULL, NULL, NULL);
+    breq_redis(b, on_whsec_done, "EVAL %s 1 %s %s %s %s %s %s", LUA_WHSEC_DEL,
+               breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)), t.argv[0], t.argv[1], t.argv[2], t.argv[3],
+               t.argv[4]);
+    audit_tail_free(&t);
 }
 
 /* ===== POST /v1/orgs/{org}/webhook-events/verify ===== */

@@ -72,12 +72,24 @@ static void on_stored(breq_t *b, redisReply *r)
 static void store_new(breq_t *b, const char *drop_acct, long drop_ver)
 {
     callback_t *c = b->state;
+    char sid[17];
+    audit_tail_t t;
+    buf_t d = {0};
+    audit_actor_t actor = {"setup_session", sid};
+    snprintf(sid, sizeof(sid), "%.16s", c->session); /* an id: the first 64 bits of the cookie's hash */
+    buf_puts(&d, "{\"stripe_user_id\":");
+    buf_json_str(&d, c->acct, strlen(c->acct));
+    buf_printf(&d, ",\"flavor\":\"%s\"}", b->w->cfg->flavor == FLAVOR_APPS ? "apps" : "connect");
+    audit_tail_make(&t, b->w->cfg, b->org, "connection.authorized", b->mode, &actor, b->request_id, d.p,
+                    "connection.authorized", d.p);
     store_conn_drop_t drop = {MODE_TEST, drop_acct, drop_ver};
     store_cmd_t cmd;
     store_conn_put(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, c->sealed, c->acct, STORE_ANY_VERSION,
-                   drop_acct != NULL ? &drop : NULL, NULL);
+                   drop_acct != NULL ? &drop : NULL, &t);
     breq_redisv(b, on_stored, cmd.argc, cmd.argv, cmd.lens);
     store_cmd_free(&cmd);
+    audit_tail_free(&t);
+    buf_free(&d);
 }
 
 /* A new live authorization: a test connection minted from live for another Stripe

@@ -2,6 +2,7 @@
  * Owns nothing but these answers; /openapi.yaml is proto/openapi.yaml compiled into
  * the binary so that the served contract is always the one it was built with.
  * Tested by tests/it/test_ops.py. */
+#include "events/events.h"
 #include <string.h>
 #include "metrics.h"
 #include "routes/routes.h"
@@ -38,6 +39,7 @@ void ops_metrics(breq_t *b)
 {
     buf_t out = {0};
     metrics_render(&out);
+    events_render_metrics(&out);
     breq_text(b, 200, "text/plain; version=0.0.4; charset=utf-8", out.p, out.len);
     buf_free(&out);
 }

@@ -66,6 +66,31 @@ static void set_log(proxy_state_t *st, const char *request_id)
 
 /* ===== Stripe's answer ===== */
 
+/* A POST or DELETE that Stripe answered is an audit event (stripe.call). It records a
+ * call already made and changes no state, so it is its own script, sent without
+ * waiting for it (the answer does not depend on it). */
+static void record_call(breq_t *b, proxy_state_t *st, int status)
+{
+    const h2o_iovec_t *m = &b->req->method;
+    audit_tail_t t;
+    buf_t d = {0};
+    if (!h2o_memis(m->base, m->len, H2O_STRLIT("POST")) && !h2o_memis(m->base, m->len, H2O_STRLIT("DELETE")))
+        return;
+    buf_printf(&d, "{\"method\":\"%.*s\",\"path\":", (int)m->len, m->base);
+    buf_json_str(&d, st->path, strlen(st->path));
+    buf_printf(&d, ",\"status\":%d", status);
+    if (st->request_id[0]) {
+        buf_puts(&d, ",\"request_id\":");
+        buf_json_str(&d, st->request_id, strlen(st->request_id));
+    }
+    buf_puts(&d, "}");
+    breq_audit_tail(b, &t, "stripe.call", st->mode, d.p, NULL, NULL);
+    redis_loop_command(b->w->redis, NULL, NULL, "EVAL %s 0 %s %s %s %s %s", AUDIT_LUA_RECORD, t.argv[0], t.argv[1],
+                       t.argv[2], t.argv[3], t.argv[4]);
+    audit_tail_free(&t);
+    buf_free(&d);
+}
+
 static void send_call(breq_t *b, const char *token);
 
 static void on_token_again(breq_t *b, api_err_t err, const conn_record_t *rec, long version)
@@ -108,6 +133,8 @@ static void on_answer(const stripe_api_res_t *res, void *data)
                               res->status == 429 || res->status == 503 ? h[PROXY_RES_RETRY_AFTER] : NULL,
                               NULL};
         set_log(st, h[PROXY_RES_REQUEST_ID]);
+        record_call(b, st, (int)res->status);
+        audit_touch_used(b->w->redis, b->w->cfg, b->org, st->mode);
         breq_passthrough(b, (int)res->status, h[PROXY_RES_CONTENT_TYPE], pass, res->body, res->len);
     }
     breq_release(b);

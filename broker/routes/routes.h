@@ -6,6 +6,7 @@
 #define BROKER_ROUTES_H
 #include "server.h"
 #include "store/keys.h"
+#include "store/audit.h"
 
 /* ops.c */
 void ops_healthz(breq_t *b);
@@ -50,6 +51,17 @@ void setup_webhook_secret(breq_t *b);
 void setup_style(breq_t *b);
 /* oauth.c — Stripe's redirect back */
 void oauth_callback(breq_t *b);
+/* audit.c — the audit trail's read (proto/openapi.yaml) */
+void audit_events_list(breq_t *b);
+/* The audit tail (store/audit.h) of a change made by b's caller (admin, org key, or the
+ * broker when neither): b->org, b->request_id; free with audit_tail_free. */
+void breq_audit_tail(breq_t *b, audit_tail_t *t, const char *type, int mode, const char *details_json,
+                     const char *out_type, const char *out_data_json);
+/* Query parameter name as a whole number in [min, max], def when absent; -1 when b was
+ * answered 400 invalid_request. */
+int breq_query_int(breq_t *b, const char *name, int min, int max, int def);
+/* fleet.c — the fleet view (proto/openapi.yaml) */
+void admin_orgs_list(breq_t *b);
 /* webhooks.c — Stripe's webhooks */
 void webhooks_stripe(breq_t *b);
 #endif

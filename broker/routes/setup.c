@@ -179,6 +179,18 @@ static const char *session_key(breq_t *b, const char *cookie)
     return breq_key(b, KEY_SESS, hash);
 }
 
+void setup_session_id(breq_t *b, char out[17])
+{
+    char cookie[SETUP_TOKEN_CHARS + 1], hash[65];
+    out[0] = '\0';
+    if (setup_cookie_get(b, SETUP_COOKIE_SESSION, cookie) != 0)
+        return;
+    sha256_hex(cookie, strlen(cookie), hash);
+    OPENSSL_cleanse(cookie, sizeof(cookie));
+    memcpy(out, hash, 16);
+    out[16] = '\0';
+}
+
 /* ===== GET /setup ===== */
 
 /* What the status of one mode is, for the notice and the step indicator. */

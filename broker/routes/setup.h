@@ -26,4 +26,7 @@ void setup_cookie(buf_t *out, const config_t *cfg, int which, const char *value,
 /* The request's cookie `which` into out: 0, or -1 when it is absent, sent twice or
  * not a well-formed value (out is then empty). */
 int setup_cookie_get(breq_t *b, int which, char out[SETUP_TOKEN_CHARS + 1]);
+/* The audit id of b's setup session: the first 16 hex characters of its cookie's
+ * SHA-256 (the Redis key's hash, never the cookie); "" when there is none. */
+void setup_session_id(breq_t *b, char out[17]);
 #endif

@@ -66,6 +66,7 @@ static void on_token_done(breq_t *b, api_err_t err, const conn_record_t *rec, lo
     }
     buf_t out = {0};
     token_json(&out, rec, b->mode);
+    audit_touch_used(b->w->redis, b->w->cfg, b->org, b->mode);
     breq_json(b, 200, out.p, out.len);
     buf_wipe(&out);
 }
@@ -82,6 +83,7 @@ static void serve(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
     const char *answer = e != NULL ? rcache_derived(e, &alen, &expires_at) : NULL;
 
     if (answer != NULL && (expires_at == 0 || expires_at - time(NULL) > cfg->refresh_margin_s)) {
+        audit_touch_used(b->w->redis, cfg, b->org, b->mode);
         breq_json(b, 200, answer, alen);
         return;
     }
@@ -90,6 +92,7 @@ static void serve(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
         token_json(&out, &rec, b->mode);
         if (e != NULL)
             rcache_set_derived(e, out.p, out.len, (int64_t)rec.expires_at);
+        audit_touch_used(b->w->redis, cfg, b->org, b->mode);
         breq_json(b, 200, out.p, out.len);
         buf_wipe(&out);
     }

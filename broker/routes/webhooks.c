@@ -110,7 +110,8 @@ static void on_conns(breq_t *b, redisReply *r)
     size_t n = e->nmembers, nrecs = 0;
     store_conn_revoked_t *recs = calloc(n + 1, sizeof(*recs));
     char (*orgs)[ORGID_LEN + 1] = calloc(n + 1, sizeof(*orgs));
-    if (recs == NULL || orgs == NULL)
+    audit_tail_t *tails = calloc(n + 1, sizeof(*tails));
+    if (recs == NULL || orgs == NULL || tails == NULL)
         abort();
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < n && i < r->elements; i++) {
         int mode;
@@ -129,15 +130,34 @@ static void on_conns(breq_t *b, redisReply *r)
         conn_record_revoke(&rec);
         recs[nrecs] = (store_conn_revoked_t){orgs[nrecs], mode, v->str, v->len, NULL}; /* the value decided on */
         recs[nrecs].sealed = store_conn_seal(b->w->cfg, orgs[nrecs], mode, &rec);
+        {
+            audit_actor_t actor = {"stripe", e->id};
+            buf_t d = {0}, od = {0};
+            buf_puts(&d, "{\"reason\":\"stripe_webhook\",\"stripe_event_id\":");
+            buf_json_str(&d, e->id, strlen(e->id));
+            buf_puts(&d, ",\"stripe_user_id\":");
+            buf_json_str(&d, e->account, strlen(e->account));
+            buf_puts(&d, "}");
+            buf_puts(&od, "{\"reason\":\"deauthorized\",\"stripe_user_id\":");
+            buf_json_str(&od, e->account, strlen(e->account));
+            buf_puts(&od, "}");
+            audit_tail_make(&tails[nrecs], b->w->cfg, orgs[nrecs], "connection.deauthorized", mode, &actor,
+                            b->request_id, d.p, "connection.reauthorization_required", od.p);
+            buf_free(&d);
+            buf_free(&od);
+        }
         nrecs++;
         conn_record_clear(&rec);
     }
     store_cmd_t cmd;
-    store_conn_revoke(&cmd, b->w->cfg->redis_prefix, recs, nrecs, e->id, EVENT_TTL_S, NULL);
+    store_conn_revoke(&cmd, b->w->cfg->redis_prefix, recs, nrecs, e->id, EVENT_TTL_S, tails);
     breq_redisv(b, on_done, cmd.argc, cmd.argv, cmd.lens);
     store_cmd_free(&cmd);
-    for (size_t i = 0; i < nrecs; i++)
+    for (size_t i = 0; i < nrecs; i++) {
         free((char *)recs[i].sealed);
+        audit_tail_free(&tails[i]);
+    }
+    free(tails);
     free(recs);
     free(orgs);
 }

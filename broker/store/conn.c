@@ -3,9 +3,10 @@
  *
  * Owns: the scripts; the argv layout of each (KEYS, then ARGV), written once here.
  * Each script starts with the prelude PRELUDE: next_version (the org's version counter)
- * and audit(nk, na, …), which appends the optional audit event: when the builder was given
- * one, the stream is KEYS[nk + 1] and its fields are ARGV[na + 1 …] (nk, na: the script's
- * own key and argument counts), and a script calls audit only once its change is written.
+ * and audit(na, out), which records the optional audit event with store/audit.h's
+ * AUDIT_LUA: when the builder was given one, its AUDIT_TAIL_ARGS arguments are
+ * ARGV[na + 1 …] (na: the script's own argument count); out == false leaves out its
+ * out-event. A script calls audit only once its change is written.
  * Never: talks to Redis (callers send the commands), logs, or holds a token in clear
  * (records arrive sealed). Tested by tests/unit/test_store_conn.c (every script against a
  * real redis-server) and, through the routes and the token service, tests/it/. */
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <openssl/crypto.h>
 #include "config.h"
+#include "store/audit.h"
 #include "store/keys.h"
 
 /* ===== The scripts ===== */
@@ -33,14 +35,12 @@
     "  if v <= cur then v = cur + 1; redis.call('SET', ck, v) end\n"         \
     "  return v\n"                                                           \
     "end\n"                                                                  \
-    "local function audit(nk, na, ...)\n"                                    \
-    "  local stream = KEYS[nk + 1]\n"                                        \
-    "  if not stream then return end\n"                                      \
-    "  local f = {}\n"                                                       \
-    "  for i = na + 1, #ARGV do f[#f + 1] = ARGV[i] end\n"                   \
-    "  local extra = {...}\n"                                                \
-    "  for i = 1, #extra do f[#f + 1] = tostring(extra[i]) end\n"            \
-    "  if #f > 0 then redis.call('XADD', stream, '*', unpack(f)) end\n"      \
+    AUDIT_LUA                                                                \
+    "local function audit(na, out)\n"                                        \
+    "  if #ARGV < na + 5 then return end\n"                                  \
+    "  local okey = ARGV[na + 4]\n"                                          \
+    "  if out == false then okey = '' end\n"                                 \
+    "  audit_add(ARGV[na + 1], ARGV[na + 2], ARGV[na + 3], okey, ARGV[na + 5])\n" \
     "end\n"
 
 /* KEYS: conn, acct index, drop's conn, drop's acct index. ARGV: sealed, index member or
@@ -62,7 +62,7 @@ static const char LUA_PUT[] = PRELUDE
     "    dropped = 1\n"
     "  end\n"
     "end\n"
-    "audit(4, 5, 'version', ver, 'dropped', dropped)\n"
+    "audit(5)\n"
     "return {ver, dropped}\n";
 
 /* KEYS: conn, acct index, other conn, acct index. ARGV: member or '', other's member or
@@ -74,7 +74,7 @@ static const char LUA_DROP[] = PRELUDE
     "  redis.call('DEL', KEYS[3])\n"
     "  redis.call('SREM', KEYS[4], ARGV[2])\n"
     "end\n"
-    "audit(4, 2)\n"
+    "audit(2)\n"
     "return 1\n";
 
 /* KEYS: n conns, event. ARGV: n, then old value and new sealed record per conn, then the
@@ -89,14 +89,14 @@ static const char LUA_REVOKE[] = PRELUDE
     "  redis.call('SET', KEYS[i], next_version(KEYS[i], ver) .. ':' .. ARGV[2 * i + 1])\n"
     "end\n"
     "redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[2 * n + 2])\n"
-    "audit(n + 1, 2 * n + 2)\n"
+    "for i = 1, n do audit(2 * n + 2 + 5 * (i - 1)) end\n"
     "return n\n";
 
 /* KEYS: the value's key. ARGV: old value, new value. */
 static const char LUA_RESEAL[] = PRELUDE
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
     "  redis.call('SET', KEYS[1], ARGV[2])\n"
-    "  audit(1, 2)\n"
+    "  audit(2)\n"
     "  return 1\n"
     "end\n"
     "return 0\n";
@@ -120,10 +120,13 @@ static const char LUA_RENEW[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n
 
 /* KEYS: conn to write, lock, acct index, cooldown, source conn. ARGV: sealed or '',
  * expected version, owner, index member or '', cooldown ms, expected source version or
- * '', '1' when the write needs no lease. */
+ * '', '1' when the write needs no lease, the audit kind ('ok', 'dead', 'fail' or ''),
+ * the refresh.failing threshold in seconds. failing:<org>:<mode> (KEY_FAILING) is
+ * named from the conn key, like cver. */
 static const char LUA_COMMIT[] = PRELUDE
     "local owner = redis.call('GET', KEYS[2]) == ARGV[3]\n"
     "if not owner and ARGV[7] ~= '1' then return -2 end\n"
+    "local fk = (string.gsub(KEYS[1], 'conn:([^:]+):([^:]+)$', 'failing:%1:%2'))\n"
     "local res = 0\n"
     "if ARGV[1] ~= '' then\n"
     "  local cur = redis.call('GET', KEYS[1])\n"
@@ -137,11 +140,22 @@ static const char LUA_COMMIT[] = PRELUDE
     "    res = next_version(KEYS[1], ver)\n"
     "    redis.call('SET', KEYS[1], res .. ':' .. ARGV[1])\n"
     "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
+    "    local was = redis.call('GET', fk)\n"
+    "    if was then redis.call('DEL', fk) end\n"
+    "    if ARGV[8] == 'ok' then audit(9, was and string.find(was, ':sent', 1, true) ~= nil or false)\n"
+    "    else audit(9) end\n"
     "  else res = -1 end\n"
-    "end\n"
+    "elseif owner and ARGV[8] == 'fail' then\n"
+    "  local now = tonumber(redis.call('TIME')[1])\n"
+    "  local v = redis.call('GET', fk)\n"
+    "  if not v then v = tostring(now); redis.call('SET', fk, v, 'EX', 604800) end\n"
+    "  local first = tonumber(string.match(v, '^(%d+)')) or now\n"
+    "  local send = string.find(v, ':sent', 1, true) == nil and now - first >= tonumber(ARGV[9])\n"
+    "  if send then redis.call('SET', fk, first .. ':sent', 'EX', 604800) end\n"
+    "  audit(9, send)\n"
+    "elseif owner then audit(9) end\n"
     "if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end\n"
     "if owner then redis.call('DEL', KEYS[2]) end\n"
-    "if res > 0 then audit(5, 7, 'version', res) end\n"
     "return res\n";
 
 /* ===== Building commands ===== */
@@ -208,25 +222,20 @@ static void member(store_cmd_t *c, const char *org, int mode)
     adds(c, m);
 }
 
-/* "EVAL script numkeys": nkeys of the script, one more for the audit stream. */
-static void eval(store_cmd_t *c, const char *script, size_t nkeys, const store_audit_t *audit)
+/* "EVAL script numkeys". */
+static void eval(store_cmd_t *c, const char *script, size_t nkeys)
 {
     memset(c, 0, sizeof(*c));
     adds(c, "EVAL");
     adds(c, script);
-    addf(c, "%zu", nkeys + (audit != NULL ? 1 : 0));
+    addf(c, "%zu", nkeys);
 }
 
-static void audit_key(store_cmd_t *c, const store_audit_t *audit)
-{
-    if (audit != NULL)
-        adds(c, audit->stream);
-}
-
+/* The audit tail after the script's own arguments (nothing for none). */
 static void audit_fields(store_cmd_t *c, const store_audit_t *audit)
 {
-    for (size_t i = 0; audit != NULL && i < audit->n; i++)
-        adds(c, audit->fields[i]);
+    for (size_t i = 0; audit != NULL && i < AUDIT_TAIL_ARGS; i++)
+        adds(c, audit->argv[i]);
 }
 
 /* ===== Connection records ===== */
@@ -241,7 +250,7 @@ void store_conn_get(store_cmd_t *c, const char *prefix, const char *org, int mod
 void store_conn_put(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *sealed,
                     const char *acct, long expected, const store_conn_drop_t *drop, const store_audit_t *audit)
 {
-    eval(c, LUA_PUT, 4, audit);
+    eval(c, LUA_PUT, 4);
     conn_key(c, prefix, org, mode);
     addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
     if (drop != NULL) {
@@ -251,7 +260,6 @@ void store_conn_put(store_cmd_t *c, const char *prefix, const char *org, int mod
         conn_key(c, prefix, org, mode); /* placeholders: never touched */
         addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
     }
-    audit_key(c, audit);
     adds(c, sealed);
     if (acct != NULL)
         member(c, org, mode);
@@ -274,12 +282,11 @@ void store_conn_put(store_cmd_t *c, const char *prefix, const char *org, int mod
 void store_conn_drop(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *acct, int also_mode,
                      const store_audit_t *audit)
 {
-    eval(c, LUA_DROP, 4, audit);
+    eval(c, LUA_DROP, 4);
     conn_key(c, prefix, org, mode);
     addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
     conn_key(c, prefix, org, also_mode >= 0 ? also_mode : mode);
     addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
-    audit_key(c, audit);
     if (acct != NULL)
         member(c, org, mode);
     else
@@ -294,26 +301,25 @@ void store_conn_drop(store_cmd_t *c, const char *prefix, const char *org, int mo
 void store_conn_revoke(store_cmd_t *c, const char *prefix, const store_conn_revoked_t *recs, size_t n,
                        const char *event_id, int ttl_s, const store_audit_t *audit)
 {
-    eval(c, LUA_REVOKE, n + 1, audit);
+    eval(c, LUA_REVOKE, n + 1);
     for (size_t i = 0; i < n; i++)
         conn_key(c, prefix, recs[i].org, recs[i].mode);
     addf(c, "%s" KEY_EVT, prefix, event_id);
-    audit_key(c, audit);
     addf(c, "%zu", n);
     for (size_t i = 0; i < n; i++) {
         add(c, recs[i].old, recs[i].old_len);
         adds(c, recs[i].sealed);
     }
     addf(c, "%d", ttl_s);
-    audit_fields(c, audit);
+    for (size_t i = 0; audit != NULL && i < n; i++)
+        audit_fields(c, &audit[i]);
 }
 
 void store_value_reseal(store_cmd_t *c, const char *key, const char *old_value, size_t old_len,
                         const char *new_value, const store_audit_t *audit)
 {
-    eval(c, LUA_RESEAL, 1, audit);
+    eval(c, LUA_RESEAL, 1);
     adds(c, key);
-    audit_key(c, audit);
     add(c, old_value, old_len);
     adds(c, new_value);
     audit_fields(c, audit);
@@ -324,7 +330,7 @@ void store_value_reseal(store_cmd_t *c, const char *key, const char *old_value, 
 void store_lease_acquire(store_cmd_t *c, const char *prefix, const char *org, int mode, int source_mode,
                          long seen_version, const char *owner, long lease_ms)
 {
-    eval(c, LUA_ACQUIRE, 4, NULL);
+    eval(c, LUA_ACQUIRE, 4);
     conn_key(c, prefix, org, mode);
     addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
     conn_key(c, prefix, org, source_mode);
@@ -337,7 +343,7 @@ void store_lease_acquire(store_cmd_t *c, const char *prefix, const char *org, in
 void store_lease_renew(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,
                        long lease_ms)
 {
-    eval(c, LUA_RENEW, 1, NULL);
+    eval(c, LUA_RENEW, 1);
     addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
     adds(c, owner);
     addf(c, "%ld", lease_ms);
@@ -346,13 +352,12 @@ void store_lease_renew(store_cmd_t *c, const char *prefix, const char *org, int 
 void store_lease_commit(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,
                         const store_lease_commit_t *w, const store_audit_t *audit)
 {
-    eval(c, LUA_COMMIT, 5, audit);
+    eval(c, LUA_COMMIT, 5);
     conn_key(c, prefix, org, w->write_mode);
     addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
     addf(c, "%s" KEY_ACCT, prefix, w->acct != NULL ? w->acct : "");
     addf(c, "%s" KEY_COOL, prefix, org, mode_name(mode));
     conn_key(c, prefix, org, w->source_mode);
-    audit_key(c, audit);
     adds(c, w->sealed);
     addf(c, "%ld", w->expected);
     adds(c, owner);
@@ -366,5 +371,7 @@ void store_lease_commit(store_cmd_t *c, const char *prefix, const char *org, int
     else
         adds(c, "");
     adds(c, w->without_lease ? "1" : "0");
+    adds(c, w->audit_kind);
+    addf(c, "%d", w->failing_s);
     audit_fields(c, audit);
 }

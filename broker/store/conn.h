@@ -13,8 +13,9 @@
  * conditional writes compare versions first: the fence of the exactly-once refresh.
  *
  * Every write builder takes an optional audit event (store_audit_t, NULL for none): the
- * script then appends it with XADD to audit->stream, in the same atomic step as the change
- * it describes, and only when the change was written. Callers that do not audit pass
+ * script then records it (store/audit.h: the org's audit stream, the fleet index, the
+ * outbox of events out), in the same atomic step as the change it describes, and only
+ * when the change was written. Callers that do not audit pass
  * NULL; adding an audit later touches the builder's callers, not the scripts.
  * Tested by tests/unit/test_store_conn.c (each script against a real redis-server),
  * tests/it/test_lease_fence.py, tests/it/test_exactly_once.py, tests/it/test_webhooks.py,
@@ -34,14 +35,11 @@ typedef struct store_cmd {
 /* Wipe and free a command's strings (the struct itself may be on the stack). */
 void store_cmd_free(store_cmd_t *c);
 
-/* An audit event appended to a write: XADD <stream> * field value … plus the fields the
- * script adds itself ("version" when it wrote one). fields holds n strings, alternately a
- * field name and its value, already encoded; never a secret. */
-typedef struct store_audit {
-    const char *stream; /* full key name, prefix included */
-    const char *const *fields;
-    size_t n;
-} store_audit_t;
+/* An audit event appended to a write: the AUDIT_TAIL_ARGS arguments of store/audit.h
+ * (audit_tail_make: stream key, retention, event, outbox key, out-event). The script runs
+ * that module's AUDIT_LUA on them in the same atomic step as the change it records, and
+ * only when the change was written; never a secret. */
+typedef struct audit_tail store_audit_t;
 
 #define STORE_ANY_VERSION (-1L)
 
@@ -86,6 +84,7 @@ typedef struct store_conn_revoked {
  * Reply: n, or -1 when any record changed (nothing written). */
 void store_conn_revoke(store_cmd_t *c, const char *prefix, const store_conn_revoked_t *recs, size_t n,
                        const char *event_id, int ttl_s, const store_audit_t *audit);
+/* audit: NULL, or an array of n events, one for each record (recs[i] records audit[i]). */
 
 /* Replace the value of key (a full conn: or whsec: key name) with new_value only if it
  * still holds old_value (rotate-keys' re-seal). Reply: 1 replaced, 0 it changed. */
@@ -116,10 +115,18 @@ typedef struct store_lease_commit {
     const char *acct;       /* index the written record under acct:<acct>; NULL: none */
     int cooldown_ms;        /* > 0: start the cooldown (after a transient Stripe failure) */
     int without_lease;      /* the write holds even when the lease is gone (a rotated refresh token) */
+    const char *audit_kind; /* the audit event: "ok" a new token, "dead" a rejected refresh
+                             * token, "fail" a transient failure, NULL/"" other writes */
+    int failing_s;          /* BROKER_REFRESH_FAILING_S: refresh.failing after this long */
 } store_lease_commit_t;
 
 /* In one step: nothing at all unless owner still holds the lease (or without_lease);
- * the compare-and-set write; the cooldown; the release of the lease.
+ * the compare-and-set write; the cooldown; the release of the lease; the audit event,
+ * recorded with the write, or, with no write, by the lease owner. failing:<org>:<mode>
+ * holds the time of the first of a run of transient failures ("<t>:sent" once
+ * refresh.failing went out, after w->failing_s): a "fail" sends the audit's out-event only
+ * when it crosses that threshold; the next write deletes the key and, for "ok", sends its
+ * out-event (connection.recovered) only when refresh.failing had gone out.
  * Reply: the new version, 0 nothing written, -1 a version moved (someone else wrote),
  * -2 the lease is no longer owner's (nothing written, not even the cooldown). */
 void store_lease_commit(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,

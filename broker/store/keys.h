@@ -4,8 +4,10 @@
  * (the request context's key helper in routes/, snprintf with cfg->redis_prefix
  * elsewhere); keys_conn and keys_apikey build the two keys of the token hot path
  * without printf.
- * The Lua prelude of store/conn.c derives "cver:<org>" from a conn key name: KEY_CONN
- * and KEY_CVER change together. Tested by tests/unit/test_store.c and,
+ * The Lua prelude of store/conn.c derives "cver:<org>" and "failing:<org>:<mode>" from a
+ * conn key name: KEY_CONN, KEY_CVER and KEY_FAILING change together; store/audit.h's
+ * AUDIT_LUA derives KEY_ORGS from a KEY_AUDIT name, and its fleet page spells KEY_CONN,
+ * KEY_USED and KEY_ORG_KEYS in Lua: those change together too. Tested by tests/unit/test_store.c and,
  * through every route, tests/it/test_secrets_at_rest.py (every key has the prefix). */
 #ifndef BROKER_STORE_KEYS_H
 #define BROKER_STORE_KEYS_H
@@ -31,6 +33,13 @@
 #define KEY_SESS "sess:%s"      /* sha256 hex of the setup session cookie */
 #define KEY_STATE "state:%s"    /* sha256 hex of the OAuth state */
 #define KEY_EVT "evt:%s"        /* Stripe event id: handled */
+#define KEY_AUDIT "audit:%s"    /* org: the audit trail, a stream of {"e": event JSON} */
+#define KEY_ORGS "orgs"         /* the fleet index: sorted set of org ids (score 0) */
+#define KEY_USED "used:%s"      /* org: hash mode -> Unix time the connection was last used */
+#define KEY_FAILING "failing:%s:%s" /* org, mode: "<first failure>[:sent]" of a run of failures */
+#define KEY_OUTBOX "outbox"     /* events out: a stream of {"org", "e": out-event JSON} */
+#define KEY_OUTBOX_LEASE "outbox:lease" /* events out: the delivery lease */
+#define KEY_OUTBOX_RETRY "outbox:retry" /* events out: entry id -> retry state */
 
 /* "<org18>:<mode>", the member of an acct:<id> set, and the tail of conn/whsec keys. */
 #define KEYS_MEMBER_MAX (ORGID_LEN + 1 + 4)

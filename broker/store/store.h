@@ -29,4 +29,8 @@ int store_whsec_open(const config_t *cfg, const char *org, int mode, const char 
                      long *updated);
 /* "<now>:<sealed secret>" (malloc'd). */
 char *store_whsec_seal(const config_t *cfg, const char *org, int mode, const char *secret);
+
+/* KEYS[1]=P key:<key_id>, KEYS[2]=P org:<org18>:keys; ARGV[1]=record, ARGV[2]=key id, then
+ * the audit tail (api_key.created). createApiKey and the CLI's create-api-key. */
+extern const char STORE_LUA_KEY_CREATE[];
 #endif

@@ -44,6 +44,7 @@
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "store/audit.h"
 #include "store/keys.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
@@ -59,6 +60,9 @@ typedef struct waiter {
     struct waiter *next;
     token_done_cb cb;
     void *data;
+    char actor_kind[16];   /* who asked, for the audit event ("" the broker itself) */
+    char actor_id[64];
+    char request_id[64];
 } waiter_t;
 
 typedef struct flight {
@@ -248,9 +252,10 @@ static void on_commit(redisReply *r, void *data)
 
 /* Write sealed (when not NULL) to the record of write_mode if it still has version
  * expected (and, source_version >= 0, the live record that one), indexed under
- * acct:<acct> (NULL: not indexed); start the cooldown (cooldown_ms > 0); release the lease. */
-static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *acct,
-                   long source_version)
+ * acct:<acct> (NULL: not indexed); start the cooldown (cooldown_ms > 0); release the lease;
+ * record the audit event t (kind: see store_lease_commit_t; NULL: none). */
+static void commit_audited(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms,
+                           const char *acct, long source_version, const char *kind, const audit_tail_t *t)
 {
     store_lease_commit_t w = {
         .write_mode = write_mode,
@@ -263,11 +268,37 @@ static void commit(flight_t *f, int write_mode, long expected, const char *seale
         /* Stripe accepts a refresh token once: whoever got the new one holds the
          * record's only future, lease or not */
         .without_lease = sealed != NULL && f->deliver_written && f->rotated,
+        .audit_kind = kind,
+        .failing_s = f->ts->cfg->refresh_failing_s,
     };
     store_cmd_t cmd;
     f->writing = sealed != NULL;
-    store_lease_commit(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode, f->owner, &w, NULL);
+    store_lease_commit(&cmd, f->ts->cfg->redis_prefix, f->org, f->mode, f->owner, &w, t);
     send_cmd(f, on_commit, &cmd);
+}
+
+static void commit(flight_t *f, int write_mode, long expected, const char *sealed, int cooldown_ms, const char *acct,
+                   long source_version)
+{
+    commit_audited(f, write_mode, expected, sealed, cooldown_ms, acct, source_version, "", NULL);
+}
+
+/* The audit tail of this flight's change, by the caller of its first request (the
+ * broker itself for a background refresh). */
+static void flight_tail(flight_t *f, audit_tail_t *t, const char *type, int mode, const char *details,
+                        const char *out_type, const char *out_data)
+{
+    audit_actor_t a = {"broker", NULL};
+    const char *rid = NULL;
+    waiter_t *w = f->waiters;
+    while (w != NULL && w->next != NULL) /* the first to ask: waiters are pushed in front */
+        w = w->next;
+    if (w != NULL && w->actor_kind[0] != '\0') {
+        a.kind = w->actor_kind;
+        a.id = w->actor_id[0] != '\0' ? w->actor_id : NULL;
+        rid = w->request_id[0] != '\0' ? w->request_id : NULL;
+    }
+    audit_tail_make(t, f->ts->cfg, f->org, type, mode, &a, rid, details, out_type, out_data);
 }
 
 /* Write f->result, the outcome of a successful Stripe call, to the flight's record. */
@@ -275,11 +306,22 @@ static void commit_result(flight_t *f)
 {
     const config_t *cfg = f->ts->cfg;
     char *sealed = store_conn_seal(cfg, f->org, f->mode, &f->result);
+    audit_tail_t t;
+    buf_t d = {0};
+    const char *acct = f->result.stripe_user_id ? f->result.stripe_user_id : "";
+    buf_puts(&d, "{\"stripe_user_id\":");
+    buf_json_str(&d, acct, strlen(acct));
+    if (f->op == TOKEN_OP_MINT)
+        buf_puts(&d, ",\"derived_from\":\"live\"");
+    buf_puts(&d, "}");
+    flight_tail(f, &t, f->op == TOKEN_OP_MINT ? "token.minted" : f->op == TOKEN_OP_ROTATE ? "token.rotated" : "token.refreshed",
+                f->mode, d.p, "connection.recovered", d.p);
     f->deliver_written = 1;
-    commit(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0,
-           f->result.stripe_user_id ? f->result.stripe_user_id : "",
-           f->op == TOKEN_OP_MINT ? f->source_version : -1);
+    commit_audited(f, f->mode, f->have_cur ? f->cur_version : 0, sealed, 0, acct,
+                   f->op == TOKEN_OP_MINT ? f->source_version : -1, "ok", &t);
     free(sealed);
+    audit_tail_free(&t);
+    buf_free(&d);
 }
 
 /* A write that was fenced (the lease is gone: another holder may have called Stripe
@@ -393,9 +435,13 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
                   mode_name(mode), NULL);
         conn_record_revoke(dead);
         char *sealed = store_conn_seal(cfg, f->org, mode, dead);
+        audit_tail_t t;
+        flight_tail(f, &t, "connection.deauthorized", mode, "{\"reason\":\"invalid_grant\"}",
+                    "connection.reauthorization_required", "{\"reason\":\"invalid_grant\"}");
         f->result_err = ERR_REAUTH_REQUIRED;
-        commit(f, mode, ver, sealed, 0, NULL, -1);
+        commit_audited(f, mode, ver, sealed, 0, NULL, -1, "dead", &t);
         free(sealed);
+        audit_tail_free(&t);
         return;
     }
     /* transient (or a rejection that says the platform is misconfigured): no write */
@@ -406,7 +452,15 @@ static void on_stripe(long status, const char *body, size_t len, void *data)
         f->result_err = ERR_NONE; /* the old token is still valid: serve it */
     else
         f->result_err = ERR_STRIPE_UNAVAILABLE;
-    commit(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1);
+    {
+        audit_tail_t t;
+        char d[96];
+        snprintf(d, sizeof(d), "{\"class\":\"%s\",\"operation\":\"%s\"}", stripe_outcome_name(o),
+                 f->op == TOKEN_OP_MINT ? "mint" : f->op == TOKEN_OP_ROTATE ? "rotate" : "refresh");
+        flight_tail(f, &t, "token.refresh_failed", f->mode, d, "refresh.failing", d);
+        commit_audited(f, f->mode, 0, NULL, COOLDOWN_MS, NULL, -1, "fail", &t);
+        audit_tail_free(&t);
+    }
 }
 
 static void call_stripe(flight_t *f, const char *refresh_token)
@@ -614,13 +668,18 @@ static flight_t *flight_find(token_service_t *ts, const char *org, int mode)
 }
 
 void token_service_run(token_service_t *ts, const char *org, int mode, token_op_t op, long seen_version,
-                       token_done_cb cb, void *data)
+                       const token_caller_t *caller, token_done_cb cb, void *data)
 {
     waiter_t *wt = calloc(1, sizeof(*wt));
     if (wt == NULL)
         abort();
     wt->cb = cb;
     wt->data = data;
+    if (caller != NULL && caller->kind != NULL) {
+        snprintf(wt->actor_kind, sizeof(wt->actor_kind), "%s", caller->kind);
+        snprintf(wt->actor_id, sizeof(wt->actor_id), "%s", caller->id != NULL ? caller->id : "");
+        snprintf(wt->request_id, sizeof(wt->request_id), "%s", caller->request_id != NULL ? caller->request_id : "");
+    }
     flight_t *f = flight_find(ts, org, mode);
     if (f != NULL) {
         wt->next = f->waiters;

@@ -38,11 +38,20 @@ typedef void (*token_done_cb)(api_err_t err, const conn_record_t *rec, long vers
  * this one runs the apps flavor's background refresh pass (one per process). */
 token_service_t *token_service_create(h2o_evloop_t *loop, redis_loop_t *redis, curl_loop_t *curl,
                                       const config_t *cfg, int background);
+/* Who asks for a token, for the audit event of the change it causes (store/audit.h):
+ * kind "admin" or "api_key" (id: the key id), request_id the request's id; NULL or a
+ * NULL kind: the broker itself. Copied: valid during the call only. */
+typedef struct token_caller {
+    const char *kind;
+    const char *id;
+    const char *request_id;
+} token_caller_t;
+
 /* Run op for org and mode. seen_version is the version of the record the caller read
  * (0 when it had none): if the stored record has moved past it, the newer record is
  * served without calling Stripe. Callers for the same org and mode share one flight.
  * cb is called exactly once: from the loop, or before this returns when Redis is not
  * connected (ERR_STORE_UNAVAILABLE). */
 void token_service_run(token_service_t *ts, const char *org, int mode, token_op_t op, long seen_version,
-                       token_done_cb cb, void *data);
+                       const token_caller_t *caller, token_done_cb cb, void *data);
 #endif

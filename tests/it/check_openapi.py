@@ -41,6 +41,8 @@ REQUIRED = [
     ("GET", "/v1/admin/orgs/{org_id}/api-keys", "listApiKeys", {"200"} | ADMIN_AUTH),
     ("DELETE", "/v1/admin/orgs/{org_id}/api-keys/{key_id}", "deleteApiKey",
      {"204", "404"} | ADMIN_AUTH),
+    ("GET", "/v1/orgs/{org_id}/audit-events", "listAuditEvents", {"200"} | ORG_AUTH),
+    ("GET", "/v1/admin/orgs", "listOrgs", {"200"} | ADMIN_AUTH),
     ("GET", "/healthz", ("getHealth", "healthz"), {"200"}),
     ("GET", "/readyz", "getReady", {"200", "503"}),
 ]

@@ -66,7 +66,8 @@ def worker(module_name, pattern, after, report_fd):
     setup_error = None
     setup_done = False
     for name in tests:
-        report("START", name)
+        # a test that needs longer than --timeout says so: fn.timeout_s = seconds
+        report("START", name, str(getattr(getattr(mod, name), "timeout_s", 0)))
         t0 = time.monotonic()
         try:
             if not setup_done:
@@ -199,8 +200,8 @@ def run_module(module, args, results, deadline_at, log_dir, verbose):
                     continue
                 kind, _, rest = line[len(PROTO):].partition(" ")
                 if kind == "START":
-                    current = rest
-                    test_deadline = time.monotonic() + args.timeout
+                    current, _, own = rest.partition(" ")
+                    test_deadline = time.monotonic() + max(args.timeout, float(own or 0))
                 elif kind == "PASS":
                     name, _, dur = rest.partition(" ")
                     results.ok(name, dur)

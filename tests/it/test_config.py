@@ -79,6 +79,7 @@ SHORT_KEY = base64.b64encode(secrets.token_bytes(16)).decode()
 LONG_KEY = base64.b64encode(secrets.token_bytes(48)).decode()
 SHORT_ADMIN = h.rand_str(31)
 REDIS_PASSWORD = "pw" + h.rand_str(20)
+EVENTS_SECRET = "evsec_" + h.rand_str(24)
 
 # name, variable the line must name, overrides, secret values that must not be printed
 REJECTED = [
@@ -135,6 +136,18 @@ REJECTED = [
     ("proxy_timeout_too_small", "BROKER_PROXY_TIMEOUT_MS", {"BROKER_PROXY_TIMEOUT_MS": "10"}, []),
     ("proxy_timeout_not_a_number", "BROKER_PROXY_TIMEOUT_MS", {"BROKER_PROXY_TIMEOUT_MS": "30s"}, []),
     ("unknown_log_level", "BROKER_LOG_LEVEL", {"BROKER_LOG_LEVEL": "verbose"}, []),
+    ("non_loopback_http_events_url", "BROKER_EVENTS_URL",
+     {"BROKER_EVENTS_URL": "http://hooks.example.com/in", "BROKER_EVENTS_SECRET": EVENTS_SECRET}, [EVENTS_SECRET]),
+    ("events_url_not_a_url", "BROKER_EVENTS_URL",
+     {"BROKER_EVENTS_URL": "hooks.example.com", "BROKER_EVENTS_SECRET": EVENTS_SECRET}, [EVENTS_SECRET]),
+    ("events_url_without_secret", "BROKER_EVENTS_SECRET", {"BROKER_EVENTS_URL": "https://hooks.example.com/in"}, []),
+    ("events_secret_without_url", "BROKER_EVENTS_URL", {"BROKER_EVENTS_SECRET": EVENTS_SECRET}, [EVENTS_SECRET]),
+    ("short_events_secret", "BROKER_EVENTS_SECRET",
+     {"BROKER_EVENTS_URL": "https://hooks.example.com/in", "BROKER_EVENTS_SECRET": "short"}, ["short"]),
+    ("audit_retention_zero", "BROKER_AUDIT_RETENTION_DAYS", {"BROKER_AUDIT_RETENTION_DAYS": "0"}, []),
+    ("audit_retention_not_a_number", "BROKER_AUDIT_RETENTION_DAYS", {"BROKER_AUDIT_RETENTION_DAYS": "1y"}, []),
+    ("refresh_failing_not_a_number", "BROKER_REFRESH_FAILING_S", {"BROKER_REFRESH_FAILING_S": "15m"}, []),
+    ("events_retry_max_zero", "BROKER_EVENTS_RETRY_MAX_S", {"BROKER_EVENTS_RETRY_MAX_S": "0"}, []),
     ("listen_without_port", "BROKER_LISTEN", {"BROKER_LISTEN": "127.0.0.1"}, []),
     ("listen_with_bad_port", "BROKER_LISTEN", {"BROKER_LISTEN": "127.0.0.1:99999"}, []),
     ("redis_url_with_bad_scheme", "BROKER_REDIS_URL", {"BROKER_REDIS_URL": "http://127.0.0.1:6379/0"}, []),

@@ -143,8 +143,36 @@ static void test_config_minimal_env_gets_defaults(void **state)
     assert_int_equal(config_proxy_resource(&c, "refund", 6), -1);
     assert_int_equal(config_proxy_resource(&c, "accounts", 8), -1);
     assert_int_equal(c.proxy_timeout_ms, 30000);
+    assert_int_equal(c.audit_retention_days, 400);
+    assert_int_equal(c.refresh_failing_s, 900);
+    assert_int_equal(c.events_retry_max_s, 600);
+    assert_null(c.events_url);
+    assert_null(c.events_secret);
     config_free(&c);
     assert_null(c.admin_token);
+}
+
+static void test_config_events_variables(void **state)
+{
+    fake_env_t e = minimal_env();
+    config_t c;
+
+    env_set(&e, "BROKER_EVENTS_URL", "https://hooks.example.com/broker/");
+    env_set(&e, "BROKER_EVENTS_SECRET", "evsec_0123456789abcdef");
+    env_set(&e, "BROKER_AUDIT_RETENTION_DAYS", "30");
+    load_ok(&e, &c);
+    assert_string_equal(c.events_url, "https://hooks.example.com/broker");
+    assert_string_equal(c.events_secret, "evsec_0123456789abcdef");
+    assert_int_equal(c.audit_retention_days, 30);
+    config_free(&c);
+    env_set(&e, "BROKER_EVENTS_URL", "http://127.0.0.1:9000/in");
+    load_ok(&e, &c);
+    assert_string_equal(c.events_url, "http://127.0.0.1:9000/in");
+    config_free(&c);
+    /* without the secret it is an error naming the secret */
+    env_set(&e, "BROKER_EVENTS_SECRET", NULL);
+    char err[256];
+    load_fails(&e, "BROKER_EVENTS_SECRET", err, sizeof(err));
 }
 
 static void test_config_proxy_variables(void **state)
@@ -384,6 +412,13 @@ static const bad_var_t BAD_VALUES[] = {
     {"BROKER_PROXY_TIMEOUT_MS", "99", "BROKER_PROXY_TIMEOUT_MS"},
     {"BROKER_PROXY_TIMEOUT_MS", "120001", "BROKER_PROXY_TIMEOUT_MS"},
     {"BROKER_PROXY_TIMEOUT_MS", "30s", "BROKER_PROXY_TIMEOUT_MS"},
+    {"BROKER_AUDIT_RETENTION_DAYS", "0", "BROKER_AUDIT_RETENTION_DAYS"},
+    {"BROKER_AUDIT_RETENTION_DAYS", "36501", "BROKER_AUDIT_RETENTION_DAYS"},
+    {"BROKER_REFRESH_FAILING_S", "0", "BROKER_REFRESH_FAILING_S"},
+    {"BROKER_EVENTS_RETRY_MAX_S", "3601", "BROKER_EVENTS_RETRY_MAX_S"},
+    {"BROKER_EVENTS_URL", "http://hooks.example.com", "BROKER_EVENTS_URL"},
+    {"BROKER_EVENTS_URL", "ftp://127.0.0.1/x", "BROKER_EVENTS_URL"},
+    {"BROKER_EVENTS_SECRET", "evsec_0123456789abcdef", "BROKER_EVENTS_URL"},
     {"BROKER_LOG_LEVEL", "trace", "BROKER_LOG_LEVEL"},
     {"BROKER_LOG_LEVEL", "INFO", "BROKER_LOG_LEVEL"},
     {"STRIPE_SECRET_KEY_TEST", NULL, "STRIPE_SECRET_KEY_TEST"},
@@ -728,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_config_minimal_env_gets_defaults),
         cmocka_unit_test(test_config_reads_every_variable),
         cmocka_unit_test(test_config_proxy_variables),
+        cmocka_unit_test(test_config_events_variables),
         cmocka_unit_test(test_config_listen_accepts_ipv6_in_brackets),
         cmocka_unit_test(test_config_redis_accepts_unix_socket),
         cmocka_unit_test(test_config_redis_port_and_db_default),

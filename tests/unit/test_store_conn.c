@@ -3,7 +3,8 @@
  * put (compare-and-set, index, drop of another connection), drop, revoke (all or
  * nothing), re-seal, the token service's lease (acquire, renew, the fenced commit), the
  * version counter (never repeats) and the optional audit event (written with the change,
- * never without it). Values are opaque strings here: sealing is test_store.c's. */
+ * never without it; one per revoked record; refresh.failing and connection.recovered of
+ * the fenced commit). Values are opaque strings here: sealing is test_store.c's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 
 #include "redis_proc.h"
 #include "config.h"
+#include "store/audit.h"
 #include "store/conn.h"
 #include "store/keys.h"
 
@@ -280,24 +282,121 @@ static void test_commit_is_fenced_by_the_lease_and_the_versions(void **state)
 
 /* ===== the audit event ===== */
 
+static config_t audit_cfg(char *events_url)
+{
+    config_t cfg = {0};
+    cfg.redis_prefix = (char *)P;
+    cfg.audit_retention_days = 30;
+    cfg.events_url = events_url;
+    return cfg;
+}
+
 static void test_audit_event_is_written_with_the_change_and_never_without(void **state)
 {
-    const char *fields[] = {"action", "connection.put", "actor", "test"};
-    store_audit_t audit = {P "audit:" ORG, fields, 4};
-    assert_int_equal(put(MODE_LIVE, "a", "acct_1", STORE_ANY_VERSION, NULL, &audit, NULL), 1);
+    config_t cfg = audit_cfg("https://events.example.com/in");
+    audit_actor_t actor = {"admin", NULL};
+    store_audit_t t;
+    audit_tail_make(&t, &cfg, ORG, "connection.authorized", MODE_LIVE, &actor, "req-1", "{\"stripe_user_id\":\"acct_1\"}",
+                    "connection.authorized", "{}");
+    assert_int_equal(put(MODE_LIVE, "a", "acct_1", STORE_ANY_VERSION, NULL, &t, NULL), 1);
     assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 1);
-    assert_int_equal(put(MODE_LIVE, "b", "acct_1", 7, NULL, &audit, NULL), -1); /* refused: no event */
+    assert_int_equal(integer("XLEN %s%s", P "outbox", ""), 1);
+    assert_int_equal(integer("ZCARD %s%s", P "orgs", ""), 1);
+    assert_int_equal(put(MODE_LIVE, "b", "acct_1", 7, NULL, &t, NULL), -1); /* refused: no event */
     assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 1);
+    assert_int_equal(integer("XLEN %s%s", P "outbox", ""), 1);
     redisReply *r = redisCommand(g_c, "XRANGE %s - +", P "audit:" ORG);
     redisReply *f = r->element[0]->element[1];
-    assert_int_equal(f->elements, 8); /* the caller's two fields, version and dropped */
-    assert_string_equal(f->element[1]->str, "connection.put");
-    assert_string_equal(f->element[4]->str, "version");
-    assert_string_equal(f->element[5]->str, "1");
+    assert_int_equal(f->elements, 2); /* one field: the event as JSON */
+    assert_string_equal(f->element[0]->str, "e");
+    assert_non_null(strstr(f->element[1]->str, "\"type\":\"connection.authorized\""));
+    assert_non_null(strstr(f->element[1]->str, "\"request_id\":\"req-1\""));
     freeReplyObject(r);
+    audit_tail_free(&t);
     /* without an audit event the same write adds nothing anywhere */
     assert_int_equal(put(MODE_LIVE, "c", "acct_1", 1, NULL, NULL, NULL), 2);
     assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 1);
+    /* nor with the tail of a write that records nothing */
+    audit_tail_none(&t);
+    assert_int_equal(put(MODE_LIVE, "d", "acct_1", 2, NULL, &t, NULL), 3);
+    audit_tail_free(&t);
+    assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 1);
+}
+
+/* One event per revoked record, in the same step; none when the revoke is refused. */
+static void test_revoke_records_one_event_per_record(void **state)
+{
+    config_t cfg = audit_cfg(NULL);
+    audit_actor_t actor = {"stripe", "evt_1"};
+    store_audit_t t[2];
+    put(MODE_LIVE, "live", "acct_1", STORE_ANY_VERSION, NULL, NULL, NULL);
+    put(MODE_TEST, "test", "acct_1", STORE_ANY_VERSION, NULL, NULL, NULL);
+    char *live = strdup(get(KCONN_LIVE)), *test = strdup(get(KCONN_TEST));
+    store_conn_revoked_t recs[2] = {{ORG, MODE_LIVE, live, strlen(live), "dead-live"},
+                                    {ORG, MODE_TEST, test, strlen(test), "dead-test"}};
+    for (int i = 0; i < 2; i++)
+        audit_tail_make(&t[i], &cfg, ORG, "connection.deauthorized", i == 0 ? MODE_LIVE : MODE_TEST, &actor, NULL,
+                        NULL, "connection.reauthorization_required", NULL);
+    store_cmd_t cmd;
+    store_conn_revoke(&cmd, P, recs, 2, "evt_1", 60, t);
+    assert_int_equal(run_int(&cmd), 2);
+    assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 2);
+    assert_int_equal(integer("EXISTS %s%s", P "outbox", ""), 0); /* events out are off */
+    store_conn_revoke(&cmd, P, recs, 2, "evt_1", 60, t); /* the records changed: refused */
+    assert_int_equal(run_int(&cmd), -1);
+    assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 2);
+    for (int i = 0; i < 2; i++)
+        audit_tail_free(&t[i]);
+    free(live);
+    free(test);
+}
+
+static long long commit_audited(const char *owner, const store_lease_commit_t *w, const store_audit_t *t)
+{
+    store_cmd_t cmd;
+    store_lease_commit(&cmd, P, ORG, MODE_TEST, owner, w, t);
+    return run_int(&cmd);
+}
+
+/* A run of transient failures sends refresh.failing once (after failing_s), and the next
+ * good write sends connection.recovered; without refresh.failing, no recovered. */
+static void test_commit_failing_then_recovered(void **state)
+{
+    config_t cfg = audit_cfg("https://events.example.com/in");
+    audit_actor_t actor = {"broker", NULL};
+    store_audit_t fail, ok;
+    audit_tail_make(&fail, &cfg, ORG, "token.refresh_failed", MODE_TEST, &actor, NULL, NULL, "refresh.failing", NULL);
+    audit_tail_make(&ok, &cfg, ORG, "token.refreshed", MODE_TEST, &actor, NULL, NULL, "connection.recovered", NULL);
+    store_lease_commit_t w = {.write_mode = MODE_TEST, .source_mode = MODE_TEST, .source_version = -1,
+                              .audit_kind = "fail", .failing_s = 3600};
+    assert_int_equal(acquire(0, "o1", NULL), 1);
+    assert_int_equal(commit_audited("o1", &w, &fail), 0);
+    assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 1);
+    assert_int_equal(integer("EXISTS %s%s", P "outbox", ""), 0); /* not failing long enough */
+    freeReplyObject(redisCommand(g_c, "DEL %s", P "cool:" ORG ":test"));
+    w.failing_s = 0;
+    assert_int_equal(acquire(0, "o2", NULL), 1);
+    assert_int_equal(commit_audited("o2", &w, &fail), 0);
+    assert_int_equal(integer("XLEN %s%s", P "outbox", ""), 1); /* refresh.failing */
+    freeReplyObject(redisCommand(g_c, "DEL %s", P "cool:" ORG ":test"));
+    assert_int_equal(acquire(0, "o3", NULL), 1);
+    assert_int_equal(commit_audited("o3", &w, &fail), 0);
+    assert_int_equal(integer("XLEN %s%s", P "outbox", ""), 1); /* once per run */
+    assert_int_equal(commit_audited("o3", &w, &fail), -2);    /* the lease is gone: nothing */
+    assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 3);
+    store_lease_commit_t good = {.write_mode = MODE_TEST, .source_mode = MODE_TEST, .sealed = "fresh",
+                                 .source_version = -1, .audit_kind = "ok"};
+    assert_int_equal(acquire(0, "o4", NULL), 1);
+    assert_true(commit_audited("o4", &good, &ok) > 0);
+    assert_int_equal(integer("XLEN %s%s", P "outbox", ""), 2); /* connection.recovered */
+    assert_int_equal(integer("EXISTS %s%s", P "failing:" ORG ":test", ""), 0);
+    good.expected = 1;
+    assert_int_equal(acquire(1, "o5", NULL), 1);
+    assert_true(commit_audited("o5", &good, &ok) > 0);
+    assert_int_equal(integer("XLEN %s%s", P "outbox", ""), 2); /* nothing to recover from */
+    assert_int_equal(integer("XLEN %s%s", P "audit:" ORG, ""), 5);
+    audit_tail_free(&fail);
+    audit_tail_free(&ok);
 }
 
 int main(void)
@@ -314,6 +413,8 @@ int main(void)
         cmocka_unit_test_setup(test_lease_renew_only_by_its_owner, flush),
         cmocka_unit_test_setup(test_commit_is_fenced_by_the_lease_and_the_versions, flush),
         cmocka_unit_test_setup(test_audit_event_is_written_with_the_change_and_never_without, flush),
+        cmocka_unit_test_setup(test_revoke_records_one_event_per_record, flush),
+        cmocka_unit_test_setup(test_commit_failing_then_recovered, flush),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -3,7 +3,7 @@
  * token endpoint on a second thread (counts calls, answers a new access token each time
  * with the refresh token unchanged, as Connect does, and can hold its answer until the
  * test releases it). No HTTP request of the broker is
- * involved: the service is driven through token_service_run(…, cb, data).
+ * involved: the service is driven through token_service_run(…, caller, cb, data).
  *
  * What it pins: single flight in one process (many callers, one Stripe call, one
  * answer each); the version fence (a caller that saw an older version is served the
@@ -303,7 +303,7 @@ static void test_single_flight_makes_one_stripe_call_for_many_callers(void **sta
     store_record(MODE_LIVE, "sk_live_1", "");
     freeReplyObject(redisCommand(g_ctl, "CONFIG RESETSTAT"));
     for (int i = 0; i < 8; i++)
-        token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, on_done, &a[i]);
+        token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, NULL, on_done, &a[i]);
     assert_true(RUN_UNTIL(g_loop, a[7].called && a[0].called, 5000));
     for (int i = 0; i < 8; i++) {
         assert_int_equal(a[i].called, 1);
@@ -329,7 +329,7 @@ static void test_a_caller_that_saw_an_older_version_gets_the_stored_record(void 
     store_record(MODE_LIVE, "sk_live_1", "");
     long v = store_record(MODE_TEST, "sk_test_stored", "live");
     assert_true(v > 0);
-    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_ROTATE, v - 1, on_done, &a);
+    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_ROTATE, v - 1, NULL, on_done, &a);
     assert_true(RUN_UNTIL(g_loop, a.called, 5000));
     assert_int_equal(a.err, ERR_NONE);
     assert_string_equal(a.access_token, "sk_test_stored");
@@ -342,8 +342,8 @@ static void test_a_lease_held_by_another_owner_is_waited_for(void **state)
     answer_t a = {0}, b = {0};
     store_record(MODE_LIVE, "sk_live_1", "");
     freeReplyObject(redisCommand(g_ctl, "SET %s other-replica PX 20000", PREFIX "lock:" ORG ":test"));
-    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, on_done, &a);
-    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, on_done, &b);
+    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, NULL, on_done, &a);
+    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, NULL, on_done, &b);
     /* a few polls go by (POLL_MS each) and nobody is answered */
     uint64_t until = now_ms() + 300;
     RUN_UNTIL(g_loop, now_ms() >= until || a.called, 1000);
@@ -362,7 +362,7 @@ static void test_a_lost_lease_is_never_served_and_the_work_is_done_again(void **
     answer_t a = {0};
     store_record(MODE_LIVE, "sk_live_1", "");
     stripe_hold(1);
-    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, on_done, &a);
+    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, NULL, on_done, &a);
     assert_true(RUN_UNTIL(g_loop, atomic_load(&g_stripe.calls) == 1, 5000));
     /* the lease vanishes during the Stripe call (expired, failover, FLUSHALL of the key) */
     freeReplyObject(redisCommand(g_ctl, "DEL %s", PREFIX "lock:" ORG ":test"));
@@ -380,13 +380,13 @@ static void test_a_transient_failure_starts_a_cooldown_that_spares_stripe(void *
     answer_t a = {0}, b = {0};
     store_record(MODE_LIVE, "sk_live_1", "");
     g_stripe.status = 500;
-    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, on_done, &a);
+    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, NULL, on_done, &a);
     assert_true(RUN_UNTIL(g_loop, a.called, 5000));
     assert_int_equal(a.err, ERR_STRIPE_UNAVAILABLE);
     assert_int_equal(atomic_load(&g_stripe.calls), 1);
     assert_int_equal(exists(PREFIX "cool:" ORG ":test"), 1);
     g_stripe.status = 200;
-    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, on_done, &b);
+    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, NULL, on_done, &b);
     assert_true(RUN_UNTIL(g_loop, b.called, 5000));
     assert_int_equal(b.err, ERR_STRIPE_UNAVAILABLE);
     assert_int_equal(atomic_load(&g_stripe.calls), 1); /* cooling down: no second call */
@@ -396,7 +396,7 @@ static void test_a_transient_failure_starts_a_cooldown_that_spares_stripe(void *
 static void test_no_connection_to_mint_from_is_not_connected(void **state)
 {
     answer_t a = {0};
-    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, on_done, &a);
+    token_service_run(g_ts, ORG, MODE_TEST, TOKEN_OP_MINT, 0, NULL, on_done, &a);
     assert_true(RUN_UNTIL(g_loop, a.called, 5000));
     assert_int_equal(a.called, 1);
     assert_int_equal(a.err, ERR_NOT_CONNECTED);

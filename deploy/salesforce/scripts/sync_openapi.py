@@ -10,8 +10,8 @@ verbatim, bound to the Named Credential Stripe_Token_Broker. Run this after ever
 proto/openapi.yaml; tests/salesforce/check.py fails while the two differ.
 
 Operations: every operationId of the contract is listed (External Services names an operation by
-its operationId in lower case). The operator-only ones (API keys) are registered inactive: an org
-key cannot call them, so a Flow should not offer them.
+its operationId in lower case). The operator-only ones (API keys, the fleet view) are registered
+inactive: an org key cannot call them, so a Flow should not offer them.
 Standard library only.
 """
 import os
@@ -28,7 +28,7 @@ OUT = os.path.join(SF, "force-app", "main", "default", "externalServiceRegistrat
 
 NAME = "StripeTokenBroker"
 NAMED_CREDENTIAL = "Stripe_Token_Broker"
-INACTIVE = {"createApiKey", "listApiKeys", "deleteApiKey"}  # operator only (admin token)
+INACTIVE = {"createApiKey", "listApiKeys", "deleteApiKey", "listOrgs"}  # operator only (admin token)
 SERVICE_BINDING = ('{"host":"","basePath":"/","allowedSchemes":[],"requestMediaTypes":[],'
                    '"responseMediaTypes":[],"compatibleMediaTypes":{}}')
 

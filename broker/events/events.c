@@ -1,0 +1,486 @@
+/* events.c — the background thread of a replica: events out and the fleet gauge (see
+ * events.h). Blocking hiredis and libcurl on its own thread and its own Redis
+ * connection: nothing here runs on a worker's loop. Never logs an event body, the
+ * secret or a signature; logs event ids, statuses and attempt counts. */
+#include "events/events.h"
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "core/crypto.h"
+#include "core/orgid.h"
+#include "log.h"
+#include "store/keys.h"
+#include "store/store.h"
+
+#define GROUP "deliver"
+#define REDIS_TIMEOUT_MS 2000
+#define READ_BLOCK_MS 1000
+
+static const char LUA_LEASE[] = "local v = redis.call('GET', KEYS[1])\n"
+                                "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
+                                "if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
+                                "return 0\n";
+/* KEYS: outbox, retry hash. ARGV: entry id. */
+static const char LUA_DONE[] = "redis.call('XACK', KEYS[1], 'deliver', ARGV[1])\n"
+                               "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+                               "redis.call('HDEL', KEYS[2], ARGV[1])\n"
+                               "return 1\n";
+
+static struct {
+    const config_t *cfg;
+    pthread_t tid;
+    int started;
+    atomic_int stop;
+    char me[33];  /* this replica's consumer name and lease value */
+    char k_outbox[160], k_lease[160], k_retry[160], k_orgs[160];
+    atomic_long conns[MODE_COUNT][2]; /* the gauge; -1 until the first count */
+    atomic_long delivered, failed, dropped;
+    int grouped;  /* the consumer group is known to exist (an emptied Redis loses it) */
+} g;
+
+/* ===== Pure helpers ===== */
+
+void events_signature(const char *secret, long t, const char *body, size_t len, char *out, size_t cap)
+{
+    buf_t m = {0};
+    unsigned char mac[32];
+    char hex[65];
+    buf_printf(&m, "%ld.", t);
+    buf_append(&m, body, len);
+    hmac_sha256(secret, strlen(secret), m.p, m.len, mac);
+    hex_encode(mac, sizeof(mac), hex);
+    snprintf(out, cap, "t=%ld,v1=%s", t, hex);
+    buf_free(&m);
+}
+
+long events_backoff_ms(int n, long max_ms, double r)
+{
+    long d = 1000;
+    for (int i = 1; i < n && d < max_ms; i++)
+        d *= 2;
+    if (d > max_ms)
+        d = max_ms;
+    return (long)((double)d * (0.5 + r));
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleep up to ms, in short steps, unless stopped. */
+static void nap(long ms)
+{
+    while (ms > 0 && !atomic_load(&g.stop)) {
+        long step = ms > 100 ? 100 : ms;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+static double uniform(void)
+{
+    unsigned char b[4];
+    rand_bytes(b, sizeof(b));
+    return (double)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]) / 4294967296.0;
+}
+
+/* ===== Redis ===== */
+
+static redisContext *connect_redis(void)
+{
+    const config_t *cfg = g.cfg;
+    struct timeval tv = {REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000};
+    redisContext *c = cfg->redis_unix != NULL ? redisConnectUnixWithTimeout(cfg->redis_unix, tv)
+                                              : redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+    redisReply *r;
+    if (c == NULL || c->err)
+        goto fail;
+    tv.tv_sec += READ_BLOCK_MS / 1000; /* a blocking read waits READ_BLOCK_MS on top */
+    redisSetTimeout(c, tv);
+    if (cfg->redis_password != NULL) {
+        r = redisCommand(c, "AUTH %s", cfg->redis_password);
+        int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+        if (r != NULL)
+            freeReplyObject(r);
+        if (!ok)
+            goto fail;
+    }
+    if (cfg->redis_db != 0) {
+        r = redisCommand(c, "SELECT %d", cfg->redis_db);
+        int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+        if (r != NULL)
+            freeReplyObject(r);
+        if (!ok)
+            goto fail;
+    }
+    return c;
+fail:
+    if (c != NULL)
+        redisFree(c);
+    return NULL;
+}
+
+/* A command; NULL (and c dropped) on a transport failure. */
+static redisReply *cmd(redisContext **c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(*c, fmt, ap);
+    va_end(ap);
+    if (r == NULL) {
+        redisFree(*c);
+        *c = NULL;
+    }
+    return r;
+}
+
+/* ===== The gauge ===== */
+
+static void count_connections(redisContext **c)
+{
+    long n[MODE_COUNT][2] = {{0}};
+    char cursor[32] = "0", pattern[200];
+    size_t plen = strlen(g.cfg->redis_prefix) + 5;
+    snprintf(pattern, sizeof(pattern), "%sconn:*", g.cfg->redis_prefix);
+    do {
+        redisReply *r = cmd(c, "SCAN %s MATCH %s COUNT 500", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            if (r != NULL)
+                freeReplyObject(r);
+            return;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str ? r->element[0]->str : "0");
+        redisReply *keys = r->element[1];
+        size_t nk = keys->type == REDIS_REPLY_ARRAY ? keys->elements : 0;
+        const char **argv = calloc(2 * nk + 3, sizeof(char *));
+        size_t *lens = calloc(2 * nk + 3, sizeof(size_t));
+        if (argv == NULL || lens == NULL)
+            abort();
+        /* one MGET for the page's values, one ZADD NX for its orgs: orgs stored before the
+         * fleet index existed join it here (and every org with a connection stays in it) */
+        argv[0] = "MGET";
+        for (size_t i = 0; i < nk; i++)
+            argv[1 + i] = keys->element[i]->str ? keys->element[i]->str : "";
+        redisReply *v = nk ? redisCommandArgv(*c, (int)nk + 1, argv, NULL) : NULL;
+        size_t nz = 3;
+        argv[0] = "ZADD";
+        argv[1] = g.k_orgs;
+        argv[2] = "NX";
+        for (size_t i = 0; v != NULL && v->type == REDIS_REPLY_ARRAY && i < nk && i < v->elements; i++) {
+            const char *key = keys->element[i]->str;
+            char org[ORGID_LEN + 1];
+            redisReply *e = v->element[i];
+            if (key == NULL || strlen(key) < plen + ORGID_LEN + 2 || key[plen + ORGID_LEN] != ':')
+                continue;
+            memcpy(org, key + plen, ORGID_LEN);
+            org[ORGID_LEN] = '\0';
+            int mode = mode_parse(key + plen + ORGID_LEN + 1, strlen(key + plen + ORGID_LEN + 1));
+            conn_record_t rec;
+            long ver;
+            if (mode < 0 || e->type != REDIS_REPLY_STRING)
+                continue;
+            argv[nz++] = "0";
+            argv[nz++] = key + plen;
+            lens[nz - 1] = ORGID_LEN;
+            if (store_conn_open(g.cfg, org, mode, e->str, e->len, &ver, &rec) == STORE_OK) {
+                n[mode][rec.status == CONN_CONNECTED ? 0 : 1]++;
+                conn_record_clear(&rec);
+            }
+        }
+        if (nk > 0 && v == NULL) {
+            redisFree(*c);
+            *c = NULL;
+        }
+        if (v != NULL)
+            freeReplyObject(v);
+        if (*c != NULL && nz > 3) {
+            for (size_t i = 0; i < nz; i++)
+                if (lens[i] == 0)
+                    lens[i] = strlen(argv[i]);
+            redisReply *z = redisCommandArgv(*c, (int)nz, argv, lens);
+            if (z == NULL) {
+                redisFree(*c);
+                *c = NULL;
+            } else {
+                freeReplyObject(z);
+            }
+        }
+        free(argv);
+        free(lens);
+        freeReplyObject(r);
+    } while (*c != NULL && strcmp(cursor, "0") != 0);
+    if (*c == NULL)
+        return;
+    for (int m = 0; m < MODE_COUNT; m++)
+        for (int s = 0; s < 2; s++)
+            atomic_store(&g.conns[m][s], n[m][s]);
+}
+
+/* ===== Delivery ===== */
+
+static int on_progress(void *p, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    return atomic_load(&g.stop) ? 1 : 0;
+}
+
+static size_t discard(char *p, size_t s, size_t n, void *u)
+{
+    return s * n;
+}
+
+/* POST body; returns the HTTP status, 0 for a transport failure or timeout. */
+static long post(const char *body, size_t len)
+{
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdrs = NULL;
+    char sig[128], hdr[160];
+    long status = 0;
+    if (h == NULL)
+        return 0;
+    events_signature(g.cfg->events_secret, (long)time(NULL), body, len, sig, sizeof(sig));
+    snprintf(hdr, sizeof(hdr), "Broker-Signature: %s", sig);
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, hdr);
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    curl_easy_setopt(h, CURLOPT_URL, g.cfg->events_url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)len);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)EVENTS_POST_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "stripe-token-broker/" BROKER_VERSION);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+/* The entry's id and its "e" field from an XAUTOCLAIM / XREADGROUP entry. */
+static int entry_of(redisReply *ent, const char **id, const char **body, size_t *len)
+{
+    if (ent == NULL || ent->type != REDIS_REPLY_ARRAY || ent->elements != 2 || ent->element[0]->type != REDIS_REPLY_STRING)
+        return -1;
+    redisReply *f = ent->element[1];
+    *id = ent->element[0]->str;
+    for (size_t j = 0; f->type == REDIS_REPLY_ARRAY && j + 1 < f->elements; j += 2)
+        if (f->element[j]->type == REDIS_REPLY_STRING && strcmp(f->element[j]->str, "e") == 0 &&
+            f->element[j + 1]->type == REDIS_REPLY_STRING) {
+            *body = f->element[j + 1]->str;
+            *len = f->element[j + 1]->len;
+            return 0;
+        }
+    *body = NULL;
+    *len = 0;
+    return 0; /* not ours: acknowledged without a POST */
+}
+
+/* Deliver the entry, or wait (at most 1 s) while it is in back-off. */
+static void attempt(redisContext **c, const char *id, const char *body, size_t len)
+{
+    long long now = now_ms(), first = now, next = 0;
+    int n = 0;
+    redisReply *r = cmd(c, "HGET %s %s", g.k_retry, id);
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_STRING)
+        sscanf(r->str, "%d %lld %lld", &n, &first, &next);
+    freeReplyObject(r);
+    if (next > now) {
+        nap((long)(next - now > 1000 ? 1000 : next - now)); /* and renew the lease first */
+        return;
+    }
+    long status = body != NULL ? post(body, len) : 200;
+    char st[16], att[16];
+    snprintf(st, sizeof(st), "%ld", status);
+    if (status >= 200 && status < 300) {
+        atomic_fetch_add(&g.delivered, 1);
+        r = cmd(c, "EVAL %s 2 %s %s %s", LUA_DONE, g.k_outbox, g.k_retry, id);
+        if (r != NULL)
+            freeReplyObject(r);
+        return;
+    }
+    if (atomic_load(&g.stop))
+        return;
+    atomic_fetch_add(&g.failed, 1);
+    n++;
+    snprintf(att, sizeof(att), "%d", n);
+    if (now_ms() - first > (long long)EVENTS_GIVE_UP_S * 1000) {
+        log_event(LOG_ERROR, "event not delivered for 48 hours: dropped", "event_entry", id, "attempts", att,
+                  "http_status", st, NULL);
+        atomic_fetch_add(&g.dropped, 1);
+        r = cmd(c, "EVAL %s 2 %s %s %s", LUA_DONE, g.k_outbox, g.k_retry, id);
+        if (r != NULL)
+            freeReplyObject(r);
+        return;
+    }
+    next = now_ms() + events_backoff_ms(n, (long)g.cfg->events_retry_max_s * 1000, uniform());
+    log_event(LOG_WARN, "event delivery failed; will retry", "event_entry", id, "attempts", att, "http_status", st,
+              NULL);
+    r = cmd(c, "HSET %s %s %d %lld %lld", g.k_retry, id, n, first, next);
+    if (r != NULL)
+        freeReplyObject(r);
+}
+
+/* One step of the lease holder: the oldest pending entry (a killed holder's, or ours
+ * in back-off), else a new one. */
+static void deliver_step(redisContext **c)
+{
+    const char *id, *body;
+    size_t len;
+    redisReply *r = cmd(c, "XAUTOCLAIM %s %s %s 0 0-0 COUNT 1", g.k_outbox, GROUP, g.me);
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) { /* NOGROUP: Redis was emptied or restarted */
+        g.grouped = 0;
+        freeReplyObject(r);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_ARRAY &&
+        r->element[1]->elements > 0 && entry_of(r->element[1]->element[0], &id, &body, &len) == 0) {
+        attempt(c, id, body, len);
+        freeReplyObject(r);
+        return;
+    }
+    freeReplyObject(r);
+    r = cmd(c, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %d STREAMS %s >", GROUP, g.me, READ_BLOCK_MS, g.k_outbox);
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR)
+        g.grouped = 0;
+    /* [[stream, [[id, fields]]]] */
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
+        r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY &&
+        r->element[0]->element[1]->elements > 0 && entry_of(r->element[0]->element[1]->element[0], &id, &body, &len) == 0)
+        attempt(c, id, body, len);
+    freeReplyObject(r);
+}
+
+static void *run(void *arg)
+{
+    redisContext *c = NULL;
+    time_t gauge_due = 0;
+    int held = 0;
+    char lease_ms[16];
+    snprintf(lease_ms, sizeof(lease_ms), "%d", EVENTS_LEASE_MS);
+    while (!atomic_load(&g.stop)) {
+        if (c == NULL) {
+            g.grouped = 0;
+            if ((c = connect_redis()) == NULL) {
+                nap(1000);
+                continue;
+            }
+        }
+        if (time(NULL) >= gauge_due) {
+            count_connections(&c);
+            gauge_due = time(NULL) + EVENTS_GAUGE_EVERY_S;
+            continue;
+        }
+        if (g.cfg->events_url == NULL) {
+            nap(1000);
+            continue;
+        }
+        redisReply *r;
+        if (!g.grouped) {
+            r = cmd(&c, "XGROUP CREATE %s %s 0 MKSTREAM", g.k_outbox, GROUP);
+            g.grouped = r != NULL && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP") != NULL);
+            if (r != NULL)
+                freeReplyObject(r);
+            if (!g.grouped) {
+                nap(1000);
+                continue;
+            }
+        }
+        r = cmd(&c, "EVAL %s 1 %s %s %s", LUA_LEASE, g.k_lease, g.me, lease_ms);
+        int now_held = r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        if (r != NULL)
+            freeReplyObject(r);
+        if (now_held != held)
+            log_event(LOG_INFO, now_held ? "events out: this replica delivers" : "events out: another replica delivers",
+                      NULL);
+        held = now_held;
+        if (!held) {
+            nap(1000);
+            continue;
+        }
+        deliver_step(&c);
+    }
+    if (c != NULL) {
+        if (held) { /* hand over at once rather than after the lease */
+            redisReply *r = redisCommand(c, "EVAL %s 1 %s %s", "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                                              "redis.call('DEL', KEYS[1]) end return 1",
+                                         g.k_lease, g.me);
+            if (r != NULL)
+                freeReplyObject(r);
+        }
+        redisFree(c);
+    }
+    return NULL;
+}
+
+int events_start(const config_t *cfg)
+{
+    unsigned char rnd[16];
+    g.cfg = cfg;
+    atomic_store(&g.stop, 0);
+    rand_bytes(rnd, sizeof(rnd));
+    hex_encode(rnd, sizeof(rnd), g.me);
+    snprintf(g.k_outbox, sizeof(g.k_outbox), "%s" KEY_OUTBOX, cfg->redis_prefix);
+    snprintf(g.k_lease, sizeof(g.k_lease), "%s" KEY_OUTBOX_LEASE, cfg->redis_prefix);
+    snprintf(g.k_retry, sizeof(g.k_retry), "%s" KEY_OUTBOX_RETRY, cfg->redis_prefix);
+    snprintf(g.k_orgs, sizeof(g.k_orgs), "%s" KEY_ORGS, cfg->redis_prefix);
+    for (int m = 0; m < MODE_COUNT; m++)
+        for (int s = 0; s < 2; s++)
+            atomic_store(&g.conns[m][s], -1);
+    if (pthread_create(&g.tid, NULL, run, NULL) != 0)
+        return -1;
+    g.started = 1;
+    return 0;
+}
+
+void events_stop(void)
+{
+    if (!g.started)
+        return;
+    atomic_store(&g.stop, 1);
+    pthread_join(g.tid, NULL);
+    g.started = 0;
+}
+
+void events_render_metrics(buf_t *out)
+{
+    static const char *const st[2] = {"connected", "reauthorization_required"};
+    buf_puts(out, "# HELP stb_connections Stored connections by mode and status (counted every 30 s).\n"
+                  "# TYPE stb_connections gauge\n");
+    for (int m = 0; m < MODE_COUNT; m++)
+        for (int s = 0; s < 2; s++) {
+            long v = atomic_load(&g.conns[m][s]);
+            if (v >= 0)
+                buf_printf(out, "stb_connections{mode=\"%s\",status=\"%s\"} %ld\n", mode_name(m), st[s], v);
+        }
+    if (g.cfg != NULL && g.cfg->events_url != NULL) {
+        buf_puts(out, "# HELP stb_events_deliveries_total Attempts to deliver events out, by outcome.\n"
+                      "# TYPE stb_events_deliveries_total counter\n");
+        buf_printf(out, "stb_events_deliveries_total{outcome=\"delivered\"} %ld\n", atomic_load(&g.delivered));
+        buf_printf(out, "stb_events_deliveries_total{outcome=\"failed\"} %ld\n", atomic_load(&g.failed));
+        buf_printf(out, "stb_events_deliveries_total{outcome=\"dropped\"} %ld\n", atomic_load(&g.dropped));
+    }
+}

@@ -1,0 +1,50 @@
+/* events.h — a replica's background thread: delivery of events out (deploy/salesforce/EVENTS.md) and
+ * the fleet gauge stb_connections{mode,status} (proto/openapi.yaml).
+ *
+ * Events out. The writers' scripts append each event to the Redis Stream P outbox in the
+ * same script as the change (store/audit.h). Delivery is at least once, by one replica
+ * at a time: the replica holding the lease P outbox:lease (EVENTS_LEASE_MS, renewed
+ * while it works) reads the stream through the consumer group "deliver", oldest first
+ * — first any entry still pending (XAUTOCLAIM: one a killed replica was delivering),
+ * then new ones (XREADGROUP) — and POSTs the entry's JSON to BROKER_EVENTS_URL, signed
+ * Broker-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>" under
+ * BROKER_EVENTS_SECRET>. A 2xx is delivery (XACK + XDEL). Anything else is retried with
+ * exponential back-off and jitter (about 1 s, 2 s, 4 s … up to
+ * BROKER_EVENTS_RETRY_MAX_S), the attempt count kept in P outbox:retry so that another
+ * replica goes on where a killed one stopped, for EVENTS_GIVE_UP_S (48 h; then the
+ * event is dropped with an error log line). One entry at a time, in stream order: the
+ * order of events per org (and overall) is kept. The body, and so the event id, never
+ * changes between attempts. A receiver that hangs costs this thread at most
+ * EVENTS_POST_TIMEOUT_MS per attempt and never a request: requests run on the workers.
+ *
+ * The gauge. Every EVENTS_GAUGE_EVERY_S each replica counts the stored connections by
+ * mode and status (SCAN P conn:*, MGET, opened like any read), so /metrics is current
+ * within a minute on every replica; the same pass adds their orgs to the fleet index
+ * P orgs (ZADD NX), so orgs stored before the index existed appear in the fleet view.
+ * Tested by tests/it/test_events.py, tests/it/test_fleet.py, tests/unit/test_audit.c. */
+#ifndef BROKER_EVENTS_EVENTS_H
+#define BROKER_EVENTS_EVENTS_H
+#include <stddef.h>
+#include "config.h"
+#include "core/buf.h"
+
+#define EVENTS_LEASE_MS 15000
+#define EVENTS_POST_TIMEOUT_MS 10000
+#define EVENTS_GIVE_UP_S (48 * 3600)
+#define EVENTS_GAUGE_EVERY_S 30
+
+/* Start the background thread (the gauge always; delivery when cfg->events_url is set).
+ * Returns 0 or -1. */
+int events_start(const config_t *cfg);
+/* Stop it and wait (an attempt in flight is abandoned: another replica, or this one
+ * after a restart, delivers it). */
+void events_stop(void);
+/* stb_connections{mode,status} and stb_events_deliveries_total{outcome}. */
+void events_render_metrics(buf_t *out);
+
+/* The Broker-Signature value for body at time t under secret into out (cap >= 96). */
+void events_signature(const char *secret, long t, const char *body, size_t len, char *out, size_t cap);
+/* The back-off before attempt n+1 after n failed attempts (n >= 1), in ms, given a
+ * uniform random r in [0, 1): min(1000·2^(n-1), max_ms) · (0.5 + r). */
+long events_backoff_ms(int n, long max_ms, double r);
+#endif

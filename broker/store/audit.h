@@ -1,0 +1,96 @@
+/* audit.h — the per-org audit trail and the events-out outbox in Redis (proto/openapi.yaml,
+ * §4.5; proto/redis.md "Audit trail" and "Events out").
+ *
+ * An audit event is one entry of the Redis Stream P audit:<org18>; its stream id is its
+ * id and its time. The entry has one field "e": the event as a JSON object without "id"
+ * and "at" ({"type","mode"?,"actor","request_id"?,"details"}). It is written by the very
+ * Lua script that makes the change it records (AUDIT_LUA below), so that no change goes
+ * unrecorded and no event describes a change that did not happen. The same script trims
+ * the stream by age (XADD … MINID now − BROKER_AUDIT_RETENTION_DAYS), adds the org to
+ * the fleet index P orgs, and, for the changes that go out as events (deploy/salesforce/EVENTS.md), appends the
+ * out-event to the outbox stream P outbox (delivered by events/).
+ *
+ * Nothing here holds a token, secret, key, code or cookie: callers pass ids only (key
+ * ids, Stripe account ids, Stripe event ids, setup-session hashes).
+ * Tested by tests/it/test_audit.py, tests/it/test_events.py and tests/unit/test_audit.c. */
+#ifndef BROKER_STORE_AUDIT_H
+#define BROKER_STORE_AUDIT_H
+#include <stddef.h>
+#include "config.h"
+
+struct redis_loop;
+
+#define AUDIT_PAGE_MAX 500
+#define AUDIT_PAGE_DEFAULT 100
+#define AUDIT_TAIL_ARGS 5
+
+/* Lua prelude: audit_tail() writes the event the caller put into the last
+ * AUDIT_TAIL_ARGS ARGV entries (see audit_tail_t); a script calls it exactly where its
+ * change is certain (after the compare-and-set succeeded), and not at all otherwise. An
+ * empty stream key means "no event" (a write that records nothing). A script that
+ * changes several connections calls audit_add(five tail arguments) once for each. */
+#define AUDIT_LUA                                                                        \
+    "local function audit_add(skey, ret, ev, okey, oev)\n"                               \
+    "  if skey == '' then return end\n"                                                  \
+    "  local t = redis.call('TIME')\n"                                                   \
+    "  local min = tonumber(t[1]) - tonumber(ret)\n"                                     \
+    "  if min < 0 then min = 0 end\n"                                                    \
+    "  redis.call('XADD', skey, 'MINID', string.format('%d', min) .. '000', '*', 'e', ev)\n" \
+    "  local org = string.match(skey, 'audit:([^:]+)$')\n"                               \
+    "  redis.call('ZADD', (string.gsub(skey, 'audit:[^:]+$', 'orgs')), 0, org)\n"        \
+    "  if okey ~= '' then\n"                                                             \
+    "    redis.call('XADD', okey, '*', 'org', org, 'e', oev)\n" \
+    "  end\n"                                                                            \
+    "end\n"                                                                              \
+    "local function audit_tail()\n"                                                      \
+    "  local n = #ARGV\n"                                                                \
+    "  audit_add(ARGV[n-4], ARGV[n-3], ARGV[n-2], ARGV[n-1], ARGV[n])\n"                 \
+    "end\n"
+
+/* A script that only records: KEYS none; ARGV the audit tail. For the proxy's
+ * stripe.call, which records a Stripe call after Stripe answered and changes no state. */
+#define AUDIT_LUA_RECORD AUDIT_LUA "audit_tail()\nreturn 1\n"
+
+/* The fleet index: KEYS[1]=P orgs; ARGV[1]=prefix, ARGV[2]=cursor (the last org of the
+ * previous page, "" for the first), ARGV[3]=count. Returns AUDIT_FLEET_COLS values per
+ * org, in org-id order: org, conn test, conn live ("" when absent), last used test, last
+ * used live (Unix seconds, "" when never), number of API keys (integer). The fleet view
+ * and the CLI's orgs. */
+#define AUDIT_FLEET_COLS 6
+extern const char AUDIT_LUA_FLEET_PAGE[];
+
+/* Record that org's connection of mode was just used (getAccessToken, the proxy):
+ * HSET P used:<org18> <mode> <unix time>, fire-and-forget on the worker's Redis
+ * connection (r, a redis_loop_t), at most once a minute per worker thread per
+ * connection (a small thread-local table of last write times). */
+void audit_touch_used(struct redis_loop *r, const config_t *cfg, const char *org, int mode);
+
+/* Who made a change (the audit event's "actor", proto/openapi.yaml). id may be NULL. */
+typedef struct audit_actor {
+    const char *kind; /* "admin", "api_key", "setup_session", "stripe", "broker" */
+    const char *id;   /* key id, setup-session id, Stripe event id; never a secret */
+} audit_actor_t;
+
+/* The AUDIT_TAIL_ARGS arguments to append to a script's ARGV, malloc'd strings:
+ * stream key, retention seconds, event JSON, outbox key ("" when none), out-event JSON. */
+typedef struct audit_tail {
+    char *argv[AUDIT_TAIL_ARGS];
+} audit_tail_t;
+
+/* The tail of a write that records nothing (every argument ""). */
+void audit_tail_none(audit_tail_t *t);
+/* The tail of event `type` for org (mode -1: none); details_json is a JSON object text
+ * or NULL for {}; request_id may be NULL. out_type names the event out (deploy/salesforce/EVENTS.md) to send
+ * as well (NULL: none; ignored when BROKER_EVENTS_URL is unset), out_data_json its "data"
+ * (NULL: {}). */
+void audit_tail_make(audit_tail_t *t, const config_t *cfg, const char *org, const char *type, int mode,
+                     const audit_actor_t *actor, const char *request_id, const char *details_json,
+                     const char *out_type, const char *out_data_json);
+void audit_tail_free(audit_tail_t *t);
+
+/* Build "{"id":…,"at":…,<rest of e>}" from a stream entry id and its "e" field into out
+ * (malloc'd, NUL-terminated). Returns 0, or -1 when the entry is not one of ours. */
+int audit_entry_json(const char *id, size_t idlen, const char *e, size_t elen, char **out);
+/* A cursor is a stream id "<ms>-<seq>" (digits). Returns 0 when s is one. */
+int audit_cursor_valid(const char *s);
+#endif
