@@ -804,7 +804,7 @@ static void route_request(breq_t *b)
     for (int i = 0; nsegs > 0 && i < NROUTES; i++) {
         if (!match_route(i, segs, nsegs, params, &nparams))
             continue;
-        /* HEAD is served by a GET route, except the proxy's (proto/openapi.yaml forwards GET,
+        /* HEAD is served by a GET route, except the proxy's (the proxy forwards GET,
          * POST and DELETE only): a HEAD there is refused before any Stripe call */
         if (!method_is(req, routes[i].method) &&
             !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0 && routes[i].kind != KIND_STRIPE)) {

@@ -279,6 +279,28 @@ def test_callback_with_the_right_browser_cookie_but_another_session_is_400():
     assert S.broker.connections(a.org) == [] and S.broker.connections(b.org) == []
 
 
+def test_callback_with_the_right_session_but_another_browser_cookie_is_400():
+    # the other half of the binding: the session is the one the state was issued to, but
+    # the browser-binding cookie is not (a browser that lost it, or one planted over it)
+    a = flow()
+    a.open()
+    a.setup_page()
+    a.authorize_ok()
+    a.stripe()
+    victim = h.Browser()
+    victim.jar.update(_jar_cookies(a.browser, "stb_session"))
+    assert victim.jar, "no session cookie after GET /setup?ticket"
+    other = flow()
+    other.open()
+    other.setup_page()
+    other.authorize_ok()
+    victim.jar.update(_jar_cookies(other.browser, "stb_oauth"))
+    r = a.callback(browser=victim)
+    assert_page(r, 400)
+    assert S.sim.calls("token") == 0, "a state reached Stripe from a browser it was not issued to"
+    assert S.broker.connections(a.org) == []
+
+
 def test_callback_with_the_right_browser_cookie_and_no_session_is_400():
     a = flow()
     a.open()
