@@ -113,10 +113,12 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@sh tests/bench/run.sh
 
-# The Stripe proxy against h2o (playing Stripe) direct and behind nginx proxy_pass
+# Only the Stripe proxy phase of `make bench` (h2o playing Stripe, direct and behind nginx),
+# on ORGS orgs (default 100): writes tests/bench/proxy-results.md
 .PHONY: bench-proxy
-bench-proxy: all
-	@$(PYTHON) tests/bench/proxy_bench.py
+bench-proxy: deps
+	@$(MAKE) --no-print-directory all
+	@BENCH_ONLY=proxy ORGS=$${ORGS:-100} sh tests/bench/run.sh
 
 # 10 minutes of mixed traffic on three replicas (one under ASan) with Redis restarts
 soak: deps

@@ -72,6 +72,13 @@ OUT_DIR = os.environ.get("BENCH_OUT", BENCH_DIR)
 LUA = os.path.join(BENCH_DIR, "bench.lua")
 WEBDIS_KEY = "benchtoken"
 TARGETS = ("broker", "h2o", "webdis", "healthz")
+PROXY_TARGETS = ("direct", "nginx", "proxy")   # the Stripe proxy phase (proxy_phase)
+STRIPE_PATH = "/v1/customers/cus_bench"
+PROXY_UPSTREAM_BEARER = "sk_test_bench_fixed"
+PROXY_PACED_CONNS = int(os.environ.get("PROXY_PACED_CONNS", "8"))  # the proxy's paced point: a light load
+# BENCH_ONLY=proxy (`make bench-proxy`): seed ORGS orgs, run the proxy phase only, and write
+# BENCH_OUT/proxy-results.md instead of results.md
+ONLY_PROXY = os.environ.get("BENCH_ONLY") == "proxy"
 
 PROCS = []          # every Popen this script started (stopped in cleanup)
 WORK = tempfile.mkdtemp(prefix="stb-bench-")
@@ -286,23 +293,57 @@ def burst(port, items):
 
 # ===== The other servers =====
 
-def start_h2o(port, docroot):
-    conf = os.path.join(WORK, "h2o.conf")
+def start_h2o(port, docroot, probe="/token.json", name="h2o", access_log=False):
+    """Debian's h2o serving docroot (2 threads); access_log: one line per request holding
+    the client's port, so that the upstream connections a proxy opened can be counted."""
+    conf = os.path.join(WORK, f"{name}.conf")
+    log = (f"access-log:\n  path: {os.path.join(WORK, name + '.access.log')}\n  format: \"%{{remote}}p\"\n"
+           if access_log else "")
     with open(conf, "w") as f:
         f.write(f"""listen:
   host: 127.0.0.1
   port: {port}
 num-threads: 2
-error-log: {os.path.join(WORK, 'h2o.error.log')}
-hosts:
+error-log: {os.path.join(WORK, name + '.error.log')}
+{log}hosts:
   default:
     paths:
       /:
         file.dir: {docroot}
 """)
-    p = spawn(["h2o", "-c", conf], "h2o.log")
-    H.wait_until(lambda: H.http_request("GET", f"http://127.0.0.1:{port}/token.json", timeout=2).status == 200,
-                 15, interval=0.05, what="h2o")
+    p = spawn(["h2o", "-c", conf], f"{name}.log")
+    H.wait_until(lambda: H.http_request("GET", f"http://127.0.0.1:{port}{probe}", timeout=2).status == 200,
+                 15, interval=0.05, what=name)
+    return p
+
+
+def start_nginx(port, upstream_port):
+    """Debian's nginx as the reverse proxy an operator would otherwise put in front of
+    Stripe: proxy_pass with upstream keep-alive and a fixed Authorization header."""
+    conf = os.path.join(WORK, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 2;
+daemon off;
+pid {WORK}/nginx.pid;
+error_log {WORK}/nginx.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream stripe {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://stripe;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer {PROXY_UPSTREAM_BEARER}";
+        }}
+    }}
+}}
+""")
+    p = spawn(["nginx", "-c", conf, "-p", WORK], "nginx.log")
+    H.wait_until(lambda: H.http_request("GET", f"http://127.0.0.1:{port}{STRIPE_PATH}", timeout=2).status == 200,
+                 15, interval=0.05, what="nginx")
     return p
 
 
@@ -316,6 +357,170 @@ def start_webdis(port, redis_port):
     H.wait_until(lambda: H.http_request("GET", f"http://127.0.0.1:{port}/GET/{WEBDIS_KEY}", timeout=2).status == 200,
                  15, interval=0.05, what="webdis")
     return p
+
+
+# ===== The Stripe proxy =====
+
+CUSTOMER = {"id": "cus_bench", "object": "customer", "address": None, "balance": 0, "created": 1733440000,
+            "currency": "usd", "default_source": None, "delinquent": False, "description": "bench",
+            "email": "buyer@example.com", "invoice_prefix": "B3NCH001", "livemode": False,
+            "metadata": {"sf_account": "001000000000001AAA", "pad": "x" * 700}, "name": "Bench Buyer",
+            "phone": None, "preferred_locales": [], "shipping": None, "tax_exempt": "none"}
+
+
+def start_stripe_stand_ins():
+    """h2o playing Stripe (a static customer object at STRIPE_PATH, with an access log of
+    client ports) and nginx proxying to it; returns (h2o port, nginx port, body)."""
+    docroot = os.path.join(WORK, "stripe")
+    os.makedirs(os.path.join(docroot, "v1", "customers"))
+    body = json.dumps(CUSTOMER).encode()
+    with open(os.path.join(docroot, STRIPE_PATH.lstrip("/")), "wb") as f:
+        f.write(body)
+    for d, _, files in os.walk(WORK):
+        os.chmod(d, 0o755)
+        for x in files:
+            os.chmod(os.path.join(d, x), 0o644)
+    up, ng = H.free_port(), H.free_port()
+    start_h2o(up, docroot, probe=STRIPE_PATH, name="stripe-h2o", access_log=True)
+    start_nginx(ng, up)
+    return up, ng, body
+
+
+def upstream_ports():
+    """Distinct client ports the Stripe stand-in saw (one access-log line per request)."""
+    try:
+        with open(os.path.join(WORK, "stripe-h2o.access.log")) as f:
+            return {line.strip() for line in f if line.strip()}
+    except FileNotFoundError:
+        return set()
+
+
+def proxy_phase(broker, pairs, up_port, ng_port, body):
+    """The Stripe proxy against the same upstream reached directly and through nginx:
+    ROUNDS interleaved rounds at the limit, a paced point per target, then a SOAK_S soak
+    of proxied calls with the broker's RSS sampled. Every org, at random, with its key."""
+    reqfile = os.path.join(WORK, "proxy-requests.txt")
+    with open(reqfile, "w") as f:
+        for o, k in pairs:
+            f.write(f"/v1/orgs/{o}/stripe/live{STRIPE_PATH} {k}\n")
+    o, k = pairs[0]
+    r = H.http_request("GET", broker.url(f"/v1/orgs/{o}/stripe/live{STRIPE_PATH}"),
+                       headers={"Authorization": "Bearer " + k})
+    assert r.status == 200 and r.body == body, r.describe()
+    targets = {"direct": (f"http://127.0.0.1:{up_port}", STRIPE_PATH),
+               "nginx": (f"http://127.0.0.1:{ng_port}", STRIPE_PATH), "proxy": (broker.base, None)}
+    out = {"rounds": [], "paced": [], "body_len": len(body)}
+    for i in range(ROUNDS):
+        res, paced = {}, {}
+        for t in PROXY_TARGETS:
+            url, override = targets[t]
+            wrk(url, reqfile, override, duration=WARMUP_S)
+            before = upstream_ports() if t == "proxy" else None
+            res[t] = wrk(url, reqfile, override)
+            if t == "proxy":
+                res[t]["upstream_conns"] = len(upstream_ports() - before)
+            say(f"proxy round {i + 1} {t}: {res[t]['rps']:,.0f} req/s, p50 {fmt_ms(res[t]['p50_us'])} ms, "
+                f"p99 {fmt_ms(res[t]['p99_us'])} ms, non-2xx {res[t]['non2xx']}")
+        for t in PROXY_TARGETS:
+            url, override = targets[t]
+            paced[t] = wrk(url, reqfile, override, conns=PROXY_PACED_CONNS, pace_ms=PACE_MS)
+            say(f"proxy round {i + 1} {t} paced ({PACE_MS} ms): {paced[t]['rps']:,.0f} req/s, "
+                f"p50 {fmt_ms(paced[t]['p50_us'])} ms, p99 {fmt_ms(paced[t]['p99_us'])} ms")
+        out["rounds"].append(res)
+        out["paced"].append(paced)
+    say(f"proxy soak {SOAK_S} s")
+    out["soak"] = soak(broker, reqfile, SOAK_S)
+    say(f"  {out['soak']['wrk']['rps']:,.0f} req/s, RSS {out['soak']['first_kib']} → "
+        f"{out['soak']['last_kib']} KiB")
+    return out
+
+
+def soak(broker, reqfile, seconds, perf_s=0):
+    """wrk for `seconds` with the broker's RSS sampled every 2 s; growth is from 10 s on."""
+    samples = []
+    stop_sampling = threading.Event()
+    t0 = time.monotonic()
+
+    def sampler():
+        while not stop_sampling.wait(2.0):
+            samples.append((time.monotonic() - t0, proc_status(broker.proc.pid).get("VmRSS", 0)))
+    th = threading.Thread(target=sampler)
+    th.start()
+    perf = perf_start(broker.proc.pid, perf_s) if perf_s else None
+    w = wrk(broker.base, reqfile, duration=seconds)
+    stop_sampling.set()
+    th.join()
+    after10 = [k for t, k in samples if t >= 10] or [samples[0][1]]
+    out = {"wrk": w, "samples": samples, "first_kib": after10[0], "last_kib": samples[-1][1],
+           "growth_kib": samples[-1][1] - after10[0]}
+    if perf is not None:
+        try:
+            out["perf"] = perf_report(perf)
+        except (OSError, subprocess.SubprocessError) as e:
+            say(f"perf report failed: {e}")
+            out["perf"] = None
+    return out
+
+
+def proxy_section(px):
+    """results.md's section on the Stripe proxy (also the whole of proxy-results.md)."""
+    L = []
+    w = L.append
+    w("## The Stripe proxy")
+    w("")
+    w(f"Debian's h2o plays Stripe: a static customer object ({px['body_len']} bytes) at `{STRIPE_PATH}`. "
+      f"*direct* is wrk straight at it; *nginx* is Debian's nginx in front of it (`proxy_pass`, upstream "
+      f"keep-alive, a fixed `Authorization` header: what an operator would otherwise put in front of Stripe); "
+      f"*proxy* is the broker's `GET /v1/orgs/{{org}}/stripe/live{STRIPE_PATH}` with the org's key, a random org "
+      f"of the seeded ones per request (key check, the org's sealed connection, one upstream call on a reused "
+      f"connection). wrk -t{WRK_THREADS} -c{CONNS}, {WARMUP_S} s warm-up then {DURATION_S} s per point, the "
+      "same Lua client; plain HTTP on loopback, so TLS reuse shows in the connection count, not the latency.")
+    w("")
+    w("| round | target | requests/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx | socket errors | vs nginx |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, r in enumerate(px["rounds"]):
+        for t in PROXY_TARGETS:
+            x = r[t]
+            errs = x["err_connect"] + x["err_read"] + x["err_write"] + x["err_timeout"]
+            w(f"| {i + 1} | {t} | {x['rps']:,.0f} | {fmt_ms(x['p50_us'])} | {fmt_ms(x['p90_us'])} | "
+              f"{fmt_ms(x['p99_us'])} | {fmt_ms(x['max_us'])} | {x['non2xx']} | {errs} | "
+              f"{x['rps'] / r['nginx']['rps']:.2f} |")
+    w("")
+    w(f"Paced, a light load: each of {PROXY_PACED_CONNS} connections waits {PACE_MS} ms between an answer and "
+      "its next request, so latency is the path's own, not a wait for a core.")
+    w("")
+    w("| round | target | requests/s | p50 ms | p90 ms | p99 ms | p50 over direct ms |")
+    w("|---|---|---:|---:|---:|---:|---:|")
+    for i, r in enumerate(px["paced"]):
+        for t in PROXY_TARGETS:
+            x = r[t]
+            w(f"| {i + 1} | {t} | {x['rps']:,.0f} | {fmt_ms(x['p50_us'])} | {fmt_ms(x['p90_us'])} | "
+              f"{fmt_ms(x['p99_us'])} | {fmt_ms(x['p50_us'] - r['direct']['p50_us'])} |")
+    w("")
+    sk = px["soak"]
+    conns = [r["proxy"].get("upstream_conns") for r in px["rounds"]]
+    w(f"- upstream connections the broker opened per {DURATION_S} s point of {CONNS} client connections: "
+      f"{', '.join(str(c) for c in conns)} (each worker's curl keeps and reuses them)")
+    w(f"- soak, {SOAK_S} s of proxied calls at {CONNS} connections: {sk['wrk']['rps']:,.0f} req/s, non-2xx "
+      f"{sk['wrk']['non2xx']}; RSS {sk['first_kib'] / 1024:.1f} MiB at 10 s → {sk['last_kib'] / 1024:.1f} MiB "
+      f"at the end (growth {sk['growth_kib']} KiB); samples (s: MiB): "
+      + ", ".join(f"{t:.0f}: {k / 1024:.1f}" for t, k in sk["samples"]))
+    w("")
+    thr = [r["proxy"]["rps"] / r["nginx"]["rps"] for r in px["rounds"]]
+    add = [r["proxy"]["p50_us"] - r["direct"]["p50_us"] for r in px["paced"]]
+
+    def ok(c):
+        return "met" if c else "**not met**"
+    w("| target | measured | |")
+    w("|---|---|---|")
+    w(f"| proxy ≥ 0.7 × nginx's throughput | {', '.join(f'{x:.2f}' for x in thr)} | {ok(min(thr) >= 0.7)} |")
+    w(f"| added p50 at the paced point ≤ 0.3 ms over direct | {', '.join(fmt_ms(x) for x in add)} ms | "
+      f"{ok(max(add) <= 300)} |")
+    w(f"| no RSS growth over the {SOAK_S} s soak | {sk['growth_kib']} KiB | {ok(sk['growth_kib'] <= 1024)} |")
+    w(f"| zero non-2xx | {sum(r['proxy']['non2xx'] for r in px['rounds']) + sk['wrk']['non2xx']} | "
+      f"{ok(sum(r['proxy']['non2xx'] for r in px['rounds']) + sk['wrk']['non2xx'] == 0)} |")
+    w("")
+    return L
 
 
 # ===== callgrind =====
@@ -611,6 +816,7 @@ def write_results(ctx):
             w(f"| {i + 1} | {names[t]} | {x['rps']:,.0f} | {fmt_ms(x['p50_us'])} | {fmt_ms(x['p90_us'])} | "
               f"{fmt_ms(x['p99_us'])} | {fmt_ms(x['p999_us'])} | {fmt_ms(x['max_us'])} | {raw} | {x['non2xx']} |")
     w("")
+    L.extend(proxy_section(ctx["proxy"]))
     w("## Memory")
     w("")
     big = ctx["big"]
@@ -726,12 +932,24 @@ def write_results(ctx):
     return med
 
 
+def write_proxy_only(ctx, px):
+    path = os.path.join(OUT_DIR, "proxy-results.md")
+    with open(path, "w") as f:
+        f.write("\n".join(["# Stripe proxy benchmark (`make bench-proxy`)", "",
+                           f"- date: {ctx['date']}; machine: {ctx['machine']}; broker built from {ctx['rev']}; "
+                           f"{ctx['orgs']} orgs",
+                           f"- load average before: {ctx['load_before']}, after: {loadavg()}; `make bench` has "
+                           "this section too, beside getAccessToken's", ""] + proxy_section(px)))
+    say(f"wrote {path}")
+
+
 # ===== Main =====
 
 def main():
-    for tool in ("wrk", "h2o", "webdis", "redis-server", "valgrind", "callgrind_control"):
+    for tool in ("wrk", "h2o", "nginx", "webdis", "redis-server", "valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
-            sys.exit(f"bench: {tool} is missing (apt-get install -y wrk h2o webdis gnuplot-nox valgrind)")
+            sys.exit(f"bench: {tool} is missing (apt-get install -y wrk h2o nginx-light webdis gnuplot-nox "
+                     "valgrind)")
     if not os.path.exists(H.broker_bin()):
         sys.exit(f"bench: {H.broker_bin()} does not exist (make, or set BROKER_BIN)")
     raise_nofile()
@@ -742,13 +960,17 @@ def main():
         say(f"work dir {WORK}; starting redis, the simulator and the broker ({H.broker_bin()})")
         stack = H.Stack("bench", broker=False)
         stack.sim.config(authorize="approve")
+        up_port, ng_port, stripe_body = start_stripe_stand_ins()
         # the per-IP limit applies to browser pages only; seeding walks 1,000 flows from one IP
         broker = stack.new_broker("broker", BROKER_THREADS="2", BROKER_UPSTREAM_TIMEOUT_MS="5000",
-                                  BROKER_RATE_LIMIT_IP_PER_MIN="0")
+                                  BROKER_RATE_LIMIT_IP_PER_MIN="0", STRIPE_API_URL=f"http://127.0.0.1:{up_port}")
         stack.broker = broker   # stopped by stack.close()
         say(f"seeding {ORGS} orgs (API key + browser flow, live mode)")
         pairs, ctx["seed_s"] = seed(broker, stack.sim, ORGS)
         say(f"seeded in {ctx['seed_s']:.1f} s")
+        if ONLY_PROXY:
+            write_proxy_only(ctx, proxy_phase(broker, pairs, up_port, ng_port, stripe_body))
+            return
 
         token_reqs = [(f"/v1/orgs/{o}/access-token?mode=live", k) for o, k in pairs]
         reqfile = os.path.join(WORK, "requests.txt")
@@ -818,6 +1040,7 @@ def main():
             paced_rounds.append(paced)
         ctx["rounds"] = rounds
         ctx["paced"] = paced_rounds
+        ctx["proxy"] = proxy_phase(broker, pairs, up_port, ng_port, stripe_body)
 
         say(f"{BIG_CONNS} connections")
         big = wrk(broker.base, reqfile, conns=BIG_CONNS)
@@ -827,28 +1050,10 @@ def main():
             f"RSS {big['rss_kib'] / 1024:.1f} MiB")
 
         say(f"soak {SOAK_S} s")
-        samples = []
-        stop_sampling = threading.Event()
-        t0 = time.monotonic()
-
-        def sampler():
-            while not stop_sampling.wait(2.0):
-                samples.append((time.monotonic() - t0, proc_status(broker.proc.pid).get("VmRSS", 0)))
-        th = threading.Thread(target=sampler)
-        th.start()
-        perf = perf_start(broker.proc.pid, min(10, SOAK_S))
-        soak_wrk = wrk(broker.base, reqfile, duration=SOAK_S)
-        stop_sampling.set()
-        th.join()
-        try:
-            ctx["perf"] = perf_report(perf)
-        except (OSError, subprocess.SubprocessError) as e:
-            say(f"perf report failed: {e}")
-            ctx["perf"] = None
-        after10 = [k for t, k in samples if t >= 10] or [samples[0][1]]
-        ctx["soak"] = {"wrk": soak_wrk, "samples": samples, "first_kib": after10[0], "last_kib": samples[-1][1],
-                       "growth_kib": samples[-1][1] - after10[0]}
-        say(f"  {soak_wrk['rps']:,.0f} req/s, RSS {after10[0]} → {samples[-1][1]} KiB")
+        ctx["soak"] = soak(broker, reqfile, SOAK_S, perf_s=min(10, SOAK_S))
+        ctx["perf"] = ctx["soak"].pop("perf", None)
+        say(f"  {ctx['soak']['wrk']['rps']:,.0f} req/s, RSS {ctx['soak']['first_kib']} → "
+            f"{ctx['soak']['last_kib']} KiB")
         ctx["hwm_kib"] = proc_status(broker.proc.pid).get("VmHWM", 0)
         ctx["load_after"] = loadavg()
 
@@ -888,6 +1093,8 @@ def main():
             stop(p)
         if stack is not None:
             stack.close()
+        if ONLY_PROXY and not os.environ.get("BENCH_KEEP_WORK"):
+            shutil.rmtree(WORK, ignore_errors=True)
 
     med = write_results(ctx)
     png = os.path.join(OUT_DIR, "latency.png")
