@@ -341,3 +341,83 @@ def test_fleet_default_page_is_100_orgs_and_next_is_null_on_the_last_page():
     rest = r.json()
     assert len(rest["orgs"]) == 1 and rest["next"] is None, rest
     assert {o["org_id"] for o in page["orgs"] + rest["orgs"]} == orgs
+
+
+# ===== §4.2 (should): POST /v1/orgs/{org_id}/webhook-events/verify =====
+
+def verify(org, mode, payload, signature, token=None):
+    return S.broker.request("POST", f"/v1/orgs/{org}/webhook-events/verify?mode={mode}",
+                            token=token or S.broker.admin_token,
+                            json_body={"payload": payload, "signature": signature})
+
+
+def org_with_signing_secret(mode="test"):
+    org = h.new_org()
+    secret = "whsec_" + h.rand_str(32)
+    h.remember("webhook_secret", secret)
+    r = S.broker.admin("PUT", f"/v1/orgs/{org}/webhook-secrets/{mode}", json_body={"signing_secret": secret})
+    h.assert_status(r, 204)
+    return org, secret
+
+
+def stripe_event(type_="charge.captured"):
+    return json.dumps({"id": "evt_" + h.rand_str(24), "object": "event", "type": type_,
+                       "created": int(time.time()), "data": {"object": {}}})
+
+
+def test_verify_names_the_event_of_a_payload_signed_with_the_orgs_secret():
+    org, secret = org_with_signing_secret()
+    key = S.broker.create_api_key(org)["api_key"]
+    payload = stripe_event()
+    r = verify(org, "test", payload, sign_stripe(payload.encode(), secret), token=key)
+    h.assert_status(r, 200)
+    assert r.json() == {"valid": True, "event_id": json.loads(payload)["id"], "event_type": "charge.captured"}, \
+        r.describe()
+
+
+def test_verify_accepts_any_of_several_v1_signatures():
+    org, secret = org_with_signing_secret()
+    payload = stripe_event()
+    t = int(time.time())
+    good = sign_stripe(payload.encode(), secret, t).split(",")[1]
+    r = verify(org, "test", payload, f"t={t},v1={'0' * 64},{good}")
+    h.assert_status(r, 200)
+    assert r.json()["valid"] is True, r.describe()
+
+
+def test_verify_refuses_a_wrong_secret_another_mode_and_a_stale_timestamp():
+    org, secret = org_with_signing_secret("test")
+    other = "whsec_" + h.rand_str(32)
+    payload = stripe_event()
+    cases = [
+        ("signed with another secret", "test", sign_stripe(payload.encode(), other)),
+        ("no secret stored for live", "live", sign_stripe(payload.encode(), secret)),
+        ("301 s old", "test", sign_stripe(payload.encode(), secret, int(time.time()) - 301)),
+        ("payload changed", "test", sign_stripe(payload.encode() + b" ", secret)),
+    ]
+    for label, mode, sig in cases:
+        r = verify(org, mode, payload, sig)
+        h.assert_status(r, 200)
+        j = r.json()
+        assert j.get("valid") is False and isinstance(j.get("reason"), str) and j["reason"], f"{label}: {r.describe()}"
+        assert "event_id" not in j, f"{label}: {r.describe()}"
+
+
+def test_verify_of_a_signed_payload_that_is_no_stripe_event_is_not_valid():
+    org, secret = org_with_signing_secret()
+    for payload in ("not json", "[]", json.dumps({"object": "event"})):
+        r = verify(org, "test", payload, sign_stripe(payload.encode(), secret))
+        h.assert_status(r, 200)
+        j = r.json()
+        assert j.get("valid") is False and j.get("reason"), \
+            f"a payload without an event id and type reported as a valid event: {r.describe()}"
+
+
+def test_verify_without_payload_or_signature_is_400():
+    org, _ = org_with_signing_secret()
+    for body in ({"payload": "{}"}, {"signature": "t=1,v1=00"}, {"payload": 1, "signature": "x"}):
+        r = S.broker.admin("POST", f"/v1/orgs/{org}/webhook-events/verify?mode=test", json_body=body)
+        h.assert_error(r, 400, "invalid_request")
+    r = S.broker.admin("POST", f"/v1/orgs/{org}/webhook-events/verify",
+                       json_body={"payload": "{}", "signature": "t=1,v1=00"})
+    h.assert_error(r, 400, "invalid_request")
