@@ -421,3 +421,95 @@ def test_verify_without_payload_or_signature_is_400():
     r = S.broker.admin("POST", f"/v1/orgs/{org}/webhook-events/verify",
                        json_body={"payload": "{}", "signature": "t=1,v1=00"})
     h.assert_error(r, 400, "invalid_request")
+
+
+# ===== §2: BROKER_REDIS_URL forms and BROKER_REDIS_PREFIX =====
+
+class UnixRedis:
+    """A redis-server listening only on a unix socket, in its own temp dir."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="stb-it-uredis-", dir=TMP)
+        self.sock = os.path.join(self.dir, "redis.sock")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
+             "--logfile", os.path.join(h.log_dir(), "contract.unix.redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        h.wait_until(lambda: self.cli(0, "PING") == "PONG", 10, what="redis on its unix socket")
+
+    def cli(self, db, *args):
+        """redis-cli against database db; its output, stripped."""
+        p = subprocess.run(["redis-cli", "-s", self.sock, "-n", str(db), *args], capture_output=True,
+                           timeout=5, text=True)
+        return p.stdout.strip()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def redis_keys(client, db):
+    client.command("SELECT", db)
+    try:
+        return client.keys()
+    finally:
+        client.command("SELECT", 0)
+
+
+def test_redis_url_with_password_and_database_is_used():
+    pw = "pw" + h.rand_str(24)
+    c = S.rc()
+    b = None
+    try:
+        c.command("CONFIG", "SET", "requirepass", pw)
+        c.command("AUTH", pw)
+        b = S.new_broker("redispw", BROKER_REDIS_URL=f"redis://:{pw}@127.0.0.1:{S.redis.port}/3", ready=True)
+        org = b.create_api_key(h.new_org())["org_id"]
+        keys = redis_keys(c, 3)
+        assert any(org.encode() in k for k in keys), f"nothing of {org} in database 3: {keys}"
+        assert not redis_keys(c, 0), "the broker wrote to database 0"
+        assert pw not in b.log_tail(100000), "the Redis password is in the log"
+    finally:
+        if b is not None:
+            b.stop()
+        c.command("CONFIG", "SET", "requirepass", "")
+        c.close()
+
+
+def test_redis_unix_socket_url_with_db_is_used():
+    u = UnixRedis()
+    b = None
+    try:
+        b = S.new_broker("redisunix", BROKER_REDIS_URL=f"unix://{u.sock}?db=2", ready=True)
+        org = b.create_api_key(h.new_org())["org_id"]
+        assert org in u.cli(2, "--scan"), f"nothing of {org} in database 2: {u.cli(2, '--scan')!r}"
+        assert u.cli(0, "--scan") == "", "the broker wrote to database 0"
+        r = b.request("GET", f"/v1/admin/orgs/{org}/api-keys", token=b.admin_token)
+        h.assert_status(r, 200)
+        assert len(r.json()["api_keys"]) == 1, r.describe()
+    finally:
+        if b is not None:
+            b.stop()
+        u.close()
+
+
+def test_every_key_the_broker_writes_starts_with_the_redis_prefix():
+    prefix = "acme-" + h.rand_str(6).lower() + ":"
+    b = S.new_broker("prefix", BROKER_REDIS_PREFIX=prefix)
+    try:
+        org = h.new_org()
+        h.Flow(b, S.sim, org, "live").run()
+        key = b.create_api_key(org)["api_key"]
+        h.assert_status(b.access_token(org, "test", token=key), 200)        # mint from live
+        h.assert_status(b.request("GET", f"/v1/orgs/{org}/stripe/test/v1/customers", token=key), 200)
+        h.assert_status(b.admin("PUT", f"/v1/orgs/{org}/webhook-secrets/test",
+                                json_body={"signing_secret": "whsec_" + h.rand_str(32)}), 204)
+        h.assert_status(b.admin("DELETE", f"/v1/orgs/{org}/connections/test"), 204)
+        keys = S.rc().keys()
+        assert keys, "the broker wrote nothing"
+        stray = [k for k in keys if not k.startswith(prefix.encode())]
+        assert not stray, f"keys without the prefix {prefix!r}: {stray}"
+    finally:
+        b.stop()
