@@ -513,3 +513,47 @@ def test_every_key_the_broker_writes_starts_with_the_redis_prefix():
         assert not stray, f"keys without the prefix {prefix!r}: {stray}"
     finally:
         b.stop()
+
+
+# ===== §2: BROKER_RETURN_URL_ALLOW and BROKER_PROXY_ALLOW set by the operator =====
+
+def test_return_url_allow_list_set_by_the_operator_replaces_the_default():
+    b = S.new_broker("retallow", BROKER_RETURN_URL_ALLOW="https://*.example.com,https://portal.acme.io:8443")
+    try:
+        org = h.new_org()
+        for url, ok in (("https://a.example.com/x", True),
+                        ("https://a.b.example.com/x", True),         # * is one DNS label or more
+                        ("https://A.Example.COM/x", True),
+                        ("https://portal.acme.io:8443/done", True),
+                        ("https://example.com/x", False),            # * is at least one label
+                        ("https://portal.acme.io/done", False),      # another origin (port)
+                        ("https://acme.my.salesforce.com/x", False),  # the default no longer applies
+                        ("http://a.example.com/x", False),
+                        ("https://a.example.com.evil.test/x", False),
+                        ("https://a.example.com@evil.test/x", False)):
+            r = b.authorize_link(org, "test", url)
+            if ok:
+                assert r.status == 201, f"{url} refused: {r.describe()}"
+            else:
+                h.assert_error(r, 400, "invalid_request")
+    finally:
+        b.stop()
+
+
+def test_proxy_allow_list_set_by_the_operator_replaces_the_default():
+    b = S.new_broker("proxyallow", BROKER_PROXY_ALLOW="customers,refunds")
+    try:
+        org = h.new_org()
+        h.Flow(b, S.sim, org, "test").run()
+        key = b.create_api_key(org)["api_key"]
+        before = len(S.sim.requests())
+        for res, status in (("customers", 200), ("refunds", 200), ("payment_intents", 403), ("charges", 403)):
+            r = h.http_request("GET", b.url(f"/v1/orgs/{org}/stripe/test/v1/{res}?limit=1"),
+                               headers={"Authorization": f"Bearer {key}"})
+            assert r.status == status, f"{res}: {r.describe()}"
+            if status == 403:
+                assert r.json()["error"]["code"] == "forbidden", r.describe()
+        got = [q["path"] for q in S.sim.requests()[before:]]
+        assert sorted(got) == ["/v1/customers", "/v1/refunds"], f"Stripe saw {got}"
+    finally:
+        b.stop()
