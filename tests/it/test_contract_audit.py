@@ -557,3 +557,29 @@ def test_proxy_allow_list_set_by_the_operator_replaces_the_default():
         assert sorted(got) == ["/v1/customers", "/v1/refunds"], f"Stripe saw {got}"
     finally:
         b.stop()
+
+
+# ===== §4.3: the broker's own 429 on the proxy route is in Stripe's shape =====
+
+def test_proxy_rate_limited_is_429_in_stripes_shape_with_retry_after():
+    b = S.new_broker("proxyrl", BROKER_RATE_LIMIT_ORG_PER_S="1")
+    try:
+        org = h.new_org()
+        h.Flow(b, S.sim, org, "test").run()
+        key = b.create_api_key(org)["api_key"]
+        limited = None
+        for _ in range(50):
+            r = h.http_request("GET", b.url(f"/v1/orgs/{org}/stripe/test/v1/customers?limit=1"),
+                               headers={"Authorization": f"Bearer {key}"})
+            if r.status == 429:
+                limited = r
+                break
+            assert r.status == 200, r.describe()
+        assert limited is not None, "50 calls at once with a limit of 1 a second were never limited"
+        e = limited.json().get("error") or {}
+        assert e.get("code") == "rate_limited" and e.get("type") in ("invalid_request_error", "api_error") \
+            and e.get("message"), f"not Stripe's error shape with the contract's code: {limited.describe()}"
+        assert (limited.header("Retry-After") or "").isdigit(), f"429 without Retry-After: {limited.describe()}"
+        h.assert_json_headers(limited)
+    finally:
+        b.stop()
