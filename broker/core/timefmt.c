@@ -7,7 +7,7 @@
  * what callers send as an RFC 3339 time (fractions, numeric offsets, "t"/"z"), to the
  * millisecond, for query parameters such as the audit trail's `since`.
  * Never: depends on the process time zone (gmtime_r/timegm only).
- * Tested by: tests/unit/test_timefmt.c. */
+ * Tested by: tests/unit/test_timefmt.c, tests/fuzz/fuzz_timefmt.c. */
 #include "timefmt.h"
 
 #include <string.h>
