@@ -583,3 +583,16 @@ def test_proxy_rate_limited_is_429_in_stripes_shape_with_retry_after():
         h.assert_json_headers(limited)
     finally:
         b.stop()
+
+
+# ===== §4 table on the pages: a 401 carries its WWW-Authenticate =====
+
+def test_setup_page_without_a_session_is_401_with_www_authenticate():
+    for r in (h.Browser().get(S.broker.url("/setup")),
+              h.Browser().post_form(S.broker.url("/setup/webhook-secret"),
+                                    {"csrf": "x", "signing_secret": "whsec_" + h.rand_str(32)})):
+        assert r.status == 401, r.describe()
+        assert (r.header("Content-Type") or "").startswith("text/html"), r.describe()
+        www = r.header_all("WWW-Authenticate")
+        assert len(www) == 1 and www[0].lower().startswith("bearer"), \
+            f"a 401 without one WWW-Authenticate challenge (CONTRACT §4, RFC 9110 §15.5.2): {r.describe()} {www}"
