@@ -2,10 +2,14 @@
 modules leave unchecked, one statement per test.
 
   * §2: every secret is also read from NAME_FILE (the webhook signing secrets and the
-    events secret too), both set is an error for each of them, and the Stripe keys of a
-    mode have that mode's form (sk_test_… / sk_live_…, ca_…);
+    events secret too), both set is an error for each of them, the Stripe keys of a
+    mode have that mode's form (sk_test_… / sk_live_…, ca_…), the Redis URL forms
+    (password, database, unix socket), BROKER_REDIS_PREFIX on every key, and the
+    return_url and proxy allow lists an operator sets;
   * §3: an org id percent-encoded or case-folded names the same org on the routes of
     §4.3 (the proxy) and §4.4 (audit trail);
+  * §4: a 401 page carries WWW-Authenticate; §4.2 webhook-events/verify; §4.3 the
+    broker's own 429 on the proxy in Stripe's error shape;
   * §4.4: `since` is any RFC 3339 time (fractions of a second, numeric offsets), and the
     default page is 100 events or orgs, with `next` null on the last page.
 
@@ -19,6 +23,7 @@ import hmac
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +51,7 @@ def setup_module():
 
 def teardown_module():
     S.close()
+    shutil.rmtree(TMP, ignore_errors=True)
 
 
 def setup_function():
