@@ -2,10 +2,12 @@
  *
  * Owns: the one timestamp format of the API ("2026-11-26T22:34:47Z", always UTC,
  * always 20 characters). Times outside years 0000–9999 are clamped so the output is
- * never longer than its buffer. The parser accepts exactly that format with real
- * calendar dates (no leap seconds, no offsets, no fractions).
+ * never longer than its buffer. time_parse_rfc3339 accepts exactly that format with real
+ * calendar dates (no leap seconds, no offsets, no fractions); time_parse_rfc3339_ms takes
+ * what callers send as an RFC 3339 time (fractions, numeric offsets, "t"/"z"), to the
+ * millisecond, for query parameters such as the audit trail's `since`.
  * Never: depends on the process time zone (gmtime_r/timegm only).
- * Tested by: tests/unit/test_timefmt.c. */
+ * Tested by: tests/unit/test_timefmt.c, tests/fuzz/fuzz_timefmt.c. */
 #include "timefmt.h"
 
 #include <string.h>
@@ -73,13 +75,14 @@ static int days_in_month(int year, int month)
     return month == 2 && leap ? 29 : days[month - 1];
 }
 
-int time_parse_rfc3339(const char *s, time_t *out)
+/* Parse "YYYY-MM-DDTHH:MM:SS" (T in either case) at s, a real calendar date, as UTC. */
+static int parse_date_time(const char *s, time_t *out)
 {
     struct tm tm;
     int year, mon, day, hour, min, sec;
 
-    if (s == NULL || strlen(s) != RFC3339_LEN || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
-        s[13] != ':' || s[16] != ':' || s[19] != 'Z')
+    if (strnlen(s, 19) != 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+        s[13] != ':' || s[16] != ':')
         return -1;
     year = digits(s, 4);
     mon = digits(s + 5, 2);
@@ -98,6 +101,51 @@ int time_parse_rfc3339(const char *s, time_t *out)
     tm.tm_min = min;
     tm.tm_sec = sec;
     *out = timegm(&tm);
+    return 0;
+}
+
+int time_parse_rfc3339(const char *s, time_t *out)
+{
+    if (s == NULL || strlen(s) != RFC3339_LEN || s[10] != 'T' || s[19] != 'Z')
+        return -1;
+    return parse_date_time(s, out);
+}
+
+int time_parse_rfc3339_ms(const char *s, long long *ms_out)
+{
+    time_t t;
+    long long ms = 0, offset_s = 0;
+    int scale = 100, round_up = 0, oh, om;
+    const char *p;
+
+    if (s == NULL || parse_date_time(s, &t) != 0)
+        return -1;
+    p = s + 19;
+    if (*p == '.') {
+        if (p[1] < '0' || p[1] > '9')
+            return -1;
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            if (scale > 0)
+                ms += (*p - '0') * scale;
+            else if (*p != '0')
+                round_up = 1; /* below a millisecond: up, so "at or after" still holds */
+            scale /= 10;
+        }
+    }
+    if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+        offset_s = 0;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        oh = digits(p + 1, 2);
+        om = digits(p + 4, 2);
+        if (oh < 0 || oh > 23 || om < 0 || om > 59)
+            return -1;
+        offset_s = (long long)oh * 3600 + om * 60;
+        if (*p == '-')
+            offset_s = -offset_s;
+    } else {
+        return -1;
+    }
+    *ms_out = ((long long)t - offset_s) * 1000 + ms + round_up;
     return 0;
 }
 

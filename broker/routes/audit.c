@@ -76,9 +76,9 @@ static void on_audit_page(breq_t *b, redisReply *r)
 
 void audit_events_list(breq_t *b)
 {
-    char cursor[48], since[32], end[52], start[32];
+    char cursor[48], since[64], end[52], start[32];
     int limit, rc;
-    time_t t;
+    long long t;
 
     if ((limit = breq_query_int(b, "limit", 1, AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT)) < 0)
         return;
@@ -89,12 +89,12 @@ void audit_events_list(breq_t *b)
     }
     snprintf(end, sizeof(end), rc == 1 ? "(%s" : "+", cursor);
     rc = breq_query_buf(b, "since", since, sizeof(since));
-    if (rc != 0 && (rc != 1 || time_parse_rfc3339(since, &t) != 0 || t < 0)) {
+    if (rc != 0 && (rc != 1 || time_parse_rfc3339_ms(since, &t) != 0 || t < 0)) {
         breq_error(b, ERR_INVALID_REQUEST, "The since parameter must be an RFC 3339 UTC time (2026-11-26T22:34:47Z).");
         return;
     }
     if (rc == 1)
-        snprintf(start, sizeof(start), "%lld000", (long long)t);
+        snprintf(start, sizeof(start), "%lld", t);
     else
         snprintf(start, sizeof(start), "-");
     b->state = (void *)(intptr_t)limit;

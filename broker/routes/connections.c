@@ -3,8 +3,8 @@
  * secrets are sealed before they reach Redis and never returned. Deleting an
  * authorized connection deletes it locally only when Stripe's deauthorize confirmed it
  * or answered that the account is already disconnected (core/stripe_resp.h decides);
- * any other answer is 502 and deletes nothing. Tested by tests/it/test_token.py and
- * tests/it/test_connection_delete.py. */
+ * any other answer is 502 and deletes nothing. Tested by tests/it/test_token.py,
+ * tests/it/test_connection_delete.py and tests/it/test_contract_audit.py (verify). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -392,11 +392,17 @@ static void on_verify_secret(breq_t *b, redisReply *r)
     json_t *evt = json_loads(payload, 0, NULL);
     const char *id = json_string_value(json_object_get(evt, "id"));
     const char *type = json_string_value(json_object_get(evt, "type"));
+    if (id == NULL || type == NULL || id[0] == '\0' || type[0] == '\0') {
+        /* signed with the org's secret, but not an event: nothing to name */
+        json_decref(evt);
+        answer_invalid(b, "the payload is not a Stripe event (no id or type)");
+        return;
+    }
     buf_t out = {0};
     buf_puts(&out, "{\"valid\":true,\"event_id\":");
-    buf_json_str(&out, id ? id : "", id ? strlen(id) : 0);
+    buf_json_str(&out, id, strlen(id));
     buf_puts(&out, ",\"event_type\":");
-    buf_json_str(&out, type ? type : "", type ? strlen(type) : 0);
+    buf_json_str(&out, type, strlen(type));
     buf_puts(&out, "}");
     breq_json(b, 200, out.p, out.len);
     buf_free(&out);

@@ -130,6 +130,9 @@ static void error_page(breq_t *b, int status, const char *title, const char *mes
                    b->w->cfg->public_path);
     buf_printf(&out, "<p class=\"muted\">Reference: HTTP %d.</p>\n</section>\n", status);
     page_end(&out);
+    /* every 401 names a challenge (RFC 9110 15.5.2); breq_error may have added it already */
+    if (status == 401 && breq_live(b) && h2o_find_header(&b->req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, -1) == -1)
+        h2o_add_header(&b->req->pool, &b->req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
     breq_html(b, status, out.p, out.len, NULL);
     buf_free(&out);
 }

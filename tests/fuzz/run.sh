@@ -40,10 +40,11 @@ sources() {
     config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c $c/netaddr.c" ;;
     log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
     netaddr) echo "$c/netaddr.c" ;;
+    timefmt) echo "$c/timefmt.c" ;;
     esac
 }
 
-targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr proxy_rules"
+targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr proxy_rules timefmt"
 passed=0
 failed=0
 mkdir -p "$out/artifacts" "$out/logs"

@@ -83,6 +83,67 @@ static void test_time_parse_rejects_other_forms(void **state)
     }
 }
 
+/* time_parse_rfc3339_ms takes the RFC 3339 forms callers write (Python's isoformat,
+ * JavaScript's toISOString, other offsets) to the millisecond. */
+static void test_time_parse_ms_reads_rfc3339_forms(void **state)
+{
+    static const struct {
+        const char *s;
+        long long ms;
+    } ok[] = {
+        {"2026-11-26T22:34:47Z", 1795732487000LL},
+        {"2026-11-26t22:34:47z", 1795732487000LL},
+        {"2026-11-26T22:34:47+00:00", 1795732487000LL},
+        {"2026-11-26T22:34:47-00:00", 1795732487000LL},
+        {"2026-11-26T22:34:47.123Z", 1795732487123LL},
+        {"2026-11-26T22:34:47.5Z", 1795732487500LL},
+        {"2026-11-26T22:34:47.120000+00:00", 1795732487120LL},
+        {"2026-11-26T22:34:47.123001+00:00", 1795732487124LL}, /* below a ms: rounded up */
+        {"2026-11-26T22:34:47.999999Z", 1795732488000LL},
+        {"2026-11-27T00:34:47+02:00", 1795732487000LL},
+        {"2026-11-26T19:04:47-03:30", 1795732487000LL},
+        {"1970-01-01T00:00:00Z", 0LL},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        long long ms = -1;
+        if (time_parse_rfc3339_ms(ok[i].s, &ms) != 0)
+            fail_msg("refused \"%s\"", ok[i].s);
+        if (ms != ok[i].ms)
+            fail_msg("\"%s\" read as %lld, not %lld", ok[i].s, ms, ok[i].ms);
+    }
+}
+
+static void test_time_parse_ms_rejects_other_forms(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "2026-11-26",
+        "2026-11-26T22:34:47",
+        "2026-11-26 22:34:47Z",
+        "2026-11-26T22:34:47.Z",
+        "2026-11-26T22:34:47.12a3Z",
+        "2026-11-26T22:34:47+0000",
+        "2026-11-26T22:34:47+00",
+        "2026-11-26T22:34:47+24:00",
+        "2026-11-26T22:34:47+01:60",
+        "2026-11-26T22:34:47+01:00x",
+        "2026-11-26T22:34:47Z ",
+        "2026-11-26T22:34:47ZZ",
+        "2026-02-29T00:00:00Z",
+        "2026-11-26T22:34:60Z",
+        "2026-11-26T22:34",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        long long ms;
+        if (time_parse_rfc3339_ms(bad[i], &ms) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+    }
+}
+
 /* time_mono_ms is CLOCK_MONOTONIC in milliseconds: a reading taken between two calls
  * lies between them (a constant or a wall clock would not), and it never goes back. */
 static void test_time_mono_ms_is_the_monotonic_clock(void **state)
@@ -109,6 +170,8 @@ int main(void)
         cmocka_unit_test(test_time_rfc3339_clamps_out_of_range),
         cmocka_unit_test(test_time_parse_reads_what_format_writes),
         cmocka_unit_test(test_time_parse_rejects_other_forms),
+        cmocka_unit_test(test_time_parse_ms_reads_rfc3339_forms),
+        cmocka_unit_test(test_time_parse_ms_rejects_other_forms),
         cmocka_unit_test(test_time_mono_ms_is_the_monotonic_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
