@@ -1,20 +1,21 @@
-/* server.c — worker threads, listeners, the router and the request context.
+/* server.c — worker threads, listeners, accept balancing, h2o setup, and the request
+ * context (breq_t: answers, deadlines, request helpers).
  *
  * Design: N worker threads, each with its own h2o evloop, context, dup of the one
  * listening socket, Redis connection (with its read cache, store/rcache.h) and curl
  * multi handle. Answers and their log lines leave at the end of each loop turn
  * (send_turn): the turn's log lines at once (written, or queued for the log writer
  * thread when the worker is busy), then the answers. The global h2o config is
- * shared read-only. A request is matched against a static route table, its bearer
- * authenticated, its org id normalised, and then handed to a handler in routes/.
- * Handlers go asynchronous through breq_redis(), breq_token() and breq_stripe()
- * (http/breq_io.c); every request carries a
+ * shared read-only. A request gets its context here and is handed to the router
+ * (http/router.h: matching, authentication, rate limits, the fused read), which runs a
+ * handler in routes/. Handlers go asynchronous through breq_redis(), breq_token() and
+ * breq_stripe() (http/breq_io.c) and breq_conn() (http/router.h); every request carries a
  * deadline so that it is always answered, even when Redis or Stripe hang (h2o does not
- * notice a client that went away while a handler is pending).
+ * notice a client that went away while a handler is pending). An error is rendered the
+ * way its route's kind says (JSON, Stripe's shape, an HTML page).
  *
  * Never logs a header value, a body or a query string: they carry secrets.
- * Tested end to end by tests/it (every route, status code and failure mode); the rate
- * limits by tests/fault/test_abuse_limits.py and test_abuse_limits_fair.py. */
+ * Tested end to end by tests/it (every route, status code and failure mode). */
 #include "server.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -33,76 +34,22 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
-#include "auth.h"
-#include "core/cookie.h"
 #include "core/crypto.h"
 #include "core/form.h"
-#include "core/netaddr.h"
-#include "core/ratelimit.h"
 #include "core/timefmt.h"
 #include "log.h"
 #include "metrics.h"
 #include "events/events.h"
+#include "http/ratelimit.h"
+#include "http/router.h"
 #include "routes/routes.h"
-#include "routes/pages.h"
-#include "routes/setup.h"
-#include "store/keys.h"
 #include "store/rcache.h"
 
 
-/* ===== The route table ===== */
-
-enum route_auth { AUTH_NONE, AUTH_ORG, AUTH_ADMIN };
-enum route_kind { KIND_API, KIND_PAGE, KIND_OPS, KIND_STRIPE /* errors also in Stripe's shape */ };
-
-typedef void (*route_fn)(breq_t *b);
-
-typedef struct route {
-    const char *method;
-    const char *pattern; /* segments; "{org_id}" is normalised, other "{…}" are captured; a
-                          * last "*" captures the rest of the path (one segment or more) */
-    route_fn fn;
-    enum route_auth auth;
-    enum route_kind kind;
-} route_t;
-
-static const route_t routes[] = {
-    {"GET", "/healthz", ops_healthz, AUTH_NONE, KIND_OPS},
-    {"GET", "/readyz", ops_readyz, AUTH_NONE, KIND_OPS},
-    {"GET", "/metrics", ops_metrics, AUTH_NONE, KIND_OPS},
-    {"GET", "/openapi.yaml", ops_openapi, AUTH_NONE, KIND_OPS},
-    {"POST", "/v1/admin/orgs/{org_id}/api-keys", admin_keys_create, AUTH_ADMIN, KIND_API},
-    {"GET", "/v1/admin/orgs/{org_id}/api-keys", admin_keys_list, AUTH_ADMIN, KIND_API},
-    {"DELETE", "/v1/admin/orgs/{org_id}/api-keys/{key_id}", admin_keys_delete, AUTH_ADMIN, KIND_API},
-    {"GET", "/v1/orgs/{org_id}/access-token", token_get, AUTH_ORG, KIND_API},
-    {"POST", "/v1/orgs/{org_id}/access-token/rotate", token_rotate, AUTH_ORG, KIND_API},
-    {"GET", "/v1/orgs/{org_id}/connections", conn_list, AUTH_ORG, KIND_API},
-    {"DELETE", "/v1/orgs/{org_id}/connections/{mode}", conn_delete, AUTH_ORG, KIND_API},
-    {"POST", "/v1/orgs/{org_id}/authorize-links", links_create, AUTH_ORG, KIND_API},
-    {"PUT", "/v1/orgs/{org_id}/webhook-secrets/{mode}", whsec_put, AUTH_ORG, KIND_API},
-    {"GET", "/v1/orgs/{org_id}/webhook-secrets/{mode}", whsec_get, AUTH_ORG, KIND_API},
-    {"DELETE", "/v1/orgs/{org_id}/webhook-secrets/{mode}", whsec_delete, AUTH_ORG, KIND_API},
-    {"POST", "/v1/orgs/{org_id}/webhook-events/verify", whevents_verify, AUTH_ORG, KIND_API},
-    {"GET", "/setup", setup_open, AUTH_NONE, KIND_PAGE},
-    {"POST", "/setup/authorize", setup_authorize, AUTH_NONE, KIND_PAGE},
-    {"POST", "/setup/webhook-secret", setup_webhook_secret, AUTH_NONE, KIND_PAGE},
-    {"GET", "/setup/style.css", setup_style, AUTH_NONE, KIND_OPS},
-    {"GET", "/oauth/callback", oauth_callback, AUTH_NONE, KIND_PAGE},
-    {"POST", "/webhooks/stripe", webhooks_stripe, AUTH_NONE, KIND_API},
-    {"GET", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
-    {"POST", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
-    {"DELETE", "/v1/orgs/{org_id}/stripe/{mode}/*", proxy_forward, AUTH_ORG, KIND_STRIPE},
-    {"GET", "/v1/orgs/{org_id}/audit-events", audit_events_list, AUTH_ORG, KIND_API},
-    {"GET", "/v1/admin/orgs", admin_orgs_list, AUTH_ADMIN, KIND_API},
-};
-#define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
-#define ROUTE_UNMATCHED NROUTES /* metrics/log bucket for 404/405 */
-#define MAX_SEGMENTS 16
 #define PAGE_CSP_MAX 1024
 #define STARTUP_REDIS_WAIT_MS 1000
 
 static atomic_int g_stop;
-static void rate_after_answer(breq_t *b, int status);
 static char g_csp[PAGE_CSP_MAX];
 static uint32_t g_reqid_prefix;
 
@@ -198,6 +145,12 @@ static void add_header(h2o_req_t *req, const char *name, const char *value)
                           h2o_strdup(&req->pool, value, n).base, n);
 }
 
+void breq_add_header(breq_t *b, const char *name, const char *value)
+{
+    if (breq_live(b))
+        add_header(b->req, name, value);
+}
+
 /* Log, count, and forget the h2o request: after this b->req is NULL. */
 static void finish(breq_t *b, int status)
 {
@@ -207,7 +160,7 @@ static void finish(breq_t *b, int status)
     if (log_enabled(level)) {
         char line[LOG_REQUEST_FIELDS_MAX];
         log_request_t r = {b->request_id, b->req->method.base, b->req->method.len,
-                           b->route < NROUTES ? routes[b->route].pattern : "unmatched", status, dur, b->org,
+                           router_pattern(b->route), status, dur, b->org,
                            {b->log_extra[0], b->log_extra[1], b->log_extra[2], b->log_extra[3]}};
         log_request_fields(line, &r);
         log_raw(level, line);
@@ -378,23 +331,12 @@ void breq_error(breq_t *b, api_err_t e, const char *message)
 {
     if (!breq_live(b))
         return;
-    int status = api_err_status(e);
-    h2o_req_t *req = b->req;
     if (e == ERR_UNAUTHORIZED)
-        add_header(req, "www-authenticate", "Bearer");
+        add_header(b->req, "www-authenticate", "Bearer");
     if (e == ERR_STORE_UNAVAILABLE)
-        add_header(req, "retry-after", "1");
-    if (b->route < NROUTES && routes[b->route].kind == KIND_PAGE) {
-        pages_error(b, status, NULL, message != NULL ? message : api_err_message(e));
-        return;
-    }
-    buf_t out = {0};
-    if (b->stripe_shape || (b->route < NROUTES && routes[b->route].kind == KIND_STRIPE))
-        api_err_json_stripe(&out, e, message);
-    else
-        api_err_json(&out, e, message);
-    send_body(b, status, "application/json", out.p, out.len);
-    buf_free(&out);
+        add_header(b->req, "retry-after", "1");
+    /* rendered the way the route's kind renders its errors (http/router.h) */
+    (b->kind != NULL ? b->kind : &route_kind_api)->render_error(b, api_err_status(e), e, message);
 }
 
 void breq_passthrough(breq_t *b, int status, const char *ctype, const char *const *headers, const char *body,
@@ -475,366 +417,7 @@ const char *breq_key(breq_t *b, const char *fmt, ...)
 /* The route's pattern, for log lines ("" when unmatched). */
 const char *breq_route_pattern(const breq_t *b)
 {
-    return b->route < NROUTES ? routes[b->route].pattern : "";
-}
-
-/* ===== Rate limits =====
- *
- * Fixed-window counters per worker thread (core/ratelimit.h: no lock, whole keys, so
- * two keys never share or reset a count); a client spread over N workers gets up to N
- * times a limit. The keys, by class (the first byte):
- *   RL_ORG        the org API, per org per second (BROKER_RATE_LIMIT_ORG_PER_S), charged
- *                 only once the bearer checked out for that org (its key, or the admin
- *                 token): nobody without the key can use up an org's allowance.
- *   RL_FAIL_ADDR  failed authentications per client address, and RL_FAIL_KEY per key id,
- *   RL_FAIL_KEY   per minute (BROKER_RATE_LIMIT_IP_PER_MIN): over either, a failure is
- *                 answered 429 instead of 401/403. A request whose key checks out is never
- *                 refused by them (the callouts of many Salesforce orgs share addresses).
- *   RL_ANON       browser pages without a flow credential, per client address per minute.
- *   RL_FLOW       browser pages with a flow credential (the setup session or OAuth state
- *                 cookie), per credential per minute: an anonymous flood from the same
- *                 address never touches it. A page whose credential did not hold (a 4xx
- *                 answer) is a failed authentication of its address; once those are over
- *                 the limit, that address's pages with a credential are refused as well.
- * The client address is the TCP peer, or when the peer is one of BROKER_TRUSTED_PROXIES,
- * the address its X-Forwarded-For names (core/netaddr.h); an IPv6 client counts as its
- * /64 (netaddr_client_unit). */
-
-enum { RL_ORG = 'o', RL_FAIL_ADDR = 'a', RL_FAIL_KEY = 'k', RL_ANON = 'p', RL_FLOW = 'f' };
-#define RATE_SETS_LOG2 10 /* 1024 sets × RATELIMIT_WAYS */
-#define XFF_MAX_HEADERS 8
-
-/* Count one hit of class + data; returns 0, or the seconds until its window ends when over. */
-static int rate_hit(breq_t *b, char cls, const void *data, size_t n, int limit, int window_s)
-{
-    unsigned char key[RATELIMIT_KEY_MAX];
-    worker_t *w = b->w;
-    if (limit <= 0)
-        return 0;
-    if (w->rate == NULL)
-        w->rate = ratelimit_new(RATE_SETS_LOG2, 0);
-    key[0] = (unsigned char)cls;
-    n = n < sizeof(key) - 1 ? n : sizeof(key) - 1;
-    memcpy(key + 1, data, n);
-    return ratelimit_hit(w->rate, key, n + 1, limit, window_s, time_mono_ms() / 1000);
-}
-
-/* Answers 429 with Retry-After and returns 1 when retry_after_s > 0; else 0. */
-static int rate_limited(breq_t *b, int retry_after_s)
-{
-    char v[16];
-    if (retry_after_s <= 0)
-        return 0;
-    snprintf(v, sizeof(v), "%d", retry_after_s);
-    add_header(b->req, "retry-after", v);
-    breq_error(b, ERR_RATE_LIMITED, NULL);
-    return 1;
-}
-
-/* The client's address (see above), worked out once per request. */
-static const netaddr_t *client_addr(breq_t *b)
-{
-    if (b->client_known)
-        return &b->client;
-    struct sockaddr_storage sa;
-    netaddr_t peer;
-    memset(&peer, 0, sizeof(peer));
-    if (b->req->conn->callbacks->get_peername(b->req->conn, (struct sockaddr *)&sa) > 0)
-        netaddr_from_sockaddr((struct sockaddr *)&sa, &peer);
-    const config_t *cfg = b->w->cfg;
-    const char *vals[XFF_MAX_HEADERS];
-    size_t lens[XFF_MAX_HEADERS], n = 0;
-    /* the last XFF_MAX_HEADERS X-Forwarded-For headers, in order (read from the right) */
-    for (ssize_t i = -1; cfg->trusted_proxies_n > 0 &&
-                         (i = h2o_find_header(&b->req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) != -1;) {
-        if (n == XFF_MAX_HEADERS) {
-            memmove(vals, vals + 1, sizeof(vals[0]) * (n - 1));
-            memmove(lens, lens + 1, sizeof(lens[0]) * (n - 1));
-            n--;
-        }
-        vals[n] = b->req->headers.entries[i].value.base;
-        lens[n++] = b->req->headers.entries[i].value.len;
-    }
-    netaddr_client(cfg->trusted_proxies, cfg->trusted_proxies_n, &peer, vals, lens, n, &b->client);
-    b->client_known = 1;
-    return &b->client;
-}
-
-/* The client's address as the per-address limits count it (IPv6: its /64), in *tmp. */
-static const unsigned char *client_unit(breq_t *b, netaddr_t *tmp)
-{
-    netaddr_client_unit(client_addr(b), tmp);
-    return tmp->a;
-}
-
-/* A failed authentication: counted for the client address and the key id (when the
- * bearer has one); answered e, or 429 once either is over its limit. */
-static void auth_failed(breq_t *b, api_err_t e, const char *message)
-{
-    int limit = b->w->cfg->rate_ip_per_min;
-    netaddr_t u;
-    int ra = rate_hit(b, RL_FAIL_ADDR, client_unit(b, &u), 16, limit, 60);
-    if (b->bearer.kind == BEARER_KEY) {
-        int rk = rate_hit(b, RL_FAIL_KEY, b->bearer.key_id, APIKEY_ID_LEN, limit, 60);
-        ra = rk > ra ? rk : ra;
-    }
-    if (!rate_limited(b, ra))
-        breq_error(b, e, message);
-}
-
-static int rate_check_org(breq_t *b)
-{
-    return rate_limited(b, rate_hit(b, RL_ORG, b->org, ORGID_LEN, b->w->cfg->rate_org_per_s, 1));
-}
-
-int breq_auth_checked(breq_t *b, api_err_t rc)
-{
-    if (rc != ERR_NONE) {
-        auth_failed(b, rc, NULL);
-        return 1;
-    }
-    return routes[b->route].auth == AUTH_ORG && rate_check_org(b);
-}
-
-/* A digest of the page request's flow credential (the setup session and OAuth state
- * cookies of the right shape) into out; 0 when it carries none. */
-static int flow_credential(breq_t *b, unsigned char out[32])
-{
-    static const int which[] = {SETUP_COOKIE_SESSION, SETUP_COOKIE_BROWSER};
-    char vals[2 * (SETUP_TOKEN_CHARS + 1)], v[SETUP_TOKEN_CHARS + 1];
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof(which) / sizeof(which[0]); i++) {
-        if (setup_cookie_get(b, which[i], v) == 0) {
-            memcpy(vals + n, v, SETUP_TOKEN_CHARS);
-            n += SETUP_TOKEN_CHARS;
-            vals[n++] = (char)('0' + i);
-        }
-    }
-    OPENSSL_cleanse(v, sizeof(v));
-    if (n == 0)
-        return 0;
-    hmac_sha256("stb-rate-v1", 11, vals, n, out);
-    OPENSSL_cleanse(vals, sizeof(vals));
-    return 1;
-}
-
-static int rate_check_page(breq_t *b)
-{
-    const config_t *cfg = b->w->cfg;
-    unsigned char cred[32];
-    netaddr_t u;
-    if (!flow_credential(b, cred))
-        return rate_limited(b, rate_hit(b, RL_ANON, client_unit(b, &u), 16, cfg->rate_ip_per_min, 60));
-    b->flow_cred = 1;
-    unsigned char key[1 + 16];
-    key[0] = RL_FAIL_ADDR;
-    memcpy(key + 1, client_unit(b, &u), 16);
-    if (b->w->rate != NULL) {
-        int ra = ratelimit_full(b->w->rate, key, sizeof(key), cfg->rate_ip_per_min, time_mono_ms() / 1000);
-        if (ra > 0)
-            return rate_limited(b, ra);
-    }
-    return rate_limited(b, rate_hit(b, RL_FLOW, cred, 16, cfg->rate_ip_per_min, 60));
-}
-
-/* After the answer: a page whose flow credential did not hold is a failed authentication. */
-static void rate_after_answer(breq_t *b, int status)
-{
-    netaddr_t u;
-    if (b->flow_cred && status >= 400 && status < 500 && status != 429)
-        rate_hit(b, RL_FAIL_ADDR, client_unit(b, &u), 16, b->w->cfg->rate_ip_per_min, 60);
-}
-
-/* ===== The router ===== */
-
-typedef struct seg {
-    const char *p;
-    size_t n;
-} seg_t;
-
-/* Split the raw path (no query) into segments. Returns the count or -1. */
-static int split_path(const char *p, size_t n, seg_t *segs)
-{
-    int count = 0;
-    if (n == 0 || p[0] != '/')
-        return -1;
-    size_t i = 1, start = 1;
-    for (; i <= n; i++) {
-        if (i == n || p[i] == '/') {
-            if (count == MAX_SEGMENTS)
-                return -1;
-            segs[count].p = p + start;
-            segs[count].n = i - start;
-            count++;
-            start = i + 1;
-        }
-    }
-    return count;
-}
-
-static int seg_is(const seg_t *s, const char *lit, size_t litlen)
-{
-    return s->n == litlen && memcmp(s->p, lit, litlen) == 0;
-}
-
-/* The route patterns, split once at start (read-only afterwards). */
-static seg_t route_segs[NROUTES][MAX_SEGMENTS];
-static int route_nsegs[NROUTES];
-
-static void routes_init(void)
-{
-    for (int i = 0; i < NROUTES; i++) {
-        route_nsegs[i] = split_path(routes[i].pattern, strlen(routes[i].pattern), route_segs[i]);
-        if (!config_route_segment(route_segs[i][0].p, route_segs[i][0].n)) {
-            fprintf(stderr, "stripe-token-broker: route %s is missing from config_route_segment\n", routes[i].pattern);
-            abort();
-        }
-    }
-}
-
-/* Match route r against the segments; captures "{…}" parameters in order. */
-static int match_route(int r, const seg_t *segs, int nsegs, seg_t *params, int *nparams)
-{
-    const seg_t *psegs = route_segs[r];
-    int np = route_nsegs[r];
-    if (np > 0 && seg_is(&psegs[np - 1], "*", 1) && nsegs >= np)
-        np--; /* the tail: matched below */
-    else if (np != nsegs)
-        return 0;
-    *nparams = 0;
-    for (int i = 0; i < np; i++) {
-        if (psegs[i].n > 0 && psegs[i].p[0] == '{') {
-            if (segs[i].n == 0)
-                return 0;
-            params[(*nparams)++] = segs[i];
-        } else if (!seg_is(&segs[i], psegs[i].p, psegs[i].n)) {
-            return 0;
-        }
-    }
-    if (np < route_nsegs[r]) { /* the tail, raw: from the '/' before it to the end of the path */
-        params[*nparams].p = segs[np].p - 1;
-        params[(*nparams)++].n = (size_t)(segs[nsegs - 1].p + segs[nsegs - 1].n - segs[np].p) + 1;
-    }
-    return 1;
-}
-
-static int method_is(const h2o_req_t *req, const char *m)
-{
-    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
-}
-
-static void dispatch(breq_t *b);
-
-static void on_key_record(breq_t *b, redisReply *r)
-{
-    int rc = auth_check_record(&b->bearer, r->type == REDIS_REPLY_STRING ? r->str : NULL,
-                               r->type == REDIS_REPLY_STRING ? r->len : 0,
-                               routes[b->route].auth == AUTH_ADMIN ? NULL : b->org);
-    if (breq_auth_checked(b, rc))
-        return;
-    routes[b->route].fn(b);
-}
-
-/* Authenticate API routes, then run the handler. getAccessToken with an org key and a
- * valid mode authenticates inside its own single Redis round trip (it reads the key record
- * and the connection at once); with a bad mode it takes the common path, so that the key
- * is judged before the mode, as on every route. */
-static void dispatch(breq_t *b)
-{
-    const route_t *rt = &routes[b->route];
-    if (rt->auth == AUTH_NONE) {
-        rt->fn(b);
-        return;
-    }
-    const h2o_iovec_t *authz = breq_header(b, "authorization");
-    const bearer_t *bk = &b->bearer;
-    auth_parse(b->w->cfg, authz ? authz->base : NULL, authz ? authz->len : 0, &b->bearer);
-    if (bk->kind == BEARER_NONE || bk->kind == BEARER_MALFORMED) {
-        auth_failed(b, ERR_UNAUTHORIZED, bk->kind == BEARER_NONE ? "An Authorization: Bearer header is required."
-                                                                : "The bearer token is not valid.");
-        return;
-    }
-    /* the org id is validated after the bearer is known to be well-formed (admin routes
-     * over every org, such as the fleet view, have none) */
-    char raw[128];
-    ssize_t n;
-    if (strstr(rt->pattern, "{org_id}") != NULL && (b->param_len[0] >= sizeof(raw) || (n = form_unescape(b->params[0], b->param_len[0], raw, 0)) < 0 ||
-        orgid_normalize(raw, (size_t)n, b->org) != 0)) {
-        b->org[0] = '\0';
-        breq_error(b, ERR_INVALID_REQUEST, "The org id is not a valid Salesforce organization id (15 or 18 characters, starting with 00D).");
-        return;
-    }
-    if (bk->kind == BEARER_ADMIN) {
-        b->is_admin = 1;
-        if (breq_auth_checked(b, ERR_NONE))
-            return;
-        rt->fn(b);
-        return;
-    }
-    if (rt->fn == token_get && token_get_with_key(b) == 0)
-        return;
-    breq_redis(b, on_key_record, "GET %s", breq_key(b, KEY_APIKEY, bk->key_id));
-}
-
-/* An ingress that forwards BROKER_PUBLIC_URL's path unchanged: the routes are matched
- * (and the query read) without it. A request without it is served the same (probes and
- * scrapers reach the pod directly). */
-static void strip_public_path(const config_t *cfg, h2o_req_t *req)
-{
-    size_t n = strlen(cfg->public_path);
-    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
-    if (n == 0 || plen <= n || memcmp(req->path.base, cfg->public_path, n) != 0 || req->path.base[n] != '/')
-        return;
-    req->path.base += n;
-    req->path.len -= n;
-    if (req->query_at != SIZE_MAX)
-        req->query_at -= n;
-}
-
-static void route_request(breq_t *b)
-{
-    h2o_req_t *req = b->req;
-    strip_public_path(b->w->cfg, req);
-    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
-    seg_t segs[MAX_SEGMENTS], params[3];
-    int nsegs = split_path(req->path.base, plen, segs), nparams = 0;
-    char allow[64] = "";
-    int path_known = 0;
-
-    for (int i = 0; nsegs > 0 && i < NROUTES; i++) {
-        if (!match_route(i, segs, nsegs, params, &nparams))
-            continue;
-        /* HEAD is served by a GET route, except the proxy's (the proxy forwards GET,
-         * POST and DELETE only): a HEAD there is refused before any Stripe call */
-        if (!method_is(req, routes[i].method) &&
-            !(method_is(req, "HEAD") && strcmp(routes[i].method, "GET") == 0 && routes[i].kind != KIND_STRIPE)) {
-            path_known = 1;
-            b->stripe_shape |= routes[i].kind == KIND_STRIPE;
-            if (strstr(allow, routes[i].method) == NULL) {
-                if (allow[0])
-                    strcat(allow, ", ");
-                strcat(allow, routes[i].method);
-            }
-            continue;
-        }
-        b->route = i;
-        for (int j = 0; j < nparams; j++) {
-            b->params[j] = params[j].p;
-            b->param_len[j] = params[j].n;
-        }
-        if (req->entity.base != NULL && req->entity.len > BODY_MAX_BYTES) {
-            breq_error(b, ERR_PAYLOAD_TOO_LARGE, NULL);
-            return;
-        }
-        if (routes[i].kind == KIND_PAGE && rate_check_page(b))
-            return;
-        dispatch(b);
-        return;
-    }
-    if (path_known)
-        breq_method_not_allowed(b, allow);
-    else
-        breq_error(b, ERR_NOT_FOUND, NULL);
+    return b->route < router_count() ? router_pattern(b->route) : "";
 }
 
 /* Total size of the request headers (names and values). */
@@ -856,7 +439,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     b->req = req;
     b->w = w;
     b->refs = 1;
-    b->route = ROUTE_UNMATCHED;
+    b->route = router_count();
     b->mode = -1;
     b->deadline.cb = on_deadline;
     b->start_us = now_us();
@@ -876,7 +459,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         breq_error(b, ERR_INVALID_REQUEST, "The request headers are too large.");
         return 0;
     }
-    route_request(b);
+    router_run(b);
     return 0;
 }
 
@@ -1157,13 +740,12 @@ int server_run(const config_t *cfg)
     rand_bytes(rnd, sizeof(rnd));
     g_reqid_prefix = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
     build_csp(cfg);
-    routes_init();
+    router_init(routes_table, routes_count);
 
-    const char *names[NROUTES + 1];
-    for (int i = 0; i < NROUTES; i++)
-        names[i] = routes[i].pattern;
-    names[NROUTES] = "unmatched";
-    metrics_init(names, NROUTES + 1);
+    const char *names[routes_count + 1];
+    for (int i = 0; i <= routes_count; i++)
+        names[i] = router_pattern(i);
+    metrics_init(names, routes_count + 1);
     metrics_proxy_init((const char *const *)cfg->proxy_allow, (int)cfg->proxy_allow_n);
 
     struct rlimit rl;

@@ -2,11 +2,13 @@
  * /v1/orgs/{org_id}/stripe/{mode}/v1/{resource}[/…][?query] forwarded once to
  * STRIPE_API_URL with that mode's access token, which never leaves the broker.
  *
- * The router has authenticated the caller (org key of that org, or admin) and answers
- * the broker's own errors on this route in Stripe's error shape as well as the
- * contract's. Here: the mode, the path (core/proxy_rules.h) and its resource against
- * BROKER_PROXY_ALLOW, the forwarded headers, all checked before anything is read or
- * sent; then the token exactly as getAccessToken obtains it (token_serving_record:
+ * The router has authenticated the caller (org key of that org, or admin), for an org
+ * key with the connection read in the same round trip (the route's fused read,
+ * http/router.h), and this route's kind answers the broker's own errors in Stripe's
+ * error shape as well as the contract's. Here: the mode, the path (core/proxy_rules.h)
+ * and its resource against BROKER_PROXY_ALLOW, the forwarded headers, all checked
+ * before the record is opened or anything sent; then the token exactly as
+ * getAccessToken obtains it (token_serving_record:
  * test minted from live, apps refresh, single flight); then one send (stripe/api.h),
  * and Stripe's status, body and headers back. apps flavor: Stripe's 401 means the call
  * was refused, not processed, so the token is refreshed once through the single flight
@@ -162,12 +164,12 @@ static void on_token(breq_t *b, api_err_t err, const conn_record_t *rec, long ve
     on_token_again(b, err, rec, version);
 }
 
-static void on_conn(breq_t *b, redisReply *r)
+static void on_conn(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
 {
     proxy_state_t *st = b->state;
     conn_record_t rec;
-    int here = r->type == REDIS_REPLY_STRING;
-    if (token_serving_record(b, here ? r->str : NULL, here ? r->len : 0, &rec, &st->version, on_token) == 1) {
+    (void)e;
+    if (token_serving_record(b, val, len, &rec, &st->version, on_token) == 1) {
         send_call(b, rec.access_token);
         conn_record_clear(&rec);
     }
@@ -181,7 +183,7 @@ static int method_of(const h2o_req_t *req)
         return STRIPE_API_POST;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
         return STRIPE_API_DELETE;
-    return STRIPE_API_GET; /* HEAD never gets here (server.c: 405) */
+    return STRIPE_API_GET; /* HEAD never gets here (the route table: ROUTE_NO_HEAD, 405) */
 }
 
 void proxy_forward(breq_t *b)
@@ -247,5 +249,19 @@ void proxy_forward(breq_t *b)
         breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
         return;
     }
-    breq_redis(b, on_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
+    breq_conn(b, on_conn);
 }
+
+/* ===== Errors ===== */
+
+/* The broker's own errors on the proxy's paths: in Stripe's error shape (with the
+ * contract's fields), so that a Stripe client reads them as it reads Stripe's. */
+static void render_error(breq_t *b, int status, api_err_t e, const char *message)
+{
+    buf_t out = {0};
+    api_err_json_stripe(&out, e, message);
+    breq_json(b, status, out.p, out.len);
+    buf_free(&out);
+}
+
+const route_kind_t route_kind_stripe = {"stripe", render_error, 0, 1};
