@@ -14,8 +14,9 @@
  * serve both (store/rcache.h: reserved before the read, so that a racing change wins);
  * it checks the key, charges the org's allowance, runs the handler, and the handler's
  * breq_conn() gets the connection already read. An admin caller, or a handler that asks
- * later, gets the connection read alone. A mode that is not valid takes the common path
- * (the key record alone), so that the key is judged before the mode on every route.
+ * later, gets the connection read alone (one GET, not cached). A mode that is not valid
+ * takes the common path (the key record alone), so that the key is judged before the
+ * mode on every route.
  *
  * Single threaded per worker; the table is read-only once router_init has run. */
 #ifndef BROKER_HTTP_ROUTER_H
