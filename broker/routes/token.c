@@ -81,7 +81,9 @@ static void serve(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
     int64_t expires_at;
     const char *answer = e != NULL ? rcache_derived(e, &alen, &expires_at) : NULL;
 
-    if (answer != NULL && (expires_at == 0 || expires_at - time(NULL) > cfg->refresh_margin_s)) {
+    /* an answer ('{'), not what the proxy keeps there (routes/proxy.c) */
+    if (answer != NULL && alen > 0 && answer[0] == '{' &&
+        (expires_at == 0 || expires_at - time(NULL) > cfg->refresh_margin_s)) {
         audit_touch_used(b->w->redis, cfg, b->org, b->mode);
         breq_json(b, 200, answer, alen);
         return;

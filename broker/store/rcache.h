@@ -28,7 +28,8 @@
  * the reply; an invalidation that arrives in between cancels the reservation.
  *
  * Values are kept as Redis returned them (connection records stay sealed); a caller
- * may attach what it derived from a value (routes/token.c keeps the answer it built),
+ * may attach what it derived from a value (routes/token.c keeps the answer it built,
+ * routes/proxy.c the token it sends: the first byte tells them apart),
  * which stays while the value does and goes away with it. Single threaded: one per
  * worker, used only on its loop. */
 #ifndef BROKER_STORE_RCACHE_H
