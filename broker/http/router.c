@@ -256,6 +256,10 @@ static void on_key_and_conn(redisReply *r, void *data)
             fused_keys(b, key, &klen, conn, &clen);
             rcache_fill(b->w->cache, key, klen, op->ticket[0], kv, kl);
             struct route_conn_read cr = {cv, cl, rcache_fill(b->w->cache, conn, clen, op->ticket[1], cv, cl)};
+            /* a later request's read of the same key took over the reservation: the entry
+             * still serves what was derived from these very bytes */
+            if (cr.e == NULL)
+                cr.e = rcache_same(b->w->cache, conn, clen, cv, cl);
             run_checked(b, kv, kl, &cr);
         }
     }

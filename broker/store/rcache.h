@@ -87,5 +87,11 @@ uint64_t rcache_reserve(rcache_t *c, const char *key, size_t klen);
 rcache_entry_t *rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t ticket, const char *val,
                             size_t len);
 
+/* The entry of key when it holds exactly val (a value just read from Redis; NULL: no
+ * such key), whatever reads of it are still pending: what was derived from those bytes
+ * holds for them. For a read whose rcache_fill lost to a newer reservation of the same
+ * key (concurrent requests); NULL when the entry holds other bytes or none. */
+rcache_entry_t *rcache_same(rcache_t *c, const char *key, size_t klen, const char *val, size_t len);
+
 rcache_stats_t rcache_stats(const rcache_t *c);
 #endif
