@@ -1,5 +1,6 @@
-/* server.h — worker threads, the HTTP listener and the request context (the router:
- * http/router.h, the rate limits: http/ratelimit.h).
+/* server.h — worker threads, the HTTP listener and the request context (breq_t,
+ * implemented in http/breq.c; the router: http/router.h, the rate limits:
+ * http/ratelimit.h).
  *
  * Every worker thread owns one h2o evloop, one h2o context, one Redis connection
  * and one curl multi handle; a request is handled start to finish on the thread
@@ -94,6 +95,19 @@ struct breq {
     void *state;             /* handler state */
     breq_free_fn state_free;
 };
+
+/* ---- The context's life (http/breq.c) ---- */
+
+/* Once, before the workers start: the request-id prefix and the pages' CSP. */
+void breq_init(const config_t *cfg);
+/* A new request on worker w: its context, then the router (answers it, now or later). */
+void breq_start(worker_t *w, h2o_req_t *req);
+/* The end of w's loop turn: the turn's log lines, then its answers. Returns how many
+ * answers were sent. */
+size_t breq_send_turn(worker_t *w);
+/* The content type (static, may be NULL) and the headers every answer carries (also
+ * h2o's own error answers, server.c). */
+void breq_answer_headers(h2o_req_t *req, const char *ctype);
 
 /* ---- Async bookkeeping ---- */
 
