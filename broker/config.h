@@ -84,7 +84,7 @@ int config_return_url_allowed(const config_t *c, const char *url);
 /* The index of resource (len bytes) in c->proxy_allow, or -1 when it is not allowed. */
 int config_proxy_resource(const config_t *c, const char *resource, size_t len);
 /* 1 when s (n bytes) is the first path segment of one of the broker's routes, which
- * BROKER_PUBLIC_URL's path must not start with (server.c checks its route table
+ * BROKER_PUBLIC_URL's path must not start with (http/router.c checks the route table
  * against this list at start). */
 int config_route_segment(const char *s, size_t n);
 #endif

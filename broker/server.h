@@ -1,4 +1,6 @@
-/* server.h — worker threads, the HTTP listener, the router and the request context.
+/* server.h — worker threads, the HTTP listener and the request context (breq_t,
+ * implemented in http/breq.c; the router: http/router.h, the rate limits:
+ * http/ratelimit.h).
  *
  * Every worker thread owns one h2o evloop, one h2o context, one Redis connection
  * and one curl multi handle; a request is handled start to finish on the thread
@@ -59,17 +61,20 @@ typedef struct worker {
     int nsiblings;
     ratewin_t answers;              /* answers per 100 ms: busy or quiet (send_turn) */
     H2O_VECTOR(struct pending_send) sends; /* answers of this loop turn, sent after its log lines */
-    ratelimit_t *rate;              /* rate-limit counters (server.c "Rate limits") */
+    ratelimit_t *rate;              /* rate-limit counters (http/ratelimit.c) */
 } worker_t;
 
 typedef struct breq breq_t;
 typedef void (*breq_free_fn)(void *state);
+struct route_kind;
+struct route_conn_read;
 
 struct breq {
     h2o_req_t *req;          /* NULL once answered: never touch it then */
     worker_t *w;
     int refs;                /* one for the unanswered request + one per pending async op */
-    int route;               /* index into the route table (metrics, logs) */
+    int route;               /* index into the route table (metrics, logs); router_count(): none */
+    const struct route_kind *kind; /* how errors are rendered (http/router.h); NULL: JSON */
     int status;              /* status sent, for the log */
     uint64_t start_us;
     char request_id[17];
@@ -80,16 +85,29 @@ struct breq {
     int is_admin;            /* authenticated with the admin token */
     bearer_t bearer;         /* the parsed Authorization header (API routes) */
     int flow_cred;           /* a browser page carrying a setup session / OAuth state cookie */
-    int stripe_shape;        /* errors also in Stripe's shape: a 405 on the proxy's path */
-    int client_known;        /* client is worked out (server.c client_addr) */
+    int client_known;        /* client is worked out (http/ratelimit.c client_addr) */
     netaddr_t client;        /* the client's address (the peer, or behind trusted proxies) */
-    uint64_t cache_ticket[2];/* read-cache reservations of a pending read (routes/token.c) */
+    const struct route_conn_read *conn_read; /* the fused read's connection, while the handler
+                              * runs from it (http/router.c); NULL otherwise */
     h2o_timeout_entry_t deadline;
     api_err_t deadline_err;  /* what the deadline answers */
     const char *log_extra[4]; /* handler's fields for the request log line: name, value, …; NULL ends (log.h) */
     void *state;             /* handler state */
     breq_free_fn state_free;
 };
+
+/* ---- The context's life (http/breq.c) ---- */
+
+/* Once, before the workers start: the request-id prefix and the pages' CSP. */
+void breq_init(const config_t *cfg);
+/* A new request on worker w: its context, then the router (answers it, now or later). */
+void breq_start(worker_t *w, h2o_req_t *req);
+/* The end of w's loop turn: the turn's log lines, then its answers. Returns how many
+ * answers were sent. */
+size_t breq_send_turn(worker_t *w);
+/* The content type (static, may be NULL) and the headers every answer carries (also
+ * h2o's own error answers, server.c). */
+void breq_answer_headers(h2o_req_t *req, const char *ctype);
 
 /* ---- Async bookkeeping ---- */
 
@@ -110,6 +128,7 @@ void breq_deadline_proxy(breq_t *b);
 
 void breq_json(breq_t *b, int status, const char *json, size_t len);
 void breq_no_content(breq_t *b);
+/* The error e (message NULL: its default), rendered by the kind of b's route. */
 void breq_error(breq_t *b, api_err_t e, const char *message);
 /* Another server's answer passed on (the Stripe proxy): status, content type (may be
  * NULL), headers as NULL-terminated name/value pairs (a NULL value is skipped), body. */
@@ -121,16 +140,10 @@ void breq_method_not_allowed(breq_t *b, const char *allow);
 void breq_html(breq_t *b, int status, const char *html, size_t len, const char *set_cookie);
 /* 303 See Other to location. */
 void breq_redirect(breq_t *b, const char *location, const char *set_cookie);
+/* Add a response header (name lowercase) to the answer b will send; copied. */
+void breq_add_header(breq_t *b, const char *name, const char *value);
 /* Plain answer with a content type (metrics, openapi). */
 void breq_text(breq_t *b, int status, const char *content_type, const char *body, size_t len);
-
-/* ---- Authentication ---- */
-
-/* The outcome of checking b's bearer against its key record (auth_check_record's rc,
- * ERR_NONE: it checked out). A failure is answered (401/403, or 429 once the client address or the
- * key id failed too often) and counted; a success is charged to the org's allowance
- * (org routes; 429 when over). Returns 1 when b was answered, 0 when the handler goes on. */
-int breq_auth_checked(breq_t *b, api_err_t rc);
 
 /* ---- Request helpers (valid only while breq_live) ---- */
 

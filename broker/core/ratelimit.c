@@ -2,7 +2,7 @@
  * Owns the table layout and the eviction rule. Keys are never secrets (callers pass
  * hashes of credentials, org ids, addresses); the hash is seeded per table so that
  * nobody outside can aim many keys at one set. Tested by tests/unit/test_ratelimit.c
- * and, through server.c, tests/fault/test_abuse_limits.py and test_abuse_limits_fair.py. */
+ * and, through http/ratelimit.c, tests/fault/test_abuse_limits.py and test_abuse_limits_fair.py. */
 #include "core/ratelimit.h"
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* ratewin.h — events counted over fixed windows: how many in the current or the last
  * window. The busy test of the read cache (store/rcache.c) and of the log path
- * (server.c); tested through them (tests/unit/test_rcache.c, tests/it/test_cache.py). */
+ * (http/breq.c); tested through them (tests/unit/test_rcache.c, tests/it/test_cache.py). */
 #ifndef BROKER_CORE_RATEWIN_H
 #define BROKER_CORE_RATEWIN_H
 #include <stdint.h>

@@ -7,6 +7,7 @@
 #include "routes/pages.h"
 #include <string.h>
 #include "core/html.h"
+#include "routes/routes.h"
 
 const char PAGES_CSS[] =
     ":root{--fg:#1a1f36;--muted:#4f566b;--bg:#f6f9fc;--card:#fff;--accent:#533afd;--accent-dark:#3a22d9;"
@@ -146,3 +147,12 @@ void pages_error_setup(breq_t *b, int status, const char *title, const char *mes
 {
     error_page(b, status, title, message, 1);
 }
+
+/* A page route's error (breq_error): the error page, with the error's default message
+ * when the caller gave none. */
+static void render_error(breq_t *b, int status, api_err_t e, const char *message)
+{
+    pages_error(b, status, NULL, message != NULL ? message : api_err_message(e));
+}
+
+const route_kind_t route_kind_page = {"page", render_error, 1, 0};

@@ -50,11 +50,30 @@ int parse_mode_query(breq_t *b)
     return parse_mode_value(b, v); /* too long (2) leaves v "": not a mode */
 }
 
+/* Path parameter idx, decoded into v (cap bytes); "" when it does not fit or is malformed. */
+static void mode_param(const breq_t *b, int idx, char *v, size_t cap)
+{
+    ssize_t n = b->param_len[idx] < cap ? form_unescape(b->params[idx], b->param_len[idx], v, 0) : -1;
+    if (n < 0)
+        v[0] = '\0';
+}
+
 int parse_mode_param(breq_t *b, int idx)
 {
-    char v[16];
-    ssize_t n = b->param_len[idx] < sizeof(v) ? form_unescape(b->params[idx], b->param_len[idx], v, 0) : -1;
-    return parse_mode_value(b, n < 0 ? "" : v);
+    char v[MODE_VALUE_MAX];
+    mode_param(b, idx, v, sizeof(v));
+    return parse_mode_value(b, v);
+}
+
+int peek_mode_param(breq_t *b, int idx)
+{
+    char v[MODE_VALUE_MAX];
+    mode_param(b, idx, v, sizeof(v));
+    int mode = mode_check(b, v[0] != '\0' ? v : NULL);
+    if (mode < 0)
+        return -1;
+    b->mode = mode;
+    return mode;
 }
 
 json_t *parse_json_body(breq_t *b)

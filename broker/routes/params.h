@@ -14,6 +14,8 @@ int parse_mode_query(breq_t *b);
 int peek_mode_query(breq_t *b);
 /* Path parameter idx as a mode. Returns the mode or -1 (answered). */
 int parse_mode_param(breq_t *b, int idx);
+/* The same without answering, as peek_mode_query. */
+int peek_mode_param(breq_t *b, int idx);
 /* A mode name from anywhere (JSON field, form): checks enabled. -1 (answered). */
 int parse_mode_value(breq_t *b, const char *s);
 /* The request body as a JSON object; NULL (answered 400) when it is not one. */

@@ -2,11 +2,13 @@
  * /v1/orgs/{org_id}/stripe/{mode}/v1/{resource}[/…][?query] forwarded once to
  * STRIPE_API_URL with that mode's access token, which never leaves the broker.
  *
- * The router has authenticated the caller (org key of that org, or admin) and answers
- * the broker's own errors on this route in Stripe's error shape as well as the
- * contract's. Here: the mode, the path (core/proxy_rules.h) and its resource against
- * BROKER_PROXY_ALLOW, the forwarded headers, all checked before anything is read or
- * sent; then the token exactly as getAccessToken obtains it (token_serving_record:
+ * The router has authenticated the caller (org key of that org, or admin), for an org
+ * key with the connection read in the same round trip (the route's fused read,
+ * http/router.h), and this route's kind answers the broker's own errors in Stripe's
+ * error shape as well as the contract's. Here: the mode, the path (core/proxy_rules.h)
+ * and its resource against BROKER_PROXY_ALLOW, the forwarded headers, all checked
+ * before the record is opened or anything sent; then the token exactly as
+ * getAccessToken obtains it (token_serving_record:
  * test minted from live, apps refresh, single flight); then one send (stripe/api.h),
  * and Stripe's status, body and headers back. apps flavor: Stripe's 401 means the call
  * was refused, not processed, so the token is refreshed once through the single flight
@@ -19,6 +21,7 @@
  * Tested by tests/it/test_proxy.py and tests/it/test_payments.py. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/crypto.h>
 #include "core/proxy_rules.h"
 #include "log.h"
@@ -162,12 +165,57 @@ static void on_token(breq_t *b, api_err_t err, const conn_record_t *rec, long ve
     on_token_again(b, err, rec, version);
 }
 
-static void on_conn(breq_t *b, redisReply *r)
+/* What a call keeps with the connection's read-cache entry: 'P', the record's version,
+ * then its access token with its NUL, so that the next call on the same stored bytes
+ * opens nothing (AES-GCM and the JSON parse were a tenth of a call's CPU). getAccessToken
+ * keeps its answer there ('{'): an org served both ways alternately re-opens the
+ * record, as before. Kept only while the cache may serve (BROKER_CACHE_BUSY_RPS > 0);
+ * wiped with the entry (store/rcache.h). */
+#define DERIVED_TOKEN 'P'
+#define DERIVED_HEAD (1 + sizeof(long))
+
+/* The token kept with e that may be sent now (an apps token outside its refresh
+ * margin), with its version in *version; NULL when none. */
+static const char *kept_token(const config_t *cfg, const rcache_entry_t *e, long *version)
 {
+    size_t len;
+    int64_t expires_at;
+    const char *d = e != NULL ? rcache_derived(e, &len, &expires_at) : NULL;
+    if (d == NULL || len <= DERIVED_HEAD || d[0] != DERIVED_TOKEN || d[len - 1] != '\0' ||
+        (expires_at != 0 && expires_at - time(NULL) <= cfg->refresh_margin_s))
+        return NULL;
+    memcpy(version, d + 1, sizeof(long));
+    return d + DERIVED_HEAD;
+}
+
+static void keep_token(const config_t *cfg, rcache_entry_t *e, const conn_record_t *rec, long version)
+{
+    if (e == NULL || cfg->cache_busy_rps <= 0 || rec->access_token == NULL)
+        return;
+    size_t tlen = strlen(rec->access_token) + 1, len = DERIVED_HEAD + tlen;
+    char *d = malloc(len);
+    if (d == NULL)
+        return;
+    d[0] = DERIVED_TOKEN;
+    memcpy(d + 1, &version, sizeof(long));
+    memcpy(d + DERIVED_HEAD, rec->access_token, tlen);
+    rcache_set_derived(e, d, len, (int64_t)rec->expires_at);
+    OPENSSL_cleanse(d, len);
+    free(d);
+}
+
+static void on_conn(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
+{
+    const config_t *cfg = b->w->cfg;
     proxy_state_t *st = b->state;
     conn_record_t rec;
-    int here = r->type == REDIS_REPLY_STRING;
-    if (token_serving_record(b, here ? r->str : NULL, here ? r->len : 0, &rec, &st->version, on_token) == 1) {
+    const char *token = kept_token(cfg, e, &st->version);
+    if (token != NULL) {
+        send_call(b, token);
+        return;
+    }
+    if (token_serving_record(b, val, len, &rec, &st->version, on_token) == 1) {
+        keep_token(cfg, e, &rec, st->version);
         send_call(b, rec.access_token);
         conn_record_clear(&rec);
     }
@@ -181,7 +229,7 @@ static int method_of(const h2o_req_t *req)
         return STRIPE_API_POST;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
         return STRIPE_API_DELETE;
-    return STRIPE_API_GET; /* HEAD never gets here (server.c: 405) */
+    return STRIPE_API_GET; /* HEAD never gets here (the route table: ROUTE_NO_HEAD, 405) */
 }
 
 void proxy_forward(breq_t *b)
@@ -247,5 +295,19 @@ void proxy_forward(breq_t *b)
         breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
         return;
     }
-    breq_redis(b, on_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
+    breq_conn(b, on_conn);
 }
+
+/* ===== Errors ===== */
+
+/* The broker's own errors on the proxy's paths: in Stripe's error shape (with the
+ * contract's fields), so that a Stripe client reads them as it reads Stripe's. */
+static void render_error(breq_t *b, int status, api_err_t e, const char *message)
+{
+    buf_t out = {0};
+    api_err_json_stripe(&out, e, message);
+    breq_json(b, status, out.p, out.len);
+    buf_free(&out);
+}
+
+const route_kind_t route_kind_stripe = {"stripe", render_error, 0, 1};

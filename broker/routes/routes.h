@@ -1,12 +1,22 @@
-/* routes.h — the HTTP surface: one handler per route, grouped one file per resource.
- * The router (server.c) has already matched the path and method, authenticated the
- * bearer for API routes (b->is_admin, or an org key of b->org) and normalised the
- * org id into b->org before a handler runs. Handlers answer through breq_*. */
+/* routes.h — the HTTP surface: one handler per route, grouped one file per resource,
+ * and the route table (table.c). The router (http/router.h) has already matched the path
+ * and method, authenticated the bearer for API routes (b->is_admin, or an org key of
+ * b->org) and normalised the org id into b->org before a handler runs. Handlers answer
+ * through breq_*; a route kind renders its routes' errors. */
 #ifndef BROKER_ROUTES_H
 #define BROKER_ROUTES_H
+#include "http/router.h"
 #include "server.h"
 #include "store/keys.h"
 #include "store/audit.h"
+
+/* table.c — every route; routes_count of them */
+extern const route_t routes_table[];
+extern const int routes_count;
+/* pages.c — HTML pages: errors as an error page, the browser-page rate limit */
+extern const route_kind_t route_kind_page;
+/* proxy.c — the Stripe proxy: errors in Stripe's shape, a 405 on its paths as well */
+extern const route_kind_t route_kind_stripe;
 
 /* ops.c */
 void ops_healthz(breq_t *b);
@@ -17,12 +27,9 @@ void ops_openapi(breq_t *b);
 void admin_keys_create(breq_t *b);
 void admin_keys_list(breq_t *b);
 void admin_keys_delete(breq_t *b);
-/* token.c — getAccessToken and rotation; the hot path */
+/* token.c — getAccessToken and rotation; the hot path (getAccessToken reads its
+ * connection through the router's fused read: breq_conn) */
 void token_get(breq_t *b);
-/* getAccessToken for an org key (b->bearer): authenticates and reads in one Redis
- * round trip. Returns -1, having done nothing, when the mode query is not a valid,
- * enabled mode: the caller checks the key first, then token_get reports the mode. */
-int token_get_with_key(breq_t *b);
 void token_rotate(breq_t *b);
 /* The record to serve for b->org / b->mode, obtained the way getAccessToken obtains it,
  * from the stored connection value val (NULL when absent): returns 1 with *rec and

@@ -1,9 +1,9 @@
 /* token.c — getAccessToken and rotation (proto/openapi.yaml): the hot path.
  *
- * A request with an org key needs the key record and the sealed connection: on a busy
- * worker from its read cache (store/rcache.h: kept exact by Redis, vouched for by a
- * recent probe), otherwise in one Redis round trip (MGET). Then the key hash is compared in constant
- * time and the record opened. Anything that needs Stripe (a test token minted from
+ * A request with an org key needs the key record and the sealed connection: the router
+ * reads both at once (the route's fused read, http/router.h: on a busy worker from its
+ * read cache, store/rcache.h, otherwise in one Redis round trip) and compares the key
+ * hash in constant time; here the record is opened. Anything that needs Stripe (a test token minted from
  * live, an apps refresh, a rotation) goes through token_service, which makes it happen
  * once. Opening a record (AES-GCM, then JSON) and building the answer is most of the
  * path's own cost, so the answer built from a record is kept with the record's cache
@@ -17,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 #include <openssl/crypto.h>
-#include "auth.h"
 #include "routes/params.h"
 #include "routes/routes.h"
 #include "store/rcache.h"
@@ -82,7 +81,9 @@ static void serve(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
     int64_t expires_at;
     const char *answer = e != NULL ? rcache_derived(e, &alen, &expires_at) : NULL;
 
-    if (answer != NULL && (expires_at == 0 || expires_at - time(NULL) > cfg->refresh_margin_s)) {
+    /* an answer ('{'), not what the proxy keeps there (routes/proxy.c) */
+    if (answer != NULL && alen > 0 && answer[0] == '{' &&
+        (expires_at == 0 || expires_at - time(NULL) > cfg->refresh_margin_s)) {
         audit_touch_used(b->w->redis, cfg, b->org, b->mode);
         breq_json(b, 200, answer, alen);
         return;
@@ -99,78 +100,14 @@ static void serve(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
     conn_record_clear(&rec);
 }
 
-static void on_conn(breq_t *b, redisReply *r)
-{
-    serve(b, r->type == REDIS_REPLY_STRING ? r->str : NULL, r->type == REDIS_REPLY_STRING ? r->len : 0, NULL);
-}
-
+/* getAccessToken: the router has read the connection with the key record (one MGET, or
+ * none from the read cache: http/router.h) when the caller has an org key; an admin's
+ * request reads it here. */
 void token_get(breq_t *b)
 {
     if (parse_mode_query(b) < 0)
         return;
-    breq_redis(b, on_conn, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
-}
-
-/* The key record and the connection are known (ce: the connection's cache entry, or
- * NULL): check the key (a key that checked out is charged to its org's allowance), then
- * answer. */
-static void key_and_conn(breq_t *b, const char *key, size_t klen, const char *conn, size_t clen,
-                         rcache_entry_t *ce)
-{
-    if (breq_auth_checked(b, auth_check_record(&b->bearer, key, klen, b->org)))
-        return;
-    serve(b, conn, clen, ce);
-}
-
-/* The Redis key names of the hot path (store/keys.h builds them without printf). */
-static void hot_keys(const breq_t *b, char key[KEY_MAX], size_t *klen, char conn[KEY_MAX], size_t *clen)
-{
-    const char *prefix = b->w->cfg->redis_prefix;
-    *klen = keys_apikey(key, prefix, b->bearer.key_id, APIKEY_ID_LEN);
-    *clen = keys_conn(conn, prefix, b->org, b->mode);
-}
-
-static void on_key_and_conn(breq_t *b, redisReply *r)
-{
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-        breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
-        return;
-    }
-    redisReply *k = r->element[0], *c = r->element[1];
-    const char *kv = k->type == REDIS_REPLY_STRING ? k->str : NULL, *cv = c->type == REDIS_REPLY_STRING ? c->str : NULL;
-    size_t kl = kv != NULL ? k->len : 0, cl = cv != NULL ? c->len : 0;
-    char key[KEY_MAX], conn[KEY_MAX];
-    size_t klen, clen;
-    hot_keys(b, key, &klen, conn, &clen);
-    rcache_fill(b->w->cache, key, klen, b->cache_ticket[0], kv, kl);
-    key_and_conn(b, kv, kl, cv, cl, rcache_fill(b->w->cache, conn, clen, b->cache_ticket[1], cv, cl));
-}
-
-int token_get_with_key(breq_t *b)
-{
-    rcache_t *cache = b->w->cache;
-    rcache_entry_t *ke, *ce;
-    char key[KEY_MAX], conn[KEY_MAX];
-    size_t klen, clen, kl, cl;
-
-    if (peek_mode_query(b) < 0)
-        return -1;
-    hot_keys(b, key, &klen, conn, &clen);
-    /* a busy worker answers from the cache while Redis vouches for it (rcache.h) */
-    if (rcache_fresh(cache) && (ke = rcache_get(cache, key, klen)) != NULL &&
-        (ce = rcache_get(cache, conn, clen)) != NULL) {
-        const char *kv = rcache_value(ke, &kl), *cv = rcache_value(ce, &cl);
-        key_and_conn(b, kv, kl, cv, cl, ce);
-        return 0;
-    }
-    /* else one round trip, reserved in the cache first so that a change racing the
-     * read wins */
-    b->cache_ticket[0] = rcache_reserve(cache, key, klen);
-    b->cache_ticket[1] = rcache_reserve(cache, conn, clen);
-    const char *argv[3] = {"MGET", key, conn};
-    const size_t lens[3] = {4, klen, clen};
-    breq_redisv(b, on_key_and_conn, 3, argv, lens);
-    return 0;
+    breq_conn(b, serve);
 }
 
 static void on_conn_for_rotate(breq_t *b, redisReply *r)

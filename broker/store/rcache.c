@@ -417,6 +417,15 @@ rcache_entry_t *rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t 
     return s;
 }
 
+rcache_entry_t *rcache_same(rcache_t *c, const char *key, size_t klen, const char *val, size_t len)
+{
+    slot_t *s = c->tracking_id != 0 ? find(c, key_hash(key, klen), key, klen) : NULL;
+    if (s == NULL || !s->filled || s->present != (val != NULL) ||
+        (val != NULL && (s->vlen != len || memcmp(s->val, val, len) != 0)))
+        return NULL;
+    return s;
+}
+
 rcache_stats_t rcache_stats(const rcache_t *c)
 {
     return c->st;

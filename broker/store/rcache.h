@@ -28,7 +28,8 @@
  * the reply; an invalidation that arrives in between cancels the reservation.
  *
  * Values are kept as Redis returned them (connection records stay sealed); a caller
- * may attach what it derived from a value (routes/token.c keeps the answer it built),
+ * may attach what it derived from a value (routes/token.c keeps the answer it built,
+ * routes/proxy.c the token it sends: the first byte tells them apart),
  * which stays while the value does and goes away with it. Single threaded: one per
  * worker, used only on its loop. */
 #ifndef BROKER_STORE_RCACHE_H
@@ -85,6 +86,12 @@ uint64_t rcache_reserve(rcache_t *c, const char *key, size_t klen);
  * invalidated the key in between; returns the entry then, else NULL. */
 rcache_entry_t *rcache_fill(rcache_t *c, const char *key, size_t klen, uint64_t ticket, const char *val,
                             size_t len);
+
+/* The entry of key when it holds exactly val (a value just read from Redis; NULL: no
+ * such key), whatever reads of it are still pending: what was derived from those bytes
+ * holds for them. For a read whose rcache_fill lost to a newer reservation of the same
+ * key (concurrent requests); NULL when the entry holds other bytes or none. */
+rcache_entry_t *rcache_same(rcache_t *c, const char *key, size_t klen, const char *val, size_t len);
 
 rcache_stats_t rcache_stats(const rcache_t *c);
 #endif

@@ -11,6 +11,13 @@
  *       and re-arm *before* calling curl whenever curl still wants to write.
  *       curl_multi_socket_action may free the csock_t (CURL_POLL_REMOVE): it is never
  *       touched after that call.
+ *       A connection curl keeps for reuse (curl_loop_run) is not unwatched between its
+ *       transfers: its socket is opened and closed through our CURLOPT_OPENSOCKETFUNCTION
+ *       and CURLOPT_CLOSESOCKETFUNCTION, so its csock_t lives exactly as long as the
+ *       socket, and CURL_POLL_REMOVE only parks it (a readable event while parked, such
+ *       as the server closing the idle connection, stops reading; curl finds the
+ *       connection dead on reuse and closes it). Per proxied call that spared a dup, an
+ *       fcntl, two epoll_ctl and a close (perf: about a tenth of the call's CPU).
  *   CURLMOPT_TIMERFUNCTION -> one timer entry. It only arms or disarms; curl is called
  *       from the entry's own callback. An h2o_timeout_t has a fixed duration, so there
  *       is a 0 ms list and power-of-two lists (1 ms .. 32 s): the entry goes to the
@@ -36,6 +43,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -57,6 +65,9 @@ typedef struct csock {
     int reading;
     int want_write;
     int write_armed;
+    int owned;           /* opened through on_open_socket: kept while curl keeps the connection */
+    int assigned;        /* curl watches it (between its first socket callback and REMOVE) */
+    int dead;            /* curl closed it (on_close_socket) while still assigned */
 } csock_t;
 
 /* One transfer in flight: a POST of curl_loop_post (cb), or a caller's easy handle
@@ -197,6 +208,11 @@ static void on_sock_readable(h2o_socket_t *sock, const char *err)
     csock_t *w = sock->data;
     curl_loop_t *c = w->c;
     curl_socket_t fd = w->fd;
+    if (!w->assigned) { /* parked: curl checks the connection when it reuses it */
+        h2o_socket_read_stop(w->sock);
+        w->reading = 0;
+        return;
+    }
     if (w->want_write)
         arm_write(w); /* keep write interest alive across this call */
     drive(c, fd, CURL_CSELECT_IN | (err != NULL ? CURL_CSELECT_ERR : 0)); /* w may be gone */
@@ -208,6 +224,8 @@ static void on_sock_writable(h2o_socket_t *sock, const char *err)
     curl_loop_t *c = w->c;
     curl_socket_t fd = w->fd;
     w->write_armed = 0;
+    if (!w->assigned)
+        return; /* parked */
     if (!w->want_write && err == NULL)
         return; /* curl lost interest after we armed: nothing to do */
     if (w->want_write)
@@ -218,8 +236,39 @@ static void on_sock_writable(h2o_socket_t *sock, const char *err)
 static void csock_close(csock_t *w)
 {
     h2o_linklist_unlink(&w->link);
-    h2o_socket_close(w->sock); /* closes the dup; an armed notification dies with it */
+    if (w->sock != NULL)
+        h2o_socket_close(w->sock); /* closes the dup; an armed notification dies with it */
     free(w);
+}
+
+/* A csock over a dup of curl's fd s, not yet assigned; NULL when it cannot be made. */
+static csock_t *csock_new(curl_loop_t *c, curl_socket_t s, int owned)
+{
+    csock_t *w;
+    int fd = fcntl(s, F_DUPFD_CLOEXEC, 0);
+    if (fd == -1 || (w = calloc(1, sizeof(*w))) == NULL) {
+        if (fd != -1)
+            close(fd);
+        return NULL;
+    }
+    w->c = c;
+    w->fd = s;
+    w->owned = owned;
+    w->sock = h2o_evloop_socket_create(c->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    w->sock->data = w;
+    h2o_linklist_insert(&c->socks, &w->link);
+    return w;
+}
+
+/* The live csock we opened for curl's fd s, or NULL. */
+static csock_t *csock_owned(curl_loop_t *c, curl_socket_t s)
+{
+    for (h2o_linklist_t *l = c->socks.next; l != &c->socks; l = l->next) {
+        csock_t *w = H2O_STRUCT_FROM_MEMBER(csock_t, link, l);
+        if (w->owned && !w->dead && w->fd == s)
+            return w;
+    }
+    return NULL;
 }
 
 static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -231,23 +280,19 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
     if (what == CURL_POLL_REMOVE) {
         if (w != NULL) {
             curl_multi_assign(c->multi, s, NULL);
-            csock_close(w);
+            w->assigned = 0;
+            w->want_write = 0;
+            if (!w->owned || w->dead)
+                csock_close(w);
         }
         return 0;
     }
     if (w == NULL) {
-        int fd = fcntl(s, F_DUPFD_CLOEXEC, 0);
-        if (fd == -1 || (w = calloc(1, sizeof(*w))) == NULL) {
-            if (fd != -1)
-                close(fd);
+        if ((w = csock_owned(c, s)) == NULL && (w = csock_new(c, s, 0)) == NULL) {
             c->watch_failed = 1;
             return -1;
         }
-        w->c = c;
-        w->fd = s;
-        w->sock = h2o_evloop_socket_create(c->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-        w->sock->data = w;
-        h2o_linklist_insert(&c->socks, &w->link);
+        w->assigned = 1;
         curl_multi_assign(c->multi, s, w);
     }
     int want_read = (what & CURL_POLL_IN) != 0;
@@ -260,6 +305,40 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
     if (w->want_write)
         arm_write(w);
     return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION of curl_loop_run's transfers: the socket of a connection,
+ * with its csock made at once (parked until curl watches it). */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    curl_loop_t *c = clientp;
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKET_BAD;
+    int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd == -1)
+        return CURL_SOCKET_BAD;
+    if (csock_new(c, fd, 1) == NULL) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    return fd;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: curl is done with the connection. Its csock goes now, or
+ * with the CURL_POLL_REMOVE that curl may still send when it watched the socket. */
+static int on_close_socket(void *clientp, curl_socket_t s)
+{
+    curl_loop_t *c = clientp;
+    csock_t *w = csock_owned(c, s);
+    if (w != NULL) {
+        h2o_socket_close(w->sock);
+        w->sock = NULL;
+        if (w->assigned)
+            w->dead = 1;
+        else
+            csock_close(w);
+    }
+    return close(s);
 }
 
 /* ===== Timer ===== */
@@ -483,7 +562,12 @@ int curl_loop_run(curl_loop_t *c, CURL *easy, curl_loop_easy_cb done, void *data
     t->easy = easy;
     t->easy_cb = done;
     t->data = data;
-    if (curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK || curl_multi_add_handle(c->multi, easy) != CURLM_OK) {
+    if (curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK ||
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, c) != CURLE_OK ||
+        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||
+        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, c) != CURLE_OK ||
+        curl_multi_add_handle(c->multi, easy) != CURLM_OK) {
         free(t);
         return -1;
     }

@@ -41,9 +41,10 @@ curl_loop_t *curl_loop_create(h2o_evloop_t *loop);
  * called). */
 int curl_loop_post(curl_loop_t *c, const curl_loop_req_t *req, curl_loop_cb cb, void *data);
 /* A transfer whose easy handle the caller configured (stripe/api.c: any method, its
- * own headers and callbacks). curl_loop sets only CURLOPT_PRIVATE and runs it on the
- * loop; unlike curl_loop_post, connections may be kept for reuse unless the caller sets
- * CURLOPT_FORBID_REUSE. done runs exactly once, never inside curl_loop_run, with curl's
+ * own headers and callbacks). curl_loop sets only CURLOPT_PRIVATE and the socket open
+ * and close callbacks (a kept connection stays watched between its transfers) and runs
+ * it on the loop; unlike curl_loop_post, connections may be kept for reuse unless the
+ * caller sets CURLOPT_FORBID_REUSE. done runs exactly once, never inside curl_loop_run, with curl's
  * result (CURLE_ABORTED_BY_CALLBACK when curl_loop_destroy aborts it); the caller then
  * owns the easy handle again (curl_easy_cleanup). */
 typedef void (*curl_loop_easy_cb)(CURL *easy, CURLcode result, void *data);

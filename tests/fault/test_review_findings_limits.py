@@ -1,5 +1,5 @@
 """Rate-limit defects found by an outside review (CONTRACT §4 429 rate_limited; the
-limits of server.c):
+limits of broker/http/ratelimit.c):
 
   * a made-up flow cookie buys its own page allowance unless the page it reaches fails
     with a 4xx; the declined callback (?error=access_denied) answers 200 whatever the

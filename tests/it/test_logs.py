@@ -65,7 +65,7 @@ def request_lines_after(offset, expected, timeout=3, broker=None, sentinel=optio
     """The request lines written after offset, once `expected` of them are there and then
     the line of a sentinel request sent after them (sentinel(broker) sends it and returns a
     predicate that recognises its line, which is left out). A quiet worker writes a
-    request's line before its answer (broker/server.c, send_turn), so the lines of the
+    request's line before its answer (broker/http/breq.c, breq_send_turn), so the lines of the
     requests answered before are all there; awaiting the sentinel's line gives a line
     written late (say a second line for one request, written on the next loop turn) the
     time to show up, where a fixed sleep used to."""

@@ -6,6 +6,7 @@ connection at each point of a call.
 One worker thread, so that consecutive calls share the worker's upstream connection."""
 
 import json
+import os
 import re
 import time
 import urllib.parse
@@ -411,6 +412,26 @@ def test_proxy_keeps_one_upstream_connection_for_consecutive_calls():
     assert g.status == 404, g.describe()
     # the OAuth calls never keep theirs; the proxy's one connection stays open for the next call
     assert _established_to(S.sim.port) == 1, "the proxy's calls did not share one upstream connection"
+
+
+def _fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_proxy_closes_everything_it_held_for_upstream_connections_that_died():
+    """A kept upstream connection's watch lives as long as curl's socket (curl_loop.c):
+    connections the simulator closes mid-call, one after another, leave no descriptor
+    behind in the broker."""
+    org, key, _ = org_with_key()
+    create_customer(org, key)
+    pid = S.broker.proc.pid
+    before = _fds(pid)
+    for _ in range(8):
+        S.sim.fault(endpoint="customers", kind="close", when="after_body", match="POST /v1/customers", count=1)
+        assert_stripe_error(proxy(org, key, "POST", "/v1/customers", form={"a": "b"}), 502, "stripe_unavailable")
+        h.assert_status(create_customer(org, key), 200)  # on a new connection, kept
+    h.wait_until(lambda: _fds(pid) <= before, 3, what=f"the broker's descriptors back to {before}")
+    assert _established_to(S.sim.port) == 1, "the proxy does not keep exactly one upstream connection"
 
 
 def test_proxy_forwards_a_delete():

@@ -242,6 +242,31 @@ static void test_rcache_change_between_reserve_and_fill_is_not_cached(void **sta
     kt_free(t);
 }
 
+/* Two reads of one key in flight: the later reservation wins the fill, and the earlier
+ * read, holding the same bytes, still finds the entry (rcache_same); other bytes or a
+ * changed key find nothing. */
+static void test_rcache_same_finds_the_entry_a_newer_read_filled(void **state)
+{
+    kt_t *t = kt_new();
+    ctl_ok("SET %s %s", "t:two", "v1");
+    cache_read(t, "t:two");
+    uint64_t first = rcache_reserve(t->c, "t:two", 5);
+    uint64_t second = rcache_reserve(t->c, "t:two", 5);
+    assert_non_null(rcache_fill(t->c, "t:two", 5, second, "v1", 2));
+    assert_null(rcache_fill(t->c, "t:two", 5, first, "v1", 2));
+    rcache_entry_t *e = rcache_same(t->c, "t:two", 5, "v1", 2);
+    assert_non_null(e);
+    assert_ptr_equal(e, rcache_get(t->c, "t:two", 5));
+    assert_null(rcache_same(t->c, "t:two", 5, "v2", 2));
+    assert_null(rcache_same(t->c, "t:two", 5, NULL, 0));
+    assert_null(rcache_same(t->c, "t:other", 7, "v1", 2));
+    uint64_t inv = rcache_stats(t->c).invalidations;
+    ctl_ok("SET %s %s", "t:two", "v2");
+    assert_true(RUN_UNTIL(t->loop, rcache_stats(t->c).invalidations > inv, 2000));
+    assert_null(rcache_same(t->c, "t:two", 5, "v1", 2));
+    kt_free(t);
+}
+
 static void test_rcache_flushall_empties_it(void **state)
 {
     kt_t *t = kt_new();
@@ -374,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_rcache_serves_what_it_read_until_another_client_changes_it),
         cmocka_unit_test(test_rcache_caches_absence_until_the_key_is_created),
         cmocka_unit_test(test_rcache_change_between_reserve_and_fill_is_not_cached),
+        cmocka_unit_test(test_rcache_same_finds_the_entry_a_newer_read_filled),
         cmocka_unit_test(test_rcache_flushall_empties_it),
         cmocka_unit_test(test_rcache_derived_data_lives_and_dies_with_the_entry),
         cmocka_unit_test(test_rcache_is_fresh_only_for_a_busy_worker_with_a_recent_probe),
