@@ -97,8 +97,8 @@ static int match_route(int r, const seg_t *segs, int nsegs, seg_t *params, int *
 {
     const seg_t *psegs = g_info[r].segs;
     int np = g_info[r].nsegs;
-    if (np > 0 && seg_is(&psegs[np - 1], "*", 1) && nsegs >= np)
-        np--; /* the tail: matched below */
+    if (np > 0 && seg_is(&psegs[np - 1], "*", 1) && nsegs >= np - 1)
+        np--; /* the tail, which may be empty (the handler refuses that): matched below */
     else if (np != nsegs)
         return 0;
     *nparams = 0;
@@ -114,8 +114,13 @@ static int match_route(int r, const seg_t *segs, int nsegs, seg_t *params, int *
     if (np < g_info[r].nsegs) { /* the tail, raw: from the '/' before it to the end of the path */
         if (*nparams == MAX_PARAMS)
             return 0;
-        params[*nparams].p = segs[np].p - 1;
-        params[(*nparams)++].n = (size_t)(segs[nsegs - 1].p + segs[nsegs - 1].n - segs[np].p) + 1;
+        if (nsegs == np) { /* nothing after the fixed part */
+            params[*nparams].p = segs[np - 1].p + segs[np - 1].n;
+            params[(*nparams)++].n = 0;
+        } else {
+            params[*nparams].p = segs[np].p - 1;
+            params[(*nparams)++].n = (size_t)(segs[nsegs - 1].p + segs[nsegs - 1].n - segs[np].p) + 1;
+        }
     }
     return 1;
 }

@@ -602,3 +602,20 @@ def test_setup_page_without_a_session_is_401_with_www_authenticate():
         www = r.header_all("WWW-Authenticate")
         assert len(www) == 1 and www[0].lower().startswith("bearer"), \
             f"a 401 without one WWW-Authenticate challenge (CONTRACT §4, RFC 9110 §15.5.2): {r.describe()} {www}"
+
+
+# ===== §4.3: a malformed path under the proxy is refused in Stripe's shape =====
+
+def test_proxy_path_with_an_encoded_slash_or_nothing_after_the_mode_is_400_in_stripes_shape():
+    org = h.new_org()
+    h.Flow(S.broker, S.sim, org, "test").run()
+    key = S.broker.create_api_key(org)["api_key"]
+    before = len(S.sim.requests())
+    for path in (f"/v1/orgs/{org}/stripe/test%2Fv1%2Fcustomers", f"/v1/orgs/{org}/stripe/test",
+                 f"/v1/orgs/{org}/stripe/test/", f"/v1/orgs/{org}/stripe/test/v1%2Fcustomers"):
+        r = h.http_request("GET", S.broker.url(path), headers={"Authorization": f"Bearer {key}"})
+        e = r.json().get("error") or {} if r.status == 400 else {}
+        assert r.status == 400 and e.get("code") == "invalid_request" and e.get("type") == "invalid_request_error", \
+            f"{path}: {r.describe()}"
+        h.assert_json_headers(r)
+    assert len(S.sim.requests()) == before, "a refused path reached Stripe"
