@@ -1040,19 +1040,3 @@ void config_free(config_t *c)
     secure_free_str(c->events_secret);
     memset(c, 0, sizeof(*c));
 }
-
-int mode_parse(const char *s, size_t len)
-{
-    if (s == NULL || len != 4)
-        return -1;
-    if (memcmp(s, "test", 4) == 0)
-        return MODE_TEST;
-    if (memcmp(s, "live", 4) == 0)
-        return MODE_LIVE;
-    return -1;
-}
-
-const char *mode_name(int mode)
-{
-    return mode == MODE_TEST ? "test" : mode == MODE_LIVE ? "live" : "unknown";
-}
