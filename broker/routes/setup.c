@@ -14,7 +14,6 @@
  * a posted signing secret, the CSRF token of a view) live in fixed buffers wiped whole.
  * Never logs or reflects a ticket, session, state or secret. Tested by
  * tests/it/test_browser_flow.py, tests/unit/test_setup_view.c and tests/e2e. */
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +28,7 @@
 #include "routes/params.h"
 #include "routes/routes.h"
 #include "routes/setup.h"
+#include "store/flows.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
@@ -36,19 +36,6 @@
 #define TOKEN_CHARS SETUP_TOKEN_CHARS
 /* the signing secret's field as posted: each of its bytes may come escaped (%XX) */
 #define SECRET_FIELD_MAX (3 * WHSIG_SECRET_MAX_BYTES)
-
-/* Ticket → session, atomically: the ticket can be used once. */
-static const char LUA_TICKET_TO_SESSION[] = "local t = redis.call('GETDEL', KEYS[1])\n"
-                                            "if not t then return false end\n"
-                                            "redis.call('SET', KEYS[2], t, 'EX', ARGV[1])\n"
-                                            "return t\n";
-
-/* New OAuth state + the session's chosen mode. */
-static const char LUA_STATE_CREATE[] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-                                       "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-                                       "  redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')\n"
-                                       "end\n"
-                                       "return 1\n";
 
 int setup_token_ok(const char *s, size_t n)
 {
@@ -101,9 +88,7 @@ typedef struct authz {
 
 typedef struct setup_state {
     char cookie[TOKEN_CHARS + 1]; /* the session cookie value (secret) */
-    char org[ORGID_LEN + 1];
-    int mode;
-    char *return_url;
+    flow_session_t sess;          /* the session's org, mode and return_url */
     char secret[SECRET_FIELD_MAX + 1]; /* POST /setup/webhook-secret: the signing secret (wiped whole) */
     authz_t *authz;               /* POST /setup/authorize (secret; wiped whole) */
     redisReply *conns;            /* not owned */
@@ -112,7 +97,7 @@ typedef struct setup_state {
 static void setup_state_free(void *p)
 {
     setup_state_t *s = p;
-    free(s->return_url);
+    flow_session_clear(&s->sess);
     if (s->authz != NULL) {
         OPENSSL_cleanse(s->authz, sizeof(*s->authz));
         free(s->authz);
@@ -127,36 +112,11 @@ static setup_state_t *state_of(breq_t *b)
         setup_state_t *s = calloc(1, sizeof(*s));
         if (s == NULL)
             abort();
-        s->mode = -1;
+        s->sess.mode = -1;
         b->state = s;
         b->state_free = setup_state_free;
     }
     return b->state;
-}
-
-/* Parse the session JSON {"org","mode","return_url"} into s. Returns 0 or -1. */
-static int session_parse(const char *text, size_t len, setup_state_t *s)
-{
-    json_t *j = json_loadb(text, len, 0, NULL);
-    const char *org = json_string_value(json_object_get(j, "org"));
-    const char *mode = json_string_value(json_object_get(j, "mode"));
-    const char *ret = json_string_value(json_object_get(j, "return_url"));
-    int rc = -1;
-    if (org != NULL && strlen(org) == ORGID_LEN && mode != NULL && (s->mode = mode_parse(mode, strlen(mode))) >= 0) {
-        memcpy(s->org, org, ORGID_LEN + 1);
-        s->return_url = ret != NULL ? strdup(ret) : NULL;
-        rc = 0;
-    }
-    json_decref(j);
-    return rc;
-}
-
-static char *session_json(const setup_state_t *s)
-{
-    json_t *j = json_pack("{s:s, s:s, s:s?}", "org", s->org, "mode", mode_name(s->mode), "return_url", s->return_url);
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    return text;
 }
 
 /* The session cookie value into s->cookie; 0 or -1 when absent/malformed. */
@@ -178,11 +138,14 @@ static void no_session(breq_t *b)
                 "This browser has no active setup session, or it has expired (sessions last 30 minutes).");
 }
 
-static const char *session_key(breq_t *b, const char *cookie)
+/* Read the setup session of s->cookie, then cb (store/flows.h: its record or nil). */
+static void session_read(breq_t *b, breq_redis_cb cb)
 {
-    char hash[65];
-    sha256_hex(cookie, strlen(cookie), hash);
-    return breq_key(b, KEY_SESS, hash);
+    setup_state_t *s = b->state;
+    store_cmd_t cmd;
+    store_session_get(&cmd, b->w->cfg->redis_prefix, s->cookie);
+    breq_redisv(b, cb, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 void setup_session_id(breq_t *b, char out[17])
@@ -238,12 +201,12 @@ static void view_mode_facts(const config_t *cfg, const char *org, int mode, cons
 static void view_build(setup_view_t *v, const config_t *cfg, const setup_state_t *s, const redisReply *r)
 {
     memset(v, 0, sizeof(*v));
-    memcpy(v->org, s->org, sizeof(v->org));
-    v->mode = s->mode;
-    v->return_url = s->return_url;
+    memcpy(v->org, s->sess.org, sizeof(v->org));
+    v->mode = s->sess.mode;
+    v->return_url = s->sess.return_url;
     v->connect_flavor = cfg->flavor == FLAVOR_CONNECT;
     for (int mode = 0; mode < MODE_COUNT; mode++)
-        view_mode_facts(cfg, s->org, mode, r->element[mode], r->element[2 + mode], &v->modes[mode]);
+        view_mode_facts(cfg, s->sess.org, mode, r->element[mode], r->element[2 + mode], &v->modes[mode]);
     csrf_of(s->cookie, v->csrf);
     setup_view_decide(v);
 }
@@ -462,25 +425,26 @@ static void on_page_data(breq_t *b, redisReply *r)
 static void on_session_for_page(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+    if (r->type != REDIS_REPLY_STRING || flow_session_parse(r->str, r->len, &s->sess) != 0) {
         no_session(b);
         return;
     }
-    snprintf(b->org, sizeof(b->org), "%s", s->org);
-    breq_redis(b, on_page_data, "MGET %s %s %s %s", breq_key(b, KEY_CONN, s->org, mode_name(MODE_TEST)),
-               breq_key(b, KEY_CONN, s->org, mode_name(MODE_LIVE)), breq_key(b, KEY_WHSEC, s->org, mode_name(MODE_TEST)),
-               breq_key(b, KEY_WHSEC, s->org, mode_name(MODE_LIVE)));
+    snprintf(b->org, sizeof(b->org), "%s", s->sess.org);
+    const char *org = s->sess.org;
+    breq_redis(b, on_page_data, "MGET %s %s %s %s", breq_key(b, KEY_CONN, org, mode_name(MODE_TEST)),
+               breq_key(b, KEY_CONN, org, mode_name(MODE_LIVE)), breq_key(b, KEY_WHSEC, org, mode_name(MODE_TEST)),
+               breq_key(b, KEY_WHSEC, org, mode_name(MODE_LIVE)));
 }
 
 static void on_ticket(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+    if (r->type != REDIS_REPLY_STRING || flow_session_parse(r->str, r->len, &s->sess) != 0) {
         pages_error(b, 400, "This setup link cannot be used",
                     "This setup link was already used, has expired (links are valid for 10 minutes), or is not known to this service.");
         return;
     }
-    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    snprintf(b->org, sizeof(b->org), "%s", s->sess.org);
     buf_t cookie = {0};
     setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_SESSION, s->cookie, SESSION_TTL_S);
     breq_redirect(b, "/setup", cookie.p);
@@ -499,19 +463,19 @@ void setup_open(breq_t *b)
         return;
     }
     if (rc == 1) {
-        char hash[65];
-        sha256_hex(ticket, strlen(ticket), hash);
-        secure_free_str(ticket);
+        store_cmd_t cmd;
         rand_token(s->cookie, TOKEN_BYTES);
-        breq_redis(b, on_ticket, "EVAL %s 2 %s %s %d", LUA_TICKET_TO_SESSION, breq_key(b, KEY_TICKET, hash),
-                   session_key(b, s->cookie), SESSION_TTL_S);
+        store_ticket_redeem(&cmd, b->w->cfg->redis_prefix, ticket, s->cookie, SESSION_TTL_S);
+        secure_free_str(ticket);
+        breq_redisv(b, on_ticket, cmd.argc, cmd.argv, cmd.lens);
+        store_cmd_free(&cmd);
         return;
     }
     if (session_cookie(b, s) != 0) {
         no_session(b);
         return;
     }
-    breq_redis(b, on_session_for_page, "GET %s", session_key(b, s->cookie));
+    session_read(b, on_session_for_page);
 }
 
 /* ===== POST forms: common checks ===== */
@@ -545,7 +509,7 @@ static void on_state_stored(breq_t *b, redisReply *r)
     setup_state_t *s = b->state;
     authz_t *a = s->authz;
     buf_t url = {0}, cookie = {0};
-    stripe_authorize_url(b->w->cfg, s->mode, a->state, &url);
+    stripe_authorize_url(b->w->cfg, s->sess.mode, a->state, &url);
     setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_BROWSER, a->browser, STATE_TTL_S);
     breq_redirect(b, url.p, cookie.p);
     buf_wipe(&url);
@@ -553,20 +517,20 @@ static void on_state_stored(breq_t *b, redisReply *r)
 }
 
 /* The session a POST form belongs to, read from Redis: fills s and b->org, and makes
- * the mode the form chose (s->mode before the read, -1 for none) win over the
+ * the mode the form chose (s->sess.mode before the read, -1 for none) win over the
  * session's. Returns 0, or -1 after answering 401. */
 static int session_loaded(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    int chosen = s->mode;
-    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+    int chosen = s->sess.mode;
+    if (r->type != REDIS_REPLY_STRING || flow_session_parse(r->str, r->len, &s->sess) != 0) {
         no_session(b);
         return -1;
     }
-    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    snprintf(b->org, sizeof(b->org), "%s", s->sess.org);
     if (chosen >= 0)
-        s->mode = chosen;
-    b->mode = s->mode;
+        s->sess.mode = chosen;
+    b->mode = s->sess.mode;
     return 0;
 }
 
@@ -585,18 +549,10 @@ static void on_session_for_authorize(breq_t *b, redisReply *r)
 
     /* the state is bound to this browser (the hash of a cookie set with it) and to
      * this setup session (the hash of the session cookie, as in the session's key) */
-    char state_hash[65], browser_hash[65], session_hash[65];
-    sha256_hex(a->state, strlen(a->state), state_hash);
-    sha256_hex(a->browser, strlen(a->browser), browser_hash);
-    sha256_hex(s->cookie, strlen(s->cookie), session_hash);
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s}", "org", s->org, "mode", mode_name(s->mode), "browser", browser_hash,
-                            "session", session_hash);
-    char *text = json_dumps(rec, JSON_COMPACT), *sess = session_json(s);
-    breq_redis(b, on_state_stored, "EVAL %s 2 %s %s %s %d %s", LUA_STATE_CREATE, breq_key(b, KEY_STATE, state_hash),
-               session_key(b, s->cookie), text, STATE_TTL_S, sess);
-    free(text);
-    free(sess);
-    json_decref(rec);
+    store_cmd_t cmd;
+    store_state_put(&cmd, b->w->cfg->redis_prefix, a->state, a->browser, s->cookie, &s->sess, STATE_TTL_S);
+    breq_redisv(b, on_state_stored, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 void setup_authorize(breq_t *b)
@@ -614,9 +570,9 @@ void setup_authorize(breq_t *b)
             pages_error_setup(b, 400, "This form cannot be used", "The form was malformed. Nothing was changed.");
         return;
     }
-    s->mode = rc == 1 ? b->mode : -1;
+    s->sess.mode = rc == 1 ? b->mode : -1;
     free(mode);
-    breq_redis(b, on_session_for_authorize, "GET %s", session_key(b, s->cookie));
+    session_read(b, on_session_for_authorize);
 }
 
 /* ===== POST /setup/webhook-secret ===== */
@@ -648,15 +604,15 @@ void setup_webhook_secret(breq_t *b)
     setup_state_t *s = b->state;
     int mrc = form_get(body, len, "mode", &mode);
     int src = form_get_buf(body, len, "signing_secret", s->secret, sizeof(s->secret));
-    s->mode = mrc == 1 ? mode_parse(mode, strlen(mode)) : -1;
+    s->sess.mode = mrc == 1 ? mode_parse(mode, strlen(mode)) : -1;
     free(mode);
-    int ok = src == 1 && whsig_secret_valid(s->secret, strlen(s->secret)) && (mrc != 1 || s->mode >= 0);
+    int ok = src == 1 && whsig_secret_valid(s->secret, strlen(s->secret)) && (mrc != 1 || s->sess.mode >= 0);
     if (!ok) {
         pages_error_setup(b, 400, "The signing secret was not saved",
                     "Nothing was saved: the signing secret must be pasted exactly as the Stripe Dashboard shows it, with no spaces (it starts with whsec_).");
         return;
     }
-    breq_redis(b, on_session_for_secret, "GET %s", session_key(b, s->cookie));
+    session_read(b, on_session_for_secret);
 }
 
 void setup_style(breq_t *b)
