@@ -19,6 +19,7 @@
 #include "core/orgid.h"
 #include "core/seal.h"
 #include "core/timefmt.h"
+#include "store/apikeys.h"
 #include "store/audit.h"
 #include "store/conn.h"
 #include "store/keys.h"
@@ -85,7 +86,7 @@ int cli_check(const config_t *cfg)
 
 int cli_create_api_key(const config_t *cfg, const char *org_in)
 {
-    char org[ORGID_LEN + 1], api_key[APIKEY_LEN + 1], key_id[APIKEY_ID_LEN + 1], hash[65], rec[128], k1[256], k2[256];
+    char org[ORGID_LEN + 1], api_key[APIKEY_LEN + 1], key_id[APIKEY_ID_LEN + 1], hash[65], rec[128];
     if (orgid_normalize(org_in, strlen(org_in), org) != 0) {
         fprintf(stderr, "stripe-token-broker: ORG_ID: not a valid Salesforce organization id (15 or 18 characters, starting with 00D)\n");
         return 1;
@@ -95,15 +96,15 @@ int cli_create_api_key(const config_t *cfg, const char *org_in)
         return 1;
     auth_new_key(api_key, key_id, hash);
     auth_key_record(rec, sizeof(rec), org, hash, (long)time(NULL));
-    snprintf(k1, sizeof(k1), "%s" KEY_APIKEY, cfg->redis_prefix, key_id);
-    snprintf(k2, sizeof(k2), "%s" KEY_ORG_KEYS, cfg->redis_prefix, org);
     char d[48];
     audit_tail_t t;
     audit_actor_t actor = {"admin", "cli"};
     snprintf(d, sizeof(d), "{\"key_id\":\"%s\"}", key_id);
     audit_tail_make(&t, cfg, org, "api_key.created", -1, &actor, NULL, d, NULL, NULL);
-    redisReply *r = redisCommand(c, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", STORE_LUA_KEY_CREATE, k1, k2, rec, key_id,
-                                 t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    store_cmd_t cmd;
+    store_apikey_create(&cmd, cfg->redis_prefix, org, key_id, rec, &t);
+    redisReply *r = redisCommandArgv(c, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
     audit_tail_free(&t);
     int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
     if (r != NULL)
@@ -288,13 +289,14 @@ int cli_orgs(const config_t *cfg, const char *status)
     redisContext *c = connect_redis(cfg);
     if (c == NULL)
         return 1;
-    char index[256], cursor[ORGID_LEN + 1] = "", count[16];
-    snprintf(index, sizeof(index), "%s" KEY_ORGS, cfg->redis_prefix);
-    snprintf(count, sizeof(count), "%d", AUDIT_PAGE_MAX);
+    char cursor[ORGID_LEN + 1] = "";
     printf("%-18s  %-4s  %-24s  %-21s  %-20s  %-20s  %-20s  %-7s  %s\n", "ORG_ID", "MODE", "STATUS", "STRIPE_USER_ID",
            "CONNECTED_AT", "REFRESHED_AT", "LAST_USED_AT", "DERIVED", "API_KEYS");
     for (;;) {
-        redisReply *r = redisCommand(c, "EVAL %s 1 %s %s %s %s", AUDIT_LUA_FLEET_PAGE, index, cfg->redis_prefix, cursor, count);
+        store_cmd_t cmd;
+        audit_fleet_page(&cmd, cfg->redis_prefix, cursor, AUDIT_PAGE_MAX);
+        redisReply *r = redisCommandArgv(c, cmd.argc, cmd.argv, cmd.lens);
+        store_cmd_free(&cmd);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
             fprintf(stderr, "stripe-token-broker: cannot read the fleet index from Redis\n");
             if (r != NULL)

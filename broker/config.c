@@ -711,53 +711,89 @@ static char *pattern_normalize(const origin_pattern_t *p)
     return out;
 }
 
+/* ===== Comma lists ===== */
+
+/* Take one entry of a comma list (s[0..len), spaces and tabs around it trimmed; len may
+ * be 0), the index-th (from 0), into c: 0, or -1 with the reason written to why (cap
+ * bytes), a text that names the entry and never its value. */
+typedef int (*list_entry_fn)(config_t *c, const char *s, size_t len, size_t index, char *why, size_t cap);
+
+/* The comma list v of variable var, each entry in order to take; the first it refuses
+ * fails var with its reason. Returns 0 or -1. */
+static int load_list(loader_t *l, config_t *c, const char *var, const char *v, list_entry_fn take)
+{
+    char why[160];
+    for (size_t index = 0;; index++) {
+        const char *comma = strchr(v, ',');
+        size_t len = comma != NULL ? (size_t)(comma - v) : strlen(v);
+
+        while (len > 0 && (*v == ' ' || *v == '\t'))
+            v++, len--;
+        while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+            len--;
+        if (take(c, v, len, index, why, sizeof(why)) != 0)
+            return fail(l, var, why);
+        if (comma == NULL)
+            return 0;
+        v = comma + 1;
+    }
+}
+
+/* BROKER_RETURN_URL_ALLOW: origins (`*` one label or more), normalised. */
+static int take_return_allow(config_t *c, const char *s, size_t len, size_t index, char *why, size_t cap)
+{
+    origin_pattern_t pat;
+    const char *bad;
+
+    if (c->return_allow_n == RETURN_ALLOW_MAX_ENTRIES) {
+        snprintf(why, cap, "too many entries (at most 64)");
+        return -1;
+    }
+    bad = len == 0 ? "empty entry" : pattern_parse(s, len, &pat);
+    if (bad != NULL) {
+        snprintf(why, cap, "entry %zu: %s", index + 1, bad);
+        return -1;
+    }
+    c->return_allow[c->return_allow_n++] = pattern_normalize(&pat);
+    return 0;
+}
+
 static int load_return_allow(loader_t *l, config_t *c)
 {
-    char *v, *p, what[160];
-    int rc = -1;
+    char *v;
+    int rc;
 
     if (read_var_default(l, "BROKER_RETURN_URL_ALLOW", DEFAULT_RETURN_URL_ALLOW, &v) != 0)
         return -1;
     c->return_allow = calloc(RETURN_ALLOW_MAX_ENTRIES, sizeof(char *));
     if (c->return_allow == NULL)
         abort();
-    for (p = v;;) {
-        char *comma = strchr(p, ',');
-        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
-        origin_pattern_t pat;
-        const char *why;
-
-        while (len > 0 && (*p == ' ' || *p == '\t'))
-            p++, len--;
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if (c->return_allow_n == RETURN_ALLOW_MAX_ENTRIES) {
-            rc = fail(l, "BROKER_RETURN_URL_ALLOW", "too many entries (at most 64)");
-            goto out;
-        }
-        why = len == 0 ? "empty entry" : pattern_parse(p, len, &pat);
-        if (why != NULL) {
-            snprintf(what, sizeof(what), "entry %zu: %s", c->return_allow_n + 1, why);
-            rc = fail(l, "BROKER_RETURN_URL_ALLOW", what);
-            goto out;
-        }
-        c->return_allow[c->return_allow_n++] = pattern_normalize(&pat);
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-    }
-    rc = 0;
-out:
+    rc = load_list(l, c, "BROKER_RETURN_URL_ALLOW", v, take_return_allow);
     free(v);
     return rc;
+}
+
+/* BROKER_TRUSTED_PROXIES: addresses or CIDR ranges, IPv4 and IPv6. */
+static int take_trusted_proxy(config_t *c, const char *s, size_t len, size_t index, char *why, size_t cap)
+{
+    if (c->trusted_proxies_n == TRUSTED_PROXIES_MAX_ENTRIES) {
+        snprintf(why, cap, "too many entries (at most 64)");
+        return -1;
+    }
+    if (len == 0 || cidr_parse(s, len, &c->trusted_proxies[c->trusted_proxies_n]) != 0) {
+        snprintf(why, cap, "entry %zu is not an IPv4 or IPv6 address or CIDR range (10.0.0.0/8, fd00::/8)", index + 1);
+        return -1;
+    }
+    c->trusted_proxies_n++;
+    return 0;
 }
 
 /* BROKER_TRUSTED_PROXIES: comma list of addresses or CIDR ranges, IPv4 and IPv6; empty
  * (the default): no proxy is trusted and the client is always the TCP peer. */
 static int load_trusted_proxies(loader_t *l, config_t *c)
 {
-    char *v, *p, what[96];
-    int rc = -1;
+    char *v;
+    int rc;
 
     if (read_var_default(l, "BROKER_TRUSTED_PROXIES", "", &v) != 0)
         return -1;
@@ -768,80 +804,49 @@ static int load_trusted_proxies(loader_t *l, config_t *c)
     c->trusted_proxies = calloc(TRUSTED_PROXIES_MAX_ENTRIES, sizeof(cidr_t));
     if (c->trusted_proxies == NULL)
         abort();
-    for (p = v;;) {
-        char *comma = strchr(p, ',');
-        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
-
-        while (len > 0 && (*p == ' ' || *p == '\t'))
-            p++, len--;
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if (c->trusted_proxies_n == TRUSTED_PROXIES_MAX_ENTRIES) {
-            rc = fail(l, "BROKER_TRUSTED_PROXIES", "too many entries (at most 64)");
-            goto out;
-        }
-        if (len == 0 || cidr_parse(p, len, &c->trusted_proxies[c->trusted_proxies_n]) != 0) {
-            snprintf(what, sizeof(what), "entry %zu is not an IPv4 or IPv6 address or CIDR range (10.0.0.0/8, fd00::/8)",
-                     c->trusted_proxies_n + 1);
-            rc = fail(l, "BROKER_TRUSTED_PROXIES", what);
-            goto out;
-        }
-        c->trusted_proxies_n++;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-    }
-    rc = 0;
-out:
+    rc = load_list(l, c, "BROKER_TRUSTED_PROXIES", v, take_trusted_proxy);
     free(v);
     return rc;
+}
+
+/* BROKER_PROXY_ALLOW: a Stripe API resource, [a-z_]+, not listed before. */
+static int take_proxy_resource(config_t *c, const char *s, size_t len, size_t index, char *why, size_t cap)
+{
+    const char *bad = NULL;
+
+    for (size_t i = 0; i < len && bad == NULL; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_'))
+            bad = "not a Stripe resource name (lower-case letters and _)";
+    if (len == 0)
+        bad = "empty entry";
+    else if (len > PROXY_RESOURCE_MAX_LEN)
+        bad = "too long (at most 64 characters)";
+    else if (bad == NULL && config_proxy_resource(c, s, len) >= 0)
+        bad = "listed twice";
+    if (bad == NULL && c->proxy_allow_n == PROXY_ALLOW_MAX_ENTRIES)
+        bad = "too many entries (at most 32)";
+    if (bad != NULL) {
+        snprintf(why, cap, "entry %zu: %s", index + 1, bad);
+        return -1;
+    }
+    if ((c->proxy_allow[c->proxy_allow_n] = strndup(s, len)) == NULL)
+        abort();
+    c->proxy_allow_n++;
+    return 0;
 }
 
 /* BROKER_PROXY_ALLOW: a comma list of Stripe API resources, each [a-z_]+, no repeats. */
 static int load_proxy_allow(loader_t *l, config_t *c)
 {
-    char *v, *p, what[160];
-    int rc = -1;
+    char *v;
+    int rc;
 
     if (read_var_default(l, "BROKER_PROXY_ALLOW", DEFAULT_PROXY_ALLOW, &v) != 0)
         return -1;
     c->proxy_allow = calloc(PROXY_ALLOW_MAX_ENTRIES, sizeof(char *));
     if (c->proxy_allow == NULL)
         abort();
-    for (p = v;;) {
-        char *comma = strchr(p, ',');
-        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p), i;
-        const char *why = NULL;
-
-        while (len > 0 && (*p == ' ' || *p == '\t'))
-            p++, len--;
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        for (i = 0; i < len && why == NULL; i++)
-            if (!((p[i] >= 'a' && p[i] <= 'z') || p[i] == '_'))
-                why = "not a Stripe resource name (lower-case letters and _)";
-        if (len == 0)
-            why = "empty entry";
-        else if (len > PROXY_RESOURCE_MAX_LEN)
-            why = "too long (at most 64 characters)";
-        else if (why == NULL && config_proxy_resource(c, p, len) >= 0)
-            why = "listed twice";
-        if (why == NULL && c->proxy_allow_n == PROXY_ALLOW_MAX_ENTRIES)
-            why = "too many entries (at most 32)";
-        if (why != NULL) {
-            snprintf(what, sizeof(what), "entry %zu: %s", c->proxy_allow_n + 1, why);
-            rc = fail(l, "BROKER_PROXY_ALLOW", what);
-            goto out;
-        }
-        if ((c->proxy_allow[c->proxy_allow_n] = strndup(p, len)) == NULL)
-            abort();
-        c->proxy_allow_n++;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-    }
-    rc = 0;
-out:
+    rc = load_list(l, c, "BROKER_PROXY_ALLOW", v, take_proxy_resource);
     free(v);
     return rc;
 }
@@ -1039,20 +1044,4 @@ void config_free(config_t *c)
     free(c->events_url);
     secure_free_str(c->events_secret);
     memset(c, 0, sizeof(*c));
-}
-
-int mode_parse(const char *s, size_t len)
-{
-    if (s == NULL || len != 4)
-        return -1;
-    if (memcmp(s, "test", 4) == 0)
-        return MODE_TEST;
-    if (memcmp(s, "live", 4) == 0)
-        return MODE_LIVE;
-    return -1;
-}
-
-const char *mode_name(int mode)
-{
-    return mode == MODE_TEST ? "test" : mode == MODE_LIVE ? "live" : "unknown";
 }

@@ -4,12 +4,9 @@
 #ifndef BROKER_CONFIG_H
 #define BROKER_CONFIG_H
 #include <stddef.h>
+#include "core/mode.h"
 #include "core/netaddr.h"
 #include "core/seal.h"
-
-#define MODE_TEST 0
-#define MODE_LIVE 1
-#define MODE_COUNT 2
 
 typedef enum oauth_flavor { FLAVOR_CONNECT = 0, FLAVOR_APPS = 1 } oauth_flavor_t;
 
@@ -73,9 +70,6 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
 /* Wipe secrets and free everything. */
 void config_free(config_t *c);
 
-/* "test"/"live" → MODE_TEST/MODE_LIVE; -1 otherwise. */
-int mode_parse(const char *s, size_t len);
-const char *mode_name(int mode);
 
 /* 1 when url is an absolute http(s) URL (no user info, backslash, space, control or
  * non-ASCII character, at most 2048 characters) whose origin (scheme, host, port)

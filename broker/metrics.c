@@ -3,6 +3,7 @@
  * Labels come from fixed vocabularies (route patterns, status codes, outcome names),
  * never from request data. Tested by the ops integration tests. */
 #include "metrics.h"
+#include "core/mode.h"
 #include "log.h"
 #include <stdatomic.h>
 #include <string.h>
@@ -13,7 +14,6 @@ static const double buckets_s[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 #define NBUCKETS ((int)(sizeof(buckets_s) / sizeof(buckets_s[0])))
 static const char *const stripe_endpoints[] = {"token", "deauthorize"};
 static const char *const stripe_outcomes[] = {"ok", "invalid_grant", "rejected", "transient"};
-static const char *const modes[] = {"test", "live"};
 static const char *const refresh_outcomes[] = {"ok", "reused", "failed", "reauthorization_required"};
 
 static const char *const *route_names;
@@ -23,7 +23,7 @@ static atomic_ulong http_bucket[METRICS_MAX_ROUTES][NBUCKETS];
 static atomic_ulong http_sum_us[METRICS_MAX_ROUTES];
 static atomic_ulong http_total[METRICS_MAX_ROUTES];
 static atomic_ulong stripe_count[2][4];
-static atomic_ulong refresh_count[2][4];
+static atomic_ulong refresh_count[MODE_COUNT][4];
 static atomic_ulong redis_errors;
 /* [mode][resource index, the last one "other"][status - 100]: zero pages cost nothing */
 static const char *const *proxy_names;
@@ -74,7 +74,7 @@ void metrics_stripe(const char *endpoint, const char *outcome)
 
 void metrics_refresh(const char *mode, const char *outcome)
 {
-    int m = index_of(modes, 2, mode), o = index_of(refresh_outcomes, 4, outcome);
+    int m = mode != NULL ? mode_parse(mode, strlen(mode)) : -1, o = index_of(refresh_outcomes, 4, outcome);
     if (m >= 0 && o >= 0)
         atomic_fetch_add_explicit(&refresh_count[m][o], 1, memory_order_relaxed);
 }
@@ -87,7 +87,7 @@ void metrics_proxy_init(const char *const *names, int n)
 
 void metrics_proxy(int mode, int resource, int status)
 {
-    if (mode < 0 || mode > 1 || status < 100 || status > 599)
+    if (mode < 0 || mode >= MODE_COUNT || status < 100 || status > 599)
         return;
     int r = resource >= 0 && resource < nproxy ? resource : METRICS_MAX_PROXY_RESOURCES;
     atomic_fetch_add_explicit(&proxy_count[mode][r][status - 100], 1, memory_order_relaxed);
@@ -154,7 +154,7 @@ void metrics_render(buf_t *out)
                   "# TYPE stb_token_refreshes_total counter\n");
     for (int m = 0; m < 2; m++)
         for (int o = 0; o < 4; o++)
-            buf_printf(out, "stb_token_refreshes_total{mode=\"%s\",outcome=\"%s\"} %lu\n", modes[m],
+            buf_printf(out, "stb_token_refreshes_total{mode=\"%s\",outcome=\"%s\"} %lu\n", mode_name(m),
                        refresh_outcomes[o], LOAD(refresh_count[m][o]));
 
     buf_puts(out, "# HELP stb_proxy_requests_total Calls to the Stripe proxy by mode, resource and status.\n"
@@ -167,7 +167,7 @@ void metrics_render(buf_t *out)
                 unsigned long v = LOAD(proxy_count[m][r][s]);
                 if (v != 0)
                     buf_printf(out, "stb_proxy_requests_total{mode=\"%s\",resource=\"%s\",status=\"%d\"} %lu\n",
-                               modes[m], r < nproxy ? proxy_names[r] : "other", s + 100, v);
+                               mode_name(m), r < nproxy ? proxy_names[r] : "other", s + 100, v);
             }
         }
 

@@ -22,6 +22,7 @@
 
 #include "buf.h"
 #include "crypto.h"
+#include "mode.h"
 #include "stripe_resp.h"
 
 #define RECORD_TIME_MAX_S 253402300799LL /* 9999-12-31T23:59:59Z */
@@ -113,7 +114,7 @@ static int get_derived(json_t *doc, char out[8])
     if (v == NULL)
         return 0;
     s = json_string_value(v);
-    if (s == NULL || (strcmp(s, "test") != 0 && strcmp(s, "live") != 0))
+    if (s == NULL || mode_parse(s, strlen(s)) < 0)
         return -1;
     memcpy(out, s, strlen(s) + 1);
     return 0;

@@ -1,8 +1,13 @@
 /* breq_io.c — a request's calls to Redis, the token service and Stripe (see server.h,
- * "on the request's behalf"). Each holds the request, arms its deadline, and calls the
- * handler's callback only while the request is live; a failure answers 503
- * store_unavailable or 502 stripe_unavailable itself. The adapters below are where HTTP
- * meets the modules that know nothing of it (store/, tokens/, stripe/).
+ * "on the request's behalf"). The adapters below are where HTTP meets the modules that
+ * know nothing of it (store/, tokens/, stripe/).
+ *
+ * Every call is a pending operation (pending_t): it arms the request's deadline and
+ * holds the request before the call starts; the module's (cb, data) answer ends it,
+ * calling the handler's callback only while the request is still live (its deadline
+ * may have answered already) and then releasing it. A call that cannot start answers
+ * at once (503 store_unavailable or 502 stripe_unavailable), and so does a Redis
+ * failure or error reply; the handler's callback is then never called.
  * Never logs a command, a reply or a body. Tested end to end by tests/it (every route's
  * Redis and Stripe failure: test_store_failure.py, test_stripe_failures.py). */
 #include <stdarg.h>
@@ -11,140 +16,158 @@
 #include "metrics.h"
 #include "server.h"
 
+/* ===== Pending operations ===== */
+
+/* One call in flight for a request: the request (held) and the handler's callback. */
+typedef struct pending {
+    breq_t *b;
+    union {
+        breq_redis_cb redis;
+        breq_token_cb token;
+        breq_stripe_cb stripe;
+    } cb;
+} pending_t;
+
+/* Hand result to the handler's callback in p (b is live). */
+typedef void (*pending_deliver_fn)(breq_t *b, const pending_t *p, const void *result);
+
+/* Start an operation for b: arm the deadline (arm), hold b. The caller sets p->cb and
+ * starts the call with p as its data. */
+static pending_t *pending_begin(breq_t *b, void (*arm)(breq_t *b))
+{
+    pending_t *p = malloc(sizeof(*p));
+    if (p == NULL)
+        abort();
+    p->b = b;
+    arm(b);
+    breq_hold(b);
+    return p;
+}
+
+/* The call could not start: answer err now and drop the hold. Returns -1. */
+static int pending_refused(pending_t *p, api_err_t err)
+{
+    breq_t *b = p->b;
+    free(p);
+    breq_error(b, err, NULL);
+    breq_release(b);
+    return -1;
+}
+
+/* The call answered (result: what the module gave): deliver it while b is live, then
+ * drop the hold (which may free b). */
+static void pending_end(pending_t *p, pending_deliver_fn deliver, const void *result)
+{
+    pending_t op = *p;
+    free(p);
+    if (breq_live(op.b))
+        deliver(op.b, &op, result);
+    breq_release(op.b);
+}
+
 /* ===== Redis for a request ===== */
 
-typedef struct redis_op {
-    breq_t *b;
-    breq_redis_cb cb;
-} redis_op_t;
+static void deliver_redis(breq_t *b, const pending_t *p, const void *result)
+{
+    redisReply *r = (redisReply *)result;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        metrics_redis_error();
+        if (r != NULL)
+            log_event(LOG_ERROR, "redis command failed", "route", breq_route_pattern(b), NULL);
+        breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
+    } else {
+        p->cb.redis(b, r);
+    }
+}
 
 static void on_redis_reply(redisReply *r, void *data)
 {
-    redis_op_t *op = data;
-    breq_t *b = op->b;
-    breq_redis_cb cb = op->cb;
-    free(op);
-    if (breq_live(b)) {
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            metrics_redis_error();
-            if (r != NULL)
-                log_event(LOG_ERROR, "redis command failed", "route", breq_route_pattern(b), NULL);
-            breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
-        } else {
-            cb(b, r);
-        }
-    }
-    breq_release(b);
+    pending_end(data, deliver_redis, r);
 }
 
-static redis_op_t *op_new(breq_t *b, breq_redis_cb cb)
+static int redis_refused(pending_t *p)
 {
-    redis_op_t *op = malloc(sizeof(*op));
-    if (op == NULL)
-        abort();
-    op->b = b;
-    op->cb = cb;
-    return op;
-}
-
-static int op_failed(breq_t *b, redis_op_t *op)
-{
-    free(op);
     metrics_redis_error();
-    breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
-    return -1;
+    return pending_refused(p, ERR_STORE_UNAVAILABLE);
 }
 
 int breq_redis(breq_t *b, breq_redis_cb cb, const char *fmt, ...)
 {
-    redis_op_t *op = op_new(b, cb);
+    pending_t *p = pending_begin(b, breq_deadline_store);
     va_list ap;
-    breq_deadline_store(b);
+    p->cb.redis = cb;
     va_start(ap, fmt);
-    int rc = redis_loop_vcommand(b->w->redis, on_redis_reply, op, fmt, ap);
+    int rc = redis_loop_vcommand(b->w->redis, on_redis_reply, p, fmt, ap);
     va_end(ap);
-    if (rc != 0)
-        return op_failed(b, op);
-    breq_hold(b);
-    return 0;
+    return rc != 0 ? redis_refused(p) : 0;
 }
 
 int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const size_t *lens)
 {
-    redis_op_t *op = op_new(b, cb);
-    breq_deadline_store(b);
-    if (redis_loop_commandv(b->w->redis, on_redis_reply, op, argc, argv, lens) != 0)
-        return op_failed(b, op);
-    breq_hold(b);
+    pending_t *p = pending_begin(b, breq_deadline_store);
+    p->cb.redis = cb;
+    if (redis_loop_commandv(b->w->redis, on_redis_reply, p, argc, argv, lens) != 0)
+        return redis_refused(p);
     return 0;
 }
 
 /* ===== The token service for a request ===== */
 
-typedef struct token_wait {
-    breq_t *b;
-    breq_token_cb cb;
-} token_wait_t;
+typedef struct token_result {
+    api_err_t err;
+    const conn_record_t *rec;
+    long version;
+} token_result_t;
+
+static void deliver_token(breq_t *b, const pending_t *p, const void *result)
+{
+    const token_result_t *t = result;
+    p->cb.token(b, t->err, t->rec, t->version);
+}
 
 static void on_token_result(api_err_t err, const conn_record_t *rec, long version, void *data)
 {
-    token_wait_t *op = data;
-    breq_t *b = op->b;
-    breq_token_cb cb = op->cb;
-    free(op);
-    if (breq_live(b))
-        cb(b, err, rec, version);
-    breq_release(b);
+    token_result_t t = {err, rec, version};
+    pending_end(data, deliver_token, &t);
 }
 
 void breq_token(breq_t *b, int mode, token_op_t op, long seen_version, breq_token_cb cb)
 {
-    token_wait_t *t = malloc(sizeof(*t));
-    if (t == NULL)
-        abort();
-    t->b = b;
-    t->cb = cb;
-    breq_hold(b);
-    breq_deadline_stripe(b);
+    pending_t *p = pending_begin(b, breq_deadline_stripe);
+    p->cb.token = cb;
     token_caller_t caller = {NULL, NULL, b->request_id};
     if (b->is_admin)
         caller.kind = "admin";
     else if (b->bearer.kind == BEARER_KEY)
         caller = (token_caller_t){"api_key", b->bearer.key_id, b->request_id};
-    token_service_run(b->w->tokens, b->org, mode, op, seen_version, &caller, on_token_result, t);
+    token_service_run(b->w->tokens, b->org, mode, op, seen_version, &caller, on_token_result, p);
 }
 
 /* ===== Stripe for a request ===== */
 
-typedef struct stripe_op {
-    breq_t *b;
-    breq_stripe_cb cb;
-} stripe_op_t;
+typedef struct stripe_result {
+    long status;
+    const char *body;
+    size_t len;
+} stripe_result_t;
+
+static void deliver_stripe(breq_t *b, const pending_t *p, const void *result)
+{
+    const stripe_result_t *s = result;
+    p->cb.stripe(b, s->status, s->body, s->len);
+}
 
 static void on_stripe_reply(long status, const char *body, size_t len, void *data)
 {
-    stripe_op_t *op = data;
-    breq_t *b = op->b;
-    breq_stripe_cb cb = op->cb;
-    free(op);
-    if (breq_live(b))
-        cb(b, status, body, len);
-    breq_release(b);
+    stripe_result_t s = {status, body, len};
+    pending_end(data, deliver_stripe, &s);
 }
 
 int breq_stripe(breq_t *b, const curl_loop_req_t *req, breq_stripe_cb cb)
 {
-    stripe_op_t *op = malloc(sizeof(*op));
-    if (op == NULL)
-        abort();
-    op->b = b;
-    op->cb = cb;
-    breq_deadline_stripe(b);
-    if (curl_loop_post(b->w->curl, req, on_stripe_reply, op) != 0) {
-        free(op);
-        breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
-        return -1;
-    }
-    breq_hold(b);
+    pending_t *p = pending_begin(b, breq_deadline_stripe);
+    p->cb.stripe = cb;
+    if (curl_loop_post(b->w->curl, req, on_stripe_reply, p) != 0)
+        return pending_refused(p, ERR_STRIPE_UNAVAILABLE);
     return 0;
 }

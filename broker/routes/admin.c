@@ -3,8 +3,9 @@
  * deleted key is gone from Redis at once: a quiet worker reads the key record on every
  * request, and a busy one that cached it (store/rcache.h) drops it when Redis's
  * invalidation arrives and misses no write older than 100 ms, so every replica
- * rejects it within the contract's 1 s. Tested by tests/it/test_admin.py and
- * tests/it/test_cache.py. */
+ * rejects it within the contract's 1 s. Every Redis command and script is
+ * store/apikeys.h's: this file parses, calls it and answers. Tested by
+ * tests/it/test_admin.py and tests/it/test_cache.py. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,25 +14,8 @@
 #include "core/crypto.h"
 #include "core/timefmt.h"
 #include "routes/routes.h"
+#include "store/apikeys.h"
 #include "store/store.h"
-
-
-/* Returns a flat array id1, rec1, id2, rec2, … */
-static const char LUA_KEY_LIST[] = "local ids = redis.call('SMEMBERS', KEYS[1])\n"
-                                   "local out = {}\n"
-                                   "for _, id in ipairs(ids) do\n"
-                                   "  local v = redis.call('GET', ARGV[1] .. id)\n"
-                                   "  if v then table.insert(out, id); table.insert(out, v) end\n"
-                                   "end\n"
-                                   "return out\n";
-
-/* Deletes the key only when it belongs to the org ARGV[1]; returns 1 or 0. */
-static const char LUA_KEY_DELETE[] = AUDIT_LUA "local v = redis.call('GET', KEYS[1])\n"
-                                     "if not v or string.sub(v, 1, 18) ~= ARGV[1] then return 0 end\n"
-                                     "redis.call('DEL', KEYS[1])\n"
-                                     "redis.call('SREM', KEYS[2], ARGV[2])\n"
-                                     "audit_tail()\n"
-                                     "return 1\n";
 
 typedef struct key_create {
     char api_key[APIKEY_LEN + 1];
@@ -73,9 +57,10 @@ void admin_keys_create(breq_t *b)
     audit_tail_t t;
     snprintf(d, sizeof(d), "{\"key_id\":\"%s\"}", kc->key_id);
     breq_audit_tail(b, &t, "api_key.created", -1, d, NULL, NULL);
-    breq_redis(b, on_key_created, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", STORE_LUA_KEY_CREATE,
-               breq_key(b, KEY_APIKEY, kc->key_id), breq_key(b, KEY_ORG_KEYS, b->org), rec, kc->key_id, t.argv[0],
-               t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    store_cmd_t cmd;
+    store_apikey_create(&cmd, b->w->cfg->redis_prefix, b->org, kc->key_id, rec, &t);
+    breq_redisv(b, on_key_created, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
     audit_tail_free(&t);
 }
 
@@ -102,10 +87,10 @@ static void on_key_list(breq_t *b, redisReply *r)
         abort();
     for (size_t i = 0; i < n; i++) {
         redisReply *id = r->element[2 * i], *rec = r->element[2 * i + 1];
-        if (id->type != REDIS_REPLY_STRING || rec->type != REDIS_REPLY_STRING || rec->len < 18 + 1 + 64 + 2)
+        if (id->type != REDIS_REPLY_STRING || rec->type != REDIS_REPLY_STRING ||
+            store_apikey_created(rec->str, rec->len, &rows[m].created) != 0)
             continue;
         rows[m].id = id->str;
-        rows[m].created = strtol(rec->str + 18 + 1 + 64 + 1, NULL, 10);
         m++;
     }
     qsort(rows, m, sizeof(*rows), by_created);
@@ -125,8 +110,10 @@ static void on_key_list(breq_t *b, redisReply *r)
 
 void admin_keys_list(breq_t *b)
 {
-    breq_redis(b, on_key_list, "EVAL %s 1 %s %s", LUA_KEY_LIST, breq_key(b, KEY_ORG_KEYS, b->org),
-               breq_key(b, KEY_APIKEY_KIND));
+    store_cmd_t cmd;
+    store_apikey_list(&cmd, b->w->cfg->redis_prefix, b->org);
+    breq_redisv(b, on_key_list, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 static void on_key_deleted(breq_t *b, redisReply *r)
@@ -155,7 +142,9 @@ void admin_keys_delete(breq_t *b)
     audit_tail_t t;
     snprintf(d, sizeof(d), "{\"key_id\":\"%s\"}", id);
     breq_audit_tail(b, &t, "api_key.revoked", -1, d, NULL, NULL);
-    breq_redis(b, on_key_deleted, "EVAL %s 2 %s %s %s %s %s %s %s %s %s", LUA_KEY_DELETE, breq_key(b, KEY_APIKEY, id),
-               breq_key(b, KEY_ORG_KEYS, b->org), b->org, id, t.argv[0], t.argv[1], t.argv[2], t.argv[3], t.argv[4]);
+    store_cmd_t cmd;
+    store_apikey_revoke(&cmd, b->w->cfg->redis_prefix, b->org, id, &t);
+    breq_redisv(b, on_key_deleted, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
     audit_tail_free(&t);
 }

@@ -18,18 +18,13 @@
 #include "routes/params.h"
 #include "routes/routes.h"
 #include "routes/setup.h"
+#include "store/flows.h"
 #include "store/store.h"
+#include "store/whsec.h"
 #include "stripe/oauth.h"
 
 #define LINK_TTL_S TICKET_TTL_S
 
-/* KEYS[1]=whsec key; ARGV[1]=value; then the audit tail. */
-static const char LUA_WHSEC_SET[] = AUDIT_LUA "redis.call('SET', KEYS[1], ARGV[1])\n"
-                                              "audit_tail()\n"
-                                              "return 1\n";
-/* KEYS[1]=whsec key; then the audit tail (recorded only when there was a secret). */
-static const char LUA_WHSEC_DEL[] = AUDIT_LUA "if redis.call('DEL', KEYS[1]) == 1 then audit_tail() end\n"
-                                              "return 1\n";
 #define TICKET_BYTES 32
 
 /* ===== GET /v1/orgs/{org}/connections ===== */
@@ -257,13 +252,12 @@ void links_create(breq_t *b)
     b->state = l;
     b->state_free = link_free;
 
-    char hash[65];
-    sha256_hex(l->ticket, strlen(l->ticket), hash);
-    json_t *rec = json_pack("{s:s, s:s, s:s?}", "org", b->org, "mode", mode_name(b->mode), "return_url", ret);
-    char *text = json_dumps(rec, JSON_COMPACT);
-    breq_redis(b, on_link_stored, "SET %s %s EX %d", breq_key(b, KEY_TICKET, hash), text, LINK_TTL_S);
-    free(text);
-    json_decref(rec);
+    flow_session_t rec = {.mode = b->mode, .return_url = (char *)ret};
+    memcpy(rec.org, b->org, sizeof(rec.org));
+    store_cmd_t cmd;
+    store_ticket_put(&cmd, b->w->cfg->redis_prefix, l->ticket, &rec, LINK_TTL_S);
+    breq_redisv(b, on_link_stored, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
     json_decref(body);
 }
 
@@ -287,9 +281,10 @@ void whsec_store(breq_t *b, const char *secret, breq_redis_cb cb)
         setup_session_id(b, sid);
         audit_tail_make(&t, b->w->cfg, b->org, "webhook_secret.set", b->mode, &actor, b->request_id, NULL, NULL, NULL);
     }
-    breq_redis(b, cb, "EVAL %s 1 %s %s %s %s %s %s %s", LUA_WHSEC_SET,
-               breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)), val, t.argv[0], t.argv[1], t.argv[2], t.argv[3],
-               t.argv[4]);
+    store_cmd_t cmd;
+    store_whsec_put(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, val, &t);
+    breq_redisv(b, cb, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
     audit_tail_free(&t);
     free(val);
 }
@@ -328,7 +323,10 @@ void whsec_get(breq_t *b)
 {
     if (parse_mode_param(b, 1) < 0)
         return;
-    breq_redis(b, on_whsec_get, "GET %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)));
+    store_cmd_t cmd;
+    store_whsec_get(&cmd, b->w->cfg->redis_prefix, b->org, b->mode);
+    breq_redisv(b, on_whsec_get, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 void whsec_delete(breq_t *b)
@@ -337,9 +335,10 @@ void whsec_delete(breq_t *b)
         return;
     audit_tail_t t;
     breq_audit_tail(b, &t, "webhook_secret.deleted", b->mode, NULL, NULL, NULL);
-    breq_redis(b, on_whsec_done, "EVAL %s 1 %s %s %s %s %s %s", LUA_WHSEC_DEL,
-               breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)), t.argv[0], t.argv[1], t.argv[2], t.argv[3],
-               t.argv[4]);
+    store_cmd_t cmd;
+    store_whsec_delete(&cmd, b->w->cfg->redis_prefix, b->org, b->mode, &t);
+    breq_redisv(b, on_whsec_done, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
     audit_tail_free(&t);
 }
 
@@ -427,5 +426,8 @@ void whevents_verify(breq_t *b)
     v->body = body;
     b->state = v;
     b->state_free = verify_free;
-    breq_redis(b, on_verify_secret, "GET %s", breq_key(b, KEY_WHSEC, b->org, mode_name(b->mode)));
+    store_cmd_t cmd;
+    store_whsec_get(&cmd, b->w->cfg->redis_prefix, b->org, b->mode);
+    breq_redisv(b, on_verify_secret, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }

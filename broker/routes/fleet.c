@@ -97,7 +97,7 @@ static void on_fleet_page(breq_t *b, redisReply *r)
 void admin_orgs_list(breq_t *b)
 {
     fleet_q_t *q;
-    char st[32], cur[48], count[16];
+    char st[32], cur[48];
     int rc, limit = breq_query_int(b, "limit", 1, AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT);
     if (limit < 0)
         return;
@@ -123,7 +123,8 @@ void admin_orgs_list(breq_t *b)
         breq_error(b, ERR_INVALID_REQUEST, "The cursor parameter must be the next value of a previous page.");
         return;
     }
-    snprintf(count, sizeof(count), "%d", q->limit + 1);
-    breq_redis(b, on_fleet_page, "EVAL %s 1 %s %s %s %s", AUDIT_LUA_FLEET_PAGE, breq_key(b, KEY_ORGS), breq_key(b, "%s", ""),
-               cur, count);
+    store_cmd_t cmd;
+    audit_fleet_page(&cmd, b->w->cfg->redis_prefix, cur, q->limit + 1);
+    breq_redisv(b, on_fleet_page, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }

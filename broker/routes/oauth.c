@@ -10,7 +10,6 @@
  * with the test connection minted from live for another account deleted).
  * Never logs or reflects the code, the state or a token. Tested by
  * tests/it/test_browser_flow.py (replay, other browser or session, declined, expired). */
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,6 +21,7 @@
 #include "routes/pages.h"
 #include "routes/routes.h"
 #include "routes/setup.h"
+#include "store/flows.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
@@ -29,6 +29,7 @@
 
 typedef struct callback {
     char *code;   /* secret */
+    char state[SETUP_TOKEN_CHARS + 1]; /* the OAuth state until it is consumed (secret) */
     char *sealed; /* the new connection, sealed, until it is written */
     char browser[65]; /* SHA-256 hex of the browser cookie, "" when absent */
     char session[65]; /* SHA-256 hex of the session cookie, "" when absent */
@@ -149,20 +150,15 @@ static int state_bound(breq_t *b, redisReply *r)
     callback_t *c = b->state;
     if (r->type != REDIS_REPLY_STRING)
         return 0;
-    json_t *j = json_loadb(r->str, r->len, 0, NULL);
-    const char *org = json_string_value(json_object_get(j, "org"));
-    const char *mode = json_string_value(json_object_get(j, "mode"));
-    const char *browser = json_string_value(json_object_get(j, "browser"));
-    const char *session = json_string_value(json_object_get(j, "session"));
-    int ok = org != NULL && strlen(org) == ORGID_LEN && mode != NULL && browser != NULL && strlen(browser) == 64 &&
-             c->browser[0] != '\0' && ct_equal(browser, 64, c->browser, 64) && session != NULL &&
-             strlen(session) == 64 && c->session[0] != '\0' && ct_equal(session, 64, c->session, 64);
+    flow_state_t st;
+    int ok = flow_state_parse(r->str, r->len, &st) == 0 && c->browser[0] != '\0' &&
+             ct_equal(st.browser, 64, c->browser, 64) && c->session[0] != '\0' &&
+             ct_equal(st.session, 64, c->session, 64);
     if (ok) {
-        memcpy(b->org, org, ORGID_LEN + 1);
-        b->mode = mode_parse(mode, strlen(mode));
+        memcpy(b->org, st.org, ORGID_LEN + 1);
+        b->mode = st.mode;
         ok = b->mode >= 0 && b->w->cfg->stripe[b->mode].enabled;
     }
-    json_decref(j);
     return ok;
 }
 
@@ -205,12 +201,22 @@ static void on_declined(breq_t *b, redisReply *r)
     buf_free(&out);
 }
 
+/* Consume c->state (store/flows.h), then cb with its record or nil. */
+static void state_take(breq_t *b, breq_redis_cb cb)
+{
+    callback_t *c = b->state;
+    store_cmd_t cmd;
+    store_state_take(&cmd, b->w->cfg->redis_prefix, c->state);
+    OPENSSL_cleanse(c->state, sizeof(c->state));
+    breq_redisv(b, cb, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
+}
+
 void oauth_callback(breq_t *b)
 {
     char *state = NULL, *code = NULL, *error = NULL;
     int src = breq_query(b, "state", &state), crc = breq_query(b, "code", &code), erc = breq_query(b, "error", &error);
     callback_t *c = calloc(1, sizeof(*c));
-    char hash[65];
     if (c == NULL)
         abort();
     b->state = c;
@@ -218,7 +224,7 @@ void oauth_callback(breq_t *b)
 
     int state_ok = src == 1 && setup_token_ok(state, strlen(state));
     if (state_ok)
-        sha256_hex(state, strlen(state), hash);
+        memcpy(c->state, state, SETUP_TOKEN_CHARS + 1);
     secure_free_str(state);
     int declined = erc == 1 && strcmp(error, "access_denied") == 0;
     if (erc == 1 && !declined) {
@@ -245,10 +251,10 @@ void oauth_callback(breq_t *b)
     if (declined) {
         /* the admin declined: consume the state, store nothing */
         secure_free_str(code);
-        breq_redis(b, on_declined, "GETDEL %s", breq_key(b, KEY_STATE, hash));
+        state_take(b, on_declined);
         return;
     }
     c->code = code;
     /* consume first, whatever the browser: a state seen once is never good again */
-    breq_redis(b, on_state, "GETDEL %s", breq_key(b, KEY_STATE, hash));
+    state_take(b, on_state);
 }

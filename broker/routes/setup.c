@@ -8,9 +8,12 @@
  * second cookie whose hash is stored with it, and to this setup session by the hash of
  * the session cookie) and redirects to Stripe. Both cookies are Path=/ without Domain,
  * and on an https public URL Secure with the __Host- name prefix (setup_cookie_name).
+ * GET /setup decides once what the page shows (core/setup_view.h, the view model built
+ * from the session and the org's records) and writes it with small render functions
+ * that decide nothing. Secrets a request keeps (the OAuth state and browser binding,
+ * a posted signing secret, the CSRF token of a view) live in fixed buffers wiped whole.
  * Never logs or reflects a ticket, session, state or secret. Tested by
- * tests/it/test_browser_flow.py and tests/e2e. */
-#include <jansson.h>
+ * tests/it/test_browser_flow.py, tests/unit/test_setup_view.c and tests/e2e. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,30 +21,21 @@
 #include "core/cookie.h"
 #include "core/crypto.h"
 #include "core/form.h"
+#include "core/setup_view.h"
 #include "core/webhook_sig.h"
 #include "core/timefmt.h"
 #include "routes/pages.h"
 #include "routes/params.h"
 #include "routes/routes.h"
 #include "routes/setup.h"
+#include "store/flows.h"
 #include "store/store.h"
 #include "stripe/oauth.h"
 
 #define TOKEN_BYTES 32
 #define TOKEN_CHARS SETUP_TOKEN_CHARS
-
-/* Ticket → session, atomically: the ticket can be used once. */
-static const char LUA_TICKET_TO_SESSION[] = "local t = redis.call('GETDEL', KEYS[1])\n"
-                                            "if not t then return false end\n"
-                                            "redis.call('SET', KEYS[2], t, 'EX', ARGV[1])\n"
-                                            "return t\n";
-
-/* New OAuth state + the session's chosen mode. */
-static const char LUA_STATE_CREATE[] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-                                       "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-                                       "  redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')\n"
-                                       "end\n"
-                                       "return 1\n";
+/* the signing secret's field as posted: each of its bytes may come escaped (%XX) */
+#define SECRET_FIELD_MAX (3 * WHSIG_SECRET_MAX_BYTES)
 
 int setup_token_ok(const char *s, size_t n)
 {
@@ -94,10 +88,8 @@ typedef struct authz {
 
 typedef struct setup_state {
     char cookie[TOKEN_CHARS + 1]; /* the session cookie value (secret) */
-    char org[ORGID_LEN + 1];
-    int mode;
-    char *return_url;
-    char *form;                   /* a posted field value kept for the next step (secret) */
+    flow_session_t sess;          /* the session's org, mode and return_url */
+    char secret[SECRET_FIELD_MAX + 1]; /* POST /setup/webhook-secret: the signing secret (wiped whole) */
     authz_t *authz;               /* POST /setup/authorize (secret; wiped whole) */
     redisReply *conns;            /* not owned */
 } setup_state_t;
@@ -105,8 +97,7 @@ typedef struct setup_state {
 static void setup_state_free(void *p)
 {
     setup_state_t *s = p;
-    free(s->return_url);
-    secure_free_str(s->form);
+    flow_session_clear(&s->sess);
     if (s->authz != NULL) {
         OPENSSL_cleanse(s->authz, sizeof(*s->authz));
         free(s->authz);
@@ -121,36 +112,11 @@ static setup_state_t *state_of(breq_t *b)
         setup_state_t *s = calloc(1, sizeof(*s));
         if (s == NULL)
             abort();
-        s->mode = -1;
+        s->sess.mode = -1;
         b->state = s;
         b->state_free = setup_state_free;
     }
     return b->state;
-}
-
-/* Parse the session JSON {"org","mode","return_url"} into s. Returns 0 or -1. */
-static int session_parse(const char *text, size_t len, setup_state_t *s)
-{
-    json_t *j = json_loadb(text, len, 0, NULL);
-    const char *org = json_string_value(json_object_get(j, "org"));
-    const char *mode = json_string_value(json_object_get(j, "mode"));
-    const char *ret = json_string_value(json_object_get(j, "return_url"));
-    int rc = -1;
-    if (org != NULL && strlen(org) == ORGID_LEN && mode != NULL && (s->mode = mode_parse(mode, strlen(mode))) >= 0) {
-        memcpy(s->org, org, ORGID_LEN + 1);
-        s->return_url = ret != NULL ? strdup(ret) : NULL;
-        rc = 0;
-    }
-    json_decref(j);
-    return rc;
-}
-
-static char *session_json(const setup_state_t *s)
-{
-    json_t *j = json_pack("{s:s, s:s, s:s?}", "org", s->org, "mode", mode_name(s->mode), "return_url", s->return_url);
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    return text;
 }
 
 /* The session cookie value into s->cookie; 0 or -1 when absent/malformed. */
@@ -159,7 +125,7 @@ static int session_cookie(breq_t *b, setup_state_t *s)
     return setup_cookie_get(b, SETUP_COOKIE_SESSION, s->cookie);
 }
 
-static void csrf_of(const char *session_cookie_value, char out[65])
+static void csrf_of(const char *session_cookie_value, char out[SV_CSRF_CHARS + 1])
 {
     unsigned char mac[32];
     hmac_sha256(session_cookie_value, strlen(session_cookie_value), "stb-csrf-v1", 11, mac);
@@ -172,11 +138,14 @@ static void no_session(breq_t *b)
                 "This browser has no active setup session, or it has expired (sessions last 30 minutes).");
 }
 
-static const char *session_key(breq_t *b, const char *cookie)
+/* Read the setup session of s->cookie, then cb (store/flows.h: its record or nil). */
+static void session_read(breq_t *b, breq_redis_cb cb)
 {
-    char hash[65];
-    sha256_hex(cookie, strlen(cookie), hash);
-    return breq_key(b, KEY_SESS, hash);
+    setup_state_t *s = b->state;
+    store_cmd_t cmd;
+    store_session_get(&cmd, b->w->cfg->redis_prefix, s->cookie);
+    breq_redisv(b, cb, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 void setup_session_id(breq_t *b, char out[17])
@@ -191,20 +160,55 @@ void setup_session_id(breq_t *b, char out[17])
     out[16] = '\0';
 }
 
-/* ===== GET /setup ===== */
-
-/* What the status of one mode is, for the notice and the step indicator. */
-enum { MS_OFF = 0, MS_NONE, MS_CONNECTED, MS_REAUTH, MS_UNREADABLE };
-
-typedef struct mode_view {
-    int state;           /* MS_* */
-    int whsec;           /* a signing secret is stored */
-    char acct[128];      /* the Stripe account id when connected (shown escaped) */
-} mode_view_t;
+/* ===== GET /setup: the view model, then its HTML ===== */
 
 static const char *mode_label(int mode)
 {
     return mode == MODE_TEST ? "Test" : "Live";
+}
+
+/* One mode's facts from its stored connection (conn) and signing secret (whsec). */
+static void view_mode_facts(const config_t *cfg, const char *org, int mode, const redisReply *conn,
+                            const redisReply *whsec, setup_view_mode_t *m)
+{
+    conn_record_t rec;
+    long ver;
+    int rc = store_conn_open(cfg, org, mode, conn->type == REDIS_REPLY_STRING ? conn->str : NULL,
+                             conn->type == REDIS_REPLY_STRING ? conn->len : 0, &ver, &rec);
+    memset(m, 0, sizeof(*m));
+    m->enabled = cfg->stripe[mode].enabled;
+    if (!m->enabled) {
+        m->state = SV_OFF;
+    } else if (rc == STORE_OK && rec.status == CONN_CONNECTED) {
+        m->state = SV_CONNECTED;
+        snprintf(m->acct, sizeof(m->acct), "%s", rec.stripe_user_id ? rec.stripe_user_id : "");
+        snprintf(m->derived_from, sizeof(m->derived_from), "%s", rec.derived_from);
+        m->connected_at = rec.connected_at;
+    } else if (rc == STORE_OK) {
+        m->state = SV_REAUTH;
+    } else if (rc == STORE_UNREADABLE) {
+        m->state = SV_UNREADABLE;
+    } else {
+        m->state = SV_NONE;
+    }
+    if (m->enabled)
+        m->whsec = whsec->type == REDIS_REPLY_STRING;
+    conn_record_clear(&rec);
+}
+
+/* The whole view of the session s from the MGET of its org's two connections and two
+ * signing secrets (r: conn test, conn live, whsec test, whsec live), decided. */
+static void view_build(setup_view_t *v, const config_t *cfg, const setup_state_t *s, const redisReply *r)
+{
+    memset(v, 0, sizeof(*v));
+    memcpy(v->org, s->sess.org, sizeof(v->org));
+    v->mode = s->sess.mode;
+    v->return_url = s->sess.return_url;
+    v->connect_flavor = cfg->flavor == FLAVOR_CONNECT;
+    for (int mode = 0; mode < MODE_COUNT; mode++)
+        view_mode_facts(cfg, s->sess.org, mode, r->element[mode], r->element[2 + mode], &v->modes[mode]);
+    csrf_of(s->cookie, v->csrf);
+    setup_view_decide(v);
 }
 
 /* "2026-11-26T22:34:47Z" → <time datetime="…">2026-11-26 22:34 UTC</time> */
@@ -215,175 +219,196 @@ static void render_time(buf_t *out, time_t t)
     buf_printf(out, "<time datetime=\"%s\">%.10s %.5s UTC</time>", ts, ts, ts + 11);
 }
 
-static void render_mode_status(buf_t *out, const config_t *cfg, const setup_state_t *s, int mode, redisReply *conn,
-                               redisReply *whsec, mode_view_t *v)
+static void render_lead(buf_t *out, const setup_view_t *v)
 {
-    conn_record_t rec;
-    long ver;
-    int rc = store_conn_open(cfg, s->org, mode, conn->type == REDIS_REPLY_STRING ? conn->str : NULL,
-                             conn->type == REDIS_REPLY_STRING ? conn->len : 0, &ver, &rec);
-    memset(v, 0, sizeof(*v));
-    buf_printf(out, "<dt>%s mode</dt><dd>", mode_label(mode));
-    if (!cfg->stripe[mode].enabled) {
-        v->state = MS_OFF;
-        buf_puts(out, "<span class=\"muted\">Not available on this service</span>");
-    } else if (rc == STORE_OK && rec.status == CONN_CONNECTED) {
-        v->state = MS_CONNECTED;
-        snprintf(v->acct, sizeof(v->acct), "%s", rec.stripe_user_id ? rec.stripe_user_id : "");
-        buf_puts(out, "<span class=\"ok\">Connected</span> to Stripe account <strong class=\"code\">");
-        page_text(out, v->acct);
-        buf_puts(out, "</strong>");
-        if (rec.derived_from[0])
-            buf_printf(out, " (from the %s mode authorization)", rec.derived_from);
-        buf_puts(out, " <span class=\"muted\">since ");
-        render_time(out, rec.connected_at);
-        buf_puts(out, "</span>");
-    } else if (rc == STORE_OK) {
-        v->state = MS_REAUTH;
-        buf_puts(out, "<span class=\"warn\">Reauthorization required</span>: Stripe revoked this authorization; "
-                      "authorize again in step 1.");
-    } else if (rc == STORE_UNREADABLE) {
-        v->state = MS_UNREADABLE;
-        buf_puts(out, "<span class=\"warn\">Stored connection unreadable</span>: authorize again in step 1, or ask "
-                      "the team that runs this service.");
-    } else {
-        v->state = MS_NONE;
-        buf_puts(out, "Not connected");
+    buf_puts(out, "<p class=\"lead\">Salesforce org <strong class=\"code\">");
+    page_text(out, v->org);
+    buf_printf(out, "</strong> · %s mode</p>\n", mode_label(v->mode));
+}
+
+/* What happened, and what to do next. */
+static void render_notice(buf_t *out, const setup_view_t *v)
+{
+    const char *mname = mode_name(v->mode), *acct = v->modes[v->mode].acct;
+    switch (v->notice) {
+    case SV_NOTICE_COMPLETE:
+        buf_printf(out, "<div class=\"notice notice-ok\" role=\"status\">\n<p><strong>Setup complete for %s mode."
+                        "</strong> Salesforce can now get Stripe access tokens for account <strong class=\"code\">",
+                   mname);
+        page_text(out, acct);
+        buf_puts(out, "</strong>.</p>\n<p>Next: choose <em>Finish</em> to return to Salesforce.</p>\n</div>\n");
+        break;
+    case SV_NOTICE_CONNECTED:
+        buf_printf(out, "<div class=\"notice notice-ok\" role=\"status\">\n<p><strong>Connected</strong> to Stripe "
+                        "account <strong class=\"code\">");
+        page_text(out, acct);
+        buf_printf(out, "</strong> in %s mode.</p>\n<p>Next: store the webhook signing secret (step 2).</p>\n"
+                        "</div>\n",
+                   mname);
+        break;
+    case SV_NOTICE_REAUTH:
+        buf_printf(out, "<div class=\"notice notice-warn\" role=\"status\">\n<p><strong>The %s mode connection "
+                        "needs a new authorization.</strong> Payments in Salesforce will fail until you authorize "
+                        "again.</p>\n<p>Next: choose <em>Authorize with Stripe</em> (step 1).</p>\n</div>\n",
+                   mname);
+        break;
+    default:
+        buf_puts(out, "<div class=\"notice notice-info\" role=\"status\">\n<p>Not connected yet. Next: choose test "
+                      "or live mode and <em>Authorize with Stripe</em> (step 1).</p>\n</div>\n");
     }
-    buf_puts(out, "</dd>\n");
-    if (cfg->stripe[mode].enabled) {
-        v->whsec = whsec->type == REDIS_REPLY_STRING;
-        buf_printf(out, "<dt>%s webhook secret</dt><dd>%s</dd>\n", mode_label(mode),
-                   v->whsec ? "<span class=\"ok\">Stored</span>" : "Not stored");
-    }
-    conn_record_clear(&rec);
 }
 
 /* One step of the indicator: its name and a state said in words (not only colour). */
-static void render_step(buf_t *out, const char *name, int done, int current)
+static void render_step(buf_t *out, const char *name, int state)
 {
+    static const char *const cls[] = {"todo", "current", "done"}, *const words[] = {"To do", "Next", "Done"};
     buf_printf(out, "<li class=\"%s\"%s><span><span class=\"step-name\">%s</span><span class=\"step-state\">%s</span>"
                     "</span></li>\n",
-               done ? "done" : current ? "current" : "todo", current ? " aria-current=\"step\"" : "", name,
-               done ? "Done" : current ? "Next" : "To do");
+               cls[state], state == SV_CURRENT ? " aria-current=\"step\"" : "", name, words[state]);
+}
+
+static void render_steps(buf_t *out, const setup_view_t *v)
+{
+    buf_puts(out, "<ol class=\"progress\" aria-label=\"Setup steps\">\n");
+    render_step(out, "Authorize with Stripe", v->steps[SV_STEP_AUTHORIZE]);
+    render_step(out, "Webhook signing secret", v->steps[SV_STEP_WHSEC]);
+    render_step(out, "Finish", v->steps[SV_STEP_FINISH]);
+    buf_puts(out, "</ol>\n");
+}
+
+/* One mode's rows of the status list: its connection, and its signing secret when enabled. */
+static void render_mode_status(buf_t *out, int mode, const setup_view_mode_t *m)
+{
+    buf_printf(out, "<dt>%s mode</dt><dd>", mode_label(mode));
+    switch (m->state) {
+    case SV_OFF:
+        buf_puts(out, "<span class=\"muted\">Not available on this service</span>");
+        break;
+    case SV_CONNECTED:
+        buf_puts(out, "<span class=\"ok\">Connected</span> to Stripe account <strong class=\"code\">");
+        page_text(out, m->acct);
+        buf_puts(out, "</strong>");
+        if (m->derived_from[0])
+            buf_printf(out, " (from the %s mode authorization)", m->derived_from);
+        buf_puts(out, " <span class=\"muted\">since ");
+        render_time(out, m->connected_at);
+        buf_puts(out, "</span>");
+        break;
+    case SV_REAUTH:
+        buf_puts(out, "<span class=\"warn\">Reauthorization required</span>: Stripe revoked this authorization; "
+                      "authorize again in step 1.");
+        break;
+    case SV_UNREADABLE:
+        buf_puts(out, "<span class=\"warn\">Stored connection unreadable</span>: authorize again in step 1, or ask "
+                      "the team that runs this service.");
+        break;
+    default:
+        buf_puts(out, "Not connected");
+    }
+    buf_puts(out, "</dd>\n");
+    if (m->enabled)
+        buf_printf(out, "<dt>%s webhook secret</dt><dd>%s</dd>\n", mode_label(mode),
+                   m->whsec ? "<span class=\"ok\">Stored</span>" : "Not stored");
+}
+
+static void render_status(buf_t *out, const setup_view_t *v)
+{
+    buf_puts(out, "<section aria-labelledby=\"status-h\">\n<h2 id=\"status-h\">Status</h2>\n<dl>\n"
+                  "<dt>Salesforce org</dt><dd class=\"code\">");
+    page_text(out, v->org);
+    buf_puts(out, "</dd>\n");
+    for (int mode = 0; mode < MODE_COUNT; mode++)
+        render_mode_status(out, mode, &v->modes[mode]);
+    buf_puts(out, "</dl>\n</section>\n");
+}
+
+/* Step 1: the mode (the session's preselected) and the button to Stripe. */
+static void render_authorize_form(buf_t *out, const setup_view_t *v, const char *base)
+{
+    buf_printf(out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
+                    "<form method=\"post\" action=\"%s/setup/authorize\">\n",
+               base);
+    buf_printf(out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", v->csrf);
+    buf_puts(out, "<fieldset><legend>Mode</legend>\n");
+    for (int mode = 0; mode < MODE_COUNT; mode++) {
+        if (!v->modes[mode].enabled)
+            continue;
+        buf_printf(out,
+                   "<label class=\"option\"><input type=\"radio\" name=\"mode\" id=\"mode-%s\" value=\"%s\"%s>"
+                   "<span><span class=\"option-name\">%s mode</span><span class=\"option-hint\">%s</span></span>"
+                   "</label>\n",
+                   mode_name(mode), mode_name(mode), mode == v->mode ? " checked" : "", mode_label(mode),
+                   mode == MODE_TEST ? "Stripe test data, no real payments. Recommended while you set up and test."
+                                     : "Real payments. Choose it when you are ready to process real transactions.");
+    }
+    buf_puts(out, "</fieldset>\n");
+    if (v->switch_hint)
+        buf_puts(out, "<p class=\"hint\">Once live mode is authorized, switching back to test mode needs no new "
+                      "authorization.</p>\n");
+    buf_printf(out, "<p class=\"hint\">Stripe opens to sign in and approve access for the chosen mode, then brings "
+                    "you back here.</p>\n<p class=\"actions\"><button type=\"submit\" id=\"authorize\"%s>Authorize "
+                    "with Stripe</button></p>\n</form>\n</section>\n",
+               v->authorize_secondary ? " class=\"secondary\"" : "");
+}
+
+/* Step 2: the signing secret of the session's mode. */
+static void render_secret_form(buf_t *out, const setup_view_t *v, const char *base)
+{
+    const char *mname = mode_name(v->mode);
+    buf_puts(out, "<section aria-labelledby=\"whsec-h\">\n<h2 id=\"whsec-h\">2. Webhook signing secret</h2>\n");
+    buf_printf(out, "<p>Stripe signs the payment events it sends to Salesforce (charge.succeeded, charge.captured, "
+                    "charge.refunded). In the Stripe Dashboard, open <em>Developers › Webhooks</em>, select the "
+                    "%s mode endpoint that points at Salesforce and reveal its <em>Signing secret</em>.</p>\n",
+               mname);
+    buf_printf(out, "<form method=\"post\" action=\"%s/setup/webhook-secret\">\n", base);
+    buf_printf(out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", v->csrf);
+    buf_printf(out, "<input type=\"hidden\" name=\"mode\" value=\"%s\">\n", mname);
+    buf_printf(out, "<label for=\"signing_secret\">Signing secret for %s mode</label>\n"
+                    "<p class=\"hint\" id=\"signing_secret-hint\">Starts with whsec_. %s</p>\n",
+               mname, v->stored ? "A secret is already stored; saving a new one replaces it."
+                                : "It is stored encrypted and never shown again.");
+    buf_puts(out, "<input type=\"password\" id=\"signing_secret\" name=\"signing_secret\" autocomplete=\"off\" "
+                  "spellcheck=\"false\" aria-describedby=\"signing_secret-hint\" required>\n"
+                  "<p class=\"actions\"><button type=\"submit\" id=\"save-secret\"");
+    buf_puts(out, v->save_secondary ? " class=\"secondary\"" : "");
+    buf_puts(out, ">Save signing secret</button></p>\n</form>\n</section>\n");
+}
+
+/* Step 3: back to Salesforce. */
+static void render_finish(buf_t *out, const setup_view_t *v)
+{
+    buf_puts(out, "<section aria-labelledby=\"finish-h\">\n<h2 id=\"finish-h\">3. Finish</h2>\n");
+    if (v->return_url != NULL) {
+        if (v->finish_later_hint)
+            buf_puts(out, "<p class=\"hint\">You can finish now and complete the remaining steps later with a new "
+                          "setup link.</p>\n");
+        buf_puts(out, "<p class=\"actions\"><a class=\"button\" id=\"finish\" href=\"");
+        page_text(out, v->return_url);
+        buf_puts(out, "\">Finish and return to Salesforce</a></p>\n");
+    } else {
+        buf_puts(out, "<p>You can close this window and return to Salesforce.</p>\n");
+    }
+    buf_puts(out, "</section>\n");
 }
 
 static void render_setup(breq_t *b, redisReply *r)
 {
-    setup_state_t *s = b->state;
     const config_t *cfg = b->w->cfg;
-    char csrf[65];
-    buf_t out = {0}, status = {0};
-    mode_view_t views[MODE_COUNT];
-    csrf_of(s->cookie, csrf);
-
-    for (int mode = 0; mode < MODE_COUNT; mode++)
-        render_mode_status(&status, cfg, s, mode, r->element[mode], r->element[2 + mode], &views[mode]);
-    const mode_view_t *cur = &views[s->mode];
-    const char *mname = mode_name(s->mode);
-    int connected = cur->state == MS_CONNECTED, stored = cur->whsec;
-
+    setup_view_t v;
+    buf_t out = {0};
+    view_build(&v, cfg, b->state, r);
     page_begin(&out, cfg->public_path, "Connect Stripe to Salesforce");
-    buf_puts(&out, "<p class=\"lead\">Salesforce org <strong class=\"code\">");
-    page_text(&out, s->org);
-    buf_printf(&out, "</strong> · %s mode</p>\n", mode_label(s->mode));
-
-    /* what happened, and what to do next */
-    if (connected && stored) {
-        buf_printf(&out, "<div class=\"notice notice-ok\" role=\"status\">\n<p><strong>Setup complete for %s mode."
-                         "</strong> Salesforce can now get Stripe access tokens for account <strong class=\"code\">",
-                   mname);
-        page_text(&out, cur->acct);
-        buf_puts(&out, "</strong>.</p>\n<p>Next: choose <em>Finish</em> to return to Salesforce.</p>\n</div>\n");
-    } else if (connected) {
-        buf_printf(&out, "<div class=\"notice notice-ok\" role=\"status\">\n<p><strong>Connected</strong> to Stripe "
-                         "account <strong class=\"code\">");
-        page_text(&out, cur->acct);
-        buf_printf(&out, "</strong> in %s mode.</p>\n<p>Next: store the webhook signing secret (step 2).</p>\n"
-                         "</div>\n",
-                   mname);
-    } else if (cur->state == MS_REAUTH || cur->state == MS_UNREADABLE) {
-        buf_printf(&out, "<div class=\"notice notice-warn\" role=\"status\">\n<p><strong>The %s mode connection "
-                         "needs a new authorization.</strong> Payments in Salesforce will fail until you authorize "
-                         "again.</p>\n<p>Next: choose <em>Authorize with Stripe</em> (step 1).</p>\n</div>\n",
-                   mname);
-    } else {
-        buf_puts(&out, "<div class=\"notice notice-info\" role=\"status\">\n<p>Not connected yet. Next: choose test "
-                       "or live mode and <em>Authorize with Stripe</em> (step 1).</p>\n</div>\n");
-    }
-
-    buf_puts(&out, "<ol class=\"progress\" aria-label=\"Setup steps\">\n");
-    render_step(&out, "Authorize with Stripe", connected, !connected);
-    render_step(&out, "Webhook signing secret", stored, connected && !stored);
-    render_step(&out, "Finish", 0, connected && stored);
-    buf_puts(&out, "</ol>\n");
-
-    buf_puts(&out, "<section aria-labelledby=\"status-h\">\n<h2 id=\"status-h\">Status</h2>\n<dl>\n"
-                   "<dt>Salesforce org</dt><dd class=\"code\">");
-    page_text(&out, s->org);
-    buf_puts(&out, "</dd>\n");
-    buf_append(&out, status.p, status.len);
-    buf_puts(&out, "</dl>\n</section>\n");
-
-    buf_printf(&out, "<section aria-labelledby=\"auth-h\">\n<h2 id=\"auth-h\">1. Authorize with Stripe</h2>\n"
-                     "<form method=\"post\" action=\"%s/setup/authorize\">\n",
-               cfg->public_path);
-    buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
-    buf_puts(&out, "<fieldset><legend>Mode</legend>\n");
-    for (int mode = 0; mode < MODE_COUNT; mode++) {
-        if (!cfg->stripe[mode].enabled)
-            continue;
-        buf_printf(&out,
-                   "<label class=\"option\"><input type=\"radio\" name=\"mode\" id=\"mode-%s\" value=\"%s\"%s>"
-                   "<span><span class=\"option-name\">%s mode</span><span class=\"option-hint\">%s</span></span>"
-                   "</label>\n",
-                   mode_name(mode), mode_name(mode), mode == s->mode ? " checked" : "", mode_label(mode),
-                   mode == MODE_TEST ? "Stripe test data, no real payments. Recommended while you set up and test."
-                                     : "Real payments. Choose it when you are ready to process real transactions.");
-    }
-    buf_puts(&out, "</fieldset>\n");
-    if (cfg->flavor == FLAVOR_CONNECT && cfg->stripe[MODE_TEST].enabled && cfg->stripe[MODE_LIVE].enabled)
-        buf_puts(&out, "<p class=\"hint\">Once live mode is authorized, switching back to test mode needs no new "
-                       "authorization.</p>\n");
-    buf_printf(&out, "<p class=\"hint\">Stripe opens to sign in and approve access for the chosen mode, then brings "
-                     "you back here.</p>\n<p class=\"actions\"><button type=\"submit\" id=\"authorize\"%s>Authorize "
-                     "with Stripe</button></p>\n</form>\n</section>\n",
-               connected ? " class=\"secondary\"" : "");
-
-    buf_puts(&out, "<section aria-labelledby=\"whsec-h\">\n<h2 id=\"whsec-h\">2. Webhook signing secret</h2>\n");
-    buf_printf(&out, "<p>Stripe signs the payment events it sends to Salesforce (charge.succeeded, charge.captured, "
-                     "charge.refunded). In the Stripe Dashboard, open <em>Developers › Webhooks</em>, select the "
-                     "%s mode endpoint that points at Salesforce and reveal its <em>Signing secret</em>.</p>\n",
-               mname);
-    buf_printf(&out, "<form method=\"post\" action=\"%s/setup/webhook-secret\">\n", cfg->public_path);
-    buf_printf(&out, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n", csrf);
-    buf_printf(&out, "<input type=\"hidden\" name=\"mode\" value=\"%s\">\n", mname);
-    buf_printf(&out, "<label for=\"signing_secret\">Signing secret for %s mode</label>\n"
-                     "<p class=\"hint\" id=\"signing_secret-hint\">Starts with whsec_. %s</p>\n",
-               mname, stored ? "A secret is already stored; saving a new one replaces it."
-                             : "It is stored encrypted and never shown again.");
-    buf_puts(&out, "<input type=\"password\" id=\"signing_secret\" name=\"signing_secret\" autocomplete=\"off\" "
-                   "spellcheck=\"false\" aria-describedby=\"signing_secret-hint\" required>\n"
-                   "<p class=\"actions\"><button type=\"submit\" id=\"save-secret\"");
-    buf_puts(&out, stored || !connected ? " class=\"secondary\"" : "");
-    buf_puts(&out, ">Save signing secret</button></p>\n</form>\n</section>\n");
-
-    buf_puts(&out, "<section aria-labelledby=\"finish-h\">\n<h2 id=\"finish-h\">3. Finish</h2>\n");
-    if (s->return_url != NULL) {
-        if (!(connected && stored))
-            buf_puts(&out, "<p class=\"hint\">You can finish now and complete the remaining steps later with a new "
-                           "setup link.</p>\n");
-        buf_puts(&out, "<p class=\"actions\"><a class=\"button\" id=\"finish\" href=\"");
-        page_text(&out, s->return_url);
-        buf_puts(&out, "\">Finish and return to Salesforce</a></p>\n");
-    } else {
-        buf_puts(&out, "<p>You can close this window and return to Salesforce.</p>\n");
-    }
-    buf_puts(&out, "</section>\n");
+    render_lead(&out, &v);
+    render_notice(&out, &v);
+    render_steps(&out, &v);
+    render_status(&out, &v);
+    render_authorize_form(&out, &v, cfg->public_path);
+    render_secret_form(&out, &v, cfg->public_path);
+    render_finish(&out, &v);
     page_end(&out);
+    setup_view_clear(&v);
     breq_html(b, 200, out.p, out.len, NULL);
-    buf_free(&out);
-    buf_free(&status);
+    buf_wipe(&out);
 }
 
 static void on_session_for_page(breq_t *b, redisReply *r);
@@ -400,25 +425,26 @@ static void on_page_data(breq_t *b, redisReply *r)
 static void on_session_for_page(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+    if (r->type != REDIS_REPLY_STRING || flow_session_parse(r->str, r->len, &s->sess) != 0) {
         no_session(b);
         return;
     }
-    snprintf(b->org, sizeof(b->org), "%s", s->org);
-    breq_redis(b, on_page_data, "MGET %s %s %s %s", breq_key(b, KEY_CONN, s->org, mode_name(MODE_TEST)),
-               breq_key(b, KEY_CONN, s->org, mode_name(MODE_LIVE)), breq_key(b, KEY_WHSEC, s->org, mode_name(MODE_TEST)),
-               breq_key(b, KEY_WHSEC, s->org, mode_name(MODE_LIVE)));
+    snprintf(b->org, sizeof(b->org), "%s", s->sess.org);
+    const char *org = s->sess.org;
+    breq_redis(b, on_page_data, "MGET %s %s %s %s", breq_key(b, KEY_CONN, org, mode_name(MODE_TEST)),
+               breq_key(b, KEY_CONN, org, mode_name(MODE_LIVE)), breq_key(b, KEY_WHSEC, org, mode_name(MODE_TEST)),
+               breq_key(b, KEY_WHSEC, org, mode_name(MODE_LIVE)));
 }
 
 static void on_ticket(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+    if (r->type != REDIS_REPLY_STRING || flow_session_parse(r->str, r->len, &s->sess) != 0) {
         pages_error(b, 400, "This setup link cannot be used",
                     "This setup link was already used, has expired (links are valid for 10 minutes), or is not known to this service.");
         return;
     }
-    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    snprintf(b->org, sizeof(b->org), "%s", s->sess.org);
     buf_t cookie = {0};
     setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_SESSION, s->cookie, SESSION_TTL_S);
     breq_redirect(b, "/setup", cookie.p);
@@ -437,19 +463,19 @@ void setup_open(breq_t *b)
         return;
     }
     if (rc == 1) {
-        char hash[65];
-        sha256_hex(ticket, strlen(ticket), hash);
-        secure_free_str(ticket);
+        store_cmd_t cmd;
         rand_token(s->cookie, TOKEN_BYTES);
-        breq_redis(b, on_ticket, "EVAL %s 2 %s %s %d", LUA_TICKET_TO_SESSION, breq_key(b, KEY_TICKET, hash),
-                   session_key(b, s->cookie), SESSION_TTL_S);
+        store_ticket_redeem(&cmd, b->w->cfg->redis_prefix, ticket, s->cookie, SESSION_TTL_S);
+        secure_free_str(ticket);
+        breq_redisv(b, on_ticket, cmd.argc, cmd.argv, cmd.lens);
+        store_cmd_free(&cmd);
         return;
     }
     if (session_cookie(b, s) != 0) {
         no_session(b);
         return;
     }
-    breq_redis(b, on_session_for_page, "GET %s", session_key(b, s->cookie));
+    session_read(b, on_session_for_page);
 }
 
 /* ===== POST forms: common checks ===== */
@@ -483,7 +509,7 @@ static void on_state_stored(breq_t *b, redisReply *r)
     setup_state_t *s = b->state;
     authz_t *a = s->authz;
     buf_t url = {0}, cookie = {0};
-    stripe_authorize_url(b->w->cfg, s->mode, a->state, &url);
+    stripe_authorize_url(b->w->cfg, s->sess.mode, a->state, &url);
     setup_cookie(&cookie, b->w->cfg, SETUP_COOKIE_BROWSER, a->browser, STATE_TTL_S);
     breq_redirect(b, url.p, cookie.p);
     buf_wipe(&url);
@@ -491,20 +517,20 @@ static void on_state_stored(breq_t *b, redisReply *r)
 }
 
 /* The session a POST form belongs to, read from Redis: fills s and b->org, and makes
- * the mode the form chose (s->mode before the read, -1 for none) win over the
+ * the mode the form chose (s->sess.mode before the read, -1 for none) win over the
  * session's. Returns 0, or -1 after answering 401. */
 static int session_loaded(breq_t *b, redisReply *r)
 {
     setup_state_t *s = b->state;
-    int chosen = s->mode;
-    if (r->type != REDIS_REPLY_STRING || session_parse(r->str, r->len, s) != 0) {
+    int chosen = s->sess.mode;
+    if (r->type != REDIS_REPLY_STRING || flow_session_parse(r->str, r->len, &s->sess) != 0) {
         no_session(b);
         return -1;
     }
-    snprintf(b->org, sizeof(b->org), "%s", s->org);
+    snprintf(b->org, sizeof(b->org), "%s", s->sess.org);
     if (chosen >= 0)
-        s->mode = chosen;
-    b->mode = s->mode;
+        s->sess.mode = chosen;
+    b->mode = s->sess.mode;
     return 0;
 }
 
@@ -523,18 +549,10 @@ static void on_session_for_authorize(breq_t *b, redisReply *r)
 
     /* the state is bound to this browser (the hash of a cookie set with it) and to
      * this setup session (the hash of the session cookie, as in the session's key) */
-    char state_hash[65], browser_hash[65], session_hash[65];
-    sha256_hex(a->state, strlen(a->state), state_hash);
-    sha256_hex(a->browser, strlen(a->browser), browser_hash);
-    sha256_hex(s->cookie, strlen(s->cookie), session_hash);
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s}", "org", s->org, "mode", mode_name(s->mode), "browser", browser_hash,
-                            "session", session_hash);
-    char *text = json_dumps(rec, JSON_COMPACT), *sess = session_json(s);
-    breq_redis(b, on_state_stored, "EVAL %s 2 %s %s %s %d %s", LUA_STATE_CREATE, breq_key(b, KEY_STATE, state_hash),
-               session_key(b, s->cookie), text, STATE_TTL_S, sess);
-    free(text);
-    free(sess);
-    json_decref(rec);
+    store_cmd_t cmd;
+    store_state_put(&cmd, b->w->cfg->redis_prefix, a->state, a->browser, s->cookie, &s->sess, STATE_TTL_S);
+    breq_redisv(b, on_state_stored, cmd.argc, cmd.argv, cmd.lens);
+    store_cmd_free(&cmd);
 }
 
 void setup_authorize(breq_t *b)
@@ -552,9 +570,9 @@ void setup_authorize(breq_t *b)
             pages_error_setup(b, 400, "This form cannot be used", "The form was malformed. Nothing was changed.");
         return;
     }
-    s->mode = rc == 1 ? b->mode : -1;
+    s->sess.mode = rc == 1 ? b->mode : -1;
     free(mode);
-    breq_redis(b, on_session_for_authorize, "GET %s", session_key(b, s->cookie));
+    session_read(b, on_session_for_authorize);
 }
 
 /* ===== POST /setup/webhook-secret ===== */
@@ -573,30 +591,28 @@ static void on_session_for_secret(breq_t *b, redisReply *r)
         pages_error_setup(b, 400, "This mode is not available", "That Stripe mode is not configured on this service. Nothing was changed.");
         return;
     }
-    whsec_store(b, s->form, on_secret_stored);
+    whsec_store(b, s->secret, on_secret_stored);
 }
 
 void setup_webhook_secret(breq_t *b)
 {
     const char *body;
     size_t len;
-    char *mode = NULL, *secret = NULL;
+    char *mode = NULL;
     if (form_begin(b, &body, &len) != 0)
         return;
     setup_state_t *s = b->state;
     int mrc = form_get(body, len, "mode", &mode);
-    int src = form_get(body, len, "signing_secret", &secret);
-    s->mode = mrc == 1 ? mode_parse(mode, strlen(mode)) : -1;
+    int src = form_get_buf(body, len, "signing_secret", s->secret, sizeof(s->secret));
+    s->sess.mode = mrc == 1 ? mode_parse(mode, strlen(mode)) : -1;
     free(mode);
-    int ok = src == 1 && whsig_secret_valid(secret, strlen(secret)) && (mrc != 1 || s->mode >= 0);
+    int ok = src == 1 && whsig_secret_valid(s->secret, strlen(s->secret)) && (mrc != 1 || s->sess.mode >= 0);
     if (!ok) {
-        secure_free_str(secret);
         pages_error_setup(b, 400, "The signing secret was not saved",
                     "Nothing was saved: the signing secret must be pasted exactly as the Stripe Dashboard shows it, with no spaces (it starts with whsec_).");
         return;
     }
-    s->form = secret;
-    breq_redis(b, on_session_for_secret, "GET %s", session_key(b, s->cookie));
+    session_read(b, on_session_for_secret);
 }
 
 void setup_style(breq_t *b)

@@ -97,7 +97,7 @@ static int takes(const event_t *e, int mode, const conn_record_t *rec)
 {
     if (rec->stripe_user_id == NULL || strcmp(rec->stripe_user_id, e->account) != 0)
         return 0; /* the index is stale: this connection moved to another account */
-    if (mode != e->mode && !(e->mode == MODE_LIVE && strcmp(rec->derived_from, "live") == 0))
+    if (mode != e->mode && !(e->mode == MODE_LIVE && strcmp(rec->derived_from, mode_name(MODE_LIVE)) == 0))
         return 0;
     if ((long long)rec->connected_at > e->created)
         return 0; /* authorized after the event: a late or redelivered event must not touch it */

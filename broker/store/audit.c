@@ -175,3 +175,12 @@ void audit_touch_used(struct redis_loop *r, const config_t *cfg, const char *org
     snprintf(at, sizeof(at), "%ld", (long)now);
     redis_loop_command(r, NULL, NULL, "HSET %s %s %s", key, mode_name(mode), at);
 }
+
+void audit_fleet_page(store_cmd_t *c, const char *prefix, const char *cursor, int count)
+{
+    store_cmd_eval(c, AUDIT_LUA_FLEET_PAGE, 1);
+    store_cmd_addf(c, "%s" KEY_ORGS, prefix);
+    store_cmd_adds(c, prefix);
+    store_cmd_adds(c, cursor);
+    store_cmd_addf(c, "%d", count);
+}

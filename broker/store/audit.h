@@ -17,6 +17,7 @@
 #define BROKER_STORE_AUDIT_H
 #include <stddef.h>
 #include "config.h"
+#include "store/cmd.h"
 
 struct redis_loop;
 
@@ -58,6 +59,9 @@ struct redis_loop;
  * and the CLI's orgs. */
 #define AUDIT_FLEET_COLS 6
 extern const char AUDIT_LUA_FLEET_PAGE[];
+/* The command that runs it for one page of at most count orgs after cursor ("" or NULL:
+ * the first page), the keys under prefix (store/cmd.h: the caller sends it). */
+void audit_fleet_page(store_cmd_t *c, const char *prefix, const char *cursor, int count);
 
 /* Record that org's connection of mode was just used (getAccessToken, the proxy):
  * HSET P used:<org18> <mode> <unix time>, fire-and-forget on the worker's Redis

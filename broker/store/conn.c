@@ -11,11 +11,9 @@
  * (records arrive sealed). Tested by tests/unit/test_store_conn.c (every script against a
  * real redis-server) and, through the routes and the token service, tests/it/. */
 #include "store/conn.h"
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/crypto.h>
 #include "config.h"
 #include "store/audit.h"
 #include "store/keys.h"
@@ -158,171 +156,105 @@ static const char LUA_COMMIT[] = PRELUDE
     "if owner then redis.call('DEL', KEYS[2]) end\n"
     "return res\n";
 
-/* ===== Building commands ===== */
-
-void store_cmd_free(store_cmd_t *c)
-{
-    for (int i = 0; i < c->argc; i++) {
-        OPENSSL_cleanse((char *)c->argv[i], c->lens[i]);
-        free((char *)c->argv[i]);
-    }
-    free(c->argv);
-    free(c->lens);
-    memset(c, 0, sizeof(*c));
-}
-
-static void add(store_cmd_t *c, const char *s, size_t len)
-{
-    if (c->argc == c->cap) {
-        int cap = c->cap ? 2 * c->cap : 16;
-        const char **argv = realloc(c->argv, (size_t)cap * sizeof(*argv));
-        if (argv == NULL)
-            abort();
-        c->argv = argv;
-        size_t *lens = realloc(c->lens, (size_t)cap * sizeof(*lens));
-        if (lens == NULL)
-            abort();
-        c->lens = lens;
-        c->cap = cap;
-    }
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        abort();
-    memcpy(copy, s, len);
-    copy[len] = '\0';
-    c->argv[c->argc] = copy;
-    c->lens[c->argc++] = len;
-}
-
-static void adds(store_cmd_t *c, const char *s)
-{
-    add(c, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
-}
-
-static void __attribute__((format(printf, 2, 3))) addf(store_cmd_t *c, const char *fmt, ...)
-{
-    char tmp[KEY_MAX + 64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    add(c, tmp, n < 0 ? 0 : (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
+/* ===== Building commands (store/cmd.h) ===== */
 
 static void conn_key(store_cmd_t *c, const char *prefix, const char *org, int mode)
 {
     char k[KEY_MAX];
-    add(c, k, keys_conn(k, prefix, org, mode));
+    store_cmd_add(c, k, keys_conn(k, prefix, org, mode));
 }
 
 static void member(store_cmd_t *c, const char *org, int mode)
 {
     char m[KEYS_MEMBER_MAX + 1];
     keys_member(m, org, mode);
-    adds(c, m);
-}
-
-/* "EVAL script numkeys". */
-static void eval(store_cmd_t *c, const char *script, size_t nkeys)
-{
-    memset(c, 0, sizeof(*c));
-    adds(c, "EVAL");
-    adds(c, script);
-    addf(c, "%zu", nkeys);
-}
-
-/* The audit tail after the script's own arguments (nothing for none). */
-static void audit_fields(store_cmd_t *c, const store_audit_t *audit)
-{
-    for (size_t i = 0; audit != NULL && i < AUDIT_TAIL_ARGS; i++)
-        adds(c, audit->argv[i]);
+    store_cmd_adds(c, m);
 }
 
 /* ===== Connection records ===== */
 
 void store_conn_get(store_cmd_t *c, const char *prefix, const char *org, int mode)
 {
-    memset(c, 0, sizeof(*c));
-    adds(c, "GET");
+    store_cmd_begin(c, "GET");
     conn_key(c, prefix, org, mode);
 }
 
 void store_conn_put(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *sealed,
                     const char *acct, long expected, const store_conn_drop_t *drop, const store_audit_t *audit)
 {
-    eval(c, LUA_PUT, 4);
+    store_cmd_eval(c, LUA_PUT, 4);
     conn_key(c, prefix, org, mode);
-    addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+    store_cmd_addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
     if (drop != NULL) {
         conn_key(c, prefix, org, drop->mode);
-        addf(c, "%s" KEY_ACCT, prefix, drop->acct);
+        store_cmd_addf(c, "%s" KEY_ACCT, prefix, drop->acct);
     } else {
         conn_key(c, prefix, org, mode); /* placeholders: never touched */
-        addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+        store_cmd_addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
     }
-    adds(c, sealed);
+    store_cmd_adds(c, sealed);
     if (acct != NULL)
         member(c, org, mode);
     else
-        adds(c, "");
+        store_cmd_adds(c, "");
     if (expected == STORE_ANY_VERSION)
-        adds(c, "*");
+        store_cmd_adds(c, "*");
     else
-        addf(c, "%ld", expected);
+        store_cmd_addf(c, "%ld", expected);
     if (drop != NULL) {
-        addf(c, "%ld", drop->version);
+        store_cmd_addf(c, "%ld", drop->version);
         member(c, org, drop->mode);
     } else {
-        adds(c, "");
-        adds(c, "");
+        store_cmd_adds(c, "");
+        store_cmd_adds(c, "");
     }
-    audit_fields(c, audit);
+    store_cmd_audit(c, audit);
 }
 
 void store_conn_drop(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *acct, int also_mode,
                      const store_audit_t *audit)
 {
-    eval(c, LUA_DROP, 4);
+    store_cmd_eval(c, LUA_DROP, 4);
     conn_key(c, prefix, org, mode);
-    addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+    store_cmd_addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
     conn_key(c, prefix, org, also_mode >= 0 ? also_mode : mode);
-    addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
+    store_cmd_addf(c, "%s" KEY_ACCT, prefix, acct != NULL ? acct : "");
     if (acct != NULL)
         member(c, org, mode);
     else
-        adds(c, "");
+        store_cmd_adds(c, "");
     if (also_mode >= 0)
         member(c, org, also_mode);
     else
-        adds(c, "");
-    audit_fields(c, audit);
+        store_cmd_adds(c, "");
+    store_cmd_audit(c, audit);
 }
 
 void store_conn_revoke(store_cmd_t *c, const char *prefix, const store_conn_revoked_t *recs, size_t n,
                        const char *event_id, int ttl_s, const store_audit_t *audit)
 {
-    eval(c, LUA_REVOKE, n + 1);
+    store_cmd_eval(c, LUA_REVOKE, n + 1);
     for (size_t i = 0; i < n; i++)
         conn_key(c, prefix, recs[i].org, recs[i].mode);
-    addf(c, "%s" KEY_EVT, prefix, event_id);
-    addf(c, "%zu", n);
+    store_cmd_addf(c, "%s" KEY_EVT, prefix, event_id);
+    store_cmd_addf(c, "%zu", n);
     for (size_t i = 0; i < n; i++) {
-        add(c, recs[i].old, recs[i].old_len);
-        adds(c, recs[i].sealed);
+        store_cmd_add(c, recs[i].old, recs[i].old_len);
+        store_cmd_adds(c, recs[i].sealed);
     }
-    addf(c, "%d", ttl_s);
+    store_cmd_addf(c, "%d", ttl_s);
     for (size_t i = 0; audit != NULL && i < n; i++)
-        audit_fields(c, &audit[i]);
+        store_cmd_audit(c, &audit[i]);
 }
 
 void store_value_reseal(store_cmd_t *c, const char *key, const char *old_value, size_t old_len,
                         const char *new_value, const store_audit_t *audit)
 {
-    eval(c, LUA_RESEAL, 1);
-    adds(c, key);
-    add(c, old_value, old_len);
-    adds(c, new_value);
-    audit_fields(c, audit);
+    store_cmd_eval(c, LUA_RESEAL, 1);
+    store_cmd_adds(c, key);
+    store_cmd_add(c, old_value, old_len);
+    store_cmd_adds(c, new_value);
+    store_cmd_audit(c, audit);
 }
 
 /* ===== The token service's lease ===== */
@@ -330,48 +262,48 @@ void store_value_reseal(store_cmd_t *c, const char *key, const char *old_value, 
 void store_lease_acquire(store_cmd_t *c, const char *prefix, const char *org, int mode, int source_mode,
                          long seen_version, const char *owner, long lease_ms)
 {
-    eval(c, LUA_ACQUIRE, 4);
+    store_cmd_eval(c, LUA_ACQUIRE, 4);
     conn_key(c, prefix, org, mode);
-    addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
+    store_cmd_addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
     conn_key(c, prefix, org, source_mode);
-    addf(c, "%s" KEY_COOL, prefix, org, mode_name(mode));
-    addf(c, "%ld", seen_version);
-    adds(c, owner);
-    addf(c, "%ld", lease_ms);
+    store_cmd_addf(c, "%s" KEY_COOL, prefix, org, mode_name(mode));
+    store_cmd_addf(c, "%ld", seen_version);
+    store_cmd_adds(c, owner);
+    store_cmd_addf(c, "%ld", lease_ms);
 }
 
 void store_lease_renew(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,
                        long lease_ms)
 {
-    eval(c, LUA_RENEW, 1);
-    addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
-    adds(c, owner);
-    addf(c, "%ld", lease_ms);
+    store_cmd_eval(c, LUA_RENEW, 1);
+    store_cmd_addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
+    store_cmd_adds(c, owner);
+    store_cmd_addf(c, "%ld", lease_ms);
 }
 
 void store_lease_commit(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,
                         const store_lease_commit_t *w, const store_audit_t *audit)
 {
-    eval(c, LUA_COMMIT, 5);
+    store_cmd_eval(c, LUA_COMMIT, 5);
     conn_key(c, prefix, org, w->write_mode);
-    addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
-    addf(c, "%s" KEY_ACCT, prefix, w->acct != NULL ? w->acct : "");
-    addf(c, "%s" KEY_COOL, prefix, org, mode_name(mode));
+    store_cmd_addf(c, "%s" KEY_LOCK, prefix, org, mode_name(mode));
+    store_cmd_addf(c, "%s" KEY_ACCT, prefix, w->acct != NULL ? w->acct : "");
+    store_cmd_addf(c, "%s" KEY_COOL, prefix, org, mode_name(mode));
     conn_key(c, prefix, org, w->source_mode);
-    adds(c, w->sealed);
-    addf(c, "%ld", w->expected);
-    adds(c, owner);
+    store_cmd_adds(c, w->sealed);
+    store_cmd_addf(c, "%ld", w->expected);
+    store_cmd_adds(c, owner);
     if (w->acct != NULL)
         member(c, org, mode);
     else
-        adds(c, "");
-    addf(c, "%d", w->cooldown_ms);
+        store_cmd_adds(c, "");
+    store_cmd_addf(c, "%d", w->cooldown_ms);
     if (w->source_version >= 0)
-        addf(c, "%ld", w->source_version);
+        store_cmd_addf(c, "%ld", w->source_version);
     else
-        adds(c, "");
-    adds(c, w->without_lease ? "1" : "0");
-    adds(c, w->audit_kind);
-    addf(c, "%d", w->failing_s);
-    audit_fields(c, audit);
+        store_cmd_adds(c, "");
+    store_cmd_adds(c, w->without_lease ? "1" : "0");
+    store_cmd_adds(c, w->audit_kind);
+    store_cmd_addf(c, "%d", w->failing_s);
+    store_cmd_audit(c, audit);
 }

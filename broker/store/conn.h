@@ -2,7 +2,7 @@
  * (and with it acct:<id>, cver:<org>, lock:/cool:<org>:<mode>) lives in store/conn.c, and
  * nowhere else (proto/redis.md, "Connections").
  *
- * A write is built as a command (store_cmd_t: argv form, binary safe) and sent by the
+ * A write is built as a command (store/cmd.h: argv form, binary safe) and sent by the
  * caller on its own channel: routes through the request context (server.h: the
  * request's store deadline and life), the token service through redis_loop_commandv, the CLI through hiredis'
  * blocking redisCommandArgv. So the store knows nothing of HTTP, and a write's reply is
@@ -23,23 +23,7 @@
 #ifndef BROKER_STORE_CONN_H
 #define BROKER_STORE_CONN_H
 #include <stddef.h>
-
-/* A command in argv form; every string is owned (copied in) and wiped by store_cmd_free. */
-typedef struct store_cmd {
-    int argc;
-    int cap;
-    const char **argv; /* argc strings, each owned by the command */
-    size_t *lens;
-} store_cmd_t;
-
-/* Wipe and free a command's strings (the struct itself may be on the stack). */
-void store_cmd_free(store_cmd_t *c);
-
-/* An audit event appended to a write: the AUDIT_TAIL_ARGS arguments of store/audit.h
- * (audit_tail_make: stream key, retention, event, outbox key, out-event). The script runs
- * that module's AUDIT_LUA on them in the same atomic step as the change it records, and
- * only when the change was written; never a secret. */
-typedef struct audit_tail store_audit_t;
+#include "store/cmd.h"
 
 #define STORE_ANY_VERSION (-1L)
 

@@ -10,13 +10,6 @@
 #include "log.h"
 #include "store/audit.h"
 
-const char STORE_LUA_KEY_CREATE[] =
-    AUDIT_LUA
-    "redis.call('SET', KEYS[1], ARGV[1])\n"
-    "redis.call('SADD', KEYS[2], ARGV[2])\n"
-    "audit_tail()\n"
-    "return 1\n";
-
 /* Split "<number>:<rest>". Returns 0 or -1. */
 static int split_num(const char *val, size_t len, long *num, const char **rest, size_t *restlen)
 {

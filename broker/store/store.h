@@ -1,7 +1,9 @@
 /* store.h — the record formats in Redis (proto/redis.md, version 1): a connection is
  * "<version>:<sealed record>", a webhook secret "<updated>:<sealed secret>". Every secret
  * value is sealed (core/seal.h) with the record's identity as associated data. The key
- * names are store/keys.h's; the scripts that write connections are store/conn.h's. */
+ * names are store/keys.h's; the commands and scripts are store/conn.h's (connections),
+ * store/apikeys.h's (API keys), store/flows.h's (tickets, sessions, OAuth states) and
+ * store/whsec.h's (webhook signing secrets), each built as a store/cmd.h command. */
 #ifndef BROKER_STORE_STORE_H
 #define BROKER_STORE_STORE_H
 #include <stddef.h>
@@ -29,8 +31,4 @@ int store_whsec_open(const config_t *cfg, const char *org, int mode, const char 
                      long *updated);
 /* "<now>:<sealed secret>" (malloc'd). */
 char *store_whsec_seal(const config_t *cfg, const char *org, int mode, const char *secret);
-
-/* KEYS[1]=P key:<key_id>, KEYS[2]=P org:<org18>:keys; ARGV[1]=record, ARGV[2]=key id, then
- * the audit tail (api_key.created). createApiKey and the CLI's create-api-key. */
-extern const char STORE_LUA_KEY_CREATE[];
 #endif

@@ -13,7 +13,8 @@ What it checks, in the image named by $IMAGE (default localhost/stripe-token-bro
   - `serve` again from the image's root filesystem mounted read-only (buildah mount + a
     read-only bind in a private mount namespace + chroot as 65532:65532): /healthz, /readyz,
     getAccessToken, SIGTERM → exit 0. That is the readOnlyRootFilesystem of deploy/k8s.
-Redis and the simulator run on the host, on free loopback ports. Prints one line per check and
+Redis and the simulator run on the host, on free loopback ports, started by the integration
+tests' harness (tests/it/harness.py, "Start-up"). Prints one line per check and
 ends with "image: N passed, M failed"; exit status 1 when anything failed. Needs root, podman,
 buildah, redis-server and python3. Every wait is bounded; a run takes a few seconds.
 """
@@ -33,6 +34,8 @@ import time
 import urllib.parse
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "it"))
+import harness as h  # noqa: E402  Redis and the simulator start as in the integration tests
 PODMAN = os.environ.get("PODMAN", "podman")
 BUILDAH = os.environ.get("BUILDAH", "buildah")
 PYTHON = sys.executable or "python3"
@@ -153,33 +156,28 @@ class Env:
     def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="stb-image-test.")
         os.chmod(self.tmp, 0o755)
-        self.procs = []
-        self.redis_port = free_port()
+        h.use_log_dir(self.tmp)
+        self.redis = self.sim = None
         self.admin_token = secrets.token_urlsafe(30)
         self.enc_keys = "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
 
     def start_redis(self):
-        p = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(p)
-        ok = wait_until(lambda: socket.create_connection(("127.0.0.1", self.redis_port), 0.2)
-                        .close() is None, 10)
-        return ok
+        """redis-server on the host (harness: ready when it answers PING). Returns True or
+        the reason it did not start."""
+        try:
+            self.redis = h.start_redis("image")
+        except AssertionError as e:
+            return str(e)
+        self.redis_port = self.redis.port
+        return True
 
     def start_sim(self):
-        ready = os.path.join(self.tmp, "sim.port")
-        p = subprocess.Popen(
-            [PYTHON, os.path.join(ROOT, "tests/fakes/stripe_sim.py"), "--port", "0",
-             "--ready-file", ready, "--test-client-id", "ca_test_sim",
-             "--test-secret-key", "sk_test_platform_sim", "--live-client-id", "ca_live_sim",
-             "--live-secret-key", "sk_live_platform_sim", "--authorize", "approve"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(p)
-        if not wait_until(lambda: os.path.exists(ready) and open(ready).read().strip(), 10):
-            return False
-        self.sim_port = int(open(ready).read().strip())
+        """The Stripe simulator on the host (harness: ready when its control API answers)."""
+        try:
+            self.sim = h.start_sim("image", authorize="approve")
+        except AssertionError as e:
+            return str(e)
+        self.sim_port = self.sim.port
         return True
 
     def write_secrets(self):
@@ -210,14 +208,9 @@ class Env:
         }
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+        for p in (self.sim, self.redis):
+            if p is not None:
+                p.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -400,8 +393,10 @@ def main():
     ctr = None
     procs = []
     try:
-        check("host: redis-server started", env.start_redis())
-        check("host: Stripe simulator started", env.start_sim())
+        r = env.start_redis()
+        check("host: redis-server started", r is True, r)
+        r = env.start_sim()
+        check("host: Stripe simulator started", r is True, r)
         env.write_secrets()
         port = free_port()
         ctr = Container(env.broker_env(port), env.secrets_dir)

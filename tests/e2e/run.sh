@@ -12,7 +12,8 @@
 #   3. starts redis-server on a free loopback port (no persistence), the Stripe simulator
 #      (tests/fakes/stripe_sim.py) in consent mode, and the broker ($BROKER_BIN, default
 #      build/stripe-token-broker) with both Stripe modes enabled and a return_url allow-list that
-#      includes http://127.0.0.1:<port> of a local stand-in for Salesforce (served by the test);
+#      includes http://127.0.0.1:<port> of a local stand-in for Salesforce (served by the test),
+#      all three through the integration tests' harness (python3 tests/it/harness.py up);
 #   4. runs tests/e2e/setup-assistant.test.mjs, which writes its screenshots to tests/out/e2e/;
 #   5. ends with ONE line "e2e: N passed, M failed" and exits non-zero when anything failed.
 #
@@ -35,9 +36,8 @@ E2E_TIMEOUT_S=${E2E_TIMEOUT_S:-150}
 say() { printf 'e2e: %s\n' "$*" >&2; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stb-e2e.XXXXXX")
-REDIS_PID=""
-SIM_PID=""
-BROKER_PID=""
+UP_PID=""
+BROKER_LOG=""
 FINAL=""
 
 # stop PID [seconds]: SIGTERM, wait, then SIGKILL — only the processes started here.
@@ -55,9 +55,7 @@ stop() {
 
 cleanup() {
     trap - EXIT INT TERM HUP
-    stop "$BROKER_PID" 12
-    stop "$SIM_PID" 3
-    stop "$REDIS_PID" 5
+    stop "$UP_PID" 30   # it stops the broker (up to 12 s), the simulator and Redis
     rm -rf "$WORK"
     [ -z "$FINAL" ] || echo "$FINAL"
 }
@@ -116,72 +114,28 @@ free_port() {
     "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wait_for WHAT PID CMD…: poll CMD every 0.1 s for at most 15 s while PID lives.
-wait_for() {
-    what=$1
-    pid=$2
-    shift 2
-    i=0
-    until "$@" 2>/dev/null; do
-        i=$((i + 1))
-        kill -0 "$pid" 2>/dev/null || return 1
-        [ "$i" -lt 150 ] || { say "$what did not become ready within 15 s"; return 1; }
-        sleep 0.1
-    done
-}
-
-redis_ping() {
-    "$PY" -c 'import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
-s.sendall(b"PING\r\n")
-sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)' "$1"
-}
-
-http_ok() {
-    "$PY" -c 'import sys, urllib.request
-sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=1).status == 200 else 1)' "$1"
-}
-
-REDIS_PORT=$(free_port)
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-    --dir "$WORK" --logfile "$WORK/redis.log" --daemonize no </dev/null >/dev/null 2>&1 &
-REDIS_PID=$!
-wait_for redis-server "$REDIS_PID" redis_ping "$REDIS_PORT" ||
-    { cat "$WORK/redis.log" >&2 2>/dev/null; fail "redis-server failed to start"; }
-
-"$PY" "$ROOT/tests/fakes/stripe_sim.py" --port 0 --host 127.0.0.1 \
-    --test-client-id ca_test_sim --test-secret-key sk_test_platform_sim \
-    --live-client-id ca_live_sim --live-secret-key sk_live_platform_sim \
-    --authorize consent --ready-file "$WORK/sim.port" </dev/null >"$WORK/sim.log" 2>&1 &
-SIM_PID=$!
-wait_for "the Stripe simulator" "$SIM_PID" test -s "$WORK/sim.port" ||
-    { cat "$WORK/sim.log" >&2; fail "the Stripe simulator failed to start"; }
-SIM_URL="http://127.0.0.1:$(cat "$WORK/sim.port")"
-
-BROKER_PORT=$(free_port)
+# Redis, the simulator (consent mode) and the broker, started and stopped by the integration
+# tests' harness (tests/it/harness.py up): it writes their coordinates to $WORK/up.env once
+# all three are ready, and stops them on SIGTERM.
 SF_PORT=$(free_port)
-while [ "$SF_PORT" = "$BROKER_PORT" ]; do SF_PORT=$(free_port); done
-BROKER_URL="http://127.0.0.1:$BROKER_PORT"
-ADMIN_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')
-ENC_KEY=$("$PY" -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
-
-env -i PATH="$PATH" HOME="${HOME:-/tmp}" \
-    BROKER_LISTEN="127.0.0.1:$BROKER_PORT" \
-    BROKER_PUBLIC_URL="$BROKER_URL" \
-    BROKER_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
-    BROKER_THREADS=2 \
-    BROKER_ENCRYPTION_KEYS="e2e:$ENC_KEY" \
-    BROKER_ADMIN_TOKEN="$ADMIN_TOKEN" \
-    BROKER_RETURN_URL_ALLOW="https://*.my.salesforce.com,https://*.lightning.force.com,http://127.0.0.1:$SF_PORT" \
-    BROKER_LOG_LEVEL=info \
-    STRIPE_CLIENT_ID_TEST=ca_test_sim STRIPE_SECRET_KEY_TEST=sk_test_platform_sim \
-    STRIPE_CLIENT_ID_LIVE=ca_live_sim STRIPE_SECRET_KEY_LIVE=sk_live_platform_sim \
-    STRIPE_WEBHOOK_SECRET_TEST=whsec_e2e_platform_test STRIPE_WEBHOOK_SECRET_LIVE=whsec_e2e_platform_live \
-    STRIPE_CONNECT_URL="$SIM_URL" STRIPE_API_URL="$SIM_URL" STRIPE_MARKETPLACE_URL="$SIM_URL" \
-    "$BIN" serve </dev/null 2>"$WORK/broker.log" &
-BROKER_PID=$!
-wait_for "the broker" "$BROKER_PID" http_ok "$BROKER_URL/healthz" ||
-    { tail -n 30 "$WORK/broker.log" >&2; fail "the broker failed to start ($BIN)"; }
+"$PY" "$ROOT/tests/it/harness.py" up --ready-file "$WORK/up.env" --log-dir "$WORK" --name e2e \
+    --authorize consent \
+    --env BROKER_RETURN_URL_ALLOW="https://*.my.salesforce.com,https://*.lightning.force.com,http://127.0.0.1:$SF_PORT" \
+    --env BROKER_LOG_LEVEL=info --env BROKER_UPSTREAM_TIMEOUT_MS= \
+    --env STRIPE_WEBHOOK_SECRET_TEST=whsec_e2e_platform_test \
+    --env STRIPE_WEBHOOK_SECRET_LIVE=whsec_e2e_platform_live \
+    </dev/null >"$WORK/up.log" 2>&1 &
+UP_PID=$!
+i=0
+until [ -s "$WORK/up.env" ]; do
+    kill -0 "$UP_PID" 2>/dev/null || { cat "$WORK/up.log" >&2; fail "Redis, the simulator or the broker failed to start"; }
+    i=$((i + 1))
+    [ "$i" -lt 600 ] || { cat "$WORK/up.log" >&2; fail "Redis, the simulator and the broker were not ready within 60 s"; }
+    sleep 0.1
+done
+# shellcheck disable=SC1091  # written by harness.py up: BROKER_URL, BROKER_LOG, SIM_URL, ADMIN_TOKEN, …
+. "$WORK/up.env"
+[ "$BROKER_URL" != "http://127.0.0.1:$SF_PORT" ] || fail "the broker took the Salesforce stand-in's port $SF_PORT: run again"
 
 # --- 4. the test ----------------------------------------------------------------------------------
 mkdir -p "$OUT"
@@ -196,9 +150,9 @@ timeout -k 10 "$E2E_TIMEOUT_S" env \
 RC=$?
 [ "$RC" -ne 124 ] || say "the test timed out after ${E2E_TIMEOUT_S}s"
 
-if [ "$RC" -ne 0 ] && [ -s "$WORK/broker.log" ]; then
+if [ "$RC" -ne 0 ] && [ -s "$BROKER_LOG" ]; then
     say "last lines of the broker's log:"
-    tail -n 15 "$WORK/broker.log" >&2
+    tail -n 15 "$BROKER_LOG" >&2
 fi
 
 # --- 5. the closing line --------------------------------------------------------------------------

@@ -7,13 +7,16 @@
   * a steady wrk load whose Lua script counts every status code (skipped, with the
     reason, when wrk is not installed);
   * raw HTTP/1.1 over a socket, for requests http.client refuses to send;
-  * snapshots of the stored connections, to prove that nothing was lost or corrupted.
+  * snapshots of the stored connections, to prove that nothing was lost or corrupted;
+  * the set-up of the rate-limit modules (LimitedBrokers: one worker thread, the limits a
+    test sets) and their requests from a chosen source address, with the 429 they expect.
 
 Everything talks to 127.0.0.1 only. Waiting is always a polled condition with a
 deadline (harness.wait_until); the only fixed waits are the trickle pace of a
 slow-client test, which is the stimulus itself.
 """
 
+import http.client
 import json
 import os
 import re
@@ -399,6 +402,98 @@ def parse_responses(data):
 def first_status(data):
     r = parse_responses(data)
     return r[0][0] if r else None
+
+
+# ===== Rate-limit suites =====
+
+class LimitedBrokers:
+    """The set-up of the rate-limit modules (test_abuse_limits*, test_review_findings_limits):
+    Redis and the simulator for the whole module, and brokers that each test starts with the
+    limits it sets and stops itself. Every broker has one worker thread, so the counts are
+    exact. A limit a test does not set is off (fault_env's), or the broker's own default
+    with default_limits=True; env holds the module's other variables (NAME=None: not set)."""
+
+    def __init__(self, name, default_limits=False, **env):
+        self.stack = h.Stack(name, broker=False)
+        self.default_limits = default_limits
+        self.env = env
+
+    @property
+    def sim(self):
+        return self.stack.sim
+
+    def start(self, label, **env):
+        base = fault_env(BROKER_THREADS="1")
+        if self.default_limits:
+            for k in ("BROKER_RATE_LIMIT_IP_PER_MIN", "BROKER_RATE_LIMIT_ORG_PER_S"):
+                base.pop(k)
+        base.update(self.env)
+        base.update(env)
+        b = self.stack.new_broker(label, **{k: v for k, v in base.items() if v is not None})
+        self.stack.broker = self.stack.broker or b   # later ones share its keyring and admin token
+        return b
+
+    def stop(self, b):
+        b.stop()
+        if b in self.stack.extra:
+            self.stack.extra.remove(b)
+        if self.stack.broker is b:
+            self.stack.broker = None
+
+    def close(self):
+        self.stack.close()
+
+
+class Client:
+    """One keep-alive connection to broker b from a chosen source address."""
+
+    def __init__(self, b, source="127.0.0.1"):
+        self.c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5, source_address=(source, 0))
+
+    def get(self, path, token=None, headers=None):
+        """GET path (with the bearer token, if any) → (status, {lower-case header: value}, body)."""
+        hd = dict(headers or {})
+        if token:
+            hd["Authorization"] = f"Bearer {token}"
+        self.c.request("GET", path, headers=hd)
+        r = self.c.getresponse()
+        body = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+
+    def close(self):
+        self.c.close()
+
+
+def one(b, path, token=None, source="127.0.0.1", headers=None):
+    """One GET on a new connection from source: (status, headers, body)."""
+    c = Client(b, source)
+    try:
+        return c.get(path, token, headers)
+    finally:
+        c.close()
+
+
+def burst(b, path, n, token=None):
+    """n GETs on one keep-alive connection: each (status, headers, body), in order."""
+    c = Client(b)
+    try:
+        return [c.get(path, token) for _ in range(n)]
+    finally:
+        c.close()
+
+
+def assert_429(res, page=False):
+    """res (status, headers, body) is the contract's 429: Retry-After of 1 to 60 s, and a
+    setup page (page) or the JSON rate_limited error."""
+    status, hdrs, body = res
+    assert status == 429, f"expected 429, got {status}: {body[:200]!r}"
+    ra = hdrs.get("retry-after", "")
+    assert ra.isdigit() and 1 <= int(ra) <= 60, f"Retry-After is {ra!r}"
+    if page:
+        assert hdrs.get("content-type", "").startswith("text/html"), hdrs
+        assert hdrs.get("x-frame-options") == "DENY" and "content-security-policy" in hdrs, hdrs
+    else:
+        assert b'"rate_limited"' in body and hdrs.get("content-type", "").startswith("application/json"), body[:200]
 
 
 # ===== Threads =====

@@ -11,7 +11,6 @@ audited in the source: every comparison of a secret goes through ct_equal, ct_eq
 CRYPTO_memcmp with no early exit, and no other comparison primitive touches a secret.
 """
 
-import http.client
 import os
 import re
 import time
@@ -24,117 +23,61 @@ S = None
 
 def setup_module():
     global S
-    S = h.Stack("flimits", broker=False)
+    S = F.LimitedBrokers("flimits", default_limits=True)
 
 
 def teardown_module():
     S.close()
 
 
-def limited_broker(label, **env):
-    base = F.fault_env(BROKER_THREADS="1")
-    for k in ("BROKER_RATE_LIMIT_IP_PER_MIN", "BROKER_RATE_LIMIT_ORG_PER_S"):
-        base.pop(k)
-    base.update(env)
-    base = {k: v for k, v in base.items() if v is not None}
-    b = S.new_broker(label, **base)
-    S.broker = S.broker or b
-    return b
-
-
-def close(b):
-    b.stop()
-    if b in S.extra:
-        S.extra.remove(b)
-    if S.broker is b:
-        S.broker = None
-
-
-def get(b, path, source=None, headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5,
-                                   source_address=(source, 0) if source else None)
-    try:
-        c.request("GET", path, headers=headers or {})
-        r = c.getresponse()
-        body = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
-    finally:
-        c.close()
-
-
-def assert_429(status, hdrs, body, page):
-    assert status == 429, f"expected 429, got {status}"
-    ra = hdrs.get("retry-after", "")
-    assert ra.isdigit() and 1 <= int(ra) <= 60, f"Retry-After is {ra!r}"
-    if page:
-        assert hdrs.get("content-type", "").startswith("text/html"), hdrs
-        assert hdrs.get("x-frame-options") == "DENY" and "content-security-policy" in hdrs
-    else:
-        assert b'"rate_limited"' in body and hdrs.get("content-type", "").startswith("application/json"), body[:200]
-
-
-def burst(b, path, n, token=None):
-    """n GETs on one keep-alive connection; the statuses in order."""
-    c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5)
-    out = []
-    try:
-        for _ in range(n):
-            c.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
-            r = c.getresponse()
-            out.append((r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()))
-    finally:
-        c.close()
-    return out
-
-
 def test_browser_endpoints_are_limited_per_client_ip():
-    b = limited_broker("ip", BROKER_RATE_LIMIT_IP_PER_MIN="10")
+    b = S.start("ip", BROKER_RATE_LIMIT_IP_PER_MIN="10")
     try:
         paths = ["/setup", "/setup?ticket=" + "A" * 43, "/oauth/callback?state=" + "A" * 43 + "&code=x"]
-        statuses = [get(b, paths[i % 3])[0] for i in range(10)]
+        statuses = [F.one(b, paths[i % 3])[0] for i in range(10)]
         assert 429 not in statuses, f"limited before 10 requests: {statuses}"
-        st, hd, body = get(b, "/setup")
-        assert_429(st, hd, body, page=True)
-        st, hd, body = get(b, "/oauth/callback?error=access_denied")
-        assert_429(st, hd, body, page=True)
+        st, hd, body = F.one(b, "/setup")
+        F.assert_429((st, hd, body), page=True)
+        st, hd, body = F.one(b, "/oauth/callback?error=access_denied")
+        F.assert_429((st, hd, body), page=True)
         # another client address is not affected; nor are the probes
-        st, _, _ = get(b, "/setup", source="127.0.0.2")
+        st, _, _ = F.one(b, "/setup", source="127.0.0.2")
         assert st == 401, f"127.0.0.2 was limited by 127.0.0.1's traffic: {st}"
-        assert get(b, "/healthz")[0] == 200 and get(b, "/readyz")[0] == 200
+        assert F.one(b, "/healthz")[0] == 200 and F.one(b, "/readyz")[0] == 200
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_api_is_limited_per_org():
-    b = limited_broker("org", BROKER_RATE_LIMIT_ORG_PER_S="5")
+    b = S.start("org", BROKER_RATE_LIMIT_ORG_PER_S="5")
     try:
         org, other = h.new_org(), h.new_org()
         key = b.create_api_key(org)["api_key"]
         okey = b.create_api_key(other)["api_key"]
         # 11 requests in well under a second: at least one 1-second window holds 6 of them
         t0 = time.monotonic()
-        res = burst(b, f"/v1/orgs/{org}/connections", 11, key)
+        res = F.burst(b, f"/v1/orgs/{org}/connections", 11, key)
         assert time.monotonic() - t0 < 1.0, "the burst was too slow to be meaningful"
         sts = [r[0] for r in res]
         assert 429 not in sts[:5], f"limited within the first 5 requests: {sts}"
         limited = [r for r in res if r[0] == 429]
         assert limited, f"11 requests in under a second were never limited: {sts}"
-        assert_429(*limited[0], page=False)
+        F.assert_429(limited[0])
         # another org is not affected
-        assert all(r[0] == 200 for r in burst(b, f"/v1/orgs/{other}/connections", 3, okey))
+        assert all(r[0] == 200 for r in F.burst(b, f"/v1/orgs/{other}/connections", 3, okey))
         # and the limited org recovers once Retry-After has passed
         ra = int(limited[0][1]["retry-after"])
-        h.wait_until(lambda: get(b, f"/v1/orgs/{org}/connections",
+        h.wait_until(lambda: F.one(b, f"/v1/orgs/{org}/connections",
                                  headers={"Authorization": f"Bearer {key}"})[0] == 200,
                      ra + 1.5, interval=0.05, what="the org is served again after Retry-After")
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_default_limits_are_1200_per_minute_and_1000_per_second():
-    b = limited_broker("defaults")
+    b = S.start("defaults")
     try:
-        sts = [r[0] for r in burst(b, "/setup", 1201)]
+        sts = [r[0] for r in F.burst(b, "/setup", 1201)]
         assert 429 not in sts[:1200], f"a browser client was limited before 1200 requests: first at {sts.index(429)}"
         assert 429 in sts, "1201 browser requests within a minute were never limited"
         org = h.new_org()
@@ -144,24 +87,24 @@ def test_default_limits_are_1200_per_minute_and_1000_per_second():
         # ended inside that window
         h.wait_until(lambda: time.monotonic() % 1.0 < 0.05, 2, interval=0.005, what="a new second")
         t0 = time.monotonic()
-        sts = [r[0] for r in burst(b, f"/v1/orgs/{org}/connections", 1001, key)]
+        sts = [r[0] for r in F.burst(b, f"/v1/orgs/{org}/connections", 1001, key)]
         fast = int(time.monotonic()) == int(t0)
         assert 429 not in sts[:1000], f"an org was limited before 1000 requests: first at {sts.index(429)}"
         if fast:
             assert 429 in sts, "1001 API requests in under a second were never limited"
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_limits_are_per_worker_thread():
-    b = limited_broker("workers", BROKER_THREADS="2", BROKER_RATE_LIMIT_IP_PER_MIN="10")
+    b = S.start("workers", BROKER_THREADS="2", BROKER_RATE_LIMIT_IP_PER_MIN="10")
     try:
         # new connections spread over both workers; at most 2 × 10 get through
-        sts = [get(b, "/setup")[0] for _ in range(40)]
+        sts = [F.one(b, "/setup")[0] for _ in range(40)]
         ok = sum(1 for s in sts if s != 429)
         assert 10 <= ok <= 20, f"{ok} of 40 browser requests passed with 2 workers × 10/min: {sts}"
     finally:
-        close(b)
+        S.stop(b)
 
 
 # ===== timing-safe comparisons (source audit) =====
@@ -188,7 +131,7 @@ REQUIRED = [
     ("auth.c", r"ct_equal\(tok, n, cfg->admin_token", "the admin token"),
     ("auth.c", r"ct_equal\(rec \+ 19, 64, bk->hash, 64\)", "the API key hash"),
     ("routes/setup.c", r"ct_equal\(csrf, strlen\(csrf\), expect, 64\)", "the CSRF token"),
-    ("routes/oauth.c", r"ct_equal\(browser, 64, c->browser, 64\)", "the OAuth state's browser binding"),
+    ("routes/oauth.c", r"ct_equal\(st\.browser, 64, c->browser, 64\)", "the OAuth state's browser binding"),
     ("core/webhook_sig.c", r"ct_equal\(want, WHSIG_HEX_LEN", "Stripe webhook signatures"),
 ]
 
@@ -272,8 +215,17 @@ def test_secret_lookups_never_use_the_secret_as_a_redis_key():
     keys = open(os.path.join(BROKER, "store", "keys.h"), encoding="utf-8").read()
     for name, spelled in (("KEY_TICKET", "ticket:%s"), ("KEY_SESS", "sess:%s"), ("KEY_STATE", "state:%s")):
         assert re.search(rf'#define {name} "{re.escape(spelled)}"', keys), f"store/keys.h: {name} is not \"{spelled}\""
-    for rel, pat in (("routes/setup.c", r'breq_key\(b, KEY_TICKET, hash\)'),
-                     ("routes/setup.c", r'breq_key\(b, KEY_SESS, hash\)'),
-                     ("routes/setup.c", r'breq_key\(b, KEY_STATE, state_hash\)'),
-                     ("routes/oauth.c", r'breq_key\(b, KEY_STATE, hash\)')):
-        assert re.search(pat, srcs[rel]), f"broker/{rel}: expected a lookup by hash ({pat})"
+    # their keys are built in broker/store/flows.c only, each through HASHED_KEY, which
+    # puts the value's SHA-256 in the key name
+    flows = srcs["store/flows.c"]
+    macro = re.search(r"#define HASHED_KEY\(c, prefix, KEYFMT, value\)(.*?)\n\n", flows, re.S)
+    assert macro, "broker/store/flows.c: HASHED_KEY not found"
+    assert re.search(r"sha256_hex\(\(value\), strlen\(value\), h_\);", macro.group(1)) and \
+        re.search(r'store_cmd_addf\(\(c\), "%s" KEYFMT, \(prefix\), h_\);', macro.group(1)), \
+        "broker/store/flows.c: HASHED_KEY does not key by the value's SHA-256"
+    for name in ("KEY_TICKET", "KEY_SESS", "KEY_STATE"):
+        uses = len(re.findall(rf"\b{name}\b", flows))
+        hashed = len(re.findall(rf"HASHED_KEY\(c, prefix, {name}, \w+\)", flows))
+        assert uses >= 1 and uses == hashed, f"broker/store/flows.c: {name} used {uses} times, {hashed} by hash"
+        elsewhere = [rel for rel, src in srcs.items() if rel != "store/flows.c" and re.search(rf"\b{name}\b", src)]
+        assert not elsewhere, f"{name} is used outside broker/store/flows.c: {elsewhere}"

@@ -16,9 +16,7 @@ whose key checked out, so that nobody without the key can exhaust an org's allow
 Every broker here has one worker thread, so the counts are exact.
 """
 
-import http.client
 import time
-import urllib.parse
 
 import faultlib as F
 
@@ -29,74 +27,22 @@ FAKE_KEY = "stb_" + "0" * 16 + "_" + "A" * 43
 
 def setup_module():
     global S
-    S = h.Stack("ffair", broker=False)
+    S = F.LimitedBrokers("ffair", BROKER_LOG_LEVEL="info")
 
 
 def teardown_module():
     S.close()
 
 
-def limited_broker(label, **env):
-    base = F.fault_env(BROKER_THREADS="1", BROKER_LOG_LEVEL="info")
-    base.update(env)
-    b = S.new_broker(label, **base)
-    S.broker = S.broker or b
-    return b
-
-
-def close(b):
-    b.stop()
-    if b in S.extra:
-        S.extra.remove(b)
-    if S.broker is b:
-        S.broker = None
-
-
-class Client:
-    """One keep-alive connection from a chosen source address."""
-
-    def __init__(self, b, source="127.0.0.1"):
-        self.c = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5, source_address=(source, 0))
-
-    def get(self, path, token=None, headers=None):
-        hd = dict(headers or {})
-        if token:
-            hd["Authorization"] = f"Bearer {token}"
-        self.c.request("GET", path, headers=hd)
-        r = self.c.getresponse()
-        body = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
-
-    def close(self):
-        self.c.close()
-
-
-def one(b, path, token=None, source="127.0.0.1", headers=None):
-    c = Client(b, source)
-    try:
-        return c.get(path, token, headers)
-    finally:
-        c.close()
-
-
-def assert_429(res, page=False):
-    status, hdrs, body = res
-    assert status == 429, f"expected 429, got {status}: {body[:200]!r}"
-    ra = hdrs.get("retry-after", "")
-    assert ra.isdigit() and 1 <= int(ra) <= 60, f"Retry-After is {ra!r}"
-    if not page:
-        assert b'"rate_limited"' in body, body[:200]
-
-
 def test_a_made_up_key_never_spends_the_orgs_allowance():
     """The audit: 2,800 pipelined getAccessToken with a made-up key made the org's real
     key get 429. Here: 5 per second for the org, 40 bad requests before each good one."""
-    b = limited_broker("org", BROKER_RATE_LIMIT_ORG_PER_S="5")
+    b = S.start("org", BROKER_RATE_LIMIT_ORG_PER_S="5")
     try:
         org = h.new_org()
         key = b.create_api_key(org)["api_key"]
         wrong_secret = key[:21] + ("B" if key[21] != "B" else "C") + key[22:]   # the real key id
-        c = Client(b)
+        c = F.Client(b)
         try:
             for bad in (FAKE_KEY, wrong_secret, FAKE_KEY):
                 t0 = time.monotonic()
@@ -112,26 +58,26 @@ def test_a_made_up_key_never_spends_the_orgs_allowance():
             if time.monotonic() - t0 < 1.0:
                 limited = [r for r in res if r[0] == 429]
                 assert limited, f"11 good requests in under a second were never limited: {[r[0] for r in res]}"
-                assert_429(limited[0])
+                F.assert_429(limited[0])
         finally:
             c.close()
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_failed_authentications_have_their_own_limit_per_address_and_key_id():
-    b = limited_broker("fail", BROKER_RATE_LIMIT_IP_PER_MIN="10")
+    b = S.start("fail", BROKER_RATE_LIMIT_IP_PER_MIN="10")
     try:
         org = h.new_org()
         key = b.create_api_key(org)["api_key"]
         path = f"/v1/orgs/{org}/access-token?mode=test"
-        c = Client(b, "127.0.0.1")
+        c = F.Client(b, "127.0.0.1")
         try:
             sts = [c.get(path, FAKE_KEY)[0] for _ in range(10)]
             assert set(sts) == {401}, sts
-            assert_429(c.get(path, FAKE_KEY))
+            F.assert_429(c.get(path, FAKE_KEY))
             # a missing bearer from that address is a failure too
-            assert_429(c.get(path))
+            F.assert_429(c.get(path))
             # the org's key from the same address is served (404: no connection yet)
             st, _, body = c.get(path, key)
             assert st == 404 and b"not_connected" in body, (st, body[:200])
@@ -139,64 +85,64 @@ def test_failed_authentications_have_their_own_limit_per_address_and_key_id():
         finally:
             c.close()
         # the key id that failed is limited from any address; another key id is not
-        assert_429(one(b, path, FAKE_KEY, source="127.0.0.2"))
+        F.assert_429(F.one(b, path, FAKE_KEY, source="127.0.0.2"))
         other = "stb_" + "1" * 16 + "_" + "A" * 43
-        assert one(b, path, other, source="127.0.0.2")[0] == 401
+        assert F.one(b, path, other, source="127.0.0.2")[0] == 401
         # the org's allowance was never touched by any of it
-        assert one(b, f"/v1/orgs/{org}/connections", key, source="127.0.0.3")[0] == 200
+        assert F.one(b, f"/v1/orgs/{org}/connections", key, source="127.0.0.3")[0] == 200
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy():
-    b = limited_broker("proxy", BROKER_RATE_LIMIT_IP_PER_MIN="5",
+    b = S.start("proxy", BROKER_RATE_LIMIT_IP_PER_MIN="5",
                        BROKER_TRUSTED_PROXIES="127.0.0.1/32, ::1")
     try:
         xff = lambda v: {"X-Forwarded-For": v}   # noqa: E731
-        sts = [one(b, "/setup", headers=xff("203.0.113.7"))[0] for _ in range(5)]
+        sts = [F.one(b, "/setup", headers=xff("203.0.113.7"))[0] for _ in range(5)]
         assert sts == [401] * 5, sts
-        assert_429(one(b, "/setup", headers=xff("203.0.113.7")), page=True)
+        F.assert_429(F.one(b, "/setup", headers=xff("203.0.113.7")), page=True)
         # another client behind the same proxy has its own allowance
-        st = one(b, "/setup", headers=xff("203.0.113.8"))[0]
+        st = F.one(b, "/setup", headers=xff("203.0.113.8"))[0]
         assert st == 401, f"another client behind the trusted proxy got {st}"
         # what a client writes on the left is not believed: the proxy appended .7
-        assert_429(one(b, "/setup", headers=xff("203.0.113.8, 203.0.113.7")), page=True)
+        F.assert_429(F.one(b, "/setup", headers=xff("203.0.113.8, 203.0.113.7")), page=True)
         # an untrusted peer's header is ignored: it is limited as itself
-        sts = [one(b, "/setup", source="127.0.0.2", headers=xff(f"198.51.100.{i}"))[0] for i in range(6)]
+        sts = [F.one(b, "/setup", source="127.0.0.2", headers=xff(f"198.51.100.{i}"))[0] for i in range(6)]
         assert sts == [401] * 5 + [429], sts
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_a_browser_in_the_middle_of_a_flow_is_not_locked_out_by_an_anonymous_flood():
     """The audit: anonymous GET /setup from the ingress's address made an admin's
     /oauth/callback get 429."""
-    b = limited_broker("flow", BROKER_RATE_LIMIT_IP_PER_MIN="10")
+    b = S.start("flow", BROKER_RATE_LIMIT_IP_PER_MIN="10")
     try:
         org = h.new_org()
         f = h.Flow(b, S.sim, org, "test")
         f.open()
         f.setup_page()
-        flood = [one(b, p)[0] for p in ["/setup", "/oauth/callback?state=" + "A" * 43 + "&code=x"] * 10]
+        flood = [F.one(b, p)[0] for p in ["/setup", "/oauth/callback?state=" + "A" * 43 + "&code=x"] * 10]
         assert 429 in flood, f"20 anonymous page requests were never limited: {flood}"
         f.setup_page()
         f.authorize_ok()
-        flood = [one(b, "/setup")[0] for _ in range(5)]
+        flood = [F.one(b, "/setup")[0] for _ in range(5)]
         assert set(flood) == {429}, flood
         f.stripe()
         f.finish()   # the callback, then /setup showing Connected
-        st, _, body = one(b, f"/v1/orgs/{org}/connections", b.admin_token)
+        st, _, body = F.one(b, f"/v1/orgs/{org}/connections", b.admin_token)
         assert st == 200 and f.account.encode() in body, (st, body[:300])
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_made_up_session_cookies_count_as_failed_authentications():
     """A cookie does not buy its own allowance unless it holds: made-up sessions are
     failures of their address, limited like any other."""
-    b = limited_broker("cookie", BROKER_RATE_LIMIT_IP_PER_MIN="5")
+    b = S.start("cookie", BROKER_RATE_LIMIT_IP_PER_MIN="5")
     try:
-        sts = [one(b, "/setup", headers={"Cookie": f"stb_session={h.rand_str(43)}"})[0] for _ in range(8)]
+        sts = [F.one(b, "/setup", headers={"Cookie": f"stb_session={h.rand_str(43)}"})[0] for _ in range(8)]
         assert sts[:5] == [401] * 5 and set(sts[5:]) == {429}, sts
     finally:
-        close(b)
+        S.stop(b)

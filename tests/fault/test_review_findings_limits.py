@@ -13,7 +13,6 @@ Every broker here has one worker thread, so the counts are exact.
 """
 
 import faultlib as F
-from test_abuse_limits_fair import assert_429, one
 
 h = F.h
 S = None
@@ -21,50 +20,38 @@ S = None
 
 def setup_module():
     global S
-    S = h.Stack("freview", broker=False)
+    S = F.LimitedBrokers("freview", BROKER_LOG_LEVEL="info")
 
 
 def teardown_module():
     S.close()
 
 
-def limited_broker(label, **env):
-    base = F.fault_env(BROKER_THREADS="1", BROKER_LOG_LEVEL="info")
-    base.update(env)
-    return S.new_broker(label, **base)
-
-
-def close(b):
-    b.stop()
-    if b in S.extra:
-        S.extra.remove(b)
-
-
 def test_made_up_cookies_on_the_declined_callback_count_as_failed_authentications():
-    b = limited_broker("declined", BROKER_RATE_LIMIT_IP_PER_MIN="5")
+    b = S.start("declined", BROKER_RATE_LIMIT_IP_PER_MIN="5")
     try:
         sts = []
         for _ in range(8):
             path = f"/oauth/callback?error=access_denied&state={h.rand_str(43)}"
-            sts.append(one(b, path, headers={"Cookie": f"stb_oauth={h.rand_str(43)}"})[0])
+            sts.append(F.one(b, path, headers={"Cookie": f"stb_oauth={h.rand_str(43)}"})[0])
         assert all(s < 500 for s in sts[:5]) and set(sts[5:]) == {429}, \
             f"made-up state cookies on the declined callback are never limited: {sts}"
     finally:
-        close(b)
+        S.stop(b)
 
 
 def test_failed_authentications_of_one_ipv6_64_share_one_allowance():
-    b = limited_broker("v6", BROKER_RATE_LIMIT_IP_PER_MIN="5", BROKER_TRUSTED_PROXIES="127.0.0.1/32")
+    b = S.start("v6", BROKER_RATE_LIMIT_IP_PER_MIN="5", BROKER_TRUSTED_PROXIES="127.0.0.1/32")
     try:
         org = h.new_org()
         path = f"/v1/orgs/{org}/access-token?mode=test"
         # no bearer: a failed authentication of the client address
-        sts = [one(b, path, headers={"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"})[0] for i in range(5)]
+        sts = [F.one(b, path, headers={"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"})[0] for i in range(5)]
         assert sts == [401] * 5, sts
         # the sixth address of the same /64 is the same client
-        assert_429(one(b, path, headers={"X-Forwarded-For": "2001:db8:1:2:ffff:1:2:3"}))
+        F.assert_429(F.one(b, path, headers={"X-Forwarded-For": "2001:db8:1:2:ffff:1:2:3"}))
         # another /64 is another client
-        st = one(b, path, headers={"X-Forwarded-For": "2001:db8:1:3::1"})[0]
+        st = F.one(b, path, headers={"X-Forwarded-For": "2001:db8:1:3::1"})[0]
         assert st == 401, f"a client of another /64 got {st}"
     finally:
-        close(b)
+        S.stop(b)

@@ -14,6 +14,12 @@ redirects are never followed, and a small cookie jar plays the admin's browser.
 Every sensitive value a test sees (tickets, states, codes, cookies, tokens, API keys,
 secrets) is recorded in SEEN so that the secrets-at-rest tests can look for it in Redis
 and in the broker's log.
+
+The same start-up serves the other scripts that need these processes: start_redis(),
+start_sim() and start_broker(env) (section "Start-up") return handles that are ready
+and whose close() stops them; tests/k8s/test_sigterm.py and deploy/image/smoke.py import
+them, and tests/e2e/run.sh runs `python3 tests/it/harness.py up …`, which starts all three
+and stops them on SIGTERM.
 """
 
 import base64
@@ -926,6 +932,10 @@ class Broker:
             self.proc.kill()
             self.proc.wait()
 
+    def close(self):
+        """Stop it for good: SIGTERM, then SIGKILL after STOP_TIMEOUT_S."""
+        self.stop()
+
     # --- requests ---
 
     def url(self, path):
@@ -1059,6 +1069,49 @@ def _remember_response(r):
 
 # ===== A module's processes =====
 
+# ===== Start-up =====
+#
+# One way to start the real processes, for the integration tests and for the scripts that
+# need the same processes outside them (tests/k8s/test_sigterm.py, deploy/image/smoke.py,
+# tests/e2e/run.sh through `harness.py up`). Each start_* returns once its process is ready
+# (a polled condition with a deadline, never a bare sleep) or raises AssertionError saying
+# what did not come up; close() stops it (SIGTERM or SIGKILL, bounded) and removes its
+# files. Logs go to log_dir() (use_log_dir to choose it).
+
+def use_log_dir(d):
+    """Write this process's logs (and those of the processes it starts) into folder d."""
+    os.makedirs(d, exist_ok=True)
+    os.environ["IT_LOG_DIR"] = d
+
+
+def start_redis(name="redis"):
+    """A redis-server on a free loopback port, no persistence; ready when it answers PING.
+    The handle: .port, .client(), .close()."""
+    return RedisServer(name)
+
+
+def start_sim(name="sim", authorize="approve"):
+    """The Stripe simulator (tests/fakes/stripe_sim.py) on a free port; ready when its
+    control API answers. authorize: "approve", "consent" (a page to click) or "deny".
+    The handle: .port, .base, .close()."""
+    return Sim(name, authorize)
+
+
+def start_broker(env, name="broker", ready=False):
+    """The broker binary ($BROKER_BIN) with exactly the environment env (see broker_env);
+    ready when GET /healthz answers 200, and with ready=True also /readyz (Redis reached).
+    The handle: .port, .base, .proc, .admin_token, .log_path, .log_tail(), .stop() (SIGTERM,
+    returns the exit code), .close()."""
+    b = Broker(env, os.path.join(log_dir(), f"{name}.broker.log"))
+    try:
+        if ready:
+            b.wait_ready()
+    except BaseException:
+        b.kill()
+        raise
+    return b
+
+
 class Stack:
     """redis + simulator + broker for one test module (the usual fixture)."""
 
@@ -1069,8 +1122,8 @@ class Stack:
         self.sim = None
         self.broker = None
         try:
-            self.redis = RedisServer(name)
-            self.sim = Sim(name) if sim else None
+            self.redis = start_redis(name)
+            self.sim = start_sim(name) if sim else None
             if broker:
                 self.broker = self.new_broker("broker", **broker_overrides)
         except BaseException:
@@ -1236,3 +1289,63 @@ class Flow:
         self.stripe(account)
         self.finish()
         return self
+
+
+# ===== `python3 tests/it/harness.py up`: the three processes for a shell script =====
+
+def _up(argv):
+    """Start Redis, the simulator and a broker; write their coordinates to --ready-file as
+    shell assignments (written whole, then renamed: a reader never sees half); run until
+    SIGTERM or SIGINT (or until the parent process is gone), then stop all three."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="harness.py up")
+    ap.add_argument("--ready-file", required=True)
+    ap.add_argument("--log-dir", required=True)
+    ap.add_argument("--name", default="up")
+    ap.add_argument("--authorize", default="approve", help="the simulator's authorize mode")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a broker variable ({port} is the broker's port); NAME= unsets it")
+    a = ap.parse_args(argv)
+    use_log_dir(a.log_dir)
+    parent = os.getppid()
+    stop = []
+    sigs = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    for sig in sigs:   # during start-up: note it, stop once the current start returns
+        signal.signal(sig, lambda *_: stop.append(1))
+    procs = []
+    try:
+        redis = start_redis(a.name)
+        procs.append(redis)
+        sim = start_sim(a.name, authorize=a.authorize)
+        procs.append(sim)
+        port = free_port()
+        overrides = {}
+        for item in a.env:
+            k, _, v = item.partition("=")
+            overrides[k] = v.replace("{port}", str(port)) if v else None
+        b = start_broker(broker_env(port, redis.port, sim.port, **overrides), a.name)
+        procs.append(b)
+        tmp = a.ready_file + ".tmp"
+        with open(tmp, "w") as f:
+            for k, v in (("BROKER_URL", b.base), ("BROKER_PID", b.proc.pid), ("BROKER_LOG", b.log_path),
+                         ("SIM_URL", sim.base), ("REDIS_PORT", redis.port), ("ADMIN_TOKEN", b.admin_token)):
+                f.write(f"{k}='{v}'\n")
+        os.replace(tmp, a.ready_file)
+        # from here on the signals are awaited, not handled (the children are started and
+        # keep the default dispositions); the timeout only notices a parent that is gone
+        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        while not stop and os.getppid() == parent and b.running():
+            if signal.sigtimedwait(sigs, 0.5) is not None:
+                stop.append(1)
+        return 0 if stop or os.getppid() != parent else 1
+    finally:
+        for p in reversed(procs):
+            p.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["up"]:
+        sys.exit(_up(sys.argv[2:]))
+    print("usage: harness.py up --ready-file F --log-dir D [--authorize MODE] [--env NAME=VALUE]…",
+          file=sys.stderr)
+    sys.exit(2)

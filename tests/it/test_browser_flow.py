@@ -23,8 +23,40 @@ def setup_function():
     S.reset()
 
 
-def flow(org=None, mode="test", **kw):
-    return h.Flow(S.broker, S.sim, org or h.new_org(), mode, **kw)
+def flow(org=None, mode="test", broker=None, **kw):
+    """A new flow for org (a new one by default) on broker (the module's by default)."""
+    return h.Flow(broker or S.broker, S.sim, org or h.new_org(), mode, **kw)
+
+
+# The flow brought to a step, for the tests that probe the next one (each step asserts
+# what the contract promises of it, see harness.Flow).
+
+def opened(org=None, mode="test", **kw):
+    """The setup link opened: the browser holds a setup session."""
+    f = flow(org, mode, **kw)
+    f.open()
+    return f
+
+
+def on_setup_page(org=None, mode="test", **kw):
+    """… and the setup page read (its csrf value in f.csrf)."""
+    f = opened(org, mode, **kw)
+    f.setup_page()
+    return f
+
+
+def sent_to_stripe(org=None, mode="test", **kw):
+    """… and Authorize with Stripe posted: a state issued, the browser-binding cookie set."""
+    f = on_setup_page(org, mode, **kw)
+    f.authorize_ok()
+    return f
+
+
+def back_from_stripe(org=None, mode="test", **kw):
+    """… and approved at Stripe: f.callback_url holds the code, not yet followed."""
+    f = sent_to_stripe(org, mode, **kw)
+    f.stripe()
+    return f
 
 
 def assert_page(r, status=None):
@@ -83,8 +115,7 @@ def test_ticket_redirects_to_setup_and_sets_a_session_cookie():
 
 
 def test_ticket_reuse_is_a_400_page():
-    f = flow()
-    f.open()
+    f = opened()
     r = f.open_ticket()
     assert_page(r, 400)
     r = h.Browser().get(S.broker.url(urllib.parse.urlsplit(f.link_url).path + "?ticket=" + f.ticket))
@@ -104,8 +135,7 @@ def test_setup_without_session_is_a_401_page():
 
 
 def test_setup_with_forged_session_cookie_is_a_401_page():
-    f = flow()
-    f.open()
+    f = opened()
     b = h.Browser()
     for (host, name, path), value in f.browser.jar.items():
         b.jar[(host, name, path)] = h.rand_str(len(value) or 43)
@@ -115,8 +145,7 @@ def test_setup_with_forged_session_cookie_is_a_401_page():
 
 def test_setup_page_shows_org_mode_and_both_forms():
     org15 = h.new_org15()
-    f = flow(h.org18(org15), "live")
-    f.open()
+    f = opened(h.org18(org15), "live")
     r = f.setup_page()
     assert_page(r, 200)
     assert f.org in r.text, "the page does not show the org id"
@@ -131,8 +160,7 @@ def test_setup_page_shows_org_mode_and_both_forms():
 
 
 def test_setup_page_has_no_inline_script():
-    f = flow()
-    f.open()
+    f = opened()
     r = f.setup_page()
     assert "<script>" not in r.text.lower() and "javascript:" not in r.text.lower()
 
@@ -140,9 +168,7 @@ def test_setup_page_has_no_inline_script():
 # ===== POST /setup/authorize =====
 
 def test_authorize_with_wrong_csrf_is_rejected_without_redirect_to_stripe():
-    f = flow()
-    f.open()
-    f.setup_page()
+    f = on_setup_page()
     for bad in ("wrong", "", f.csrf[:-1] + ("A" if f.csrf[-1:] != "A" else "B")):
         r = f.authorize(csrf=bad)
         assert 400 <= r.status < 500, f"csrf {bad!r}: {r.describe()}"
@@ -154,12 +180,8 @@ def test_authorize_with_wrong_csrf_is_rejected_without_redirect_to_stripe():
 
 
 def test_authorize_csrf_of_another_session_is_rejected():
-    a = flow()
-    a.open()
-    a.setup_page()
-    b = flow()
-    b.open()
-    b.setup_page()
+    a = on_setup_page()
+    b = on_setup_page()
     r = a.authorize(csrf=b.csrf)
     assert 400 <= r.status < 500 and "oauth/authorize" not in (r.header("Location") or ""), \
         r.describe()
@@ -172,8 +194,6 @@ def test_authorize_without_session_is_rejected():
 
 
 def _check_authorize_location(f, mode, client_id):
-    f.open()
-    f.setup_page()
     f.authorize_ok(mode)
     u = urllib.parse.urlsplit(f.authorize_location)
     assert f"{u.scheme}://{u.netloc}{u.path}" == S.sim.base + "/oauth/authorize", f.authorize_location
@@ -186,18 +206,15 @@ def _check_authorize_location(f, mode, client_id):
 
 
 def test_authorize_redirect_has_the_test_mode_oauth_parameters():
-    _check_authorize_location(flow(mode="test"), "test", h.TEST_CLIENT_ID)
+    _check_authorize_location(on_setup_page(mode="test"), "test", h.TEST_CLIENT_ID)
 
 
 def test_authorize_redirect_has_the_live_mode_oauth_parameters():
-    _check_authorize_location(flow(mode="live"), "live", h.LIVE_CLIENT_ID)
+    _check_authorize_location(on_setup_page(mode="live"), "live", h.LIVE_CLIENT_ID)
 
 
 def test_each_authorize_gets_a_new_state():
-    f = flow()
-    f.open()
-    f.setup_page()
-    f.authorize_ok()
+    f = sent_to_stripe()
     s1 = f.state
     f.authorize_ok()
     assert f.state != s1, "the state was reused"
@@ -205,9 +222,7 @@ def test_each_authorize_gets_a_new_state():
 
 def test_switching_mode_in_the_form_connects_live():
     org = h.new_org()
-    f = flow(org, "test")
-    f.open()
-    f.setup_page()
+    f = on_setup_page(org, "test")
     f.authorize_ok("live")
     q = urllib.parse.parse_qs(urllib.parse.urlsplit(f.authorize_location).query)
     assert q.get("client_id") == [h.LIVE_CLIENT_ID], q
@@ -221,9 +236,7 @@ def test_switching_mode_in_the_form_connects_live():
 
 
 def test_authorize_with_unknown_mode_is_rejected():
-    f = flow()
-    f.open()
-    f.setup_page()
+    f = on_setup_page()
     r = f.authorize(mode="staging")
     assert 400 <= r.status < 500 and "oauth/authorize" not in (r.header("Location") or ""), \
         r.describe()
@@ -243,11 +256,7 @@ def test_state_replay_is_400_and_the_code_is_presented_once():
 
 
 def test_callback_from_another_browser_is_400_and_never_reaches_stripe():
-    f = flow()
-    f.open()
-    f.setup_page()
-    f.authorize_ok()
-    f.stripe()
+    f = back_from_stripe()
     r = f.callback(browser=h.Browser())
     assert_page(r, 400)
     assert S.sim.calls("token") == 0, "the token endpoint was called"
@@ -262,15 +271,10 @@ def _jar_cookies(browser, name_suffix):
 def test_callback_with_the_right_browser_cookie_but_another_session_is_400():
     # an attacker's state and browser cookie, planted in a victim's browser that has
     # its own setup session (or none): the state is bound to the attacker's session
-    a = flow()
-    a.open()
-    a.setup_page()
-    a.authorize_ok()
-    a.stripe()
+    a = back_from_stripe()
     planted = _jar_cookies(a.browser, "stb_oauth")
     assert planted, f"no browser-binding cookie after POST /setup/authorize: {a.browser.jar}"
-    b = flow()
-    b.open()
+    b = opened()
     assert _jar_cookies(b.browser, "stb_session"), "the victim has no session cookie"
     b.browser.jar.update(planted)
     r = a.callback(browser=b.browser)
@@ -282,18 +286,11 @@ def test_callback_with_the_right_browser_cookie_but_another_session_is_400():
 def test_callback_with_the_right_session_but_another_browser_cookie_is_400():
     # the other half of the binding: the session is the one the state was issued to, but
     # the browser-binding cookie is not (a browser that lost it, or one planted over it)
-    a = flow()
-    a.open()
-    a.setup_page()
-    a.authorize_ok()
-    a.stripe()
+    a = back_from_stripe()
     victim = h.Browser()
     victim.jar.update(_jar_cookies(a.browser, "stb_session"))
     assert victim.jar, "no session cookie after GET /setup?ticket"
-    other = flow()
-    other.open()
-    other.setup_page()
-    other.authorize_ok()
+    other = sent_to_stripe()
     victim.jar.update(_jar_cookies(other.browser, "stb_oauth"))
     r = a.callback(browser=victim)
     assert_page(r, 400)
@@ -302,11 +299,7 @@ def test_callback_with_the_right_session_but_another_browser_cookie_is_400():
 
 
 def test_callback_with_the_right_browser_cookie_and_no_session_is_400():
-    a = flow()
-    a.open()
-    a.setup_page()
-    a.authorize_ok()
-    a.stripe()
+    a = back_from_stripe()
     victim = h.Browser()
     victim.jar.update(_jar_cookies(a.browser, "stb_oauth"))
     assert victim.jar, "no browser-binding cookie after POST /setup/authorize"
@@ -319,11 +312,7 @@ def test_callback_with_the_right_browser_cookie_and_no_session_is_400():
 def test_state_replay_with_the_browser_cookie_restored_is_400():
     # a second tab or a reload still holds the browser cookie the first callback cleared:
     # only consuming the state (GETDEL) keeps the code from reaching Stripe twice
-    f = flow()
-    f.open()
-    f.setup_page()
-    f.authorize_ok()
-    f.stripe()
+    f = back_from_stripe()
     kept = _jar_cookies(f.browser, "stb_oauth")
     assert kept, "no browser-binding cookie after POST /setup/authorize"
     f.finish()
@@ -339,15 +328,8 @@ def test_state_replay_with_the_browser_cookie_restored_is_400():
 
 
 def test_callback_with_the_state_of_another_session_is_400():
-    a = flow()
-    a.open()
-    a.setup_page()
-    a.authorize_ok()
-    a.stripe()
-    b = flow()   # a browser that went as far as Stripe itself: it holds a binding of its own
-    b.open()
-    b.setup_page()
-    b.authorize_ok()
+    a = back_from_stripe()
+    b = sent_to_stripe()   # a browser that went as far as Stripe itself: it holds a binding of its own
     r = a.callback(browser=b.browser)
     assert_page(r, 400)
     assert S.sim.calls("token") == 0
@@ -356,10 +338,7 @@ def test_callback_with_the_state_of_another_session_is_400():
 
 def test_declined_authorization_shows_a_page_and_stores_nothing():
     S.sim.config(authorize="deny")
-    f = flow()
-    f.open()
-    f.setup_page()
-    f.authorize_ok()
+    f = sent_to_stripe()
     r = f.browser.get(f.authorize_location)
     assert r.status in (302, 303), r.describe()
     f.callback_url = r.header("Location")
@@ -375,9 +354,7 @@ def test_declined_authorization_shows_a_page_and_stores_nothing():
 
 
 def test_unknown_state_is_400_and_never_reaches_stripe():
-    f = flow()
-    f.open()
-    f.setup_page()
+    f = on_setup_page()
     code = S.sim.issue_code(h.TEST_CLIENT_ID)
     r = f.browser.get(S.broker.url(f"/oauth/callback?code={code}&scope=read_write&state={h.rand_str(43)}"))
     assert_page(r, 400)
@@ -385,10 +362,7 @@ def test_unknown_state_is_400_and_never_reaches_stripe():
 
 
 def test_callback_without_state_or_code_is_400():
-    f = flow()
-    f.open()
-    f.setup_page()
-    f.authorize_ok()
+    f = sent_to_stripe()
     for q in ("", f"?code=ac_{h.rand_str(24)}", f"?state={f.state}&code=", "?state=&code=x"):
         r = f.browser.get(S.broker.url("/oauth/callback" + q))
         assert r.status == 400, f"/oauth/callback{q}: {r.describe()}"
@@ -396,9 +370,7 @@ def test_callback_without_state_or_code_is_400():
 
 
 def test_expired_state_is_400():
-    f = flow()
-    f.open()
-    f.setup_page()
+    f = on_setup_page()
     c = S.rc()
     try:
         before = set(c.keys())
@@ -417,11 +389,7 @@ def test_expired_state_is_400():
 
 
 def test_stripe_token_failure_stores_nothing_and_does_not_crash():
-    f = flow()
-    f.open()
-    f.setup_page()
-    f.authorize_ok()
-    f.stripe()
+    f = back_from_stripe()
     S.sim.fault(endpoint="token", kind="status", status=500, count=1)
     r = f.callback()
     assert r.status != 500, r.describe()
@@ -434,8 +402,7 @@ def test_stripe_token_failure_stores_nothing_and_does_not_crash():
 # ===== headers and cookies =====
 
 def test_pages_have_the_security_headers():
-    f = flow()
-    f.open()
+    f = opened()
     assert_page(f.setup_page(), 200)
     assert_page(h.Browser().get(S.broker.url("/setup")), 401)
     assert_page(h.Browser().get(S.broker.url("/setup?ticket=" + h.rand_str(43))), 400)
@@ -477,7 +444,7 @@ def https_broker():
 def test_cookies_are_secure_host_prefixed_when_the_public_url_is_https():
     # the broker is told its public URL is https while the test talks plain http to it
     # (as behind a TLS-terminating ingress); this jar sends Secure cookies anyway
-    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
+    f = flow(broker=https_broker())
     f.link()
     assert f.link_url.startswith("https://broker.example.com/setup?ticket="), f.link_url
     r = f.open_ticket()
@@ -502,8 +469,7 @@ def test_cookies_are_secure_host_prefixed_when_the_public_url_is_https():
 
 def test_cookies_without_the_host_prefix_are_ignored_on_https():
     # what a sibling subdomain can plant (Domain=parent, no __Host-) is not a session
-    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
-    f.open()
+    f = opened(broker=https_broker())
     planted = h.Browser()
     for (host, name, path), value in f.browser.jar.items():
         assert name.startswith("__Host-"), name
@@ -513,7 +479,7 @@ def test_cookies_without_the_host_prefix_are_ignored_on_https():
 
 
 def test_https_public_url_gives_an_https_redirect_uri():
-    f = h.Flow(https_broker(), S.sim, h.new_org(), "test")
+    f = flow(broker=https_broker())
     f.link()
     f.open_ticket()
     # the Secure cookie would not be sent over http by a real browser; this jar sends it
@@ -529,9 +495,7 @@ def test_https_public_url_gives_an_https_redirect_uri():
 # ===== webhook secret form, finish link, escaping =====
 
 def test_webhook_secret_form_stores_the_secret():
-    f = flow(mode="live")
-    f.open()
-    f.setup_page()
+    f = on_setup_page(mode="live")
     secret = "whsec_" + h.rand_str(32)
     h.remember("webhook_secret", secret)
     r = f.browser.post_form(S.broker.url("/setup/webhook-secret"),
@@ -547,9 +511,7 @@ def test_webhook_secret_form_stores_the_secret():
 
 
 def test_webhook_secret_form_with_wrong_csrf_stores_nothing():
-    f = flow()
-    f.open()
-    f.setup_page()
+    f = on_setup_page()
     r = f.browser.post_form(S.broker.url("/setup/webhook-secret"),
                             {"csrf": "nope", "signing_secret": "whsec_" + h.rand_str(32)})
     assert 400 <= r.status < 500, r.describe()
@@ -559,8 +521,7 @@ def test_webhook_secret_form_with_wrong_csrf_stores_nothing():
 
 def test_finish_link_points_at_the_return_url():
     ret = "https://acme.my.salesforce.com/lightning/page"
-    f = flow(return_url=ret)
-    f.open()
+    f = opened(return_url=ret)
     r = f.setup_page()
     links = h.parse_page(r.text).links
     assert ret in links, f"no Finish link to {ret}: {links}"
@@ -574,8 +535,7 @@ def test_reflected_return_url_is_html_escaped():
     ret = "https://acme.my.salesforce.com/lightning/page?a=1&b='x'&c=%22"
     r = S.broker.authorize_link(h.new_org(), "test", return_url=ret)
     assert r.status == 201, f"a valid return_url was refused: {r.describe()}"
-    f = flow(return_url=ret)
-    f.open()
+    f = opened(return_url=ret)
     page = f.setup_page()
     assert ret in h.parse_page(page.text).links, "the return_url does not round-trip through the HTML"
 
@@ -585,8 +545,7 @@ def test_reflected_return_url_is_html_escaped():
         h.assert_error(r, 400, "invalid_request")
         return
     assert r.status == 201, r.describe()
-    f = flow(return_url=evil)
-    f.open()
+    f = opened(return_url=evil)
     page = f.setup_page()
     assert "<script>alert(1)</script>" not in page.text, "the return_url breaks out of the HTML"
     hrefs = h.parse_page(page.text).links
@@ -595,9 +554,7 @@ def test_reflected_return_url_is_html_escaped():
 
 def test_the_form_cannot_change_the_org_of_the_session():
     org, other = h.new_org(), h.new_org()
-    f = flow(org, "test")
-    f.open()
-    f.setup_page()
+    f = on_setup_page(org, "test")
     r = f.browser.post_form(S.broker.url("/setup/authorize"),
                             {"csrf": f.csrf, "mode": "test", "org": other, "org_id": other})
     if r.status == 303 and "oauth/authorize" in (r.header("Location") or ""):
@@ -608,10 +565,8 @@ def test_the_form_cannot_change_the_org_of_the_session():
 
 
 def test_a_second_ticket_in_the_same_browser_switches_to_its_org():
-    a = flow(h.new_org(), "test")
-    a.open()
-    b = flow(h.new_org(), "live", browser=a.browser)
-    b.open()
+    a = opened(h.new_org(), "test")
+    b = opened(h.new_org(), "live", browser=a.browser)
     page = b.setup_page()
     assert b.org in page.text and a.org not in page.text, "the session still shows the first org"
     b.authorize_ok()

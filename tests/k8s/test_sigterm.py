@@ -13,15 +13,14 @@ within 10 s, and exit 0. This checks exactly that, against the real binary and a
   3. the process exits 0, within 10 s of the signal;
   4. an idle broker exits 0 promptly on SIGTERM.
 
-Needs redis-server and the binary ($BROKER_BIN, default build/stripe-token-broker). Python 3
+Needs redis-server and the binary ($BROKER_BIN, default build/stripe-token-broker), both
+started through the integration tests' harness (tests/it/harness.py, "Start-up"). Python 3
 standard library only. Set-up steps are not counted unless they fail. Ends with "sigterm: N
 passed, M failed"; exit 1 on any failure.
 """
-import base64
 import http.client
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -32,7 +31,10 @@ import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BROKER_BIN = os.environ.get("BROKER_BIN") or os.path.join(ROOT, "build", "stripe-token-broker")
+sys.path.insert(0, os.path.join(ROOT, "tests", "it"))
+import harness as h  # noqa: E402  the processes start as the integration tests start them
+
+BROKER_BIN = h.broker_bin()
 DRAIN_MAX_S = 10
 PAUSE_MS = 600
 IN_FLIGHT = 24
@@ -54,14 +56,6 @@ def need(name, ok, detail=""):
         return check(name, ok, detail)
     print(f"# {name}: ok", flush=True)
     return ok
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_until(cond, timeout_s, interval_s=0.02):
@@ -94,48 +88,25 @@ def redis_cmd(port, *args):
         return s.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
 
 
-class Broker:
-    def __init__(self, tmp, redis_port):
-        self.port = free_port()
-        self.admin = secrets.token_urlsafe(30)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "BROKER_LISTEN": f"127.0.0.1:{self.port}",
-            "BROKER_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
-            "BROKER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "BROKER_THREADS": "2",
-            "BROKER_ENCRYPTION_KEYS": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-            "BROKER_ADMIN_TOKEN": self.admin,
-            "STRIPE_CLIENT_ID_TEST": "ca_test_sim",
-            "STRIPE_SECRET_KEY_TEST": "sk_test_platform_sim",
-        }
-        self.log_path = os.path.join(tmp, f"broker-{self.port}.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([BROKER_BIN, "serve"], env=env, stdout=self.log,
-                                     stderr=self.log)
-
-    def up(self):
-        return wait_until(lambda: self.proc.poll() is None
-                          and get(self.port, "/healthz", timeout_s=1)[0] == 200, 10)
-
-    def tail(self, n=15):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return "".join(f.readlines()[-n:])
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
-
-
-def test_drain(tmp, redis_port):
-    b = Broker(tmp, redis_port)
+def start_broker(redis_port, what):
+    """A broker on Redis (test mode only, no simulator: nothing here reaches Stripe), ready
+    when /healthz answers; None (a failed set-up step) when it does not start."""
+    env = h.broker_env(h.free_port(), redis_port, h.free_port(), STRIPE_CLIENT_ID_LIVE=None,
+                       STRIPE_SECRET_KEY_LIVE=None, BROKER_UPSTREAM_TIMEOUT_MS=None)
     try:
-        if not need("broker starts and answers /healthz", b.up(), b.tail()):
-            return
-        auth = {"Authorization": f"Bearer {b.admin}"}
+        return h.start_broker(env, "sigterm")
+    except AssertionError as e:
+        need(what, False, str(e))
+        return None
+
+
+def test_drain(redis_port):
+    b = start_broker(redis_port, "broker starts and answers /healthz")
+    if b is None:
+        return
+    try:
+        need("broker starts and answers /healthz", True)
+        auth = {"Authorization": f"Bearer {b.admin_token}"}
         if not need("Redis-backed requests answer 200 before the test",
                     get(b.port, "/readyz")[0] == 200
                     and get(b.port, f"/v1/admin/orgs/{ORG}/api-keys", auth)[0] == 200):
@@ -201,9 +172,9 @@ def test_drain(tmp, redis_port):
         bad = [(i, r[:2]) for i, r in enumerate(results) if not complete_answer(i, r)]
         check("every answer has its complete JSON body (the contract's shape)", not bad, f"{bad[:4]}")
         check(f"the process exits 0 within {DRAIN_MAX_S} s of SIGTERM",
-              rc == 0 and took < DRAIN_MAX_S, f"exit {rc} after {took:.2f} s\n{b.tail()}")
+              rc == 0 and took < DRAIN_MAX_S, f"exit {rc} after {took:.2f} s\n{b.log_tail()}")
     finally:
-        b.stop()
+        b.kill()
 
 
 def complete_answer(i, r):
@@ -252,11 +223,12 @@ def _refused(port):
         return True
 
 
-def test_idle(tmp, redis_port):
-    b = Broker(tmp, redis_port)
+def test_idle(redis_port):
+    b = start_broker(redis_port, "idle broker starts")
+    if b is None:
+        return
     try:
-        if not need("idle broker starts", b.up(), b.tail()):
-            return
+        need("idle broker starts", True)
         # an idle keep-alive connection must not hold the shutdown up
         idle = socket.create_connection(("127.0.0.1", b.port), timeout=2)
         t0 = time.monotonic()
@@ -270,7 +242,7 @@ def test_idle(tmp, redis_port):
         check("an idle broker exits 0 within 2 s of SIGTERM (idle connection open)",
               rc == 0 and took < 2, f"exit {rc} after {took:.2f} s")
     finally:
-        b.stop()
+        b.kill()
 
 
 def main():
@@ -279,23 +251,22 @@ def main():
         print("sigterm: 0 passed, 1 failed")
         return 1
     tmp = tempfile.mkdtemp(prefix="stb-sigterm.")
-    redis_port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", tmp],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    h.use_log_dir(tmp)
+    redis = None
     try:
-        if need("redis-server starts", wait_until(
-                lambda: redis_cmd(redis_port, "PING") == "+PONG", 10)):
-            test_drain(tmp, redis_port)
-            test_idle(tmp, redis_port)
+        try:
+            redis = h.start_redis("sigterm")
+        except AssertionError as e:
+            need("redis-server starts", False, str(e))
+        if redis is not None:
+            need("redis-server starts", True)
+            test_drain(redis.port)
+            test_idle(redis.port)
     except Exception as e:
         check("SIGTERM test ran to the end", False, f"{type(e).__name__}: {e}")
     finally:
-        redis.terminate()
-        try:
-            redis.wait(5)
-        except subprocess.TimeoutExpired:
-            redis.kill()
+        if redis is not None:
+            redis.close()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"sigterm: {RESULTS['passed']} passed, {RESULTS['failed']} failed")
     return 1 if RESULTS["failed"] else 0

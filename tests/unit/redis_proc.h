@@ -1,7 +1,9 @@
 /* redis_proc.h — test helpers shared by the unit tests that run against a real
- * redis-server (test_redis_loop.c, test_rcache.c, test_store_conn.c, test_token_service.c): a monotonic clock, RUN_UNTIL (run an
- * h2o loop until a condition holds, with a deadline), a free port, and redis-server
- * processes started (free port, no persistence), probed, queried and killed.
+ * redis-server (test_redis_loop.c, test_rcache.c, test_store_conn.c, test_store_flows.c,
+ * test_token_service.c): a monotonic clock, RUN_UNTIL (run an h2o loop until a condition
+ * holds, with a deadline), a free port, redis-server processes started (free port, no
+ * persistence), probed, queried and killed, and the one instance a test binary shares
+ * (g_redis, with its cmocka group setup and teardown).
  * Static functions: each test binary includes it once. */
 #ifndef TESTS_UNIT_REDIS_PROC_H
 #define TESTS_UNIT_REDIS_PROC_H
@@ -168,4 +170,30 @@ static inline void redis_kill(redis_proc_t *p)
     }
 }
 
+/* ===== The shared instance ===== */
+
+/* The redis-server the tests of one binary share: started by redis_shared_start (or the
+ * cmocka group setup redis_group_setup) on a free port, killed by redis_group_teardown. A
+ * test that kills it to watch a failure starts it again, on the same port, with
+ * redis_start(&g_redis). */
+static redis_proc_t g_redis __attribute__((unused));
+
+static inline void redis_shared_start(void)
+{
+    memset(&g_redis, 0, sizeof(g_redis));
+    g_redis.port = free_port();
+    redis_start(&g_redis);
+}
+
+static inline int redis_group_setup(void **state)
+{
+    redis_shared_start();
+    return 0;
+}
+
+static inline int redis_group_teardown(void **state)
+{
+    redis_kill(&g_redis);
+    return 0;
+}
 #endif

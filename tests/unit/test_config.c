@@ -436,6 +436,49 @@ static const bad_var_t BAD_VALUES[] = {
     {"STRIPE_MARKETPLACE_URL", "http://marketplace.stripe.com", "STRIPE_MARKETPLACE_URL"},
 };
 
+/* The comma lists (BROKER_RETURN_URL_ALLOW, BROKER_TRUSTED_PROXIES, BROKER_PROXY_ALLOW):
+ * the whole error line, which names the entry that failed by its place, never its value. */
+typedef struct list_error {
+    const char *var, *value, *err;
+} list_error_t;
+
+static void test_config_comma_lists_name_the_entry_that_fails(void **state)
+{
+    static char many_origins[65 * 24], many_proxies[65 * 12], many_resources[33 * 4];
+    size_t i;
+    many_origins[0] = many_proxies[0] = many_resources[0] = '\0';
+    for (i = 0; i < 65; i++) {
+        snprintf(many_origins + strlen(many_origins), 24, "%shttps://o%zu.force.com", i ? "," : "", i);
+        snprintf(many_proxies + strlen(many_proxies), 12, "%s10.0.0.%zu", i ? "," : "", i);
+    }
+    for (i = 0; i < 33; i++)
+        snprintf(many_resources + strlen(many_resources), 5, "%sr%c%c", i ? "," : "", 'a' + (int)(i / 26),
+                 'a' + (int)(i % 26));
+    const list_error_t cases[] = {
+        {"BROKER_RETURN_URL_ALLOW", "https://a.force.com, ,https://b.force.com",
+         "BROKER_RETURN_URL_ALLOW: entry 2: empty entry"},
+        {"BROKER_RETURN_URL_ALLOW", many_origins, "BROKER_RETURN_URL_ALLOW: too many entries (at most 64)"},
+        {"BROKER_TRUSTED_PROXIES", "10.0.0.1,\t,10.0.0.2",
+         "BROKER_TRUSTED_PROXIES: entry 2 is not an IPv4 or IPv6 address or CIDR range (10.0.0.0/8, fd00::/8)"},
+        {"BROKER_TRUSTED_PROXIES", "10.0.0.1,fd00::/8,ingress",
+         "BROKER_TRUSTED_PROXIES: entry 3 is not an IPv4 or IPv6 address or CIDR range (10.0.0.0/8, fd00::/8)"},
+        {"BROKER_TRUSTED_PROXIES", many_proxies, "BROKER_TRUSTED_PROXIES: too many entries (at most 64)"},
+        {"BROKER_PROXY_ALLOW", "refunds,charges,Charges",
+         "BROKER_PROXY_ALLOW: entry 3: not a Stripe resource name (lower-case letters and _)"},
+        {"BROKER_PROXY_ALLOW", " refunds , refunds", "BROKER_PROXY_ALLOW: entry 2: listed twice"},
+        {"BROKER_PROXY_ALLOW", "refunds,", "BROKER_PROXY_ALLOW: entry 2: empty entry"},
+        {"BROKER_PROXY_ALLOW", many_resources, "BROKER_PROXY_ALLOW: entry 33: too many entries (at most 32)"},
+    };
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_env_t e = minimal_env();
+        char err[256];
+        env_set(&e, cases[i].var, cases[i].value);
+        load_fails(&e, cases[i].var, err, sizeof(err));
+        if (strcmp(err, cases[i].err) != 0)
+            fail_msg("case %zu: \"%s\", expected \"%s\"", i, err, cases[i].err);
+    }
+}
+
 static void test_config_rejects_bad_values_naming_the_variable(void **state)
 {
     size_t i;
@@ -770,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_config_redis_password_may_contain_at_sign),
         cmocka_unit_test(test_config_only_live_mode_is_enough),
         cmocka_unit_test(test_config_rejects_bad_values_naming_the_variable),
+        cmocka_unit_test(test_config_comma_lists_name_the_entry_that_fails),
         cmocka_unit_test(test_config_requires_one_stripe_mode),
         cmocka_unit_test(test_config_half_a_pair_leaves_its_mode_disabled),
         cmocka_unit_test(test_config_errors_never_contain_secrets),

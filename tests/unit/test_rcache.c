@@ -34,23 +34,6 @@
 
 #include "redis_proc.h"
 
-/* The main instance, shared by the redis tests (restarted by those that kill it). */
-static redis_proc_t g_redis;
-
-static int redis_group_setup(void **state)
-{
-    memset(&g_redis, 0, sizeof(g_redis));
-    g_redis.port = free_port();
-    redis_start(&g_redis);
-    return 0;
-}
-
-static int redis_group_teardown(void **state)
-{
-    redis_kill(&g_redis);
-    return 0;
-}
-
 /* ===== Subscriber and read cache (store/rcache) ===== */
 
 typedef struct kt {

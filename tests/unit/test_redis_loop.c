@@ -38,9 +38,6 @@
 
 #include "redis_proc.h"
 
-/* The main instance, shared by the redis tests (restarted by those that kill it). */
-static redis_proc_t g_redis;
-
 /* ===== redis_loop fixtures ===== */
 
 #define MAX_CALLS 1100
@@ -126,20 +123,6 @@ static void rtest_free(rtest_t *t)
     h2o_evloop_run(t->loop, 0); /* frees the closed sockets */
     h2o_evloop_destroy(t->loop);
     free(t);
-}
-
-static int redis_group_setup(void **state)
-{
-    memset(&g_redis, 0, sizeof(g_redis));
-    g_redis.port = free_port();
-    redis_start(&g_redis);
-    return 0;
-}
-
-static int redis_group_teardown(void **state)
-{
-    redis_kill(&g_redis);
-    return 0;
 }
 
 /* ===== redis_loop tests ===== */

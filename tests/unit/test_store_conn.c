@@ -22,13 +22,11 @@
 #define KCONN_TEST P "conn:" ORG ":test"
 #define KCONN_LIVE P "conn:" ORG ":live"
 
-static redis_proc_t g_redis;
 static redisContext *g_c;
 
 static int group_setup(void **state)
 {
-    g_redis.port = free_port();
-    redis_start(&g_redis);
+    redis_shared_start();
     g_c = ctl_connect(&g_redis);
     return g_c == NULL;
 }

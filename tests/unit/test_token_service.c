@@ -155,7 +155,6 @@ static void env_set(const char *name, const char *value)
     g_env.values[g_env.n++] = value;
 }
 
-static redis_proc_t g_redis;
 static redisContext *g_ctl;
 static config_t g_cfg;
 static h2o_evloop_t *g_loop;
@@ -166,8 +165,7 @@ static token_service_t *g_ts;
 static int group_setup(void **state)
 {
     char err[256] = "";
-    g_redis.port = free_port();
-    redis_start(&g_redis);
+    redis_shared_start();
     g_ctl = ctl_connect(&g_redis);
     stripe_start();
     snprintf(g_env.stripe_url, sizeof(g_env.stripe_url), "http://127.0.0.1:%d", g_stripe.port);
