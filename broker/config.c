@@ -433,6 +433,18 @@ static int load_public_path(loader_t *l, config_t *c)
 
 /* ===== One loader per variable ============================================ */
 
+/* A host written as an address (digits and dots, or an IPv6 literal) must be one, so that
+ * `check` refuses what `serve` could not bind; a name is resolved when serving. */
+static int listen_host_ok(const char *host)
+{
+    unsigned char a[sizeof(struct in6_addr)];
+    if (strchr(host, ':') != NULL)
+        return inet_pton(AF_INET6, host, a) == 1;
+    if (host[strspn(host, "0123456789.")] == '\0')
+        return inet_pton(AF_INET, host, a) == 1;
+    return 1;
+}
+
 static int load_listen(loader_t *l, config_t *c)
 {
     const char *host, *why;
@@ -450,6 +462,10 @@ static int load_listen(loader_t *l, config_t *c)
     c->listen_host = strndup(host, hostlen);
     if (c->listen_host == NULL)
         abort();
+    if (!listen_host_ok(c->listen_host)) {
+        rc = fail(l, "BROKER_LISTEN", "the host is not a valid IP address");
+        goto out;
+    }
     c->listen_port = (int)port;
     rc = 0;
 out:
@@ -903,6 +919,13 @@ static int load_stripe_value(loader_t *l, const char *name, char **out)
     return 0;
 }
 
+/* sk_test_… / rk_test_… (a restricted key) for test, sk_live_… / rk_live_… for live */
+static int secret_key_of_mode(const char *key, int mode)
+{
+    const char *m = mode == MODE_TEST ? "test_" : "live_";
+    return (strncmp(key, "sk_", 3) == 0 || strncmp(key, "rk_", 3) == 0) && strncmp(key + 3, m, 5) == 0;
+}
+
 static const char *const ids[] = {"STRIPE_CLIENT_ID_TEST", "STRIPE_CLIENT_ID_LIVE"};
 static const char *const keys[] = {"STRIPE_SECRET_KEY_TEST", "STRIPE_SECRET_KEY_LIVE"};
 
@@ -915,6 +938,13 @@ static int load_stripe_mode(loader_t *l, config_t *c, int mode)
         load_stripe_value(l, keys[mode], &m->secret_key) != 0 ||
         load_stripe_value(l, hooks[mode], &m->webhook_secret) != 0)
         return -1;
+    /* a key of the other mode, or something else in the slot, is a configuration mistake
+     * that Stripe would only report at the first authorization: refuse it at start */
+    if (m->client_id != NULL && strncmp(m->client_id, "ca_", 3) != 0)
+        return fail(l, ids[mode], "must be a Stripe client id (ca_…)");
+    if (m->secret_key != NULL && !secret_key_of_mode(m->secret_key, mode))
+        return fail(l, keys[mode], mode == MODE_TEST ? "must be a test secret key (sk_test_… or rk_test_…)"
+                                                     : "must be a live secret key (sk_live_… or rk_live_…)");
     if ((m->client_id == NULL) != (m->secret_key == NULL))
         m->missing = m->client_id == NULL ? ids[mode] : keys[mode];
     m->enabled = m->client_id != NULL && m->secret_key != NULL;
