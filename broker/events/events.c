@@ -20,16 +20,100 @@
 #define GROUP "deliver"
 #define REDIS_TIMEOUT_MS 2000
 #define READ_BLOCK_MS 1000
+#define EVENTS_INGEST_BATCH 100
 
 static const char LUA_LEASE[] = "local v = redis.call('GET', KEYS[1])\n"
                                 "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
                                 "if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
                                 "return 0\n";
-/* KEYS: outbox, retry hash. ARGV: entry id. */
-static const char LUA_DONE[] = "redis.call('XACK', KEYS[1], 'deliver', ARGV[1])\n"
-                               "redis.call('XDEL', KEYS[1], ARGV[1])\n"
-                               "redis.call('HDEL', KEYS[2], ARGV[1])\n"
-                               "return 1\n";
+
+/* Redis's clock in ms: every due time is on it, so replicas' clocks never matter. */
+#define LUA_NOW "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+/* Move what the stream holds into the per-org queues, oldest first: first every entry
+ * still pending (a killed holder's, or one read while waiting), then new ones. An org
+ * that had nothing queued becomes due now; one in back-off keeps its due time.
+ * KEYS: outbox, due. ARGV: group, consumer, queue key prefix, count. Returns moved. */
+static const char LUA_INGEST[] =
+    LUA_NOW
+    "local n = 0\n"
+    "local function move(ents)\n"
+    "  for _, ent in ipairs(ents) do\n"
+    "    local id, f, org, e = ent[1], ent[2], nil, nil\n"
+    "    if type(f) == 'table' then\n"
+    "      for i = 1, #f - 1, 2 do\n"
+    "        if f[i] == 'org' then org = f[i + 1] elseif f[i] == 'e' then e = f[i + 1] end\n"
+    "      end\n"
+    "    end\n"
+    "    if org and e then\n"
+    "      redis.call('RPUSH', ARGV[3] .. org, id .. ' ' .. e)\n"
+    "      redis.call('ZADD', KEYS[2], 'NX', now, org)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "    if type(id) == 'string' then\n"
+    "      redis.call('XACK', KEYS[1], ARGV[1], id)\n"
+    "      redis.call('XDEL', KEYS[1], id)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local c = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, '0-0', 'COUNT', ARGV[4])\n"
+    "move(c[2])\n"
+    "if c[1] == '0-0' then\n" /* every pending entry moved: new ones may follow them */
+    "  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4], 'STREAMS', KEYS[1], '>')\n"
+    "  if r then move(r[1][2]) end\n"
+    "end\n"
+    "return n\n";
+
+/* The org whose queue's head is due first. KEYS: due, retry. ARGV: queue key prefix.
+ * Returns {} when nothing is queued; {org, ms until due} when it is not due yet; else
+ * {org, 0, head ("<entry id> <JSON>"), retry state or '', now}. */
+static const char LUA_PICK[] =
+    LUA_NOW
+    "for _ = 1, 100 do\n"
+    "  local z = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "  if #z == 0 then return {} end\n"
+    "  local head = redis.call('LINDEX', ARGV[1] .. z[1], 0)\n"
+    "  if not head then\n"
+    "    redis.call('ZREM', KEYS[1], z[1])\n"
+    "  else\n"
+    "    local wait = tonumber(z[2]) - now\n"
+    "    if wait > 0 then return {z[1], wait} end\n"
+    "    local id = string.match(head, '^(%S+)')\n"
+    "    return {z[1], 0, head, redis.call('HGET', KEYS[2], id) or '', now}\n"
+    "  end\n"
+    "end\n"
+    "return {}\n";
+
+/* The head entry ARGV[3] of org ARGV[2] was delivered (or dropped): pop it if it is still
+ * the head, forget its retries, and make the org's next entry due now (by the holder of
+ * the lease only: a holder that lost it must not move the new holder's schedule).
+ * KEYS: due, retry, lease. ARGV: queue key prefix, org, entry id, consumer. */
+static const char LUA_DONE[] =
+    LUA_NOW
+    "local q = ARGV[1] .. ARGV[2]\n"
+    "local head = redis.call('LINDEX', q, 0)\n"
+    "if head and string.sub(head, 1, #ARGV[3] + 1) == ARGV[3] .. ' ' then redis.call('LPOP', q) end\n"
+    "redis.call('HDEL', KEYS[2], ARGV[3])\n"
+    "if redis.call('LLEN', q) == 0 then redis.call('ZREM', KEYS[1], ARGV[2])\n"
+    "elseif redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('ZADD', KEYS[1], now, ARGV[2]) end\n"
+    "return 1\n";
+
+/* Attempt ARGV[5] of entry ARGV[3] (org ARGV[2]'s head) failed: keep the retry state and
+ * make the org due again in ARGV[6] ms; its later entries wait, other orgs do not.
+ * Only by the lease holder, and only while the entry is still the head. KEYS: due, retry,
+ * lease. ARGV: queue key prefix, org, entry id, consumer, attempts, back-off ms, first
+ * attempt's time (ms; '' for now). */
+static const char LUA_RETRY[] =
+    LUA_NOW
+    "if redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end\n"
+    "local head = redis.call('LINDEX', ARGV[1] .. ARGV[2], 0)\n"
+    "if not head or string.sub(head, 1, #ARGV[3] + 1) ~= ARGV[3] .. ' ' then return 0 end\n"
+    "local first = ARGV[7]\n"
+    "if first == '' then first = tostring(now) end\n"
+    "local due = now + tonumber(ARGV[6])\n"
+    "redis.call('HSET', KEYS[2], ARGV[3], ARGV[5] .. ' ' .. first .. ' ' .. due)\n"
+    "redis.call('ZADD', KEYS[1], due, ARGV[2])\n"
+    "return 1\n";
 
 static struct {
     const config_t *cfg;
@@ -37,7 +121,7 @@ static struct {
     int started;
     atomic_int stop;
     char me[33];  /* this replica's consumer name and lease value */
-    char k_outbox[160], k_lease[160], k_retry[160], k_orgs[160];
+    char k_outbox[160], k_lease[160], k_retry[160], k_orgs[160], k_due[160], k_queue[160];
     atomic_long conns[MODE_COUNT][2]; /* the gauge; -1 until the first count */
     atomic_long delivered, failed, dropped;
     int grouped;  /* the consumer group is known to exist (an emptied Redis loses it) */
@@ -65,14 +149,8 @@ long events_backoff_ms(int n, long max_ms, double r)
         d *= 2;
     if (d > max_ms)
         d = max_ms;
-    return (long)((double)d * (0.5 + r));
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long j = (long)((double)d * (0.5 + r));
+    return j < max_ms ? j : max_ms; /* the jitter never passes the cap */
 }
 
 /* Sleep up to ms, in short steps, unless stopped. */
@@ -274,48 +352,37 @@ static long post(const char *body, size_t len)
     return status;
 }
 
-/* The entry's id and its "e" field from an XAUTOCLAIM / XREADGROUP entry. */
-static int entry_of(redisReply *ent, const char **id, const char **body, size_t *len)
+static void eval_done(redisContext **c, const char *org, const char *id)
 {
-    if (ent == NULL || ent->type != REDIS_REPLY_ARRAY || ent->elements != 2 || ent->element[0]->type != REDIS_REPLY_STRING)
-        return -1;
-    redisReply *f = ent->element[1];
-    *id = ent->element[0]->str;
-    for (size_t j = 0; f->type == REDIS_REPLY_ARRAY && j + 1 < f->elements; j += 2)
-        if (f->element[j]->type == REDIS_REPLY_STRING && strcmp(f->element[j]->str, "e") == 0 &&
-            f->element[j + 1]->type == REDIS_REPLY_STRING) {
-            *body = f->element[j + 1]->str;
-            *len = f->element[j + 1]->len;
-            return 0;
-        }
-    *body = NULL;
-    *len = 0;
-    return 0; /* not ours: acknowledged without a POST */
+    redisReply *r = cmd(c, "EVAL %s 3 %s %s %s %s %s %s %s", LUA_DONE, g.k_due, g.k_retry, g.k_lease, g.k_queue, org,
+                        id, g.me);
+    if (r != NULL)
+        freeReplyObject(r);
 }
 
-/* Deliver the entry, or wait (at most 1 s) while it is in back-off. */
-static void attempt(redisContext **c, const char *id, const char *body, size_t len)
+/* Deliver org's head entry head ("<entry id> <JSON>"); retry is its retry state
+ * ("<attempts> <first ms> <next ms>", "" before the first failure), now Redis's time. */
+static void attempt(redisContext **c, const char *org, const char *head, size_t hlen, const char *retry, long long now)
 {
-    long long now = now_ms(), first = now, next = 0;
+    const char *sp = memchr(head, ' ', hlen);
+    char id[48], st[16], att[16], backoff[24], first_s[24] = "";
     int n = 0;
-    redisReply *r = cmd(c, "HGET %s %s", g.k_retry, id);
-    if (r == NULL)
-        return;
-    if (r->type == REDIS_REPLY_STRING)
-        sscanf(r->str, "%d %lld %lld", &n, &first, &next);
-    freeReplyObject(r);
-    if (next > now) {
-        nap((long)(next - now > 1000 ? 1000 : next - now)); /* and renew the lease first */
+    long long first = 0, next = 0;
+    if (sp == NULL || (size_t)(sp - head) >= sizeof(id)) { /* not ours: dropped */
+        snprintf(id, sizeof(id), "%.*s", sp != NULL ? (int)(sizeof(id) - 1) : 0, head);
+        eval_done(c, org, id);
         return;
     }
-    long status = body != NULL ? post(body, len) : 200;
-    char st[16], att[16];
+    snprintf(id, sizeof(id), "%.*s", (int)(sp - head), head);
+    if (retry[0] != '\0' && sscanf(retry, "%d %lld %lld", &n, &first, &next) >= 2)
+        snprintf(first_s, sizeof(first_s), "%lld", first);
+    else
+        n = 0;
+    long status = post(sp + 1, hlen - (size_t)(sp + 1 - head));
     snprintf(st, sizeof(st), "%ld", status);
     if (status >= 200 && status < 300) {
         atomic_fetch_add(&g.delivered, 1);
-        r = cmd(c, "EVAL %s 2 %s %s %s", LUA_DONE, g.k_outbox, g.k_retry, id);
-        if (r != NULL)
-            freeReplyObject(r);
+        eval_done(c, org, id);
         return;
     }
     if (atomic_load(&g.stop))
@@ -323,55 +390,74 @@ static void attempt(redisContext **c, const char *id, const char *body, size_t l
     atomic_fetch_add(&g.failed, 1);
     n++;
     snprintf(att, sizeof(att), "%d", n);
-    if (now_ms() - first > (long long)EVENTS_GIVE_UP_S * 1000) {
-        log_event(LOG_ERROR, "event not delivered for 48 hours: dropped", "event_entry", id, "attempts", att,
-                  "http_status", st, NULL);
+    if (first_s[0] != '\0' && now - first > (long long)EVENTS_GIVE_UP_S * 1000) {
+        log_event(LOG_ERROR, "event not delivered for 48 hours: dropped", "org_id", org, "event_entry", id, "attempts",
+                  att, "http_status", st, NULL);
         atomic_fetch_add(&g.dropped, 1);
-        r = cmd(c, "EVAL %s 2 %s %s %s", LUA_DONE, g.k_outbox, g.k_retry, id);
-        if (r != NULL)
-            freeReplyObject(r);
+        eval_done(c, org, id);
         return;
     }
-    next = now_ms() + events_backoff_ms(n, (long)g.cfg->events_retry_max_s * 1000, uniform());
-    log_event(LOG_WARN, "event delivery failed; will retry", "event_entry", id, "attempts", att, "http_status", st,
-              NULL);
-    r = cmd(c, "HSET %s %s %d %lld %lld", g.k_retry, id, n, first, next);
+    snprintf(backoff, sizeof(backoff), "%ld", events_backoff_ms(n, (long)g.cfg->events_retry_max_s * 1000, uniform()));
+    log_event(LOG_WARN, "event delivery failed; will retry", "org_id", org, "event_entry", id, "attempts", att,
+              "http_status", st, NULL);
+    redisReply *r = cmd(c, "EVAL %s 3 %s %s %s %s %s %s %s %s %s %s", LUA_RETRY, g.k_due, g.k_retry, g.k_lease,
+                        g.k_queue, org, id, g.me, att, backoff, first_s);
     if (r != NULL)
         freeReplyObject(r);
 }
 
-/* One step of the lease holder: the oldest pending entry (a killed holder's, or ours
- * in back-off), else a new one. */
+/* Wait up to ms for a new entry of the stream (read into this consumer's pending list:
+ * the next ingest moves it, or, should this replica die first, the next holder's). */
+static void wait_new(redisContext **c, long long ms)
+{
+    if (ms > READ_BLOCK_MS)
+        ms = READ_BLOCK_MS;
+    if (ms < 1)
+        ms = 1;
+    redisReply *r = cmd(c, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %lld STREAMS %s >", GROUP, g.me, ms, g.k_outbox);
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        g.grouped = 0;
+    if (r != NULL)
+        freeReplyObject(r);
+}
+
+/* One step of the lease holder: move new entries into the per-org queues, then deliver
+ * the head of the org due first, or wait until one is due or a new entry comes. */
 static void deliver_step(redisContext **c)
 {
-    const char *id, *body;
-    size_t len;
-    redisReply *r = cmd(c, "XAUTOCLAIM %s %s %s 0 0-0 COUNT 1", g.k_outbox, GROUP, g.me);
+    redisReply *r = cmd(c, "EVAL %s 2 %s %s %s %s %s %d", LUA_INGEST, g.k_outbox, g.k_due, GROUP, g.me, g.k_queue,
+                        EVENTS_INGEST_BATCH);
     if (r == NULL)
         return;
     if (r->type == REDIS_REPLY_ERROR) { /* NOGROUP: Redis was emptied or restarted */
-        g.grouped = 0;
+        if (strstr(r->str, "NOGROUP") != NULL)
+            g.grouped = 0;
+        else
+            log_event(LOG_ERROR, "events out: cannot read the outbox", "error", r->str, NULL);
         freeReplyObject(r);
-        return;
-    }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_ARRAY &&
-        r->element[1]->elements > 0 && entry_of(r->element[1]->element[0], &id, &body, &len) == 0) {
-        attempt(c, id, body, len);
-        freeReplyObject(r);
+        nap(1000);
         return;
     }
     freeReplyObject(r);
-    r = cmd(c, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %d STREAMS %s >", GROUP, g.me, READ_BLOCK_MS, g.k_outbox);
+    r = cmd(c, "EVAL %s 2 %s %s %s", LUA_PICK, g.k_due, g.k_retry, g.k_queue);
     if (r == NULL)
         return;
-    if (r->type == REDIS_REPLY_ERROR)
-        g.grouped = 0;
-    /* [[stream, [[id, fields]]]] */
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
-        r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY &&
-        r->element[0]->element[1]->elements > 0 && entry_of(r->element[0]->element[1]->element[0], &id, &body, &len) == 0)
-        attempt(c, id, body, len);
+    /* {} | {org, wait} | {org, 0, head, retry, now} */
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 5 && r->element[0]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_STRING && r->element[3]->type == REDIS_REPLY_STRING &&
+        r->element[4]->type == REDIS_REPLY_INTEGER) {
+        attempt(c, r->element[0]->str, r->element[2]->str, r->element[2]->len, r->element[3]->str,
+                r->element[4]->integer);
+        freeReplyObject(r);
+        return;
+    }
+    long long wait = READ_BLOCK_MS;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
+        wait = r->element[1]->integer;
+    else if (r->type == REDIS_REPLY_ERROR)
+        log_event(LOG_ERROR, "events out: cannot read the queues", "error", r->str, NULL);
     freeReplyObject(r);
+    wait_new(c, wait);
 }
 
 static void *run(void *arg)
@@ -447,6 +533,8 @@ int events_start(const config_t *cfg)
     snprintf(g.k_lease, sizeof(g.k_lease), "%s" KEY_OUTBOX_LEASE, cfg->redis_prefix);
     snprintf(g.k_retry, sizeof(g.k_retry), "%s" KEY_OUTBOX_RETRY, cfg->redis_prefix);
     snprintf(g.k_orgs, sizeof(g.k_orgs), "%s" KEY_ORGS, cfg->redis_prefix);
+    snprintf(g.k_due, sizeof(g.k_due), "%s" KEY_OUTBOX_DUE, cfg->redis_prefix);
+    snprintf(g.k_queue, sizeof(g.k_queue), "%s" KEY_OUTBOX_QUEUE, cfg->redis_prefix);
     for (int m = 0; m < MODE_COUNT; m++)
         for (int s = 0; s < 2; s++)
             atomic_store(&g.conns[m][s], -1);

@@ -30,6 +30,7 @@ class Receiver:
         self.inflight = 0
         self.max_inflight = 0
         self.delay = 0.0
+        self.refuse = set()    # org ids whose events are answered 500
         self.release = threading.Event()
         rec = self
 
@@ -41,8 +42,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 ok, why = broker_signature.verify(self.headers.get("Broker-Signature"), body, SECRET)
                 with rec.lock:
-                    mode = rec.mode
-                    rec.got.append((json.loads(body), ok, why, mode))
+                    event = json.loads(body)
+                    mode = "fail" if rec.mode == "ok" and event.get("org_id") in rec.refuse else rec.mode
+                    rec.got.append((event, ok, why, mode))
                     rec.inflight += 1
                     rec.max_inflight = max(rec.max_inflight, rec.inflight)
                 try:
@@ -82,6 +84,7 @@ class Receiver:
             self.got = []
             self.max_inflight = 0
             self.delay = 0.0
+            self.refuse = set()
 
     def accepted(self):
         """Events answered 2xx: (event) in order."""
@@ -142,7 +145,8 @@ def outbox_drained():
     try:
         n = c.command("XLEN", "stb:outbox")
         pending = c.command("XPENDING", "stb:outbox", "deliver")
-        return n == 0 and (pending[0] in (0, b"0", "0"))
+        queued = c.command("ZCARD", "stb:outbox:due")
+        return n == 0 and (pending[0] in (0, b"0", "0")) and queued == 0
     finally:
         c.close()
 
@@ -305,6 +309,35 @@ def test_a_replica_killed_mid_delivery_leaves_the_event_to_another():
 
 
 test_a_replica_killed_mid_delivery_leaves_the_event_to_another.timeout_s = 90
+
+
+def test_a_refused_org_holds_back_only_its_own_later_events():
+    a, b = h.new_org(), h.new_org()
+    R.refuse = {a}
+    connect(a, "test")
+    h.assert_status(S.broker.admin("DELETE", f"/v1/orgs/{a}/connections/test"), 204)
+    connect(a, "test")
+    h.wait_until(lambda: len([e for e, _, _, _ in R.all() if e["org_id"] == a]) >= 2, 10,
+                 what="org A's first event refused twice")
+    # org A's receiver refuses (its first event is in back-off): org B's events go out at
+    # once, in order, and org A's later events are not sent ahead of its first
+    connect(b, "test")
+    h.assert_status(S.broker.admin("DELETE", f"/v1/orgs/{b}/connections/test"), 204)
+    connect(b, "test")
+    got = wait_events(lambda x: len(of(b, x)) == 3, timeout=8, what="org B's events while A is refused")
+    assert [e["type"] for e in of(b, got)] == ["connection.authorized", "connection.deleted",
+                                               "connection.authorized"], of(b, got)
+    tried_a = [e for e, _, _, _ in R.all() if e["org_id"] == a]
+    assert len({e["id"] for e in tried_a}) == 1, "an event of org A went out before its first one"
+    first_a = tried_a[0]
+    assert first_a["type"] == "connection.authorized"
+    # A's receiver recovers: A's events arrive in order, the first with the id it had
+    R.refuse = set()
+    got = of(a, wait_events(lambda x: len(of(a, x)) == 3, timeout=10, what="org A's events"))
+    assert [e["type"] for e in got] == ["connection.authorized", "connection.deleted", "connection.authorized"]
+    assert got[0] == first_a, "the refused event was sent again with the same id and body"
+    assert len({e["id"] for e in got}) == 3
+    h.wait_until(outbox_drained, 10, what="outbox drained")
 
 
 def test_no_event_without_its_change():
