@@ -14,6 +14,7 @@
 #include "core/crypto.h"
 #include "core/orgid.h"
 #include "log.h"
+#include "store/audit.h"
 #include "store/keys.h"
 #include "store/store.h"
 
@@ -223,6 +224,87 @@ static redisReply *cmd(redisContext **c, const char *fmt, ...)
 
 /* ===== The gauge ===== */
 
+/* fleet_sync (store/audit.h) for n orgs: in one script, so that an org's check and its
+ * index entry are one step (a key created meanwhile is never undone). */
+static void sync_orgs(redisContext **c, const char *const *orgs, size_t n)
+{
+    if (n == 0 || *c == NULL)
+        return;
+    const char **argv = calloc(n + 4, sizeof(char *));
+    size_t *lens = calloc(n + 4, sizeof(size_t));
+    if (argv == NULL || lens == NULL)
+        abort();
+    argv[0] = "EVAL";
+    argv[1] = AUDIT_LUA_FLEET_SYNC;
+    argv[2] = "0";
+    argv[3] = g.cfg->redis_prefix;
+    for (size_t i = 0; i < n; i++)
+        argv[4 + i] = orgs[i];
+    for (size_t i = 0; i < n + 4; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *z = redisCommandArgv(*c, (int)(n + 4), argv, lens);
+    if (z == NULL) {
+        redisFree(*c);
+        *c = NULL;
+    } else {
+        freeReplyObject(z);
+    }
+    free(argv);
+    free(lens);
+}
+
+/* The org id of a key name "<prefix><kind><org18><rest>" into org, or -1. */
+static int org_of_key(const char *key, size_t klen, const char *kind, char org[ORGID_LEN + 1])
+{
+    size_t plen = strlen(g.cfg->redis_prefix) + strlen(kind);
+    if (key == NULL || klen < plen + ORGID_LEN || key[plen + ORGID_LEN] != ':')
+        return -1;
+    memcpy(org, key + plen, ORGID_LEN);
+    org[ORGID_LEN] = '\0';
+    return 0;
+}
+
+/* SCAN (or ZSCAN of the index, kind NULL) page by page, fleet_sync on each page's orgs:
+ * orgs with API keys stored by an earlier version join the index, orgs left with
+ * nothing leave it. */
+static void sync_pass(redisContext **c, const char *kind, const char *suffix)
+{
+    char cursor[32] = "0", pattern[200];
+    snprintf(pattern, sizeof(pattern), "%s%s*%s", g.cfg->redis_prefix, kind ? kind : "", suffix);
+    do {
+        redisReply *r = kind ? cmd(c, "SCAN %s MATCH %s COUNT 500", cursor, pattern)
+                             : cmd(c, "ZSCAN %s %s COUNT 500", g.k_orgs, cursor);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (r != NULL)
+                freeReplyObject(r);
+            return;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str ? r->element[0]->str : "0");
+        redisReply *keys = r->element[1];
+        char(*orgs)[ORGID_LEN + 1] = calloc(keys->elements + 1, sizeof(*orgs));
+        const char **ptrs = calloc(keys->elements + 1, sizeof(char *));
+        size_t n = 0;
+        if (orgs == NULL || ptrs == NULL)
+            abort();
+        /* ZSCAN answers member, score, member, score … */
+        for (size_t i = 0; i < keys->elements; i += kind ? 1 : 2) {
+            redisReply *k = keys->element[i];
+            if (k->type != REDIS_REPLY_STRING)
+                continue;
+            if (kind ? org_of_key(k->str, k->len, kind, orgs[n]) != 0 : k->len != ORGID_LEN)
+                continue;
+            if (!kind)
+                memcpy(orgs[n], k->str, ORGID_LEN + 1);
+            ptrs[n] = orgs[n];
+            n++;
+        }
+        sync_orgs(c, ptrs, n);
+        free(orgs);
+        free(ptrs);
+        freeReplyObject(r);
+    } while (*c != NULL && strcmp(cursor, "0") != 0);
+}
+
 static void count_connections(redisContext **c)
 {
     long n[MODE_COUNT][2] = {{0}};
@@ -239,36 +321,29 @@ static void count_connections(redisContext **c)
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str ? r->element[0]->str : "0");
         redisReply *keys = r->element[1];
         size_t nk = keys->type == REDIS_REPLY_ARRAY ? keys->elements : 0;
-        const char **argv = calloc(2 * nk + 3, sizeof(char *));
-        size_t *lens = calloc(2 * nk + 3, sizeof(size_t));
-        if (argv == NULL || lens == NULL)
+        const char **argv = calloc(nk + 1, sizeof(char *));
+        const char **orgs = calloc(nk + 1, sizeof(char *));
+        char(*orgbuf)[ORGID_LEN + 1] = calloc(nk + 1, sizeof(*orgbuf));
+        size_t norgs = 0;
+        if (argv == NULL || orgs == NULL || orgbuf == NULL)
             abort();
-        /* one MGET for the page's values, one ZADD NX for its orgs: orgs stored before the
-         * fleet index existed join it here (and every org with a connection stays in it) */
+        /* one MGET for the page's values; their orgs join the fleet index (fleet_sync) */
         argv[0] = "MGET";
         for (size_t i = 0; i < nk; i++)
             argv[1 + i] = keys->element[i]->str ? keys->element[i]->str : "";
         redisReply *v = nk ? redisCommandArgv(*c, (int)nk + 1, argv, NULL) : NULL;
-        size_t nz = 3;
-        argv[0] = "ZADD";
-        argv[1] = g.k_orgs;
-        argv[2] = "NX";
         for (size_t i = 0; v != NULL && v->type == REDIS_REPLY_ARRAY && i < nk && i < v->elements; i++) {
             const char *key = keys->element[i]->str;
-            char org[ORGID_LEN + 1];
+            char *org = orgbuf[norgs];
             redisReply *e = v->element[i];
-            if (key == NULL || strlen(key) < plen + ORGID_LEN + 2 || key[plen + ORGID_LEN] != ':')
+            if (key == NULL || org_of_key(key, strlen(key), KEY_CONN_KIND, org) != 0)
                 continue;
-            memcpy(org, key + plen, ORGID_LEN);
-            org[ORGID_LEN] = '\0';
             int mode = mode_parse(key + plen + ORGID_LEN + 1, strlen(key + plen + ORGID_LEN + 1));
             conn_record_t rec;
             long ver;
             if (mode < 0 || e->type != REDIS_REPLY_STRING)
                 continue;
-            argv[nz++] = "0";
-            argv[nz++] = key + plen;
-            lens[nz - 1] = ORGID_LEN;
+            orgs[norgs++] = org;
             if (store_conn_open(g.cfg, org, mode, e->str, e->len, &ver, &rec) == STORE_OK) {
                 n[mode][rec.status == CONN_CONNECTED ? 0 : 1]++;
                 conn_record_clear(&rec);
@@ -280,20 +355,10 @@ static void count_connections(redisContext **c)
         }
         if (v != NULL)
             freeReplyObject(v);
-        if (*c != NULL && nz > 3) {
-            for (size_t i = 0; i < nz; i++)
-                if (lens[i] == 0)
-                    lens[i] = strlen(argv[i]);
-            redisReply *z = redisCommandArgv(*c, (int)nz, argv, lens);
-            if (z == NULL) {
-                redisFree(*c);
-                *c = NULL;
-            } else {
-                freeReplyObject(z);
-            }
-        }
+        sync_orgs(c, orgs, norgs);
         free(argv);
-        free(lens);
+        free(orgs);
+        free(orgbuf);
         freeReplyObject(r);
     } while (*c != NULL && strcmp(cursor, "0") != 0);
     if (*c == NULL)
@@ -301,6 +366,8 @@ static void count_connections(redisContext **c)
     for (int m = 0; m < MODE_COUNT; m++)
         for (int s = 0; s < 2; s++)
             atomic_store(&g.conns[m][s], n[m][s]);
+    sync_pass(c, "org:", ":keys");
+    sync_pass(c, NULL, "");
 }
 
 /* ===== Delivery ===== */

@@ -22,10 +22,13 @@
  * receiver that hangs costs this thread at most EVENTS_POST_TIMEOUT_MS per attempt and
  * never a request: requests run on the workers.
  *
- * The gauge. Every EVENTS_GAUGE_EVERY_S each replica counts the stored connections by
- * mode and status (SCAN P conn:*, MGET, opened like any read), so /metrics is current
- * within a minute on every replica; the same pass adds their orgs to the fleet index
- * P orgs (ZADD NX), so orgs stored before the index existed appear in the fleet view.
+ * The gauge. Every EVENTS_GAUGE_EVERY_S (and at start) each replica counts the stored
+ * connections by mode and status (SCAN P conn:*, MGET, opened like any read), so /metrics
+ * is current within a minute on every replica. The same pass runs store/audit.h's
+ * fleet_sync on every org it finds — with a connection, with API keys (SCAN
+ * P org:*:keys), and in the fleet index P orgs itself — so orgs stored before the index
+ * existed appear in the fleet view, and orgs left with neither a key nor a connection
+ * leave it.
  * Tested by tests/it/test_events.py, tests/it/test_fleet.py, tests/unit/test_audit.c. */
 #ifndef BROKER_EVENTS_EVENTS_H
 #define BROKER_EVENTS_EVENTS_H

@@ -224,6 +224,28 @@ def test_refresh_failing_after_the_threshold_then_recovered():
     assert len(of(org, R.accepted())) == 3
 
 
+def test_authorizing_again_after_reauthorization_required_sends_authorized_then_recovered():
+    org = h.new_org()
+    f = connect(org, "test")
+    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
+                                                "type": "account.application.deauthorized",
+                                                "account": f.account, "revoke": True})
+    assert out["status"] == 200, out
+    wait_events(lambda a: len(of(org, a)) == 2, what="connection.reauthorization_required")
+    g = connect(org, "test")          # the admin authorizes again in the browser
+    got = of(org, wait_events(lambda a: len(of(org, a)) == 4, what="authorized and recovered"))
+    assert [e["type"] for e in got] == ["connection.authorized", "connection.reauthorization_required",
+                                        "connection.authorized", "connection.recovered"], got
+    assert_event_shape(got[3], "connection.recovered", org, "test")
+    assert got[3]["data"] == {"reason": "reauthorized", "stripe_user_id": g.account, "flavor": "connect"}, got[3]
+    assert got[2]["data"]["stripe_user_id"] == g.account
+    # recovered once per outage: authorizing once more sends connection.authorized only
+    connect(org, "test")
+    got = of(org, wait_events(lambda a: len(of(org, a)) >= 5, what="the third authorization"))
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+    assert [e["type"] for e in of(org, R.accepted())][4:] == ["connection.authorized"]
+
+
 # ===== Delivery =====
 
 def test_a_receiver_that_fails_hangs_and_comes_back_after_60s_gets_everything_once_in_order():
