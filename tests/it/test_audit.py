@@ -6,35 +6,31 @@ import re
 import time
 
 import harness as h
+import ops_fixtures
 
-WH_TEST = "whsec_" + h.rand_str(32)
+F = ops_fixtures.OpsStack("audit")
 S = None
 PREFIX = "stb:"   # BROKER_REDIS_PREFIX's default
 
 
 def setup_module():
     global S
-    S = h.Stack("audit", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST)
-    h.remember("webhook_secret", WH_TEST)
+    S = F.start()
 
 
 def teardown_module():
-    S.close()
+    F.close()
 
 
 def setup_function():
     S.reset()
 
 
-def connect(org, mode="test", account=None):
-    return h.Flow(S.broker, S.sim, org, mode).run(account=account)
+connect = F.connect
 
 
 def audit(org, token=None, broker=None, **q):
-    qs = "&".join(f"{k}={v}" for k, v in q.items())
-    b = broker or S.broker
-    return b.request("GET", f"/v1/orgs/{org}/audit-events" + ("?" + qs if qs else ""),
-                     token=token or b.admin_token)
+    return F.get(f"/v1/orgs/{org}/audit-events", token=token, broker=broker, **q)
 
 
 def events(org, **q):
@@ -137,10 +133,7 @@ def test_invalid_grant_records_the_deauthorization_by_the_broker():
 def test_stripes_deauthorization_webhook_is_recorded_with_the_event_id():
     org = h.new_org()
     f = connect(org, "test")
-    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
-                                                "type": "account.application.deauthorized",
-                                                "account": f.account, "revoke": True})
-    assert out["status"] == 200, out
+    F.deauthorize(f.account)
     [e] = of_type(org, "connection.deauthorized")
     assert e["actor"]["kind"] == "stripe" and e["actor"]["id"].startswith("evt_"), e
     assert e["details"]["reason"] == "stripe_webhook" and e["details"]["stripe_event_id"] == e["actor"]["id"]

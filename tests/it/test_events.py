@@ -5,17 +5,20 @@ replica, retried with back-off by any replica, in order per org, with a stable i
 import http.server
 import json
 import os
+import re
 import sys
 import threading
 import time
 
 import harness as h
+import ops_fixtures
 
 sys.path.insert(0, os.path.join(h.REPO, "tests", "fakes"))
 import broker_signature  # noqa: E402
 
 SECRET = "evsec_" + h.rand_str(32)
-WH_TEST = "whsec_" + h.rand_str(32)
+F = ops_fixtures.OpsStack("events", BROKER_EVENTS_SECRET=SECRET, BROKER_EVENTS_RETRY_MAX_S="2",
+                          BROKER_REFRESH_FAILING_S="1")
 S = None
 R = None
 
@@ -26,6 +29,7 @@ class Receiver:
     def __init__(self):
         self.lock = threading.Lock()
         self.got = []          # (event dict, verified) in arrival order, every attempt
+        self.meta = []         # (monotonic arrival time, Broker-Signature, Content-Type), the same order
         self.mode = "ok"
         self.inflight = 0
         self.max_inflight = 0
@@ -45,6 +49,8 @@ class Receiver:
                     event = json.loads(body)
                     mode = "fail" if rec.mode == "ok" and event.get("org_id") in rec.refuse else rec.mode
                     rec.got.append((event, ok, why, mode))
+                    rec.meta.append((time.monotonic(), self.headers.get("Broker-Signature"),
+                                     self.headers.get("Content-Type")))
                     rec.inflight += 1
                     rec.max_inflight = max(rec.max_inflight, rec.inflight)
                 try:
@@ -82,6 +88,7 @@ class Receiver:
         self.set("ok")
         with self.lock:
             self.got = []
+            self.meta = []
             self.max_inflight = 0
             self.delay = 0.0
             self.refuse = set()
@@ -103,15 +110,13 @@ class Receiver:
 def setup_module():
     global S, R
     R = Receiver()
-    S = h.Stack("events", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST, BROKER_EVENTS_URL=R.url,
-                BROKER_EVENTS_SECRET=SECRET, BROKER_EVENTS_RETRY_MAX_S="2", BROKER_REFRESH_FAILING_S="1")
+    F.env["BROKER_EVENTS_URL"] = R.url
     h.remember("events_secret", SECRET)
-    h.remember("webhook_secret", WH_TEST)
+    S = F.start()
 
 
 def teardown_module():
-    if S:
-        S.close()
+    F.close()
     if R:
         R.close()
 
@@ -121,14 +126,11 @@ def setup_function():
     S.reset()
 
 
-def replica(label):
-    return S.new_broker(label, STRIPE_WEBHOOK_SECRET_TEST=WH_TEST, BROKER_EVENTS_URL=R.url,
-                        BROKER_EVENTS_SECRET=SECRET, BROKER_EVENTS_RETRY_MAX_S="2",
-                        BROKER_REFRESH_FAILING_S="1")
+replica = F.replica
 
 
 def connect(org, mode="test", broker=None):
-    return h.Flow(broker or S.broker, S.sim, org, mode).run()
+    return F.connect(org, mode, broker=broker)
 
 
 def wait_events(pred, timeout=20, what="events"):
@@ -175,10 +177,7 @@ def test_an_authorization_is_sent_signed_with_an_event_id():
 def test_stripes_deauthorization_and_invalid_grant_send_reauthorization_required():
     org, org2 = h.new_org(), h.new_org()
     f = connect(org, "test")
-    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
-                                                "type": "account.application.deauthorized",
-                                                "account": f.account, "revoke": True})
-    assert out["status"] == 200, out
+    F.deauthorize(f.account)
     f2 = connect(org2, "live")
     S.sim._call("POST", "/_sim/revoke", {"account": f2.account})
     h.assert_error(S.broker.admin("POST", f"/v1/orgs/{org2}/access-token/rotate?mode=live"), 409,
@@ -227,10 +226,7 @@ def test_refresh_failing_after_the_threshold_then_recovered():
 def test_authorizing_again_after_reauthorization_required_sends_authorized_then_recovered():
     org = h.new_org()
     f = connect(org, "test")
-    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
-                                                "type": "account.application.deauthorized",
-                                                "account": f.account, "revoke": True})
-    assert out["status"] == 200, out
+    F.deauthorize(f.account)
     wait_events(lambda a: len(of(org, a)) == 2, what="connection.reauthorization_required")
     g = connect(org, "test")          # the admin authorizes again in the browser
     got = of(org, wait_events(lambda a: len(of(org, a)) == 4, what="authorized and recovered"))
@@ -244,6 +240,25 @@ def test_authorizing_again_after_reauthorization_required_sends_authorized_then_
     got = of(org, wait_events(lambda a: len(of(org, a)) >= 5, what="the third authorization"))
     h.wait_until(outbox_drained, 10, what="outbox drained")
     assert [e["type"] for e in of(org, R.accepted())][4:] == ["connection.authorized"]
+
+
+def test_the_signature_header_and_the_first_retry_are_the_contracts():
+    S.broker.stop()     # one replica with the default back-off (BROKER_EVENTS_RETRY_MAX_S 600)
+    b = F.replica("default-backoff", BROKER_EVENTS_RETRY_MAX_S="600")
+    try:
+        org = h.new_org()
+        R.refuse = {org}
+        connect(org, "live", broker=b)
+        h.wait_until(lambda: len(R.all()) >= 2, 15, interval=0.05, what="a first retry")
+        with R.lock:
+            (t0, sig, ctype), (t1, _, _) = R.meta[0], R.meta[1]
+        assert re.fullmatch(r"t=[0-9]+,v1=[0-9a-f]{64}", sig), sig
+        assert ctype == "application/json", ctype
+        assert t1 - t0 < 5.0, f"the first retry came {t1 - t0:.1f} s after the first attempt"
+        R.refuse = set()
+        wait_events(lambda a: of(org, a), what="the delivery")
+    finally:
+        b.stop()
 
 
 # ===== Delivery =====

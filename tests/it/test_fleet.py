@@ -5,56 +5,35 @@ import re
 import time
 
 import harness as h
+import ops_fixtures
 
-WH_TEST = "whsec_" + h.rand_str(32)
+F = ops_fixtures.OpsStack("fleet")
 S = None
 
 
 def setup_module():
     global S
-    S = h.Stack("fleet", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST)
-    h.remember("webhook_secret", WH_TEST)
+    S = F.start()
 
 
 def teardown_module():
-    S.close()
+    F.close()
 
 
 def setup_function():
     S.reset()
 
 
-def connect(org, mode="test", account=None):
-    return h.Flow(S.broker, S.sim, org, mode).run(account=account)
+connect = F.connect
+revoke_by_webhook = F.deauthorize
 
 
 def fleet(**q):
-    qs = "&".join(f"{k}={v}" for k, v in q.items())
-    return S.broker.request("GET", "/v1/admin/orgs" + ("?" + qs if qs else ""), token=S.broker.admin_token)
+    return F.get("/v1/admin/orgs", **q)
 
 
 def all_orgs(**q):
-    out, cursor = [], None
-    for _ in range(100):
-        qq = dict(q)
-        if cursor:
-            qq["cursor"] = cursor
-        r = fleet(**qq)
-        h.assert_status(r, 200)
-        h.assert_json_headers(r)
-        j = r.json()
-        out += j["orgs"]
-        cursor = j["next"]
-        if cursor is None:
-            return out
-    raise AssertionError("paging never ended")
-
-
-def revoke_by_webhook(account):
-    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
-                                                "type": "account.application.deauthorized",
-                                                "account": account, "revoke": True})
-    assert out["status"] == 200, out
+    return F.pages("/v1/admin/orgs", "orgs", **q)
 
 
 def test_every_org_with_its_connections_keys_and_last_use():
@@ -131,7 +110,7 @@ def test_an_org_with_only_api_keys_from_an_earlier_version_joins_the_index_at_st
     finally:
         c.close()
     assert org not in [o["org_id"] for o in all_orgs()]
-    b = S.new_broker("fleet-start", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST)
+    b = F.replica("fleet-start")
     try:   # a replica's first background pass, at start, indexes it
         h.wait_until(lambda: org in [o["org_id"] for o in all_orgs()], 15, interval=0.2,
                      what="the key-only org in the fleet index")
