@@ -242,6 +242,51 @@ def test_authorizing_again_after_reauthorization_required_sends_authorized_then_
     assert [e["type"] for e in of(org, R.accepted())][4:] == ["connection.authorized"]
 
 
+def test_authorizing_again_after_refresh_failing_recovers_once():
+    org = h.new_org()
+    connect(org, "live")
+    wait_events(lambda a: of(org, a), what="connection.authorized")
+    S.sim.fault(endpoint="token", kind="status", status=503)
+    rotate = f"/v1/orgs/{org}/access-token/rotate?mode=live"
+    h.wait_until(lambda: S.broker.admin("POST", rotate).status == 502 and
+                 any(e["type"] == "refresh.failing" for e in of(org, R.accepted())), 15, interval=0.3,
+                 what="refresh.failing")
+    S.sim._call("DELETE", "/_sim/faults")
+    connect(org, "live")              # the admin authorizes again instead of waiting
+    got = of(org, wait_events(lambda a: len(of(org, a)) == 4, what="authorized and recovered"))
+    assert [e["type"] for e in got] == ["connection.authorized", "refresh.failing", "connection.authorized",
+                                        "connection.recovered"], got
+    assert got[3]["data"]["reason"] == "reauthorized"
+    # the next successful token call (after the failure's cooldown) ends the run of
+    # failures without a second recovery
+    h.wait_until(lambda: S.broker.admin("POST", rotate).status == 200, 10, interval=0.3, what="a rotation")
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+    assert len(of(org, R.accepted())) == 4, of(org, R.accepted())
+
+
+def test_an_entry_left_pending_by_a_dead_replica_is_delivered_with_its_id():
+    S.broker.stop()
+    org = h.new_org()
+    body = json.dumps({"id": "evt_" + "5a" * 12, "type": "connection.deleted",
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "org_id": org,
+                       "mode": "test", "data": {}}, separators=(",", ":"))
+    c = S.rc()
+    try:   # read by a replica that died before it did anything with it
+        try:
+            c.command("XGROUP", "CREATE", "stb:outbox", "deliver", "0", "MKSTREAM")
+        except h.RedisError as e:
+            assert "BUSYGROUP" in str(e)
+        c.command("XADD", "stb:outbox", "*", "org", org, "e", body)
+        c.command("XREADGROUP", "GROUP", "deliver", "dead-replica", "COUNT", "10", "STREAMS", "stb:outbox", ">")
+        assert c.command("XPENDING", "stb:outbox", "deliver")[0] in (1, b"1", "1")
+    finally:
+        c.close()
+    S.broker.start()
+    got = wait_events(lambda a: of(org, a), what="the pending entry delivered")
+    assert of(org, got) == [json.loads(body)]
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+
+
 def test_the_signature_header_and_the_first_retry_are_the_contracts():
     S.broker.stop()     # one replica with the default back-off (BROKER_EVENTS_RETRY_MAX_S 600)
     b = F.replica("default-backoff", BROKER_EVENTS_RETRY_MAX_S="600")
