@@ -93,7 +93,9 @@ static const char LUA_DONE[] =
     LUA_NOW
     "local q = ARGV[1] .. ARGV[2]\n"
     "local head = redis.call('LINDEX', q, 0)\n"
-    "if head and string.sub(head, 1, #ARGV[3] + 1) == ARGV[3] .. ' ' then redis.call('LPOP', q) end\n"
+    "if head and (head == ARGV[3] or string.sub(head, 1, #ARGV[3] + 1) == ARGV[3] .. ' ') then\n"
+    "  redis.call('LPOP', q)\n"
+    "end\n"
     "redis.call('HDEL', KEYS[2], ARGV[3])\n"
     "if redis.call('LLEN', q) == 0 then redis.call('ZREM', KEYS[1], ARGV[2])\n"
     "elseif redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('ZADD', KEYS[1], now, ARGV[2]) end\n"
@@ -435,9 +437,12 @@ static void attempt(redisContext **c, const char *org, const char *head, size_t 
     char id[48], st[16], att[16], backoff[24], first_s[24] = "";
     int n = 0;
     long long first = 0, next = 0;
-    if (sp == NULL || (size_t)(sp - head) >= sizeof(id)) { /* not ours: dropped */
-        snprintf(id, sizeof(id), "%.*s", sp != NULL ? (int)(sizeof(id) - 1) : 0, head);
-        eval_done(c, org, id);
+    if (sp == NULL || (size_t)(sp - head) >= sizeof(id)) { /* not an entry of ours: dropped unsent */
+        if (hlen < sizeof(id)) {
+            memcpy(id, head, hlen);
+            id[hlen] = '\0';
+            eval_done(c, org, id); /* pops a head equal to id */
+        }
         return;
     }
     snprintf(id, sizeof(id), "%.*s", (int)(sp - head), head);
