@@ -6,13 +6,15 @@
  * and "at" ({"type","mode"?,"actor","request_id"?,"details"}). It is written by the very
  * Lua script that makes the change it records (AUDIT_LUA below), so that no change goes
  * unrecorded and no event describes a change that did not happen. The same script trims
- * the stream by age (XADD … MINID now − BROKER_AUDIT_RETENTION_DAYS), adds the org to
- * the fleet index P orgs, and, for the changes that go out as events (deploy/salesforce/EVENTS.md), appends the
- * out-event to the outbox stream P outbox (delivered by events/).
+ * the stream by age (XADD … MINID now − BROKER_AUDIT_RETENTION_DAYS), re-checks the
+ * org's place in the fleet index P orgs (fleet_sync: there while it has an API key or a
+ * connection), and, for the changes that go out as events (deploy/salesforce/EVENTS.md),
+ * appends the out-events to the outbox stream P outbox (delivered by events/).
  *
  * Nothing here holds a token, secret, key, code or cookie: callers pass ids only (key
  * ids, Stripe account ids, Stripe event ids, setup-session hashes).
- * Tested by tests/it/test_audit.py, tests/it/test_events.py and tests/unit/test_audit.c. */
+ * Tested by tests/it/test_audit.py, tests/it/test_events.py, tests/it/test_fleet.py and
+ * tests/unit/test_audit.c. */
 #ifndef BROKER_STORE_AUDIT_H
 #define BROKER_STORE_AUDIT_H
 #include <stddef.h>
