@@ -101,6 +101,17 @@ static const char LUA_DONE[] =
     "elseif redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('ZADD', KEYS[1], now, ARGV[2]) end\n"
     "return 1\n";
 
+/* The orgs whose queue head was refused at least once and waits for a retry. KEYS: due,
+ * retry. ARGV: queue key prefix. For the gauge stb_events_orgs_waiting. */
+static const char LUA_WAITING[] =
+    "local n = 0\n"
+    "for _, org in ipairs(redis.call('ZRANGE', KEYS[1], 0, 9999)) do\n"
+    "  local head = redis.call('LINDEX', ARGV[1] .. org, 0)\n"
+    "  local id = head and string.match(head, '^(%S+)')\n"
+    "  if id and redis.call('HEXISTS', KEYS[2], id) == 1 then n = n + 1 end\n"
+    "end\n"
+    "return n\n";
+
 /* Attempt ARGV[5] of entry ARGV[3] (org ARGV[2]'s head) failed: keep the retry state and
  * make the org due again in ARGV[6] ms; its later entries wait, other orgs do not.
  * Only by the lease holder, and only while the entry is still the head. KEYS: due, retry,
@@ -127,6 +138,7 @@ static struct {
     char k_outbox[160], k_lease[160], k_retry[160], k_orgs[160], k_due[160], k_queue[160];
     atomic_long conns[MODE_COUNT][2]; /* the gauge; -1 until the first count */
     atomic_long delivered, failed, dropped;
+    atomic_long waiting; /* stb_events_orgs_waiting; -1 until the first count */
     int grouped;  /* the consumer group is known to exist (an emptied Redis loses it) */
 } g;
 
@@ -370,6 +382,13 @@ static void count_connections(redisContext **c)
             atomic_store(&g.conns[m][s], n[m][s]);
     sync_pass(c, "org:", ":keys");
     sync_pass(c, NULL, "");
+    if (*c != NULL && g.cfg->events_url != NULL) {
+        redisReply *r = cmd(c, "EVAL %s 2 %s %s %s", LUA_WAITING, g.k_due, g.k_retry, g.k_queue);
+        if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+            atomic_store(&g.waiting, (long)r->integer);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
 }
 
 /* ===== Delivery ===== */
@@ -610,6 +629,7 @@ int events_start(const config_t *cfg)
     for (int m = 0; m < MODE_COUNT; m++)
         for (int s = 0; s < 2; s++)
             atomic_store(&g.conns[m][s], -1);
+    atomic_store(&g.waiting, -1);
     if (pthread_create(&g.tid, NULL, run, NULL) != 0)
         return -1;
     g.started = 1;
@@ -642,5 +662,10 @@ void events_render_metrics(buf_t *out)
         buf_printf(out, "stb_events_deliveries_total{outcome=\"delivered\"} %ld\n", atomic_load(&g.delivered));
         buf_printf(out, "stb_events_deliveries_total{outcome=\"failed\"} %ld\n", atomic_load(&g.failed));
         buf_printf(out, "stb_events_deliveries_total{outcome=\"dropped\"} %ld\n", atomic_load(&g.dropped));
+        long w = atomic_load(&g.waiting);
+        if (w >= 0)
+            buf_printf(out, "# HELP stb_events_orgs_waiting Orgs whose next event was refused and waits for a retry "
+                            "(counted every 30 s).\n# TYPE stb_events_orgs_waiting gauge\nstb_events_orgs_waiting %ld\n",
+                       w);
     }
 }

@@ -47,7 +47,9 @@ int events_start(const config_t *cfg);
 /* Stop it and wait (an attempt in flight is abandoned: another replica, or this one
  * after a restart, delivers it). */
 void events_stop(void);
-/* stb_connections{mode,status} and stb_events_deliveries_total{outcome}. */
+/* stb_connections{mode,status}, stb_events_deliveries_total{outcome} and
+ * stb_events_orgs_waiting (orgs whose queue head was refused and waits for a retry,
+ * counted with the gauge: an org held back while others are delivered). */
 void events_render_metrics(buf_t *out);
 
 /* The Broker-Signature value for body at time t under secret into out (cap >= 96). */

@@ -411,6 +411,13 @@ def test_a_refused_org_holds_back_only_its_own_later_events():
                                                "connection.authorized"], of(b, got)
     tried_a = [e for e, _, _, _ in R.all() if e["org_id"] == a]
     assert len({e["id"] for e in tried_a}) == 1, "an event of org A went out before its first one"
+    # the org held back shows on /metrics (counted by each replica's pass; a new one counts at start)
+    g = F.replica("gauge")
+    try:
+        h.wait_until(lambda: re.search(r"^stb_events_orgs_waiting 1$", g.request("GET", "/metrics").text, re.M),
+                     15, interval=0.2, what="stb_events_orgs_waiting 1")
+    finally:
+        g.stop()
     first_a = tried_a[0]
     assert first_a["type"] == "connection.authorized"
     # A's receiver recovers: A's events arrive in order, the first with the id it had
