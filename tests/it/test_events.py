@@ -242,6 +242,24 @@ def test_authorizing_again_after_reauthorization_required_sends_authorized_then_
     assert [e["type"] for e in of(org, R.accepted())][4:] == ["connection.authorized"]
 
 
+def test_a_test_connection_minted_again_from_live_after_revocation_recovers():
+    org = h.new_org()
+    f = connect(org, "live")
+    h.assert_status(S.broker.access_token(org, "test"), 200)          # minted from live
+    S.sim._call("POST", "/_sim/revoke", {"account": f.account})
+    h.assert_error(S.broker.admin("POST", f"/v1/orgs/{org}/access-token/rotate?mode=test"), 409,
+                   "reauthorization_required")
+    wait_events(lambda a: len(of(org, a)) == 2, what="connection.reauthorization_required")
+    connect(org, "live")                                                # live authorized again
+    h.assert_status(S.broker.access_token(org, "test"), 200)          # test minted again from it
+    got = of(org, wait_events(lambda a: len(of(org, a)) == 4, what="test's connection.recovered"))
+    assert [(e["type"], e["mode"]) for e in got] == [
+        ("connection.authorized", "live"), ("connection.reauthorization_required", "test"),
+        ("connection.authorized", "live"), ("connection.recovered", "test")], got
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+    assert len(of(org, R.accepted())) == 4
+
+
 def test_authorizing_again_after_refresh_failing_recovers_once():
     org = h.new_org()
     connect(org, "live")
