@@ -118,7 +118,19 @@ int time_parse_rfc3339_ms(const char *s, long long *ms_out)
     int scale = 100, round_up = 0, oh, om;
     const char *p;
 
-    if (s == NULL || parse_date_time(s, &t) != 0)
+    char head[20];
+    long long leap = 0;
+
+    if (s == NULL || strnlen(s, 19) != 19)
+        return -1;
+    memcpy(head, s, 19);
+    head[19] = '\0';
+    if (head[17] == '6' && head[18] == '0') { /* a leap second: the instant after :59 */
+        head[17] = '5';
+        head[18] = '9';
+        leap = 1000;
+    }
+    if (parse_date_time(head, &t) != 0)
         return -1;
     p = s + 19;
     if (*p == '.') {
@@ -134,7 +146,8 @@ int time_parse_rfc3339_ms(const char *s, long long *ms_out)
     }
     if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
         offset_s = 0;
-    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+    } else if ((*p == '+' || *p == ' ' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        /* ' ': a '+' sent unencoded in a query string arrives form-decoded as a space */
         oh = digits(p + 1, 2);
         om = digits(p + 4, 2);
         if (oh < 0 || oh > 23 || om < 0 || om > 59)
@@ -145,7 +158,7 @@ int time_parse_rfc3339_ms(const char *s, long long *ms_out)
     } else {
         return -1;
     }
-    *ms_out = ((long long)t - offset_s) * 1000 + ms + round_up;
+    *ms_out = ((long long)t - offset_s) * 1000 + leap + ms + round_up;
     return 0;
 }
 

@@ -1,11 +1,14 @@
 /* audit.c — the audit trail's read (proto/openapi.yaml, GET /v1/orgs/{org}/audit-events) and
  * the writers' helper that names the actor of a change. Events are written by the
  * writers' own scripts (store/audit.h); this file only reads them, newest first, with
- * the previous page's last id as cursor (XREVRANGE with an exclusive end), so paging
- * stays correct while events are added. Tested by tests/it/test_audit.py. */
+ * the previous page's last id as cursor (XREVRANGE ending just before it: core/paging.h
+ * computes that id, which every Redis since 5 reads, where an exclusive "(" end needs
+ * 6.2 and fails on 0-0), so paging stays correct while events are added. The paging
+ * parameters are parsed by core/paging.h. Tested by tests/it/test_audit.py. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "core/paging.h"
 #include "core/timefmt.h"
 #include "routes/params.h"
 #include "routes/routes.h"
@@ -22,19 +25,25 @@ void breq_audit_tail(breq_t *b, audit_tail_t *t, const char *type, int mode, con
     audit_tail_make(t, b->w->cfg, b->org, type, mode, &a, b->request_id, details_json, out_type, out_data_json);
 }
 
-/* Query parameter name as a whole number in [min, max]; def when absent. -1 answered. */
-int breq_query_int(breq_t *b, const char *name, int min, int max, int def)
+const char *breq_query_string(breq_t *b, size_t *len)
 {
-    char v[16];
-    int rc = breq_query_buf(b, name, v, sizeof(v));
-    if (rc == 0)
-        return def;
-    size_t n = rc == 1 ? strspn(v, "0123456789") : 0;
-    if (rc == 1 && n > 0 && n < 8 && v[n] == '\0' && atoi(v) >= min && atoi(v) <= max)
-        return atoi(v);
-    char msg[96];
-    snprintf(msg, sizeof(msg), "The %s parameter must be a whole number from %d to %d.", name, min, max);
-    breq_error(b, ERR_INVALID_REQUEST, msg);
+    const h2o_req_t *req = b->req;
+    if (req->query_at == SIZE_MAX) {
+        *len = 0;
+        return NULL;
+    }
+    *len = req->path.len - req->query_at - 1;
+    return req->path.base + req->query_at + 1;
+}
+
+int breq_paging(breq_t *b, int list, paging_t *p)
+{
+    size_t len;
+    const char *qs = breq_query_string(b, &len);
+    paging_err_t e = paging_parse(qs, len, (paging_list_t)list, p);
+    if (e == PAGING_OK)
+        return 0;
+    breq_error(b, ERR_INVALID_REQUEST, paging_message(e));
     return -1;
 }
 
@@ -76,28 +85,19 @@ static void on_audit_page(breq_t *b, redisReply *r)
 
 void audit_events_list(breq_t *b)
 {
-    char cursor[48], since[64], end[52], start[32];
-    int limit, rc;
-    long long t;
+    paging_t p;
+    char end[PAGING_CURSOR_MAX + 1] = "+", start[24] = "-";
 
-    if ((limit = breq_query_int(b, "limit", 1, AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT)) < 0)
+    if (breq_paging(b, PAGING_AUDIT, &p) != 0)
         return;
-    rc = breq_query_buf(b, "cursor", cursor, sizeof(cursor));
-    if (rc != 0 && (rc != 1 || audit_cursor_valid(cursor) != 0)) {
-        breq_error(b, ERR_INVALID_REQUEST, "The cursor parameter must be the next value of a previous page.");
-        return;
-    }
-    snprintf(end, sizeof(end), rc == 1 ? "(%s" : "+", cursor);
-    rc = breq_query_buf(b, "since", since, sizeof(since));
-    if (rc != 0 && (rc != 1 || time_parse_rfc3339_ms(since, &t) != 0 || t < 0)) {
-        breq_error(b, ERR_INVALID_REQUEST, "The since parameter must be an RFC 3339 UTC time (2026-11-26T22:34:47Z).");
+    if (p.cursor[0] != '\0' && paging_before(p.cursor, end, sizeof(end)) != 0) {
+        static const char none[] = "{\"events\":[],\"next\":null}"; /* nothing is older than 0-0 */
+        breq_json(b, 200, none, sizeof(none) - 1);
         return;
     }
-    if (rc == 1)
-        snprintf(start, sizeof(start), "%lld", t);
-    else
-        snprintf(start, sizeof(start), "-");
-    b->state = (void *)(intptr_t)limit;
+    if (p.since_ms >= 0)
+        snprintf(start, sizeof(start), "%lld", p.since_ms);
+    b->state = (void *)(intptr_t)p.limit;
     breq_redis(b, on_audit_page, "XREVRANGE %s %s %s COUNT %d", breq_key(b, KEY_AUDIT, b->org), end, start,
-               limit + 1);
+               p.limit + 1);
 }

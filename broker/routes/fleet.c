@@ -2,8 +2,8 @@
  * P orgs (a sorted set of org ids, all score 0, added by every audited write: see
  * store/audit.h) with its connections and its number of API keys. Paging walks the
  * index in org-id order with the last org of the page as cursor (ZRANGEBYLEX from an
- * exclusive start), so it stays correct while orgs are added. Admin only. Tested by
- * tests/it/test_fleet.py. */
+ * exclusive start), so it stays correct while orgs are added; core/paging.h reads the
+ * parameters. Admin only. Tested by tests/it/test_fleet.py. */
 #include <stdlib.h>
 #include <string.h>
 #include "core/orgid.h"
@@ -97,34 +97,19 @@ static void on_fleet_page(breq_t *b, redisReply *r)
 void admin_orgs_list(breq_t *b)
 {
     fleet_q_t *q;
-    char st[32], cur[48];
-    int rc, limit = breq_query_int(b, "limit", 1, AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT);
-    if (limit < 0)
+    paging_t p;
+    if (breq_paging(b, PAGING_FLEET, &p) != 0)
         return;
     if ((q = calloc(1, sizeof(*q))) == NULL)
         abort();
     b->state = q;
     b->state_free = free;
-    q->limit = limit;
-    q->status = -1;
-    rc = breq_query_buf(b, "status", st, sizeof(st));
-    if (rc == 1 && strcmp(st, "connected") == 0)
-        q->status = CONN_CONNECTED;
-    else if (rc == 1 && strcmp(st, "reauthorization_required") == 0)
-        q->status = CONN_REAUTH_REQUIRED;
-    else if (rc != 0) {
-        breq_error(b, ERR_INVALID_REQUEST, "The status parameter must be connected or reauthorization_required.");
-        return;
-    }
-    rc = breq_query_buf(b, "cursor", cur, sizeof(cur));
-    if (rc == 0)
-        cur[0] = '\0';
-    else if (rc != 1 || strlen(cur) != ORGID_LEN || strspn(cur, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") != ORGID_LEN) {
-        breq_error(b, ERR_INVALID_REQUEST, "The cursor parameter must be the next value of a previous page.");
-        return;
-    }
+    q->limit = p.limit;
+    q->status = p.status == PAGING_STATUS_CONNECTED ? CONN_CONNECTED
+              : p.status == PAGING_STATUS_REAUTH   ? CONN_REAUTH_REQUIRED
+                                                   : -1;
     store_cmd_t cmd;
-    audit_fleet_page(&cmd, b->w->cfg->redis_prefix, cur, q->limit + 1);
+    audit_fleet_page(&cmd, b->w->cfg->redis_prefix, p.cursor, q->limit + 1);
     breq_redisv(b, on_fleet_page, cmd.argc, cmd.argv, cmd.lens);
     store_cmd_free(&cmd);
 }

@@ -5,6 +5,7 @@
  * through breq_*; a route kind renders its routes' errors. */
 #ifndef BROKER_ROUTES_H
 #define BROKER_ROUTES_H
+#include "core/paging.h"
 #include "http/router.h"
 #include "server.h"
 #include "store/keys.h"
@@ -64,9 +65,11 @@ void audit_events_list(breq_t *b);
  * broker when neither): b->org, b->request_id; free with audit_tail_free. */
 void breq_audit_tail(breq_t *b, audit_tail_t *t, const char *type, int mode, const char *details_json,
                      const char *out_type, const char *out_data_json);
-/* Query parameter name as a whole number in [min, max], def when absent; -1 when b was
- * answered 400 invalid_request. */
-int breq_query_int(breq_t *b, const char *name, int min, int max, int def);
+/* The raw query string of b (no '?'; NULL and 0 when there is none). */
+const char *breq_query_string(breq_t *b, size_t *len);
+/* The paging parameters of list (a paging_list_t) into *p (core/paging.h): 0, or -1 when
+ * b was answered 400 invalid_request. */
+int breq_paging(breq_t *b, int list, paging_t *p);
 /* fleet.c — the fleet view (proto/openapi.yaml) */
 void admin_orgs_list(breq_t *b);
 /* webhooks.c — Stripe's webhooks */

@@ -26,6 +26,22 @@ void audit_tail_none(audit_tail_t *t)
         t->argv[i] = xstrdup("");
 }
 
+/* One out-event (CONTRACT's shape) appended to o: never contains a newline. */
+static void out_event(buf_t *o, const char *org, const char *type, int mode, const char *data_json)
+{
+    unsigned char rnd[12];
+    char id[25], ts[21];
+    rand_bytes(rnd, sizeof(rnd));
+    hex_encode(rnd, sizeof(rnd), id);
+    time_rfc3339(time(NULL), ts);
+    buf_printf(o, "{\"id\":\"evt_%s\",\"type\":", id);
+    buf_json_str(o, type, strlen(type));
+    buf_printf(o, ",\"created\":\"%s\",\"org_id\":\"%s\"", ts, org);
+    if (mode >= 0)
+        buf_printf(o, ",\"mode\":\"%s\"", mode_name(mode));
+    buf_printf(o, ",\"data\":%s}", data_json ? data_json : "{}");
+}
+
 void audit_tail_make(audit_tail_t *t, const config_t *cfg, const char *org, const char *type, int mode,
                      const audit_actor_t *actor, const char *request_id, const char *details_json,
                      const char *out_type, const char *out_data_json)
@@ -56,18 +72,21 @@ void audit_tail_make(audit_tail_t *t, const config_t *cfg, const char *org, cons
     t->argv[2] = e.p;
     if (out_type != NULL && cfg->events_url != NULL) {
         buf_t ok = {0}, o = {0};
-        unsigned char rnd[12];
-        char id[25], ts[21];
-        rand_bytes(rnd, sizeof(rnd));
-        hex_encode(rnd, sizeof(rnd), id);
-        time_rfc3339(time(NULL), ts);
         buf_printf(&ok, "%s" KEY_OUTBOX, cfg->redis_prefix);
-        buf_printf(&o, "{\"id\":\"evt_%s\",\"type\":", id);
-        buf_json_str(&o, out_type, strlen(out_type));
-        buf_printf(&o, ",\"created\":\"%s\",\"org_id\":\"%s\"", ts, org);
-        if (mode >= 0)
-            buf_printf(&o, ",\"mode\":\"%s\"", mode_name(mode));
-        buf_printf(&o, ",\"data\":%s}", out_data_json ? out_data_json : "{}");
+        out_event(&o, org, out_type, mode, out_data_json);
+        if (strcmp(out_type, "connection.authorized") == 0) {
+            /* a re-authorization ends an outage: sent only then (AUDIT_LUA) */
+            buf_t d = {0};
+            const char *data = out_data_json ? out_data_json : "{}";
+            buf_puts(&d, "{\"reason\":\"reauthorized\"");
+            if (strcmp(data, "{}") != 0 && data[0] == '{')
+                buf_printf(&d, ",%s", data + 1);
+            else
+                buf_puts(&d, "}");
+            buf_puts(&o, "\n");
+            out_event(&o, org, "connection.recovered", mode, d.p);
+            buf_free(&d);
+        }
         t->argv[3] = ok.p;
         t->argv[4] = o.p;
     } else {
@@ -115,7 +134,7 @@ int audit_entry_json(const char *id, size_t idlen, const char *e, size_t elen, c
 
 /* KEYS[1]=P orgs; ARGV[1]=prefix, ARGV[2]=cursor ("" for the first page), ARGV[3]=count.
  * Returns org, conn test, conn live, used test, used live, number of keys, per org. */
-const char AUDIT_LUA_FLEET_PAGE[] =
+const char AUDIT_LUA_FLEET_PAGE[] = AUDIT_LUA_FLEET
     "local start = '-'\n"
     "if ARGV[2] ~= '' then start = '(' .. ARGV[2] end\n"
     "local orgs = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, tonumber(ARGV[3]))\n"
@@ -128,9 +147,13 @@ const char AUDIT_LUA_FLEET_PAGE[] =
     "  table.insert(out, redis.call('GET', p .. 'conn:' .. o .. ':live') or '')\n"
     "  table.insert(out, u[1] or '')\n"
     "  table.insert(out, u[2] or '')\n"
-    "  table.insert(out, redis.call('SCARD', p .. 'org:' .. o .. ':keys'))\n"
+    "  table.insert(out, key_count(p, o))\n"
     "end\n"
     "return out\n";
+
+const char AUDIT_LUA_FLEET_SYNC[] = AUDIT_LUA_FLEET
+    "for i = 2, #ARGV do fleet_sync(ARGV[1], ARGV[i]) end\n"
+    "return 1\n";
 
 /* ===== last_used_at ===== */
 

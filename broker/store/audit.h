@@ -6,13 +6,15 @@
  * and "at" ({"type","mode"?,"actor","request_id"?,"details"}). It is written by the very
  * Lua script that makes the change it records (AUDIT_LUA below), so that no change goes
  * unrecorded and no event describes a change that did not happen. The same script trims
- * the stream by age (XADD … MINID now − BROKER_AUDIT_RETENTION_DAYS), adds the org to
- * the fleet index P orgs, and, for the changes that go out as events (deploy/salesforce/EVENTS.md), appends the
- * out-event to the outbox stream P outbox (delivered by events/).
+ * the stream by age (XADD … MINID now − BROKER_AUDIT_RETENTION_DAYS), re-checks the
+ * org's place in the fleet index P orgs (fleet_sync: there while it has an API key or a
+ * connection), and, for the changes that go out as events (deploy/salesforce/EVENTS.md),
+ * appends the out-events to the outbox stream P outbox (delivered by events/).
  *
  * Nothing here holds a token, secret, key, code or cookie: callers pass ids only (key
  * ids, Stripe account ids, Stripe event ids, setup-session hashes).
- * Tested by tests/it/test_audit.py, tests/it/test_events.py and tests/unit/test_audit.c. */
+ * Tested by tests/it/test_audit.py, tests/it/test_events.py, tests/it/test_fleet.py and
+ * tests/unit/test_audit.c. */
 #ifndef BROKER_STORE_AUDIT_H
 #define BROKER_STORE_AUDIT_H
 #include <stddef.h>
@@ -25,12 +27,42 @@ struct redis_loop;
 #define AUDIT_PAGE_DEFAULT 100
 #define AUDIT_TAIL_ARGS 5
 
+/* Lua: key_count(p, org), the org's API keys that still have their record; and
+ * fleet_sync(p, org), which keeps the fleet index P orgs exact for one org: the org is in
+ * it while it has an API key or a connection, and leaves it when it has neither (its
+ * last key revoked with no connection, or its last connection deleted with no key).
+ * p is BROKER_REDIS_PREFIX. */
+#define AUDIT_LUA_FLEET                                                                  \
+    "local function key_count(p, org)\n"                                                 \
+    "  local n = 0\n"                                                                    \
+    "  for _, id in ipairs(redis.call('SMEMBERS', p .. 'org:' .. org .. ':keys')) do\n"  \
+    "    if redis.call('EXISTS', p .. 'key:' .. id) == 1 then n = n + 1 end\n"          \
+    "  end\n"                                                                            \
+    "  return n\n"                                                                       \
+    "end\n"                                                                              \
+    "local function fleet_sync(p, org)\n"                                                \
+    "  if key_count(p, org) > 0 or redis.call('EXISTS', p .. 'conn:' .. org .. ':test',\n" \
+    "                                         p .. 'conn:' .. org .. ':live') > 0 then\n" \
+    "    redis.call('ZADD', p .. 'orgs', 'NX', 0, org)\n"                               \
+    "  else\n"                                                                           \
+    "    redis.call('ZREM', p .. 'orgs', org)\n"                                         \
+    "  end\n"                                                                            \
+    "end\n"
+
 /* Lua prelude: audit_tail() writes the event the caller put into the last
  * AUDIT_TAIL_ARGS ARGV entries (see audit_tail_t); a script calls it exactly where its
  * change is certain (after the compare-and-set succeeded), and not at all otherwise. An
  * empty stream key means "no event" (a write that records nothing). A script that
- * changes several connections calls audit_add(five tail arguments) once for each. */
+ * changes several connections calls audit_add(five tail arguments) once for each.
+ *
+ * audit_add also re-checks the org's place in the fleet index (fleet_sync: the change is
+ * already written), and appends the out-events, one per line of the out argument, to
+ * the outbox. P outage:<org18>:<mode> remembers that a connection.reauthorization_required
+ * or refresh.failing went out for that connection; a connection.recovered goes out only
+ * while it is set, and clears it (so once per outage); connection.deleted clears it too
+ * (for a derived connection deleted with it as well). */
 #define AUDIT_LUA                                                                        \
+    AUDIT_LUA_FLEET                                                                      \
     "local function audit_add(skey, ret, ev, okey, oev)\n"                               \
     "  if skey == '' then return end\n"                                                  \
     "  local t = redis.call('TIME')\n"                                                   \
@@ -38,9 +70,22 @@ struct redis_loop;
     "  if min < 0 then min = 0 end\n"                                                    \
     "  redis.call('XADD', skey, 'MINID', string.format('%d', min) .. '000', '*', 'e', ev)\n" \
     "  local org = string.match(skey, 'audit:([^:]+)$')\n"                               \
-    "  redis.call('ZADD', (string.gsub(skey, 'audit:[^:]+$', 'orgs')), 0, org)\n"        \
-    "  if okey ~= '' then\n"                                                             \
-    "    redis.call('XADD', okey, '*', 'org', org, 'e', oev)\n" \
+    "  local p = string.sub(skey, 1, #skey - #org - 6)\n"                                \
+    "  fleet_sync(p, org)\n"                                                             \
+    "  if okey == '' then return end\n"                                                  \
+    "  for oe in string.gmatch(oev, '[^\\n]+') do\n"                                     \
+    "    local ty = string.match(oe, '\"type\":\"([^\"]*)\"')\n"                         \
+    "    local mk = p .. 'outage:' .. org .. ':' .. (string.match(oe, '\"mode\":\"(%a+)\"') or '')\n" \
+    "    local send = true\n"                                                            \
+    "    if ty == 'connection.recovered' then send = redis.call('DEL', mk) == 1\n"       \
+    "    elseif ty == 'connection.reauthorization_required' or ty == 'refresh.failing' then\n" \
+    "      redis.call('SET', mk, '1')\n"                                                 \
+    "    elseif ty == 'connection.deleted' then\n"                                       \
+    "      redis.call('DEL', mk)\n"                                                      \
+    "      local dm = string.match(oe, '\"derived_deleted\":\"(%a+)\"')\n"              \
+    "      if dm then redis.call('DEL', p .. 'outage:' .. org .. ':' .. dm) end\n"       \
+    "    end\n"                                                                          \
+    "    if send then redis.call('XADD', okey, '*', 'org', org, 'e', oe) end\n"          \
     "  end\n"                                                                            \
     "end\n"                                                                              \
     "local function audit_tail()\n"                                                      \
@@ -55,13 +100,18 @@ struct redis_loop;
 /* The fleet index: KEYS[1]=P orgs; ARGV[1]=prefix, ARGV[2]=cursor (the last org of the
  * previous page, "" for the first), ARGV[3]=count. Returns AUDIT_FLEET_COLS values per
  * org, in org-id order: org, conn test, conn live ("" when absent), last used test, last
- * used live (Unix seconds, "" when never), number of API keys (integer). The fleet view
- * and the CLI's orgs. */
+ * used live (Unix seconds, "" when never), number of API keys (integer: key_count, the
+ * keys GET …/api-keys lists). The fleet view and the CLI's orgs. */
 #define AUDIT_FLEET_COLS 6
 extern const char AUDIT_LUA_FLEET_PAGE[];
 /* The command that runs it for one page of at most count orgs after cursor ("" or NULL:
  * the first page), the keys under prefix (store/cmd.h: the caller sends it). */
 void audit_fleet_page(store_cmd_t *c, const char *prefix, const char *cursor, int count);
+/* fleet_sync for each org of ARGV[2…]; ARGV[1]=prefix, no KEYS. Returns 1. The
+ * background pass of events/ runs it on every org it finds (connections, API keys, the
+ * index itself), so orgs stored by an earlier version join the index, and orgs left
+ * with nothing leave it. */
+extern const char AUDIT_LUA_FLEET_SYNC[];
 
 /* Record that org's connection of mode was just used (getAccessToken, the proxy):
  * HSET P used:<org18> <mode> <unix time>, fire-and-forget on the worker's Redis
@@ -86,7 +136,8 @@ void audit_tail_none(audit_tail_t *t);
 /* The tail of event `type` for org (mode -1: none); details_json is a JSON object text
  * or NULL for {}; request_id may be NULL. out_type names the event out (deploy/salesforce/EVENTS.md) to send
  * as well (NULL: none; ignored when BROKER_EVENTS_URL is unset), out_data_json its "data"
- * (NULL: {}). */
+ * (NULL: {}). A connection.authorized is followed by a connection.recovered (data: the
+ * same plus "reason": "reauthorized") that AUDIT_LUA sends only after an outage. */
 void audit_tail_make(audit_tail_t *t, const config_t *cfg, const char *org, const char *type, int mode,
                      const audit_actor_t *actor, const char *request_id, const char *details_json,
                      const char *out_type, const char *out_data_json);

@@ -140,8 +140,7 @@ static const char LUA_COMMIT[] = PRELUDE
     "    if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end\n"
     "    local was = redis.call('GET', fk)\n"
     "    if was then redis.call('DEL', fk) end\n"
-    "    if ARGV[8] == 'ok' then audit(9, was and string.find(was, ':sent', 1, true) ~= nil or false)\n"
-    "    else audit(9) end\n"
+    "    audit(9)\n" /* an 'ok' write's connection.recovered: sent by AUDIT_LUA after an outage only */
     "  else res = -1 end\n"
     "elseif owner and ARGV[8] == 'fail' then\n"
     "  local now = tonumber(redis.call('TIME')[1])\n"

@@ -109,8 +109,10 @@ typedef struct store_lease_commit {
  * recorded with the write, or, with no write, by the lease owner. failing:<org>:<mode>
  * holds the time of the first of a run of transient failures ("<t>:sent" once
  * refresh.failing went out, after w->failing_s): a "fail" sends the audit's out-event only
- * when it crosses that threshold; the next write deletes the key and, for "ok", sends its
- * out-event (connection.recovered) only when refresh.failing had gone out.
+ * when it crosses that threshold; the next write deletes the key. An "ok" write offers its
+ * out-event (connection.recovered), which store/audit.h's AUDIT_LUA sends only after an
+ * outage of that connection (refresh.failing or connection.reauthorization_required sent:
+ * a test connection minted again from live after both were revoked recovers too).
  * Reply: the new version, 0 nothing written, -1 a version moved (someone else wrote),
  * -2 the lease is no longer owner's (nothing written, not even the cooldown). */
 void store_lease_commit(store_cmd_t *c, const char *prefix, const char *org, int mode, const char *owner,

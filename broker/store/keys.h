@@ -6,8 +6,9 @@
  * without printf.
  * The Lua prelude of store/conn.c derives "cver:<org>" and "failing:<org>:<mode>" from a
  * conn key name: KEY_CONN, KEY_CVER and KEY_FAILING change together; store/audit.h's
- * AUDIT_LUA derives KEY_ORGS from a KEY_AUDIT name, and its fleet page spells KEY_CONN,
- * KEY_USED and KEY_ORG_KEYS in Lua: those change together too. Tested by tests/unit/test_store.c and,
+ * AUDIT_LUA derives KEY_ORGS and KEY_OUTAGE from a KEY_AUDIT name and spells KEY_CONN,
+ * KEY_ORG_KEYS and KEY_APIKEY_KIND, and its fleet page KEY_USED too, in Lua: those change
+ * together too. Tested by tests/unit/test_store.c and,
  * through every route, tests/it/test_secrets_at_rest.py (every key has the prefix). */
 #ifndef BROKER_STORE_KEYS_H
 #define BROKER_STORE_KEYS_H
@@ -40,6 +41,9 @@
 #define KEY_OUTBOX "outbox"     /* events out: a stream of {"org", "e": out-event JSON} */
 #define KEY_OUTBOX_LEASE "outbox:lease" /* events out: the delivery lease */
 #define KEY_OUTBOX_RETRY "outbox:retry" /* events out: entry id -> retry state */
+#define KEY_OUTBOX_DUE "outbox:due"     /* events out: sorted set org -> when its queue's head is due (ms) */
+#define KEY_OUTBOX_QUEUE "outbox:q:"    /* events out: + org: list of "<entry id> <out-event JSON>" */
+#define KEY_OUTAGE "outage:%s:%s"       /* org, mode: a problem event went out, recovery not yet (Lua only) */
 
 /* "<org18>:<mode>", the member of an acct:<id> set, and the tail of conn/whsec keys. */
 #define KEYS_MEMBER_MAX (ORGID_LEN + 1 + 4)

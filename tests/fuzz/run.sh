@@ -7,6 +7,7 @@
 # seed corpus (tests/fuzz/corpus/<name>/ is never written). Crash inputs land in
 # build-fuzz/artifacts/, logs in build-fuzz/logs/. Prints one line per target, then
 # "fuzz: N passed, M failed"; exits 1 when any target failed to build or crashed.
+# FUZZ_TARGETS="paging form" runs only those targets.
 set -u
 
 secs=${1:-60}
@@ -41,10 +42,11 @@ sources() {
     log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
     netaddr) echo "$c/netaddr.c" ;;
     timefmt) echo "$c/timefmt.c" ;;
+    paging) echo "$c/paging.c $c/form.c $c/buf.c $c/crypto.c $c/timefmt.c" ;;
     esac
 }
 
-targets="orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr proxy_rules timefmt"
+targets=${FUZZ_TARGETS:-"orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr proxy_rules timefmt paging"}
 passed=0
 failed=0
 mkdir -p "$out/artifacts" "$out/logs"

@@ -6,35 +6,31 @@ import re
 import time
 
 import harness as h
+import ops_fixtures
 
-WH_TEST = "whsec_" + h.rand_str(32)
+F = ops_fixtures.OpsStack("audit")
 S = None
 PREFIX = "stb:"   # BROKER_REDIS_PREFIX's default
 
 
 def setup_module():
     global S
-    S = h.Stack("audit", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST)
-    h.remember("webhook_secret", WH_TEST)
+    S = F.start()
 
 
 def teardown_module():
-    S.close()
+    F.close()
 
 
 def setup_function():
     S.reset()
 
 
-def connect(org, mode="test", account=None):
-    return h.Flow(S.broker, S.sim, org, mode).run(account=account)
+connect = F.connect
 
 
 def audit(org, token=None, broker=None, **q):
-    qs = "&".join(f"{k}={v}" for k, v in q.items())
-    b = broker or S.broker
-    return b.request("GET", f"/v1/orgs/{org}/audit-events" + ("?" + qs if qs else ""),
-                     token=token or b.admin_token)
+    return F.get(f"/v1/orgs/{org}/audit-events", token=token, broker=broker, **q)
 
 
 def events(org, **q):
@@ -137,10 +133,7 @@ def test_invalid_grant_records_the_deauthorization_by_the_broker():
 def test_stripes_deauthorization_webhook_is_recorded_with_the_event_id():
     org = h.new_org()
     f = connect(org, "test")
-    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
-                                                "type": "account.application.deauthorized",
-                                                "account": f.account, "revoke": True})
-    assert out["status"] == 200, out
+    F.deauthorize(f.account)
     [e] = of_type(org, "connection.deauthorized")
     assert e["actor"]["kind"] == "stripe" and e["actor"]["id"].startswith("evt_"), e
     assert e["details"]["reason"] == "stripe_webhook" and e["details"]["stripe_event_id"] == e["actor"]["id"]
@@ -235,6 +228,47 @@ def test_since_keeps_only_events_at_or_after_that_time():
     assert len(events(org, since=since)) == 1
 
 
+def test_since_takes_any_rfc3339_form_to_the_millisecond():
+    org = h.new_org()
+    base = (int(time.time()) - 5 * 86400) * 1000 + 250    # 5 days ago, at .250 s
+    c = S.rc()
+    try:
+        for ms in (base, base + 1):
+            c.command("XADD", PREFIX + f"audit:{org}", f"{ms}-0", "e",
+                      '{"type":"api_key.created","actor":{"kind":"admin"},"details":{}}')
+    finally:
+        c.close()
+    S.broker.create_api_key(org)
+    sec = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // 1000))
+    east = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // 1000 + 3600))
+    cases = {   # since -> how many of the three events are at or after it
+        f"{sec}.250Z": 3, f"{sec}.251Z": 2, f"{sec}.2505Z": 2, f"{sec}.252Z": 1, f"{sec}Z": 3,
+        f"{east}.251%2B01:00": 2, f"{east}.251+01:00": 2,     # '+' encoded, and sent as is
+        f"{sec.lower()}.251z": 2, "1969-07-20T20:17:40Z": 3,
+    }
+    for since, n in cases.items():
+        r = S.broker.request("GET", f"/v1/orgs/{org}/audit-events?since={since}", token=S.broker.admin_token)
+        h.assert_status(r, 200)
+        assert len(r.json()["events"]) == n, (since, r.json())
+
+
+def test_a_page_ends_with_next_null_exactly_at_the_last_event():
+    org = h.new_org()
+    for _ in range(4):
+        S.broker.create_api_key(org)
+    j = audit(org, limit=2).json()
+    assert len(j["events"]) == 2 and j["next"] is not None
+    j = audit(org, limit=2, cursor=j["next"]).json()
+    assert len(j["events"]) == 2 and j["next"] is None, j
+    j = audit(org, limit=4).json()
+    assert len(j["events"]) == 4 and j["next"] is None, j
+    # the oldest possible cursor has nothing after it: an empty last page, not an error
+    for cursor in ("0-0", "0-1", "1-0"):
+        r = audit(org, cursor=cursor)
+        h.assert_status(r, 200)
+        assert r.json() == {"events": [], "next": None}, (cursor, r.text)
+
+
 def test_retention_trims_events_older_than_the_configured_days():
     org = h.new_org()
     c = S.rc()
@@ -255,8 +289,9 @@ def test_retention_trims_events_older_than_the_configured_days():
 
 def test_out_of_range_paging_parameters_are_400():
     org = h.new_org()
-    for q in ("limit=0", "limit=501", "limit=abc", "limit=-1", "cursor=abc", "cursor=1-", "since=yesterday",
-              "since=2026-13-01T00:00:00Z"):
+    for q in ("limit=0", "limit=501", "limit=abc", "limit=-1", "limit=", "limit=1&limit=2", "cursor=abc",
+              "cursor=1-", "cursor=", "cursor=99999999999999999999-0", "since=yesterday", "since=",
+              "since=2026-13-01T00:00:00Z", "since=2026-11-26T22:34:47", "since=2026-11-26T22:34:47%2B0100"):
         h.assert_error(S.broker.request("GET", f"/v1/orgs/{org}/audit-events?{q}", token=S.broker.admin_token),
                        400, "invalid_request")
     r = audit(org, limit=500)

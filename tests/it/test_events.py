@@ -5,17 +5,20 @@ replica, retried with back-off by any replica, in order per org, with a stable i
 import http.server
 import json
 import os
+import re
 import sys
 import threading
 import time
 
 import harness as h
+import ops_fixtures
 
 sys.path.insert(0, os.path.join(h.REPO, "tests", "fakes"))
 import broker_signature  # noqa: E402
 
 SECRET = "evsec_" + h.rand_str(32)
-WH_TEST = "whsec_" + h.rand_str(32)
+F = ops_fixtures.OpsStack("events", BROKER_EVENTS_SECRET=SECRET, BROKER_EVENTS_RETRY_MAX_S="2",
+                          BROKER_REFRESH_FAILING_S="1")
 S = None
 R = None
 
@@ -26,10 +29,12 @@ class Receiver:
     def __init__(self):
         self.lock = threading.Lock()
         self.got = []          # (event dict, verified) in arrival order, every attempt
+        self.meta = []         # (monotonic arrival time, Broker-Signature, Content-Type), the same order
         self.mode = "ok"
         self.inflight = 0
         self.max_inflight = 0
         self.delay = 0.0
+        self.refuse = set()    # org ids whose events are answered 500
         self.release = threading.Event()
         rec = self
 
@@ -41,8 +46,11 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 ok, why = broker_signature.verify(self.headers.get("Broker-Signature"), body, SECRET)
                 with rec.lock:
-                    mode = rec.mode
-                    rec.got.append((json.loads(body), ok, why, mode))
+                    event = json.loads(body)
+                    mode = "fail" if rec.mode == "ok" and event.get("org_id") in rec.refuse else rec.mode
+                    rec.got.append((event, ok, why, mode))
+                    rec.meta.append((time.monotonic(), self.headers.get("Broker-Signature"),
+                                     self.headers.get("Content-Type")))
                     rec.inflight += 1
                     rec.max_inflight = max(rec.max_inflight, rec.inflight)
                 try:
@@ -80,8 +88,10 @@ class Receiver:
         self.set("ok")
         with self.lock:
             self.got = []
+            self.meta = []
             self.max_inflight = 0
             self.delay = 0.0
+            self.refuse = set()
 
     def accepted(self):
         """Events answered 2xx: (event) in order."""
@@ -100,15 +110,13 @@ class Receiver:
 def setup_module():
     global S, R
     R = Receiver()
-    S = h.Stack("events", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST, BROKER_EVENTS_URL=R.url,
-                BROKER_EVENTS_SECRET=SECRET, BROKER_EVENTS_RETRY_MAX_S="2", BROKER_REFRESH_FAILING_S="1")
+    F.env["BROKER_EVENTS_URL"] = R.url
     h.remember("events_secret", SECRET)
-    h.remember("webhook_secret", WH_TEST)
+    S = F.start()
 
 
 def teardown_module():
-    if S:
-        S.close()
+    F.close()
     if R:
         R.close()
 
@@ -118,14 +126,11 @@ def setup_function():
     S.reset()
 
 
-def replica(label):
-    return S.new_broker(label, STRIPE_WEBHOOK_SECRET_TEST=WH_TEST, BROKER_EVENTS_URL=R.url,
-                        BROKER_EVENTS_SECRET=SECRET, BROKER_EVENTS_RETRY_MAX_S="2",
-                        BROKER_REFRESH_FAILING_S="1")
+replica = F.replica
 
 
 def connect(org, mode="test", broker=None):
-    return h.Flow(broker or S.broker, S.sim, org, mode).run()
+    return F.connect(org, mode, broker=broker)
 
 
 def wait_events(pred, timeout=20, what="events"):
@@ -142,7 +147,8 @@ def outbox_drained():
     try:
         n = c.command("XLEN", "stb:outbox")
         pending = c.command("XPENDING", "stb:outbox", "deliver")
-        return n == 0 and (pending[0] in (0, b"0", "0"))
+        queued = c.command("ZCARD", "stb:outbox:due")
+        return n == 0 and (pending[0] in (0, b"0", "0")) and queued == 0
     finally:
         c.close()
 
@@ -171,10 +177,7 @@ def test_an_authorization_is_sent_signed_with_an_event_id():
 def test_stripes_deauthorization_and_invalid_grant_send_reauthorization_required():
     org, org2 = h.new_org(), h.new_org()
     f = connect(org, "test")
-    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
-                                                "type": "account.application.deauthorized",
-                                                "account": f.account, "revoke": True})
-    assert out["status"] == 200, out
+    F.deauthorize(f.account)
     f2 = connect(org2, "live")
     S.sim._call("POST", "/_sim/revoke", {"account": f2.account})
     h.assert_error(S.broker.admin("POST", f"/v1/orgs/{org2}/access-token/rotate?mode=live"), 409,
@@ -218,6 +221,107 @@ def test_refresh_failing_after_the_threshold_then_recovered():
     h.assert_status(S.broker.admin("POST", rotate), 200)
     h.wait_until(outbox_drained, 10, what="outbox drained")
     assert len(of(org, R.accepted())) == 3
+
+
+def test_authorizing_again_after_reauthorization_required_sends_authorized_then_recovered():
+    org = h.new_org()
+    f = connect(org, "test")
+    F.deauthorize(f.account)
+    wait_events(lambda a: len(of(org, a)) == 2, what="connection.reauthorization_required")
+    g = connect(org, "test")          # the admin authorizes again in the browser
+    got = of(org, wait_events(lambda a: len(of(org, a)) == 4, what="authorized and recovered"))
+    assert [e["type"] for e in got] == ["connection.authorized", "connection.reauthorization_required",
+                                        "connection.authorized", "connection.recovered"], got
+    assert_event_shape(got[3], "connection.recovered", org, "test")
+    assert got[3]["data"] == {"reason": "reauthorized", "stripe_user_id": g.account, "flavor": "connect"}, got[3]
+    assert got[2]["data"]["stripe_user_id"] == g.account
+    # recovered once per outage: authorizing once more sends connection.authorized only
+    connect(org, "test")
+    got = of(org, wait_events(lambda a: len(of(org, a)) >= 5, what="the third authorization"))
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+    assert [e["type"] for e in of(org, R.accepted())][4:] == ["connection.authorized"]
+
+
+def test_a_test_connection_minted_again_from_live_after_revocation_recovers():
+    org = h.new_org()
+    f = connect(org, "live")
+    h.assert_status(S.broker.access_token(org, "test"), 200)          # minted from live
+    S.sim._call("POST", "/_sim/revoke", {"account": f.account})
+    h.assert_error(S.broker.admin("POST", f"/v1/orgs/{org}/access-token/rotate?mode=test"), 409,
+                   "reauthorization_required")
+    wait_events(lambda a: len(of(org, a)) == 2, what="connection.reauthorization_required")
+    connect(org, "live")                                                # live authorized again
+    h.assert_status(S.broker.access_token(org, "test"), 200)          # test minted again from it
+    got = of(org, wait_events(lambda a: len(of(org, a)) == 4, what="test's connection.recovered"))
+    assert [(e["type"], e["mode"]) for e in got] == [
+        ("connection.authorized", "live"), ("connection.reauthorization_required", "test"),
+        ("connection.authorized", "live"), ("connection.recovered", "test")], got
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+    assert len(of(org, R.accepted())) == 4
+
+
+def test_authorizing_again_after_refresh_failing_recovers_once():
+    org = h.new_org()
+    connect(org, "live")
+    wait_events(lambda a: of(org, a), what="connection.authorized")
+    S.sim.fault(endpoint="token", kind="status", status=503)
+    rotate = f"/v1/orgs/{org}/access-token/rotate?mode=live"
+    h.wait_until(lambda: S.broker.admin("POST", rotate).status == 502 and
+                 any(e["type"] == "refresh.failing" for e in of(org, R.accepted())), 15, interval=0.3,
+                 what="refresh.failing")
+    S.sim._call("DELETE", "/_sim/faults")
+    connect(org, "live")              # the admin authorizes again instead of waiting
+    got = of(org, wait_events(lambda a: len(of(org, a)) == 4, what="authorized and recovered"))
+    assert [e["type"] for e in got] == ["connection.authorized", "refresh.failing", "connection.authorized",
+                                        "connection.recovered"], got
+    assert got[3]["data"]["reason"] == "reauthorized"
+    # the next successful token call (after the failure's cooldown) ends the run of
+    # failures without a second recovery
+    h.wait_until(lambda: S.broker.admin("POST", rotate).status == 200, 10, interval=0.3, what="a rotation")
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+    assert len(of(org, R.accepted())) == 4, of(org, R.accepted())
+
+
+def test_an_entry_left_pending_by_a_dead_replica_is_delivered_with_its_id():
+    S.broker.stop()
+    org = h.new_org()
+    body = json.dumps({"id": "evt_" + "5a" * 12, "type": "connection.deleted",
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "org_id": org,
+                       "mode": "test", "data": {}}, separators=(",", ":"))
+    c = S.rc()
+    try:   # read by a replica that died before it did anything with it
+        try:
+            c.command("XGROUP", "CREATE", "stb:outbox", "deliver", "0", "MKSTREAM")
+        except h.RedisError as e:
+            assert "BUSYGROUP" in str(e)
+        c.command("XADD", "stb:outbox", "*", "org", org, "e", body)
+        c.command("XREADGROUP", "GROUP", "deliver", "dead-replica", "COUNT", "10", "STREAMS", "stb:outbox", ">")
+        assert c.command("XPENDING", "stb:outbox", "deliver")[0] in (1, b"1", "1")
+    finally:
+        c.close()
+    S.broker.start()
+    got = wait_events(lambda a: of(org, a), what="the pending entry delivered")
+    assert of(org, got) == [json.loads(body)]
+    h.wait_until(outbox_drained, 10, what="outbox drained")
+
+
+def test_the_signature_header_and_the_first_retry_are_the_contracts():
+    S.broker.stop()     # one replica with the default back-off (BROKER_EVENTS_RETRY_MAX_S 600)
+    b = F.replica("default-backoff", BROKER_EVENTS_RETRY_MAX_S="600")
+    try:
+        org = h.new_org()
+        R.refuse = {org}
+        connect(org, "live", broker=b)
+        h.wait_until(lambda: len(R.all()) >= 2, 15, interval=0.05, what="a first retry")
+        with R.lock:
+            (t0, sig, ctype), (t1, _, _) = R.meta[0], R.meta[1]
+        assert re.fullmatch(r"t=[0-9]+,v1=[0-9a-f]{64}", sig), sig
+        assert ctype == "application/json", ctype
+        assert t1 - t0 < 5.0, f"the first retry came {t1 - t0:.1f} s after the first attempt"
+        R.refuse = set()
+        wait_events(lambda a: of(org, a), what="the delivery")
+    finally:
+        b.stop()
 
 
 # ===== Delivery =====
@@ -305,6 +409,42 @@ def test_a_replica_killed_mid_delivery_leaves_the_event_to_another():
 
 
 test_a_replica_killed_mid_delivery_leaves_the_event_to_another.timeout_s = 90
+
+
+def test_a_refused_org_holds_back_only_its_own_later_events():
+    a, b = h.new_org(), h.new_org()
+    R.refuse = {a}
+    connect(a, "test")
+    h.assert_status(S.broker.admin("DELETE", f"/v1/orgs/{a}/connections/test"), 204)
+    connect(a, "test")
+    h.wait_until(lambda: len([e for e, _, _, _ in R.all() if e["org_id"] == a]) >= 2, 10,
+                 what="org A's first event refused twice")
+    # org A's receiver refuses (its first event is in back-off): org B's events go out at
+    # once, in order, and org A's later events are not sent ahead of its first
+    connect(b, "test")
+    h.assert_status(S.broker.admin("DELETE", f"/v1/orgs/{b}/connections/test"), 204)
+    connect(b, "test")
+    got = wait_events(lambda x: len(of(b, x)) == 3, timeout=8, what="org B's events while A is refused")
+    assert [e["type"] for e in of(b, got)] == ["connection.authorized", "connection.deleted",
+                                               "connection.authorized"], of(b, got)
+    tried_a = [e for e, _, _, _ in R.all() if e["org_id"] == a]
+    assert len({e["id"] for e in tried_a}) == 1, "an event of org A went out before its first one"
+    # the org held back shows on /metrics (counted by each replica's pass; a new one counts at start)
+    g = F.replica("gauge")
+    try:
+        h.wait_until(lambda: re.search(r"^stb_events_orgs_waiting 1$", g.request("GET", "/metrics").text, re.M),
+                     15, interval=0.2, what="stb_events_orgs_waiting 1")
+    finally:
+        g.stop()
+    first_a = tried_a[0]
+    assert first_a["type"] == "connection.authorized"
+    # A's receiver recovers: A's events arrive in order, the first with the id it had
+    R.refuse = set()
+    got = of(a, wait_events(lambda x: len(of(a, x)) == 3, timeout=10, what="org A's events"))
+    assert [e["type"] for e in got] == ["connection.authorized", "connection.deleted", "connection.authorized"]
+    assert got[0] == first_a, "the refused event was sent again with the same id and body"
+    assert len({e["id"] for e in got}) == 3
+    h.wait_until(outbox_drained, 10, what="outbox drained")
 
 
 def test_no_event_without_its_change():

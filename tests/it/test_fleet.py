@@ -5,56 +5,35 @@ import re
 import time
 
 import harness as h
+import ops_fixtures
 
-WH_TEST = "whsec_" + h.rand_str(32)
+F = ops_fixtures.OpsStack("fleet")
 S = None
 
 
 def setup_module():
     global S
-    S = h.Stack("fleet", STRIPE_WEBHOOK_SECRET_TEST=WH_TEST)
-    h.remember("webhook_secret", WH_TEST)
+    S = F.start()
 
 
 def teardown_module():
-    S.close()
+    F.close()
 
 
 def setup_function():
     S.reset()
 
 
-def connect(org, mode="test", account=None):
-    return h.Flow(S.broker, S.sim, org, mode).run(account=account)
+connect = F.connect
+revoke_by_webhook = F.deauthorize
 
 
 def fleet(**q):
-    qs = "&".join(f"{k}={v}" for k, v in q.items())
-    return S.broker.request("GET", "/v1/admin/orgs" + ("?" + qs if qs else ""), token=S.broker.admin_token)
+    return F.get("/v1/admin/orgs", **q)
 
 
 def all_orgs(**q):
-    out, cursor = [], None
-    for _ in range(100):
-        qq = dict(q)
-        if cursor:
-            qq["cursor"] = cursor
-        r = fleet(**qq)
-        h.assert_status(r, 200)
-        h.assert_json_headers(r)
-        j = r.json()
-        out += j["orgs"]
-        cursor = j["next"]
-        if cursor is None:
-            return out
-    raise AssertionError("paging never ended")
-
-
-def revoke_by_webhook(account):
-    out = S.sim._call("POST", "/_sim/webhook", {"url": S.broker.url("/webhooks/stripe"), "secret": WH_TEST,
-                                                "type": "account.application.deauthorized",
-                                                "account": account, "revoke": True})
-    assert out["status"] == 200, out
+    return F.pages("/v1/admin/orgs", "orgs", **q)
 
 
 def test_every_org_with_its_connections_keys_and_last_use():
@@ -114,6 +93,62 @@ def test_paging_stays_correct_while_orgs_are_added():
     assert set(first) <= set(seen), "an org present all along was missed"
     assert seen == sorted(seen)
     assert set(seen) <= set(first) | set(added)
+
+
+def keys_of(org):
+    r = S.broker.admin("GET", f"/v1/admin/orgs/{org}/api-keys")
+    h.assert_status(r, 200)
+    return r.json()["api_keys"]
+
+
+def test_an_org_with_only_api_keys_from_an_earlier_version_joins_the_index_at_start():
+    org = h.new_org()
+    S.broker.create_api_key(org)
+    c = S.rc()
+    try:   # as an earlier version stored it: the key, no index entry, no connection
+        assert c.command("ZREM", "stb:orgs", org) == 1
+    finally:
+        c.close()
+    assert org not in [o["org_id"] for o in all_orgs()]
+    b = F.replica("fleet-start")
+    try:   # a replica's first background pass, at start, indexes it
+        h.wait_until(lambda: org in [o["org_id"] for o in all_orgs()], 15, interval=0.2,
+                     what="the key-only org in the fleet index")
+    finally:
+        b.stop()
+    [o] = [o for o in all_orgs() if o["org_id"] == org]
+    assert o == {"org_id": org, "api_keys": 1, "connections": []}, o
+
+
+def test_an_org_stays_while_it_has_a_key_or_a_connection_and_the_count_is_right():
+    keys_only, connected = h.new_org(), h.new_org()
+    k1, k2 = S.broker.create_api_key(keys_only), S.broker.create_api_key(keys_only)
+
+    def entry(org):
+        return {o["org_id"]: o for o in all_orgs()}.get(org)
+    assert entry(keys_only) == {"org_id": keys_only, "api_keys": 2, "connections": []}
+    h.assert_status(S.broker.admin("DELETE", f"/v1/admin/orgs/{keys_only}/api-keys/{k1['key_id']}"), 204)
+    assert entry(keys_only)["api_keys"] == 1
+    h.assert_status(S.broker.admin("DELETE", f"/v1/admin/orgs/{keys_only}/api-keys/{k2['key_id']}"), 204)
+    assert entry(keys_only) is None, "an org with no key and no connection leaves the fleet view"
+    # an org with a connection stays when its last key goes, and leaves with its last connection
+    connect(connected, "test")
+    k = S.broker.create_api_key(connected)
+    h.assert_status(S.broker.admin("DELETE", f"/v1/admin/orgs/{connected}/api-keys/{k['key_id']}"), 204)
+    o = entry(connected)
+    assert o["api_keys"] == 0 and [c["mode"] for c in o["connections"]] == ["test"], o
+    h.assert_status(S.broker.admin("DELETE", f"/v1/orgs/{connected}/connections/test"), 204)
+    assert entry(connected) is None
+    S.broker.create_api_key(connected)
+    assert entry(connected) == {"org_id": connected, "api_keys": 1, "connections": []}
+    # the count is the keys GET …/api-keys lists, even with a key id left in the org's set
+    # whose record is gone
+    c = S.rc()
+    try:
+        c.command("SADD", f"stb:org:{connected}:keys", "0" * 32)
+    finally:
+        c.close()
+    assert entry(connected)["api_keys"] == len(keys_of(connected)) == 1
 
 
 def test_bad_paging_parameters_are_400_and_org_keys_are_403():

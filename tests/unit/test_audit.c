@@ -119,6 +119,9 @@ static void test_events_backoff_doubles_with_jitter_up_to_the_cap(void **state)
     assert_int_equal(events_backoff_ms(5, 600000, 0.5), 16000);
     assert_int_equal(events_backoff_ms(40, 600000, 0.5), 600000);  /* capped, no overflow */
     assert_int_equal(events_backoff_ms(3, 2000, 0.0), 1000);
+    /* the jitter never passes BROKER_EVENTS_RETRY_MAX_S */
+    assert_int_equal(events_backoff_ms(40, 600000, 0.999), 600000);
+    assert_int_equal(events_backoff_ms(2, 2000, 0.9), 2000);
 }
 
 int main(void)

@@ -132,7 +132,7 @@ static void test_time_parse_ms_rejects_other_forms(void **state)
         "2026-11-26T22:34:47Z ",
         "2026-11-26T22:34:47ZZ",
         "2026-02-29T00:00:00Z",
-        "2026-11-26T22:34:60Z",
+        "2026-11-26T22:34:61Z",
         "2026-11-26T22:34",
     };
     size_t i;
