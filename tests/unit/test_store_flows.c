@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "redis_proc.h"
+#include "store_cmd_run.h"
 #include "config.h"
 #include "core/crypto.h"
 #include "store/apikeys.h"
@@ -27,48 +28,6 @@
 #define SESSION "sssssssssssssssssssssssssssssssssssssssss01"
 #define STATE "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz1"
 #define BROWSER "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb1"
-
-static redisContext *g_c;
-
-static int group_setup(void **state)
-{
-    redis_shared_start();
-    g_c = ctl_connect(&g_redis);
-    return g_c == NULL;
-}
-
-static int group_teardown(void **state)
-{
-    redisFree(g_c);
-    redis_kill(&g_redis);
-    return 0;
-}
-
-static int flush(void **state)
-{
-    freeReplyObject(redisCommand(g_c, "FLUSHALL"));
-    return 0;
-}
-
-/* Send cmd (and free it); the reply, which the caller frees. */
-static redisReply *run(store_cmd_t *cmd)
-{
-    redisReply *r = redisCommandArgv(g_c, cmd->argc, cmd->argv, cmd->lens);
-    store_cmd_free(cmd);
-    assert_non_null(r);
-    if (r->type == REDIS_REPLY_ERROR)
-        fail_msg("command error: %s", r->str);
-    return r;
-}
-
-static long long run_int(store_cmd_t *cmd)
-{
-    redisReply *r = run(cmd);
-    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
-    long long v = r->integer;
-    freeReplyObject(r);
-    return v;
-}
 
 /* The reply as a string into out ("" for nil); 1 when it was a string. */
 static int run_str(store_cmd_t *cmd, char *out, size_t cap)
