@@ -941,10 +941,10 @@ static int load_stripe_mode(loader_t *l, config_t *c, int mode)
     /* a key of the other mode, or something else in the slot, is a configuration mistake
      * that Stripe would only report at the first authorization: refuse it at start */
     if (m->client_id != NULL && strncmp(m->client_id, "ca_", 3) != 0)
-        return fail(l, ids[mode], "must be a Stripe client id (ca_…)");
+        return fail(l, ids[mode], "must be a Stripe client id (ca_...)");
     if (m->secret_key != NULL && !secret_key_of_mode(m->secret_key, mode))
-        return fail(l, keys[mode], mode == MODE_TEST ? "must be a test secret key (sk_test_… or rk_test_…)"
-                                                     : "must be a live secret key (sk_live_… or rk_live_…)");
+        return fail(l, keys[mode], mode == MODE_TEST ? "must be a test secret key (sk_test_... or rk_test_...)"
+                                                     : "must be a live secret key (sk_live_... or rk_live_...)");
     if ((m->client_id == NULL) != (m->secret_key == NULL))
         m->missing = m->client_id == NULL ? ids[mode] : keys[mode];
     m->enabled = m->client_id != NULL && m->secret_key != NULL;

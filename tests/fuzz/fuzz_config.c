@@ -22,7 +22,7 @@ static const char *const BASE[][2] = {
     {"BROKER_ENCRYPTION_KEYS", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
     {"BROKER_ADMIN_TOKEN", "admin-token-0123456789abcdef0123456789"},
     {"STRIPE_CLIENT_ID_TEST", "ca_test"},
-    {"STRIPE_SECRET_KEY_TEST", "sk_test"},
+    {"STRIPE_SECRET_KEY_TEST", "sk_test_1"},
 };
 
 typedef struct fuzz_env {

@@ -319,7 +319,7 @@ static void test_config_only_live_mode_is_enough(void **state)
     env_set(&e, "STRIPE_CLIENT_ID_TEST", NULL);
     env_set(&e, "STRIPE_SECRET_KEY_TEST", NULL);
     env_set(&e, "STRIPE_CLIENT_ID_LIVE", "ca_live");
-    env_set(&e, "STRIPE_SECRET_KEY_LIVE", "sk_live");
+    env_set(&e, "STRIPE_SECRET_KEY_LIVE", "sk_live_1");
     load_ok(&e, &c);
     assert_int_equal(c.stripe[MODE_TEST].enabled, 0);
     assert_int_equal(c.stripe[MODE_LIVE].enabled, 1);
@@ -426,6 +426,11 @@ static const bad_var_t BAD_VALUES[] = {
     {"STRIPE_CLIENT_ID_TEST", "ca test", "STRIPE_CLIENT_ID_TEST"},
     {"STRIPE_SECRET_KEY_TEST", "sk_test_1\n", "STRIPE_SECRET_KEY_TEST"},
     {"STRIPE_SECRET_KEY_TEST", "", "STRIPE_SECRET_KEY_TEST"},
+    {"STRIPE_SECRET_KEY_TEST", "sk_live_1", "STRIPE_SECRET_KEY_TEST"},
+    {"STRIPE_SECRET_KEY_TEST", "pk_test_1", "STRIPE_SECRET_KEY_TEST"},
+    {"STRIPE_CLIENT_ID_TEST", "pk_test_1", "STRIPE_CLIENT_ID_TEST"},
+    {"BROKER_LISTEN", "256.1.1.1:8080", "BROKER_LISTEN"},
+    {"BROKER_LISTEN", "[::g]:8080", "BROKER_LISTEN"},
     {"STRIPE_WEBHOOK_SECRET_LIVE", "whsec x", "STRIPE_WEBHOOK_SECRET_LIVE"},
     {"STRIPE_CONNECT_URL", "http://connect.stripe.com", "STRIPE_CONNECT_URL"},
     {"STRIPE_CONNECT_URL", "http://128.0.0.1:1234", "STRIPE_CONNECT_URL"},
