@@ -85,10 +85,12 @@ run: deps
 
 # tests/run.sh ends with the one summary line; the container image test runs first
 # (when podman and buildah are installed, as .ci/run does) and is counted there.
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+
 test:
 	@sh deploy/scripts/install-deps.sh test
-	@$(MAKE) --no-print-directory all unit
-	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory -j$(NPROC) all unit
+	@$(MAKE) --no-print-directory -j$(NPROC) asan
 	@sh tests/run.sh
 
 # The container image (podman, from the Dockerfile unchanged) and its smoke test.

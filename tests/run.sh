@@ -44,8 +44,9 @@ add() {
     TOTAL_F=$((TOTAL_F + $2))
 }
 
+START_S=$(date +%s)
 header() {
-    printf '\n=== %s ===\n' "$1"
+    printf '\n=== %s === (%ss into the run)\n' "$1" $(($(date +%s) - START_S))
 }
 
 # run_stage OUT TIMEOUT CMD…: run CMD with a time bound, show its output as it goes,
@@ -81,21 +82,34 @@ summary_of() {
 # ===== 1. unit tests =====
 header "unit tests (cmocka)"
 ran_unit=0
+# unit_one B OUT: run test binary B (cmocka output to OUT, its exit status to OUT.rc)
+unit_one() {
+    CMOCKA_MESSAGE_OUTPUT=stdout timeout -k 5 "$UNIT_TIMEOUT_S" "$1" >"$2" 2>&1
+    echo $? >"$2.rc"
+}
 for src in tests/unit/test_*.c; do
     [ -f "$src" ] || continue
     name=$(basename "$src" .c)
+    # the plain and the sanitizer binary of a test run at once (most wait on Redis or clocks)
     for dir in "$PLAIN/unit" "$ASAN/unit"; do
         b="$dir/$name"
+        o="$TMP/unit.$(echo "$dir" | tr / _).out"
+        rm -f "$o" "$o.rc"
+        [ -x "$b" ] && unit_one "$b" "$o" &
+    done
+    wait
+    for dir in "$PLAIN/unit" "$ASAN/unit"; do
+        b="$dir/$name"
+        o="$TMP/unit.$(echo "$dir" | tr / _).out"
         if [ ! -x "$b" ]; then
             echo "$b: missing (tests/unit/$name.c was not built): 1 failed"
             add 0 1
             continue
         fi
         ran_unit=1
-        CMOCKA_MESSAGE_OUTPUT=stdout timeout -k 5 "$UNIT_TIMEOUT_S" "$b" >"$TMP/unit.out" 2>&1
-        rc=$?
-        p=$(awk '/^\[  PASSED  \] [0-9]+ test/ { s += $4 } END { print s + 0 }' "$TMP/unit.out")
-        f=$(awk '/^\[  FAILED  \] [0-9]+ test/ { s += $4 } END { print s + 0 }' "$TMP/unit.out")
+        rc=$(cat "$o.rc" 2>/dev/null || echo 1)
+        p=$(awk '/^\[  PASSED  \] [0-9]+ test/ { s += $4 } END { print s + 0 }' "$o")
+        f=$(awk '/^\[  FAILED  \] [0-9]+ test/ { s += $4 } END { print s + 0 }' "$o")
         note=""
         if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
             f=1
@@ -107,7 +121,7 @@ for src in tests/unit/test_*.c; do
         fi
         echo "$b: $p passed, $f failed$note"
         if [ "$f" -gt 0 ]; then
-            tail -n 40 "$TMP/unit.out" | sed 's/^/    /'
+            tail -n 40 "$o" | sed 's/^/    /'
         fi
         add "$p" "$f"
     done

@@ -7,7 +7,8 @@
 # seed corpus (tests/fuzz/corpus/<name>/ is never written). Crash inputs land in
 # build-fuzz/artifacts/, logs in build-fuzz/logs/. Prints one line per target, then
 # "fuzz: N passed, M failed"; exits 1 when any target failed to build or crashed.
-# FUZZ_TARGETS="paging form" runs only those targets.
+# FUZZ_TARGETS="paging form" runs only those targets; FUZZ_JOBS=N runs N at a time
+# (default: one per CPU).
 set -u
 
 secs=${1:-60}
@@ -51,32 +52,54 @@ passed=0
 failed=0
 mkdir -p "$out/artifacts" "$out/logs"
 
-for t in $targets; do
-    name=fuzz_$t
+# one_target NAME: build and run fuzz_NAME; its one line, ending "ok" or "FAILED", goes to
+# $out/logs/fuzz_NAME.result
+one_target() {
+    name=fuzz_$1
     log=$out/logs/$name.log
+    res=$out/logs/$name.result
     # shellcheck disable=SC2046,SC2086 # the flag lists are meant to split
-    if ! clang $cflags -o "$out/$name" "tests/fuzz/$name.c" $(sources "$t") $libs \
+    if ! clang $cflags -o "$out/$name" "tests/fuzz/$name.c" $(sources "$1") $libs \
         >"$out/logs/$name.build.log" 2>&1; then
-        echo "$name: build failed (see $out/logs/$name.build.log)"
-        failed=$((failed + 1))
-        continue
+        echo "$name: build failed (see $out/logs/$name.build.log) FAILED" >"$res"
+        return
     fi
-    corpus=$out/corpus/$t
+    corpus=$out/corpus/$1
     rm -rf "$corpus"
     mkdir -p "$corpus"
-    cp tests/fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null
+    cp tests/fuzz/corpus/"$1"/* "$corpus"/ 2>/dev/null
     "$out/$name" -max_total_time="$secs" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$out/artifacts/$name-" "$corpus" >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
     if [ "$rc" -eq 0 ]; then
-        echo "$name: ok, ${execs:-0} execs, cov ${cov:-0}"
-        passed=$((passed + 1))
+        echo "$name: ok, ${execs:-0} execs, cov ${cov:-0}" >"$res"
     else
-        echo "$name: FAILED (exit $rc), ${execs:-0} execs, cov ${cov:-0}; see $log"
-        failed=$((failed + 1))
+        echo "$name: FAILED (exit $rc), ${execs:-0} execs, cov ${cov:-0}; see $log" >"$res"
     fi
+}
+
+# FUZZ_JOBS targets at a time (default: one per CPU), reported in the list's order
+jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+running=0
+for t in $targets; do
+    rm -f "$out/logs/fuzz_$t.result"
+    one_target "$t" &
+    running=$((running + 1))
+    if [ "$running" -ge "$jobs" ]; then
+        wait
+        running=0
+    fi
+done
+wait
+for t in $targets; do
+    line=$(cat "$out/logs/fuzz_$t.result" 2>/dev/null || echo "fuzz_$t: no result FAILED")
+    echo "$line"
+    case $line in
+    *FAILED*) failed=$((failed + 1)) ;;
+    *) passed=$((passed + 1)) ;;
+    esac
 done
 
 echo "fuzz: $passed passed, $failed failed"
