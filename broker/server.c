@@ -13,6 +13,7 @@
  * Tested end to end by tests/it/test_ops.py (SIGTERM, h2o's own 413/400 answers, the
  * accept balance: a stuck worker, connections shared evenly). */
 #include "server.h"
+#include "http/breq.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>

@@ -1,4 +1,4 @@
-/* breq.c — the request context (see server.h, "breq"): its life (references,
+/* breq.c — the request context (see http/breq.h, "breq"): its life (references,
  * deadlines), the answers and their headers, the request helpers, and the end of a loop
  * turn that sends the turn's answers after their log lines.
  *
@@ -20,7 +20,7 @@
 #include "http/router.h"
 #include "log.h"
 #include "metrics.h"
-#include "server.h"
+#include "http/breq.h"
 
 #define PAGE_CSP_MAX 1024
 

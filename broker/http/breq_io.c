@@ -1,4 +1,4 @@
-/* breq_io.c — a request's calls to Redis, the token service and Stripe (see server.h,
+/* breq_io.c — a request's calls to Redis, the token service and Stripe (see http/breq.h,
  * "on the request's behalf"). The adapters below are where HTTP meets the modules that
  * know nothing of it (store/, tokens/, stripe/).
  *
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include "log.h"
 #include "metrics.h"
-#include "server.h"
+#include "http/breq.h"
 
 /* ===== Pending operations ===== */
 

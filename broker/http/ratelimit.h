@@ -6,7 +6,7 @@
  * Called only on the request's worker, while the request is live. */
 #ifndef BROKER_HTTP_RATELIMIT_H
 #define BROKER_HTTP_RATELIMIT_H
-#include "server.h"
+#include "http/breq.h"
 
 /* A failed authentication (e: 401/403): counted for the client address and the key id
  * (when the bearer has one); answered e with message, or 429 once either is over. */

@@ -21,7 +21,7 @@
  * Single threaded per worker; the table is read-only once router_init has run. */
 #ifndef BROKER_HTTP_ROUTER_H
 #define BROKER_HTTP_ROUTER_H
-#include "server.h"
+#include "http/breq.h"
 #include "store/rcache.h"
 
 typedef void (*route_fn)(breq_t *b);

@@ -4,7 +4,7 @@
 #ifndef BROKER_ROUTES_PAGES_H
 #define BROKER_ROUTES_PAGES_H
 #include "core/buf.h"
-#include "server.h"
+#include "http/breq.h"
 
 /* Open a page: doctype, head, the product header and <main>. title is escaped; base
  * is BROKER_PUBLIC_URL's path (cfg->public_path), which every link of ours starts with. */

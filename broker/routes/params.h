@@ -5,7 +5,7 @@
 #define BROKER_ROUTES_PARAMS_H
 #include <jansson.h>
 #include "core/record.h"
-#include "server.h"
+#include "http/breq.h"
 
 /* ?mode=test|live, required. Returns the mode or -1 (answered). */
 int parse_mode_query(breq_t *b);

@@ -7,7 +7,7 @@
 #define BROKER_ROUTES_H
 #include "core/paging.h"
 #include "http/router.h"
-#include "server.h"
+#include "http/breq.h"
 #include "store/keys.h"
 #include "store/audit.h"
 

@@ -6,7 +6,7 @@
 #include "config.h"
 #include "core/buf.h"
 
-#include "server.h"
+#include "http/breq.h"
 
 /* The two cookies: the setup session, and the one that binds an OAuth state to the
  * browser that started it. */

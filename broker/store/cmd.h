@@ -2,7 +2,7 @@
  *
  * The store modules (conn.h, apikeys.h, flows.h, whsec.h) know nothing of how a command
  * is sent: each builder fills a store_cmd_t and the caller sends it on its own channel —
- * routes through the request context (server.h: the request's store deadline and
+ * routes through the request context (http/breq.h: the request's store deadline and
  * life), the token service through redis_loop_commandv, the CLI through hiredis'
  * blocking redisCommandArgv — then reads the reply the builder documents. The helpers
  * below are for the builders; callers only send and store_cmd_free.

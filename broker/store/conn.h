@@ -3,7 +3,7 @@
  * nowhere else (proto/redis.md, "Connections").
  *
  * A write is built as a command (store/cmd.h: argv form, binary safe) and sent by the
- * caller on its own channel: routes through the request context (server.h: the
+ * caller on its own channel: routes through the request context (http/breq.h: the
  * request's store deadline and life), the token service through redis_loop_commandv, the CLI through hiredis'
  * blocking redisCommandArgv. So the store knows nothing of HTTP, and a write's reply is
  * read where it was asked for; each builder says what its script returns.

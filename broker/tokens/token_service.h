@@ -10,7 +10,7 @@
  *
  * Knows nothing of HTTP: it runs on one event loop with that loop's Redis and Stripe
  * clients and answers through (cb, data), the way redis_loop does; routes reach it
- * through the request context (server.h), which holds the request and arms its Stripe
+ * through the request context (http/breq.h), which holds the request and arms its Stripe
  * deadline.
  * One service per worker thread; not thread safe. */
 #ifndef BROKER_TOKENS_TOKEN_SERVICE_H
