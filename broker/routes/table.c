@@ -28,7 +28,7 @@ const route_t routes_table[] = {
     {"GET", "/v1/admin/orgs/{org_id}/api-keys", admin_keys_list, ADMIN, API, NULL, 0},
     {"DELETE", "/v1/admin/orgs/{org_id}/api-keys/{key_id}", admin_keys_delete, ADMIN, API, NULL, 0},
     {"GET", "/v1/orgs/{org_id}/access-token", token_get, ORG, API, peek_mode_query, 0},
-    {"POST", "/v1/orgs/{org_id}/access-token/rotate", token_rotate, ORG, API, NULL, 0},
+    {"POST", "/v1/orgs/{org_id}/access-token/rotate", token_rotate, ORG, API, peek_mode_query, 0},
     {"GET", "/v1/orgs/{org_id}/connections", conn_list, ORG, API, NULL, 0},
     {"DELETE", "/v1/orgs/{org_id}/connections/{mode}", conn_delete, ORG, API, NULL, 0},
     {"POST", "/v1/orgs/{org_id}/authorize-links", links_create, ORG, API, NULL, 0},

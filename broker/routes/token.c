@@ -110,13 +110,13 @@ void token_get(breq_t *b)
     breq_conn(b, serve);
 }
 
-static void on_conn_for_rotate(breq_t *b, redisReply *r)
+static void on_conn_for_rotate(breq_t *b, const char *val, size_t len, rcache_entry_t *e)
 {
     const config_t *cfg = b->w->cfg;
     conn_record_t rec;
     long version = 0;
-    int rc = store_conn_open(cfg, b->org, b->mode, r->type == REDIS_REPLY_STRING ? r->str : NULL,
-                             r->type == REDIS_REPLY_STRING ? r->len : 0, &version, &rec);
+    int rc = store_conn_open(cfg, b->org, b->mode, val, len, &version, &rec);
+    (void)e;
     if (rc == STORE_UNREADABLE)
         breq_error(b, ERR_RECORD_UNREADABLE, NULL);
     else if (rc == STORE_ABSENT)
@@ -128,9 +128,11 @@ static void on_conn_for_rotate(breq_t *b, redisReply *r)
     conn_record_clear(&rec);
 }
 
+/* rotate: the connection comes with the key record like getAccessToken's (the rotation
+ * itself is fenced on the version read, so a cached read is as good as a fresh one). */
 void token_rotate(breq_t *b)
 {
     if (parse_mode_query(b) < 0)
         return;
-    breq_redis(b, on_conn_for_rotate, "GET %s", breq_key(b, KEY_CONN, b->org, mode_name(b->mode)));
+    breq_conn(b, on_conn_for_rotate);
 }

@@ -1,5 +1,5 @@
 """The fused read (broker/http/router.h): a route that serves from an org's connection
-(getAccessToken, the Stripe proxy) reads the caller's key record and the connection in
+(getAccessToken, its rotation, the Stripe proxy) reads the caller's key record and the connection in
 one Redis round trip, a single MGET, when the caller has an org key; an admin's call
 reads the connection alone. Counted with Redis's INFO commandstats on a quiet broker (its
 read cache never answers for it, so every call reads Redis), so that a second round trip
@@ -65,6 +65,26 @@ def test_proxy_call_with_org_key_reads_redis_once():
     get1, mget1 = reads()
     assert (get1 - get0, mget1 - mget0) == (0, N), \
         f"{N} proxied calls: {get1 - get0} GET and {mget1 - mget0} MGET (one MGET each expected)"
+
+
+def test_rotation_with_org_key_reads_key_and_connection_in_one_mget():
+    """The token service reads under its lease whoever calls; the route's own reads are
+    one GET of the connection for an admin and one MGET (no GET) for an org key."""
+    org, key = org_with_key()
+
+    def rotations(token):
+        g0, m0 = reads()
+        for _ in range(3):
+            h.assert_status(S.broker.request("POST", f"/v1/orgs/{org}/access-token/rotate?mode=test",
+                                             token=token), 200)
+        g1, m1 = reads()
+        return g1 - g0, m1 - m0
+    admin_get, admin_mget = rotations(S.broker.admin_token)
+    org_get, org_mget = rotations(key)
+    assert admin_mget == 0 and org_mget == 3, (admin_mget, org_mget)
+    assert org_get == admin_get - 3, \
+        f"3 rotations with the org key made {org_get} GETs, with the admin token {admin_get}: the org " \
+        "key's should read the connection in the MGET, not in a GET of its own"
 
 
 def test_access_token_with_org_key_reads_redis_once():
