@@ -84,14 +84,21 @@ int cli_check(const config_t *cfg)
     return 0;
 }
 
+/* The ORG_ID argument normalised into org, then a connection to Redis; NULL (with the
+ * one stderr line) when either fails. */
+static redisContext *connect_for_org(const config_t *cfg, const char *org_in, char org[ORGID_LEN + 1])
+{
+    if (orgid_normalize(org_in, strlen(org_in), org) != 0) {
+        fprintf(stderr, "stripe-token-broker: ORG_ID: not a valid Salesforce organization id (15 or 18 characters, starting with 00D)\n");
+        return NULL;
+    }
+    return connect_redis(cfg);
+}
+
 int cli_create_api_key(const config_t *cfg, const char *org_in)
 {
     char org[ORGID_LEN + 1], api_key[APIKEY_LEN + 1], key_id[APIKEY_ID_LEN + 1], hash[65], rec[128];
-    if (orgid_normalize(org_in, strlen(org_in), org) != 0) {
-        fprintf(stderr, "stripe-token-broker: ORG_ID: not a valid Salesforce organization id (15 or 18 characters, starting with 00D)\n");
-        return 1;
-    }
-    redisContext *c = connect_redis(cfg);
+    redisContext *c = connect_for_org(cfg, org_in, org);
     if (c == NULL)
         return 1;
     auth_new_key(api_key, key_id, hash);
@@ -226,11 +233,7 @@ int cli_rotate_keys(const config_t *cfg)
 int cli_audit(const config_t *cfg, const char *org_in)
 {
     char org[ORGID_LEN + 1], key[256];
-    if (orgid_normalize(org_in, strlen(org_in), org) != 0) {
-        fprintf(stderr, "stripe-token-broker: ORG_ID: not a valid Salesforce organization id (15 or 18 characters, starting with 00D)\n");
-        return 1;
-    }
-    redisContext *c = connect_redis(cfg);
+    redisContext *c = connect_for_org(cfg, org_in, org);
     if (c == NULL)
         return 1;
     snprintf(key, sizeof(key), "%s" KEY_AUDIT, cfg->redis_prefix, org);

@@ -171,6 +171,10 @@ typedef void (*breq_redis_cb)(breq_t *b, redisReply *r);
  * called. Returns 0, or -1 when b was already answered 503. */
 int breq_redis(breq_t *b, breq_redis_cb cb, const char *fmt, ...);
 int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const size_t *lens);
+/* The same with an argument for cb: arg is malloc'd by the caller and owned from then on
+ * by the call, which frees it when it ends (after cb, or without cb). */
+typedef void (*breq_redis_arg_cb)(breq_t *b, redisReply *r, void *arg);
+int breq_redisv_arg(breq_t *b, breq_redis_arg_cb cb, void *arg, int argc, const char **argv, const size_t *lens);
 
 /* ---- The token service on the request's behalf (http/breq_io.c) ---- */
 

@@ -18,14 +18,17 @@
 
 /* ===== Pending operations ===== */
 
-/* One call in flight for a request: the request (held) and the handler's callback. */
+/* One call in flight for a request: the request (held), the handler's callback and its
+ * argument (breq_redisv_arg: malloc'd, freed when the call ends). */
 typedef struct pending {
     breq_t *b;
     union {
         breq_redis_cb redis;
+        breq_redis_arg_cb redis_arg;
         breq_token_cb token;
         breq_stripe_cb stripe;
     } cb;
+    void *arg;
 } pending_t;
 
 /* Hand result to the handler's callback in p (b is live). */
@@ -39,6 +42,7 @@ static pending_t *pending_begin(breq_t *b, void (*arm)(breq_t *b))
     if (p == NULL)
         abort();
     p->b = b;
+    p->arg = NULL;
     arm(b);
     breq_hold(b);
     return p;
@@ -48,6 +52,7 @@ static pending_t *pending_begin(breq_t *b, void (*arm)(breq_t *b))
 static int pending_refused(pending_t *p, api_err_t err)
 {
     breq_t *b = p->b;
+    free(p->arg);
     free(p);
     breq_error(b, err, NULL);
     breq_release(b);
@@ -62,27 +67,46 @@ static void pending_end(pending_t *p, pending_deliver_fn deliver, const void *re
     free(p);
     if (breq_live(op.b))
         deliver(op.b, &op, result);
+    free(op.arg);
     breq_release(op.b);
 }
 
 /* ===== Redis for a request ===== */
 
+/* 1 when r is a reply to hand on; else b is answered 503 store_unavailable. */
+static int redis_reply_ok(breq_t *b, const redisReply *r)
+{
+    if (r != NULL && r->type != REDIS_REPLY_ERROR)
+        return 1;
+    metrics_redis_error();
+    if (r != NULL)
+        log_event(LOG_ERROR, "redis command failed", "route", breq_route_pattern(b), NULL);
+    breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
+    return 0;
+}
+
 static void deliver_redis(breq_t *b, const pending_t *p, const void *result)
 {
     redisReply *r = (redisReply *)result;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        metrics_redis_error();
-        if (r != NULL)
-            log_event(LOG_ERROR, "redis command failed", "route", breq_route_pattern(b), NULL);
-        breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
-    } else {
+    if (redis_reply_ok(b, r))
         p->cb.redis(b, r);
-    }
+}
+
+static void deliver_redis_arg(breq_t *b, const pending_t *p, const void *result)
+{
+    redisReply *r = (redisReply *)result;
+    if (redis_reply_ok(b, r))
+        p->cb.redis_arg(b, r, p->arg);
 }
 
 static void on_redis_reply(redisReply *r, void *data)
 {
     pending_end(data, deliver_redis, r);
+}
+
+static void on_redis_arg_reply(redisReply *r, void *data)
+{
+    pending_end(data, deliver_redis_arg, r);
 }
 
 static int redis_refused(pending_t *p)
@@ -107,6 +131,16 @@ int breq_redisv(breq_t *b, breq_redis_cb cb, int argc, const char **argv, const 
     pending_t *p = pending_begin(b, breq_deadline_store);
     p->cb.redis = cb;
     if (redis_loop_commandv(b->w->redis, on_redis_reply, p, argc, argv, lens) != 0)
+        return redis_refused(p);
+    return 0;
+}
+
+int breq_redisv_arg(breq_t *b, breq_redis_arg_cb cb, void *arg, int argc, const char **argv, const size_t *lens)
+{
+    pending_t *p = pending_begin(b, breq_deadline_store);
+    p->cb.redis_arg = cb;
+    p->arg = arg;
+    if (redis_loop_commandv(b->w->redis, on_redis_arg_reply, p, argc, argv, lens) != 0)
         return redis_refused(p);
     return 0;
 }

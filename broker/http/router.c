@@ -196,7 +196,6 @@ static void on_key_record(breq_t *b, redisReply *r)
 /* A read of the router's own (the fused read, or the connection alone): the cache
  * tickets reserved before it was sent. */
 typedef struct conn_op {
-    breq_t *b;
     breq_conn_cb cb;       /* the connection alone: the handler's */
     uint64_t ticket[2];    /* [0] the key record (fused read only), [1] the connection */
 } conn_op_t;
@@ -210,66 +209,41 @@ static void fused_keys(const breq_t *b, char key[KEY_MAX], size_t *klen, char co
     *clen = keys_conn(conn, prefix, b->org, b->mode);
 }
 
-/* 1 when r is a usable reply for b; else b is answered 503 (as http/breq_io.c does). */
-static int reply_ok(breq_t *b, redisReply *r)
-{
-    if (r != NULL && r->type != REDIS_REPLY_ERROR)
-        return 1;
-    metrics_redis_error();
-    if (r != NULL)
-        log_event(LOG_ERROR, "redis command failed", "route", breq_route_pattern(b), NULL);
-    breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
-    return 0;
-}
-
-/* Send the read for b with the store deadline armed (503 store_unavailable when it
- * cannot be sent). */
-static void op_send(breq_t *b, redis_loop_cb fn, breq_conn_cb cb, int argc, const char **argv,
-                          const size_t *lens, const uint64_t ticket[2])
+/* Send the read for b (http/breq_io.c: store deadline, 503 when Redis fails), with the
+ * handler's callback and the cache tickets reserved before it. */
+static void op_send(breq_t *b, breq_redis_arg_cb fn, breq_conn_cb cb, int argc, const char **argv,
+                    const size_t *lens, const uint64_t ticket[2])
 {
     conn_op_t *op = malloc(sizeof(*op));
     if (op == NULL)
         abort();
-    op->b = b;
     op->cb = cb;
     op->ticket[0] = ticket[0];
     op->ticket[1] = ticket[1];
-    breq_deadline_store(b);
-    if (redis_loop_commandv(b->w->redis, fn, op, argc, argv, lens) != 0) {
-        free(op);
-        metrics_redis_error();
+    breq_redisv_arg(b, fn, op, argc, argv, lens);
+}
+
+static void on_key_and_conn(breq_t *b, redisReply *r, void *data)
+{
+    const conn_op_t *op = data;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
         return;
     }
-    breq_hold(b);
-}
-
-static void on_key_and_conn(redisReply *r, void *data)
-{
-    conn_op_t *op = data;
-    breq_t *b = op->b;
-    if (breq_live(b) && reply_ok(b, r)) {
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            breq_error(b, ERR_STORE_UNAVAILABLE, NULL);
-        } else {
-            redisReply *k = r->element[0], *c = r->element[1];
-            const char *kv = k->type == REDIS_REPLY_STRING ? k->str : NULL;
-            const char *cv = c->type == REDIS_REPLY_STRING ? c->str : NULL;
-            size_t kl = kv != NULL ? k->len : 0, cl = cv != NULL ? c->len : 0;
-            char key[KEY_MAX], conn[KEY_MAX];
-            size_t klen, clen;
-            fused_keys(b, key, &klen, conn, &clen);
-            rcache_fill(b->w->cache, key, klen, op->ticket[0], kv, kl);
-            struct route_conn_read cr = {cv, cl, rcache_fill(b->w->cache, conn, clen, op->ticket[1], cv, cl)};
-            /* a later request's read of the same key took over the reservation: the entry
-             * still serves what was derived from these very bytes */
-            if (cr.e == NULL)
-                cr.e = rcache_same(b->w->cache, conn, clen, cv, cl);
-            run_checked(b, kv, kl, &cr);
-        }
-    }
-    free(op);
-    breq_release(b);
+    redisReply *k = r->element[0], *c = r->element[1];
+    const char *kv = k->type == REDIS_REPLY_STRING ? k->str : NULL;
+    const char *cv = c->type == REDIS_REPLY_STRING ? c->str : NULL;
+    size_t kl = kv != NULL ? k->len : 0, cl = cv != NULL ? c->len : 0;
+    char key[KEY_MAX], conn[KEY_MAX];
+    size_t klen, clen;
+    fused_keys(b, key, &klen, conn, &clen);
+    rcache_fill(b->w->cache, key, klen, op->ticket[0], kv, kl);
+    struct route_conn_read cr = {cv, cl, rcache_fill(b->w->cache, conn, clen, op->ticket[1], cv, cl)};
+    /* a later request's read of the same key took over the reservation: the entry still
+     * serves what was derived from these very bytes */
+    if (cr.e == NULL)
+        cr.e = rcache_same(b->w->cache, conn, clen, cv, cl);
+    run_checked(b, kv, kl, &cr);
 }
 
 /* An org key on a conn_mode route with a valid mode: the key record and the connection
@@ -298,16 +272,11 @@ static void fused_read(breq_t *b)
     op_send(b, on_key_and_conn, NULL, 3, argv, lens, ticket);
 }
 
-static void on_conn_alone(redisReply *r, void *data)
+static void on_conn_alone(breq_t *b, redisReply *r, void *data)
 {
-    conn_op_t *op = data;
-    breq_t *b = op->b;
-    if (breq_live(b) && reply_ok(b, r)) {
-        const char *cv = r->type == REDIS_REPLY_STRING ? r->str : NULL;
-        op->cb(b, cv, cv != NULL ? r->len : 0, NULL);
-    }
-    free(op);
-    breq_release(b);
+    const conn_op_t *op = data;
+    const char *cv = r->type == REDIS_REPLY_STRING ? r->str : NULL;
+    op->cb(b, cv, cv != NULL ? r->len : 0, NULL);
 }
 
 void breq_conn(breq_t *b, breq_conn_cb cb)

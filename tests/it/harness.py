@@ -1135,6 +1135,44 @@ class Stack:
         return broker_env(port, self.redis.port, self.sim.port if self.sim else free_port(),
                           **overrides)
 
+    def start_expecting_failure(self, overrides, timeout=10):
+        """Run `stripe-token-broker` (serve) with this stack's env plus overrides; it must
+        exit by itself (a broker that listens has accepted the configuration: an
+        AssertionError at once). Returns (exit code, non-empty stderr lines, stdout, port);
+        stderr is also appended to config.failures.log in the log folder."""
+        port = free_port()
+        env = _base_env()
+        env.update(self.env_for(port=port, **overrides))
+        proc = subprocess.Popen([broker_bin()], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+        try:
+            wait_until(lambda: proc.poll() is not None or port_is_listening(port), timeout,
+                       interval=0.05, what="the broker to exit or listen")
+            if proc.poll() is None:
+                raise AssertionError(f"the broker started and listens with {sorted(overrides)}")
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        err = err.decode("utf-8", "replace")
+        with open(os.path.join(log_dir(), "config.failures.log"), "a") as f:
+            f.write(f"# {sorted(overrides)} -> {proc.returncode}\n{err}")
+        lines = [l for l in err.splitlines() if l.strip()]
+        return proc.returncode, lines, out.decode("utf-8", "replace"), port
+
+    def assert_rejected(self, var, overrides, secret_values=()):
+        """A bad configuration: exit non-zero before listening, one stderr line naming var,
+        none of secret_values printed."""
+        rc, lines, out, port = self.start_expecting_failure(overrides)
+        assert rc != 0, f"exit status 0 with {sorted(overrides)}"
+        assert len(lines) == 1, f"expected one stderr line naming {var}, got {lines!r}"
+        assert var in lines[0], f"the stderr line does not name {var}: {lines[0]!r}"
+        for v in secret_values:
+            if v:
+                assert v not in lines[0] and v not in out, f"a secret value was printed: {lines[0]!r}"
+        assert not port_is_listening(port), "something is listening on BROKER_LISTEN"
+
     def new_broker(self, label, start=True, ready=None, **overrides):
         """Another broker on this stack's Redis and simulator (its own port and log).
         ready: also wait until it reaches Redis (/readyz 200), not only /healthz; by
