@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <openssl/crypto.h>
 #include "core/crypto.h"
 
 static int is_hex(const char *s, size_t n)
@@ -84,7 +83,7 @@ void auth_new_key(char *api_key, char *key_id, char *hash)
     memcpy(api_key + 5 + APIKEY_ID_LEN, secret, 43);
     api_key[APIKEY_LEN] = '\0';
     sha256_hex(api_key, APIKEY_LEN, hash);
-    OPENSSL_cleanse(secret, sizeof(secret));
+    explicit_bzero(secret, sizeof(secret));
 }
 
 void auth_key_record(char *out, size_t size, const char *org, const char *hash, long created)

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "auth.h"
 #include "core/crypto.h"
 #include "core/orgid.h"
@@ -119,14 +118,14 @@ int cli_create_api_key(const config_t *cfg, const char *org_in)
     redisFree(c);
     if (!ok) {
         fprintf(stderr, "stripe-token-broker: cannot store the key in Redis\n");
-        OPENSSL_cleanse(api_key, sizeof(api_key));
+        explicit_bzero(api_key, sizeof(api_key));
         return 1;
     }
     fprintf(stderr, "created API key %s for org %s (shown once; store it in the Salesforce External Credential)\n",
             key_id, org);
     printf("%s\n", api_key);
     fflush(stdout);
-    OPENSSL_cleanse(api_key, sizeof(api_key));
+    explicit_bzero(api_key, sizeof(api_key));
     return 0;
 }
 

@@ -1021,7 +1021,7 @@ int config_load(config_t *c, config_getenv_fn get, void *ctx, char *err, size_t 
         load_number(&l, "BROKER_BACKGROUND_REFRESH_S", "60", 1, 3600, &c->background_refresh_s) != 0 ||
         load_number(&l, "BROKER_RATE_LIMIT_IP_PER_MIN", "1200", 0, 1000000, &c->rate_ip_per_min) != 0 ||
         load_number(&l, "BROKER_RATE_LIMIT_ORG_PER_S", "1000", 0, 1000000, &c->rate_org_per_s) != 0 ||
-        load_number(&l, "BROKER_CACHE_BUSY_RPS", "5000", 0, 10000000, &c->cache_busy_rps) != 0 ||
+        load_number(&l, "BROKER_CACHE_BUSY_RPS", "200", 0, 10000000, &c->cache_busy_rps) != 0 ||
         load_trusted_proxies(&l, c) != 0 ||
         load_return_allow(&l, c) != 0 || load_log_level(&l, c) != 0 || load_stripe(&l, c) != 0 ||
         load_base_url(&l, "STRIPE_CONNECT_URL", DEFAULT_CONNECT_URL, 1, &c->connect_url,

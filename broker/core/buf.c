@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
 
 #define BUF_MIN_CAP_BYTES 64
 
@@ -42,7 +41,7 @@ static void buf_reserve(buf_t *b, size_t extra)
         abort();
     if (b->p != NULL) {
         memcpy(p, b->p, b->len + 1);
-        OPENSSL_cleanse(b->p, b->cap);
+        explicit_bzero(b->p, b->cap);
         free(b->p);
     }
     b->p = p;
@@ -150,7 +149,7 @@ void buf_json_str(buf_t *b, const char *s, size_t len)
 void buf_reset(buf_t *b)
 {
     if (b->p != NULL) {
-        OPENSSL_cleanse(b->p, b->cap);
+        explicit_bzero(b->p, b->cap);
         b->p[0] = '\0';
     }
     b->len = 0;
@@ -166,6 +165,6 @@ void buf_free(buf_t *b)
 void buf_wipe(buf_t *b)
 {
     if (b->p != NULL)
-        OPENSSL_cleanse(b->p, b->cap);
+        explicit_bzero(b->p, b->cap);
     buf_free(b);
 }

@@ -52,7 +52,7 @@ void rand_token(char *out, size_t nbytes)
         out += b64url_encode(chunk, n, out);
         nbytes -= n;
     }
-    OPENSSL_cleanse(chunk, sizeof(chunk));
+    explicit_bzero(chunk, sizeof(chunk));
 }
 
 /* OpenSSL 3 looks the algorithm up on every EVP_sha256() use, and EVP_Digest() allocates
@@ -203,7 +203,7 @@ void secure_free(void *p, size_t len)
 {
     if (p == NULL)
         return;
-    OPENSSL_cleanse(p, len);
+    explicit_bzero(p, len);
     free(p);
 }
 
@@ -223,7 +223,7 @@ void secure_block_free(void *p)
 {
     if (p == NULL)
         return;
-    OPENSSL_cleanse(p, malloc_usable_size(p));
+    explicit_bzero(p, malloc_usable_size(p));
     free(p);
 }
 

@@ -7,7 +7,7 @@
  * the url alphabet, canonical encodings, exact lengths), so any change to any part
  * of a sealed value is detected. keyring_parse reads BROKER_ENCRYPTION_KEYS.
  * Never: logs or returns key material in an error; leaves a key or a plaintext copy
- * in freed memory (OPENSSL_cleanse before free).
+ * in freed memory (explicit_bzero before free).
  * Tested by: tests/unit/test_seal.c, tests/fuzz/fuzz_seal_open.c and
  * tests/fuzz/fuzz_keyring.c. */
 #include "seal.h"
@@ -79,13 +79,13 @@ static const char *parse_entry(const char *s, size_t len, size_t entry, seal_key
     len -= (size_t)(colon - s) + 1;
     n = len <= 64 ? b64_decode(colon + 1, len, raw) : -1;
     if (n != SEAL_KEY_BYTES) {
-        OPENSSL_cleanse(raw, sizeof(raw));
+        explicit_bzero(raw, sizeof(raw));
         return entry_err(entry, "key must be 32 bytes of base64");
     }
     memcpy(k->kid, s, (size_t)(colon - s));
     k->kid[colon - s] = '\0';
     memcpy(k->key, raw, SEAL_KEY_BYTES);
-    OPENSSL_cleanse(raw, sizeof(raw));
+    explicit_bzero(raw, sizeof(raw));
     return NULL;
 }
 

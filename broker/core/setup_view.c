@@ -3,7 +3,7 @@
  * HTML, or keeps the CSRF token anywhere but inside the view. Tested by
  * tests/unit/test_setup_view.c and tests/it/test_browser_flow.py. */
 #include "core/setup_view.h"
-#include <openssl/crypto.h>
+#include <string.h>
 
 static int step(int done, int current)
 {
@@ -34,5 +34,5 @@ void setup_view_decide(setup_view_t *v)
 
 void setup_view_clear(setup_view_t *v)
 {
-    OPENSSL_cleanse(v, sizeof(*v));
+    explicit_bzero(v, sizeof(*v));
 }

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "core/crypto.h"
 #include "core/form.h"
 #include "http/ratelimit.h"
@@ -189,7 +188,7 @@ typedef struct wiped_body {
 static void wipe_body(void *p)
 {
     wiped_body_t *w = p;
-    OPENSSL_cleanse(w->data, w->len);
+    explicit_bzero(w->data, w->len);
 }
 
 static h2o_iovec_t body_copy(h2o_req_t *req, const char *body, size_t len)
@@ -204,7 +203,7 @@ static h2o_iovec_t body_copy(h2o_req_t *req, const char *body, size_t len)
 static void wipe_header_values(h2o_req_t *req, const h2o_token_t *name)
 {
     for (ssize_t i = -1; (i = h2o_find_header(&req->headers, name, i)) != -1;)
-        OPENSSL_cleanse(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+        explicit_bzero(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
 }
 
 static void send_body(breq_t *b, int status, const char *ctype, const char *body, size_t len)
@@ -217,7 +216,7 @@ static void send_body(breq_t *b, int status, const char *ctype, const char *body
     /* the request body may hold a secret (a signing secret, a form): handlers read it
      * through breq_body's copy, and h2o reuses this memory unwiped */
     if (req->entity.base != NULL)
-        OPENSSL_cleanse(req->entity.base, req->entity.len);
+        explicit_bzero(req->entity.base, req->entity.len);
     /* and so does the socket's read buffer the header values point into: the API key
      * or admin token, the setup and OAuth cookies */
     wipe_header_values(req, H2O_TOKEN_AUTHORIZATION);

@@ -6,7 +6,6 @@
  * Tested by tests/fault/test_abuse_limits.py and test_abuse_limits_fair.py. */
 #include "http/ratelimit.h"
 #include <string.h>
-#include <openssl/crypto.h>
 #include "core/crypto.h"
 #include "core/netaddr.h"
 #include "core/ratelimit.h"
@@ -134,11 +133,11 @@ static int flow_credential(breq_t *b, unsigned char out[32])
             vals[n++] = (char)('0' + i);
         }
     }
-    OPENSSL_cleanse(v, sizeof(v));
+    explicit_bzero(v, sizeof(v));
     if (n == 0)
         return 0;
     hmac_sha256("stb-rate-v1", 11, vals, n, out);
-    OPENSSL_cleanse(vals, sizeof(vals));
+    explicit_bzero(vals, sizeof(vals));
     return 1;
 }
 

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "auth.h"
 #include "core/crypto.h"
 #include "core/timefmt.h"
@@ -26,7 +25,7 @@ typedef struct key_create {
 static void key_create_free(void *p)
 {
     key_create_t *kc = p;
-    OPENSSL_cleanse(kc, sizeof(*kc));
+    explicit_bzero(kc, sizeof(*kc));
     free(kc);
 }
 

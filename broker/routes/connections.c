@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "core/crypto.h"
 #include "core/stripe_resp.h"
 #include "core/timefmt.h"
@@ -200,7 +199,7 @@ typedef struct link {
 
 static void link_free(void *p)
 {
-    OPENSSL_cleanse(p, sizeof(link_t));
+    explicit_bzero(p, sizeof(link_t));
     free(p);
 }
 

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "core/crypto.h"
 #include "core/stripe_resp.h"
 #include "log.h"
@@ -41,7 +40,7 @@ static void callback_free(void *p)
     callback_t *c = p;
     secure_free_str(c->code);
     free(c->sealed); /* sealed: not a secret in this form */
-    OPENSSL_cleanse(c, sizeof(*c));
+    explicit_bzero(c, sizeof(*c));
     free(c);
 }
 
@@ -207,7 +206,7 @@ static void state_take(breq_t *b, breq_redis_cb cb)
     callback_t *c = b->state;
     store_cmd_t cmd;
     store_state_take(&cmd, b->w->cfg->redis_prefix, c->state);
-    OPENSSL_cleanse(c->state, sizeof(c->state));
+    explicit_bzero(c->state, sizeof(c->state));
     breq_redisv(b, cb, cmd.argc, cmd.argv, cmd.lens);
     store_cmd_free(&cmd);
 }
@@ -247,7 +246,7 @@ void oauth_callback(breq_t *b)
         sha256_hex(tmp, strlen(tmp), c->browser);
     if (setup_cookie_get(b, SETUP_COOKIE_SESSION, tmp) == 0)
         sha256_hex(tmp, strlen(tmp), c->session);
-    OPENSSL_cleanse(tmp, sizeof(tmp));
+    explicit_bzero(tmp, sizeof(tmp));
     if (declined) {
         /* the admin declined: consume the state, store nothing */
         secure_free_str(code);

@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "core/proxy_rules.h"
 #include "log.h"
 #include "metrics.h"
@@ -200,7 +199,7 @@ static void keep_token(const config_t *cfg, rcache_entry_t *e, const conn_record
     memcpy(d + 1, &version, sizeof(long));
     memcpy(d + DERIVED_HEAD, rec->access_token, tlen);
     rcache_set_derived(e, d, len, (int64_t)rec->expires_at);
-    OPENSSL_cleanse(d, len);
+    explicit_bzero(d, len);
     free(d);
 }
 

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "core/cookie.h"
 #include "core/crypto.h"
 #include "core/form.h"
@@ -99,10 +98,10 @@ static void setup_state_free(void *p)
     setup_state_t *s = p;
     flow_session_clear(&s->sess);
     if (s->authz != NULL) {
-        OPENSSL_cleanse(s->authz, sizeof(*s->authz));
+        explicit_bzero(s->authz, sizeof(*s->authz));
         free(s->authz);
     }
-    OPENSSL_cleanse(s, sizeof(*s));
+    explicit_bzero(s, sizeof(*s));
     free(s);
 }
 
@@ -155,7 +154,7 @@ void setup_session_id(breq_t *b, char out[17])
     if (setup_cookie_get(b, SETUP_COOKIE_SESSION, cookie) != 0)
         return;
     sha256_hex(cookie, strlen(cookie), hash);
-    OPENSSL_cleanse(cookie, sizeof(cookie));
+    explicit_bzero(cookie, sizeof(cookie));
     memcpy(out, hash, 16);
     out[16] = '\0';
 }

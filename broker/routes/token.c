@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "routes/params.h"
 #include "routes/routes.h"
 #include "store/rcache.h"

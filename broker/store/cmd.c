@@ -7,14 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/crypto.h>
 #include "store/audit.h"
 #include "store/keys.h"
 
 void store_cmd_free(store_cmd_t *c)
 {
     for (int i = 0; i < c->argc; i++) {
-        OPENSSL_cleanse((char *)c->argv[i], c->lens[i]);
+        explicit_bzero((char *)c->argv[i], c->lens[i]);
         free((char *)c->argv[i]);
     }
     free(c->argv);

@@ -7,7 +7,6 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/crypto.h>
 #include "core/crypto.h"
 #include "core/mode.h"
 #include "store/keys.h"

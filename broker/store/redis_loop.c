@@ -54,7 +54,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <hiredis/async.h>
-#include <openssl/crypto.h>
 #include "log.h"
 
 /* How often the stall check runs; detection happens REDIS_STALL_MS .. +TICK after. */
@@ -693,7 +692,7 @@ int redis_loop_commandv(redis_loop_t *r, redis_loop_cb cb, void *data, int argc,
         *p++ = '\n';
     }
     rc = send_formatted(r, cb, data, cmd, (size_t)(p - cmd));
-    OPENSSL_cleanse(cmd, (size_t)(p - cmd));
+    explicit_bzero(cmd, (size_t)(p - cmd));
     if (cmd != stack)
         free(cmd);
     return rc;
@@ -708,7 +707,7 @@ int redis_loop_vcommand(redis_loop_t *r, redis_loop_cb cb, void *data, const cha
     if ((len = redisvFormatCommand(&cmd, fmt, ap)) < 0)
         return -1;
     rc = send_formatted(r, cb, data, cmd, (size_t)len);
-    OPENSSL_cleanse(cmd, (size_t)len);
+    explicit_bzero(cmd, (size_t)len);
     free(cmd);
     return rc;
 }

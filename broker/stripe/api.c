@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/crypto.h>
 #include "core/buf.h"
 #include "core/crypto.h"
 
@@ -43,7 +42,8 @@ struct stripe_api_call {
 
 /* One send in flight: owns its copies, outlives the call and the caller's request. */
 typedef struct xfer {
-    CURL *easy;
+    curl_loop_t *c;
+    CURL *easy;                  /* the loop's (curl_loop_easy_get), given back when done */
     struct curl_slist *hdrs;     /* holds the bearer (secret) */
     char *body;
     size_t body_len;
@@ -60,7 +60,7 @@ typedef struct xfer {
 static void wipe_free(char *p, size_t n)
 {
     if (p != NULL) {
-        OPENSSL_cleanse(p, n);
+        explicit_bzero(p, n);
         free(p);
     }
 }
@@ -152,10 +152,9 @@ void stripe_api_free(stripe_api_call_t *call)
 
 static void xfer_free(xfer_t *x)
 {
-    if (x->easy != NULL)
-        curl_easy_cleanup(x->easy);
+    curl_loop_easy_put(x->c, x->easy);
     for (struct curl_slist *s = x->hdrs; s != NULL; s = s->next)
-        OPENSSL_cleanse(s->data, strlen(s->data));
+        explicit_bzero(s->data, strlen(s->data));
     curl_slist_free_all(x->hdrs);
     wipe_free(x->body, x->body_len);
     buf_wipe(&x->resp);
@@ -245,6 +244,7 @@ int stripe_api_send(curl_loop_t *c, const stripe_api_call_t *call, const char *b
     CURL *e;
     if (x == NULL)
         return -1;
+    x->c = c;
     x->cb = cb;
     x->data = data;
     x->resend_ok = call->method == STRIPE_API_GET;
@@ -262,7 +262,7 @@ int stripe_api_send(curl_loop_t *c, const stripe_api_call_t *call, const char *b
     for (int i = 0; i < PROXY_FWD_COUNT; i++)
         if (call->headers[i] != NULL && (l = curl_slist_append(x->hdrs, call->headers[i])) == NULL)
             goto fail;
-    if ((x->easy = e = curl_easy_init()) == NULL)
+    if ((x->easy = e = curl_loop_easy_get(c)) == NULL)
         goto fail;
     if (curl_easy_setopt(e, CURLOPT_URL, call->url) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, call->allow_http ? "http,https" : "https") != CURLE_OK ||

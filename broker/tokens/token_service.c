@@ -38,7 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
 #include "core/crypto.h"
 #include "core/stripe_resp.h"
 #include "core/timefmt.h"
@@ -137,7 +136,7 @@ static void flight_free(flight_t *f)
     conn_record_clear(&f->cur);
     conn_record_clear(&f->source);
     conn_record_clear(&f->result);
-    OPENSSL_cleanse(f->owner, sizeof(f->owner));
+    explicit_bzero(f->owner, sizeof(f->owner));
     free(f);
 }
 

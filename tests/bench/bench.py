@@ -27,7 +27,8 @@ One run on this machine, every server and wrk sharing its cores:
 
 Timings are reported, never asserted. Every process this script starts is stopped at
 the end. Environment knobs: BROKER_BIN, ORGS, ROUNDS, CONNS, WRK_THREADS, WARMUP_S,
-WRK_DURATION_S, SOAK_S, PACE_MS, CALLGRIND_REQUESTS, BENCH_OUT (folder for results.md/png).
+WRK_DURATION_S, SOAK_S, PACE_MS, CALLGRIND_REQUESTS, BENCH_OUT (folder for results.md/png),
+BENCH_BROKER_ENV ("NAME=value …" added to the broker's environment).
 """
 
 import asyncio
@@ -962,8 +963,10 @@ def main():
         stack.sim.config(authorize="approve")
         up_port, ng_port, stripe_body = start_stripe_stand_ins()
         # the per-IP limit applies to browser pages only; seeding walks 1,000 flows from one IP
+        extra = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_BROKER_ENV", "").split() if "=" in kv)
         broker = stack.new_broker("broker", BROKER_THREADS="2", BROKER_UPSTREAM_TIMEOUT_MS="5000",
-                                  BROKER_RATE_LIMIT_IP_PER_MIN="0", STRIPE_API_URL=f"http://127.0.0.1:{up_port}")
+                                  BROKER_RATE_LIMIT_IP_PER_MIN="0", STRIPE_API_URL=f"http://127.0.0.1:{up_port}",
+                                  **extra)
         stack.broker = broker   # stopped by stack.close()
         say(f"seeding {ORGS} orgs (API key + browser flow, live mode)")
         pairs, ctx["seed_s"] = seed(broker, stack.sim, ORGS)
