@@ -1,6 +1,6 @@
 """ab.py — alternating A/B of two broker binaries on the Stripe proxy path, one stack.
 
-    python3 tests/bench/ab.py OLD_BIN[,NAME=value…] NEW_BIN[,NAME=value…] [ROUNDS]
+    python3 tests/bench/ab.py BIN[,NAME=value…] BIN[,NAME=value…] … [ROUNDS]
 
 Seeds ORGS orgs once (with OLD_BIN), then per round starts each binary in turn on the
 same Redis and keyring and measures the proxy at the limit and at the paced point, with
@@ -20,9 +20,10 @@ H = B.H
 
 
 def main():
-    bins = sys.argv[1:3]
+    args = sys.argv[1:]
+    rounds = int(args.pop()) if args and args[-1].isdigit() else 3
+    bins = args
     own = {b: dict(kv.split("=", 1) for kv in b.split(",")[1:]) for b in bins}
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     B.raise_nofile()
     stack = H.Stack("ab", broker=False)
     out = {b: {"rps": [], "paced_p50": [], "ng_rps": [], "ng_p50": [], "direct_p50": []} for b in bins}

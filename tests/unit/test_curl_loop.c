@@ -642,6 +642,37 @@ static void test_curl_easy_handle_is_reused_without_its_last_transfer(void **sta
     ctest_free(t);
 }
 
+/* curl_loop_run's done never runs inside the call, not even when curl fails the
+ * transfer at once (a protocol not allowed): the loop delivers it (the proxy takes its
+ * hold on the request after the call). */
+static void test_curl_run_never_calls_done_inside(void **state)
+{
+    ctest_t *t = ctest_new();
+    CURLcode done = CURL_LAST;
+    CURL *e = curl_loop_easy_get(t->c);
+    assert_int_equal(curl_easy_setopt(e, CURLOPT_URL, url("/echo")), CURLE_OK);
+    assert_int_equal(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https"), CURLE_OK);
+    assert_int_equal(curl_loop_run(t->c, e, on_easy_done, &done), 0);
+    assert_int_equal(done, CURL_LAST);
+    assert_true(RUN_UNTIL(t->loop, done != CURL_LAST, 2000));
+    assert_int_equal(done, CURLE_UNSUPPORTED_PROTOCOL);
+    curl_loop_easy_put(t->c, e);
+
+    /* and one that succeeds goes out once */
+    int before = httpd_nreq();
+    done = CURL_LAST;
+    e = curl_loop_easy_get(t->c);
+    assert_int_equal(curl_easy_setopt(e, CURLOPT_URL, url("/echo")), CURLE_OK);
+    assert_int_equal(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard), CURLE_OK);
+    assert_int_equal(curl_loop_run(t->c, e, on_easy_done, &done), 0);
+    assert_int_equal(done, CURL_LAST);
+    assert_true(RUN_UNTIL(t->loop, done != CURL_LAST, 5000));
+    assert_int_equal(done, CURLE_OK);
+    assert_int_equal(httpd_nreq(), before + 1);
+    curl_loop_easy_put(t->c, e);
+    ctest_free(t);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -662,6 +693,7 @@ int main(void)
         cmocka_unit_test(test_curl_post_from_inside_a_callback),
         cmocka_unit_test(test_curl_destroy_calls_in_flight_back_with_zero),
         cmocka_unit_test(test_curl_easy_handle_is_reused_without_its_last_transfer),
+        cmocka_unit_test(test_curl_run_never_calls_done_inside),
     };
     int failed = cmocka_run_group_tests_name("curl_loop", tests, curl_group_setup, curl_group_teardown);
     curl_global_cleanup();
