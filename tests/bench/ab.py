@@ -26,7 +26,7 @@ def main():
     own = {b: dict(kv.split("=", 1) for kv in b.split(",")[1:]) for b in bins}
     B.raise_nofile()
     stack = H.Stack("ab", broker=False)
-    out = {b: {"rps": [], "paced_p50": [], "ng_rps": [], "ng_p50": [], "direct_p50": []} for b in bins}
+    out = {b: {"rps": [], "paced_p50": [], "ng_rps": [], "direct_p50": [], "cpu": []} for b in bins}
     try:
         stack.sim.config(authorize="approve")
         up_port, ng_port, _ = B.start_stripe_stand_ins()
@@ -57,10 +57,11 @@ def main():
                 pp = B.wrk(br.base, reqfile, conns=B.PROXY_PACED_CONNS, pace_ms=B.PACE_MS)
                 br.stop()
                 o = out[b]
-                o["rps"].append(px["rps"]); o["ng_rps"].append(ng["rps"]); o.setdefault("cpu", []).append(cpu_us)
+                o["rps"].append(px["rps"]); o["ng_rps"].append(ng["rps"]); o["cpu"].append(cpu_us)
                 o["paced_p50"].append(pp["p50_us"]); o["direct_p50"].append(d["p50_us"])
                 print(f"round {i + 1} {b}: proxy {px['rps']:,.0f} req/s = {px['rps'] / ng['rps']:.2f} x nginx; "
-                      f"{cpu_us:.1f} us CPU/request; paced p50 {pp['p50_us'] / 1000:.2f} ms (+{(pp['p50_us'] - d['p50_us']) / 1000:.2f} over direct)",
+                      f"{cpu_us:.1f} us CPU/request; paced {pp['rps']:,.0f} req/s, p50 {pp['p50_us'] / 1000:.2f} ms "
+                      f"(+{(pp['p50_us'] - d['p50_us']) / 1000:.2f} over direct), p99 {pp['p99_us'] / 1000:.2f} ms",
                       flush=True)
         for b in bins:
             o = out[b]
