@@ -57,14 +57,6 @@ typedef struct xfer {
     void *data;
 } xfer_t;
 
-static void wipe_free(char *p, size_t n)
-{
-    if (p != NULL) {
-        explicit_bzero(p, n);
-        free(p);
-    }
-}
-
 static char *dup_n(const char *s, size_t n)
 {
     char *p = malloc(n + 1);
@@ -142,7 +134,7 @@ void stripe_api_free(stripe_api_call_t *call)
     if (call == NULL)
         return;
     free(call->url);
-    wipe_free(call->body, call->body_len);
+    secure_free(call->body, call->body_len);
     for (int i = 0; i < PROXY_FWD_COUNT; i++)
         free(call->headers[i]);
     free(call);
@@ -156,7 +148,7 @@ static void xfer_free(xfer_t *x)
     for (struct curl_slist *s = x->hdrs; s != NULL; s = s->next)
         explicit_bzero(s->data, strlen(s->data));
     curl_slist_free_all(x->hdrs);
-    wipe_free(x->body, x->body_len);
+    secure_free(x->body, x->body_len);
     buf_wipe(&x->resp);
     for (int i = 0; i < PROXY_RES_COUNT; i++)
         free(x->res_hdr[i]);

@@ -53,8 +53,8 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <curl/curl.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include "core/crypto.h"
 
 /* Timer lists of 1, 8, 64, 512 and 4,096 ms: a wait is hops on the longest list that fits
  * (on_timer links the rest), at most seven on each shorter list. Few lists, because the
@@ -121,14 +121,6 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void wipe_free(void *p, size_t len)
-{
-    if (p == NULL)
-        return;
-    explicit_bzero(p, len);
-    free(p);
-}
-
 static void wipe_slist(struct curl_slist *l)
 {
     for (struct curl_slist *s = l; s != NULL; s = s->next)
@@ -161,8 +153,8 @@ static void transfer_finish(transfer_t *t, long status, CURLcode result)
     }
     curl_easy_cleanup(t->easy);
     wipe_slist(t->headers);
-    wipe_free(t->form, t->form_len);
-    wipe_free(t->body, t->cap);
+    secure_free(t->form, t->form_len);
+    secure_free(t->body, t->cap);
     free(t);
 }
 
@@ -406,7 +398,7 @@ static int body_reserve(transfer_t *t, size_t need)
         return -1;
     if (t->len != 0)
         memcpy(nb, t->body, t->len);
-    wipe_free(t->body, t->cap);
+    secure_free(t->body, t->cap);
     t->body = nb;
     t->cap = ncap;
     return 0;
@@ -438,7 +430,7 @@ static int add_header(struct curl_slist **l, const char *prefix, const char *val
     memcpy(h + plen, value, vlen);
     h[plen + vlen] = '\0';
     nl = curl_slist_append(*l, h);
-    wipe_free(h, plen + vlen + 1);
+    secure_free(h, plen + vlen + 1);
     if (nl == NULL)
         return -1;
     *l = nl;
@@ -459,8 +451,8 @@ static int add_basic(struct curl_slist **l, const char *user)
         if (n >= 0)
             rc = add_header(l, "Authorization: Basic ", (const char *)enc, (size_t)n);
     }
-    wipe_free(raw, rawlen);
-    wipe_free(enc, enclen + 1);
+    secure_free(raw, rawlen);
+    secure_free(enc, enclen + 1);
     return rc;
 }
 
@@ -558,7 +550,7 @@ fail:
     if (t->easy != NULL)
         curl_easy_cleanup(t->easy);
     wipe_slist(t->headers);
-    wipe_free(t->form, t->form_len);
+    secure_free(t->form, t->form_len);
     free(t);
     return -1;
 }
