@@ -25,6 +25,7 @@
 #include "core/ratewin.h"
 #include "core/orgid.h"
 #include "store/redis_loop.h"
+#include "stripe/api.h"
 #include "stripe/curl_loop.h"
 #include "tokens/token_service.h"
 
@@ -47,7 +48,8 @@ typedef struct worker {
     h2o_socket_t *listener;
     redis_loop_t *redis;
     struct rcache *cache;           /* tracked read cache of key and connection records */
-    curl_loop_t *curl;
+    curl_loop_t *curl;              /* OAuth calls to Stripe */
+    stripe_api_conns_t *stripe_api; /* the proxy's connections to STRIPE_API_URL */
     token_service_t *tokens;        /* in-flight mints/refreshes of this worker */
     h2o_timeout_t store_deadline;   /* STORE_DEADLINE_MS */
     h2o_timeout_t stripe_deadline;  /* upstream timeout + STORE_DEADLINE_MS */

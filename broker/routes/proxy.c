@@ -113,7 +113,7 @@ static void on_answer(const stripe_api_res_t *res, void *data)
         return;
     }
     if (res->fail != STRIPE_API_OK) {
-        static const char *const why[] = {"", "transport", "timeout", "response too large", "resend refused"};
+        static const char *const why[] = {"", "transport", "timeout", "response too large"};
         log_event(LOG_WARN, "stripe proxy call failed", "org_id", b->org, "mode", mode_name(st->mode), "stripe_path",
                   st->path, "error", why[res->fail], NULL);
         breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
@@ -146,7 +146,7 @@ static void send_call(breq_t *b, const char *token)
 {
     proxy_state_t *st = b->state;
     breq_deadline_proxy(b);
-    if (token == NULL || stripe_api_send(b->w->curl, st->call, token, on_answer, b) != 0) {
+    if (token == NULL || stripe_api_send(b->w->stripe_api, st->call, token, on_answer, b) != 0) {
         breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
         return;
     }
@@ -263,7 +263,6 @@ void proxy_forward(breq_t *b)
         return;
     }
     ar.method = (stripe_api_method_t)method_of(req);
-    ar.base_url = cfg->api_url;
     ar.path = b->params[2];
     ar.path_len = b->param_len[2];
     if (req->query_at != SIZE_MAX) {
@@ -289,7 +288,6 @@ void proxy_forward(breq_t *b)
         ar.headers[k] = h->value.base;
         ar.header_len[k] = h->value.len;
     }
-    ar.timeout_ms = cfg->proxy_timeout_ms;
     if ((st->call = stripe_api_new(&ar)) == NULL) {
         breq_error(b, ERR_STRIPE_UNAVAILABLE, NULL);
         return;

@@ -336,8 +336,8 @@ def test_proxy_never_resends_when_the_reused_connection_dies_before_reading():
     assert len(arrived) <= 1, f"the simulator got the call {len(arrived)} times: {arrived}"
 
 
-def test_proxy_lets_curl_resend_a_get_whose_reused_connection_died():
-    """A GET changes nothing at Stripe: curl's own retry on a fresh connection is kept."""
+def test_proxy_resends_a_get_whose_reused_connection_died():
+    """A GET changes nothing at Stripe: it goes once more, on another connection."""
     org, key, _ = org_with_key()
     cus = create_customer(org, key).json()["id"]
     seq = last_seq()
