@@ -28,10 +28,12 @@
 #include <string.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include "h2o/http1client.h"
-#include "h2o/socketpool.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
 #include "core/buf.h"
 #include "core/crypto.h"
+#include "core/http1_resp.h"
 
 #define UUID_LEN 36
 
@@ -48,29 +50,45 @@ struct stripe_api_call {
 /* The worker's connections to Stripe. */
 struct stripe_api_conns {
     h2o_loop_t *loop;
-    h2o_socketpool_t pool;
-    h2o_http1client_ctx_t ctx;
-    h2o_timeout_t io_timeout;    /* each read or write */
-    h2o_timeout_t deadline;      /* the whole request */
-    h2o_timeout_t later;         /* 0 ms: a failure found inside stripe_api_send */
+    h2o_multithread_receiver_t *getaddr; /* the name's resolver (a name host only) */
     SSL_CTX *ssl;                /* https only */
+    char *host;                  /* for the resolver and the TLS server name */
+    char serv[8];                /* the port */
+    struct sockaddr_storage addr; /* an IP address host: no resolving */
+    socklen_t addrlen;           /* 0: a name */
     char *prefix;                /* the base URL's path ("" or "/…") */
     char *authority;             /* the Host header */
+    h2o_linklist_t idle;         /* kept connections, the most recent first */
+    size_t nidle;
+    h2o_timeout_t deadline;      /* the whole request */
+    h2o_timeout_t later;         /* 0 ms: a failure found inside stripe_api_send */
 };
+
+/* A connection to Stripe: opening, carrying one send, or kept (watched: a close or an
+ * unexpected byte from Stripe closes it at once). */
+typedef struct upconn {
+    stripe_api_conns_t *c;
+    h2o_socket_t *sock;
+    struct xfer *x;              /* the send on it, NULL when kept */
+    h2o_linklist_t link;         /* in c->idle while kept */
+    uint64_t idle_since;
+} upconn_t;
 
 /* One send in flight: owns its copies, outlives the call and the caller's request. */
 typedef struct xfer {
     stripe_api_conns_t *c;
-    h2o_http1client_t *client;   /* NULL when none is open for this send */
+    upconn_t *conn;              /* NULL when none */
+    h2o_hostinfo_getaddr_req_t *resolving;
     h2o_iovec_t reqbufs[2];      /* the head (holds the bearer: secret), the body */
     size_t nbufs;
     int is_get;                  /* may go out once more on another connection */
     int attempts;
     int in_send;                 /* inside stripe_api_send: the callback must wait */
+    int answered;                /* a byte of the answer arrived */
+    http1_resp_t rs;
     stripe_api_fail_t fail;      /* the result, for a deferred callback */
     h2o_timeout_entry_t deadline;
     h2o_timeout_entry_t later;
-    long status;
     buf_t resp;                  /* the answer's body (wiped) */
     char *res_hdr[PROXY_RES_COUNT];
     stripe_api_cb cb;
@@ -163,23 +181,39 @@ stripe_api_conns_t *stripe_api_conns_create(h2o_loop_t *loop, h2o_multithread_re
                                             long timeout_ms)
 {
     stripe_api_conns_t *c = calloc(1, sizeof(*c));
+    struct sockaddr_in *a4;
+    struct sockaddr_in6 *a6;
     h2o_url_t u;
     if (c == NULL || h2o_url_parse(base_url, strlen(base_url), &u) != 0)
         goto fail;
     c->loop = loop;
+    c->getaddr = getaddr;
+    h2o_linklist_init_anchor(&c->idle);
+    if ((c->host = dup_n(u.host.base, u.host.len)) == NULL)
+        goto fail;
+    snprintf(c->serv, sizeof(c->serv), "%u", (unsigned)h2o_url_get_port(&u));
+    a4 = (struct sockaddr_in *)&c->addr;
+    a6 = (struct sockaddr_in6 *)&c->addr;
+    if (inet_pton(AF_INET, c->host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(h2o_url_get_port(&u));
+        c->addrlen = sizeof(*a4);
+    } else if (inet_pton(AF_INET6, c->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(h2o_url_get_port(&u));
+        c->addrlen = sizeof(*a6);
+    }
     if (u.scheme == &H2O_URL_SCHEME_HTTPS) {
+        /* OpenSSL checks the name (or the address) in the chain's verification: h2o
+         * 2.2.5's own check is skipped when the client still has output at the end of
+         * the handshake, which TLS 1.3 always has */
+        X509_VERIFY_PARAM *vp;
         if ((c->ssl = SSL_CTX_new(TLS_client_method())) == NULL ||
             SSL_CTX_set_min_proto_version(c->ssl, TLS1_2_VERSION) != 1 || SSL_CTX_set_default_verify_paths(c->ssl) != 1)
             goto fail;
-        /* the name is checked by OpenSSL in the chain's verification: h2o 2.2.5's own check
-         * is skipped when the client still has output at the handshake's end (TLS 1.3) */
-        X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(c->ssl);
-        char *host = dup_n(u.host.base, u.host.len);
-        int ok = host != NULL && (X509_VERIFY_PARAM_set1_ip_asc(vp, host) == 1 ||
-                                  (X509_VERIFY_PARAM_set1_host(vp, host, 0) == 1 &&
-                                   (X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS), 1)));
-        free(host);
-        if (!ok)
+        vp = SSL_CTX_get0_param(c->ssl);
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if ((c->addrlen != 0 ? X509_VERIFY_PARAM_set1_ip_asc(vp, c->host) : X509_VERIFY_PARAM_set1_host(vp, c->host, 0)) != 1)
             goto fail;
         SSL_CTX_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
     }
@@ -187,19 +221,73 @@ stripe_api_conns_t *stripe_api_conns_create(h2o_loop_t *loop, h2o_multithread_re
     c->authority = dup_n(u.authority.base, u.authority.len);
     if (c->prefix == NULL || c->authority == NULL)
         goto fail;
-    h2o_socketpool_init_by_hostport(&c->pool, u.host, h2o_url_get_port(&u), c->ssl != NULL, SIZE_MAX);
-    h2o_socketpool_set_timeout(&c->pool, loop, STRIPE_API_MAXAGE_CONN_S * 1000);
-    h2o_timeout_init(loop, &c->io_timeout, (uint64_t)timeout_ms);
     h2o_timeout_init(loop, &c->deadline, (uint64_t)timeout_ms);
     h2o_timeout_init(loop, &c->later, 0);
-    c->ctx = (h2o_http1client_ctx_t){loop, getaddr, &c->io_timeout, NULL, c->ssl};
     return c;
 fail:
     if (c != NULL) {
         SSL_CTX_free(c->ssl);
+        free(c->host);
         free(c->prefix);
         free(c->authority);
         free(c);
+    }
+    return NULL;
+}
+
+static void conn_close(upconn_t *k)
+{
+    if (h2o_linklist_is_linked(&k->link)) {
+        h2o_linklist_unlink(&k->link);
+        k->c->nidle--;
+    }
+    h2o_socket_close(k->sock);
+    free(k);
+}
+
+/* A kept connection heard from Stripe: its end, an error, or a byte no request asked
+ * for. A TLS record that carries no data (a session ticket) keeps it. */
+static void on_idle_read(h2o_socket_t *sock, const char *err)
+{
+    if (err != NULL || sock->input->size > 0)
+        conn_close(sock->data);
+}
+
+static void conn_keep(upconn_t *k)
+{
+    stripe_api_conns_t *c = k->c;
+    if (c->nidle >= STRIPE_API_MAX_IDLE_CONNS) {
+        conn_close(k);
+        return;
+    }
+    k->x = NULL;
+    k->idle_since = h2o_now(c->loop);
+    h2o_linklist_insert(c->idle.next, &k->link);
+    c->nidle++;
+    h2o_socket_read_start(k->sock, on_idle_read);
+}
+
+/* The most recent kept connection that is still open, or NULL; expired ones are closed. */
+static upconn_t *conn_take(stripe_api_conns_t *c)
+{
+    uint64_t now = h2o_now(c->loop);
+    while (!h2o_linklist_is_empty(&c->idle)) {
+        upconn_t *k = H2O_STRUCT_FROM_MEMBER(upconn_t, link, c->idle.next);
+        char b;
+        ssize_t r;
+        h2o_linklist_unlink(&k->link);
+        c->nidle--;
+        if (now - k->idle_since >= STRIPE_API_MAXAGE_CONN_S * 1000) {
+            conn_close(k); /* and every older one after it */
+            continue;
+        }
+        /* a close that arrived in this loop turn is not seen yet: ask the kernel */
+        r = recv(h2o_socket_get_fd(k->sock), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if ((r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) || (r > 0 && c->ssl != NULL)) {
+            h2o_socket_read_stop(k->sock);
+            return k;
+        }
+        conn_close(k);
     }
     return NULL;
 }
@@ -216,7 +304,8 @@ static void xfer_free(xfer_t *x)
     free(x);
 }
 
-/* The caller's callback, then the send is over; never inside stripe_api_send. */
+/* The caller's callback, then the send is over; never inside stripe_api_send. The
+ * connection is already kept or closed. */
 static void finish(xfer_t *x, stripe_api_fail_t fail)
 {
     stripe_api_res_t res = {0};
@@ -228,7 +317,7 @@ static void finish(xfer_t *x, stripe_api_fail_t fail)
         return;
     }
     res.fail = fail;
-    res.status = fail == STRIPE_API_OK ? x->status : 0;
+    res.status = fail == STRIPE_API_OK ? x->rs.status : 0;
     for (int i = 0; i < PROXY_RES_COUNT && fail == STRIPE_API_OK; i++)
         res.headers[i] = x->res_hdr[i];
     res.body = fail == STRIPE_API_OK && x->resp.p != NULL ? x->resp.p : "";
@@ -243,108 +332,175 @@ static void on_later(h2o_timeout_entry_t *e)
     finish(x, x->fail);
 }
 
+static void drop_conn(xfer_t *x)
+{
+    if (x->conn != NULL)
+        conn_close(x->conn);
+    x->conn = NULL;
+    if (x->resolving != NULL)
+        h2o_hostinfo_getaddr_cancel(x->resolving);
+    x->resolving = NULL;
+}
+
 static void on_deadline(h2o_timeout_entry_t *e)
 {
     xfer_t *x = H2O_STRUCT_FROM_MEMBER(xfer_t, deadline, e);
-    if (x->client != NULL)
-        h2o_http1client_cancel(x->client);
-    x->client = NULL;
+    drop_conn(x);
     finish(x, STRIPE_API_TIMEOUT);
 }
 
 static void start(xfer_t *x);
 
-/* The connection failed before any answer: a GET goes once more, anything else fails. */
-static void failed_before_answer(xfer_t *x)
+/* The connection failed and no answer came: a GET goes once more, anything else fails
+ * (Stripe may have the request: a retry is the caller's, with its Idempotency-Key). */
+static void failed(xfer_t *x)
 {
-    x->client = NULL;
-    if (x->is_get && x->attempts < 2)
+    drop_conn(x);
+    if (x->is_get && !x->answered && x->attempts < 2)
         start(x);
     else
         finish(x, STRIPE_API_TRANSPORT);
 }
 
-/* Take the answer's bytes out of the connection's input buffer, wiping them there. */
-static int take_body(xfer_t *x, h2o_socket_t *sock)
+static void on_res_header(void *data, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    h2o_buffer_t *in = sock->input;
-    if (in->size == 0)
-        return 0;
-    if (in->size > STRIPE_API_MAX_RESPONSE - x->resp.len) {
-        explicit_bzero(in->bytes, in->size);
-        h2o_buffer_consume(&sock->input, in->size);
-        return -1;
-    }
-    buf_append(&x->resp, in->bytes, in->size);
-    explicit_bzero(in->bytes, in->size);
-    h2o_buffer_consume(&sock->input, in->size);
-    return 0;
-}
-
-static int on_body(h2o_http1client_t *client, const char *errstr)
-{
-    xfer_t *x = client->data;
-    if (take_body(x, client->sock) != 0) {
-        x->client = NULL; /* the client closes the connection when this returns */
-        finish(x, STRIPE_API_TOO_LARGE);
-        return -1;
-    }
-    if (errstr == NULL)
-        return 0;
-    x->client = NULL;
-    finish(x, errstr == h2o_http1client_error_is_eos ? STRIPE_API_OK : STRIPE_API_TRANSPORT);
-    return 0;
-}
-
-static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *errstr, int minor_version, int status,
-                                       h2o_iovec_t msg, h2o_header_t *headers, size_t num_headers, int rlen)
-{
-    xfer_t *x = client->data;
+    xfer_t *x = data;
     buf_t line = {0};
-    (void)minor_version, (void)msg, (void)rlen;
-    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
-        failed_before_answer(x);
-        return NULL;
-    }
-    x->status = status;
-    for (size_t i = 0; i < num_headers; i++) {
-        const char *v;
-        size_t vlen;
-        int k;
-        buf_reset(&line);
-        buf_append(&line, headers[i].name->base, headers[i].name->len);
-        buf_append(&line, ": ", 2);
-        buf_append(&line, headers[i].value.base, headers[i].value.len);
-        if ((k = proxy_res_header(line.p, line.len, &v, &vlen)) >= 0 && x->res_hdr[k] == NULL)
-            x->res_hdr[k] = dup_n(v, vlen);
-    }
+    const char *v;
+    size_t n;
+    int k;
+    buf_append(&line, name, nlen);
+    buf_append(&line, ": ", 2);
+    buf_append(&line, value, vlen);
+    if ((k = proxy_res_header(line.p, line.len, &v, &n)) >= 0 && x->res_hdr[k] == NULL)
+        x->res_hdr[k] = dup_n(v, n);
     buf_free(&line);
-    if (errstr == h2o_http1client_error_is_eos) {
-        x->client = NULL;
-        finish(x, STRIPE_API_OK);
-        return NULL;
-    }
-    return on_body;
 }
 
-static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
-                                          size_t *reqbufcnt, int *method_is_head)
+static int on_res_body(void *data, const char *p, size_t len)
 {
-    xfer_t *x = client->data;
-    if (errstr != NULL) {
-        failed_before_answer(x);
-        return NULL;
+    xfer_t *x = data;
+    if (len > STRIPE_API_MAX_RESPONSE - x->resp.len)
+        return -1;
+    buf_append(&x->resp, p, len);
+    return 0;
+}
+
+static const http1_resp_cbs_t res_cbs = {on_res_header, on_res_body};
+
+static void on_read(h2o_socket_t *sock, const char *err)
+{
+    upconn_t *k = sock->data;
+    xfer_t *x = k->x;
+    h2o_buffer_t *in = sock->input;
+    size_t used = 0;
+    int rc;
+    if (err != NULL) {
+        if (!x->answered || http1_resp_eof(&x->rs) != HTTP1_RESP_DONE) {
+            failed(x);
+            return;
+        }
+        rc = HTTP1_RESP_DONE;
+    } else {
+        x->answered |= in->size > 0;
+        rc = http1_resp_feed(&x->rs, in->bytes, in->size, &used, &res_cbs, x);
+        explicit_bzero(in->bytes, used); /* the answer's bytes stay only in x->resp */
+        h2o_buffer_consume(&sock->input, used);
     }
-    *reqbufs = x->reqbufs;
-    *reqbufcnt = x->nbufs;
-    *method_is_head = 0;
-    return on_head;
+    switch (rc) {
+    case HTTP1_RESP_MORE:
+        return;
+    case HTTP1_RESP_DONE:
+        x->conn = NULL;
+        if (err == NULL && x->rs.keepalive && sock->input->size == 0)
+            conn_keep(k);
+        else
+            conn_close(k);
+        finish(x, STRIPE_API_OK);
+        return;
+    default:
+        drop_conn(x);
+        finish(x, rc == HTTP1_RESP_STOPPED ? STRIPE_API_TOO_LARGE : STRIPE_API_TRANSPORT);
+        return;
+    }
+}
+
+static void on_written(h2o_socket_t *sock, const char *err)
+{
+    upconn_t *k = sock->data;
+    if (err != NULL) {
+        failed(k->x);
+        return;
+    }
+    h2o_socket_read_start(sock, on_read);
+}
+
+static void send_on(xfer_t *x)
+{
+    h2o_socket_write(x->conn->sock, x->reqbufs, x->nbufs, on_written);
+}
+
+static void on_handshake(h2o_socket_t *sock, const char *err)
+{
+    upconn_t *k = sock->data;
+    if (err != NULL)
+        failed(k->x);
+    else
+        send_on(k->x);
+}
+
+static void on_connected(h2o_socket_t *sock, const char *err)
+{
+    upconn_t *k = sock->data;
+    if (err != NULL)
+        failed(k->x);
+    else if (k->c->ssl != NULL)
+        h2o_socket_ssl_handshake(sock, k->c->ssl, k->c->host, on_handshake);
+    else
+        send_on(k->x);
+}
+
+static void connect_to(xfer_t *x, struct sockaddr *sa, socklen_t len)
+{
+    upconn_t *k = calloc(1, sizeof(*k));
+    if (k == NULL || (k->sock = h2o_socket_connect(x->c->loop, sa, len, on_connected)) == NULL) {
+        free(k);
+        failed(x);
+        return;
+    }
+    k->c = x->c;
+    k->x = x;
+    k->sock->data = k;
+    x->conn = k;
+}
+
+static void on_resolved(h2o_hostinfo_getaddr_req_t *req, const char *errstr, struct addrinfo *res, void *data)
+{
+    xfer_t *x = data;
+    x->resolving = NULL;
+    if (errstr != NULL)
+        failed(x);
+    else {
+        struct addrinfo *a = h2o_hostinfo_select_one(res);
+        connect_to(x, a->ai_addr, a->ai_addrlen);
+    }
 }
 
 static void start(xfer_t *x)
 {
+    stripe_api_conns_t *c = x->c;
     x->attempts++;
-    h2o_http1client_connect_with_pool(&x->client, x, &x->c->ctx, &x->c->pool, on_connect);
+    http1_resp_init(&x->rs);
+    if ((x->conn = conn_take(c)) != NULL) {
+        x->conn->x = x;
+        send_on(x);
+    } else if (c->addrlen != 0) {
+        connect_to(x, (struct sockaddr *)&c->addr, c->addrlen);
+    } else {
+        x->resolving = h2o_hostinfo_getaddr(c->getaddr, h2o_iovec_init(c->host, strlen(c->host)),
+                                            h2o_iovec_init(c->serv, strlen(c->serv)), AF_UNSPEC, SOCK_STREAM, IPPROTO_TCP,
+                                            AI_ADDRCONFIG | AI_NUMERICSERV, on_resolved, x);
+    }
 }
 
 int stripe_api_send(stripe_api_conns_t *c, const stripe_api_call_t *call, const char *bearer, stripe_api_cb cb, void *data)
@@ -380,10 +536,6 @@ int stripe_api_send(stripe_api_conns_t *c, const stripe_api_call_t *call, const 
     if (has_body)
         buf_printf(&head, "Content-Length: %zu\r\n", call->body_len);
     buf_puts(&head, "\r\n");
-    if (head.p == NULL) {
-        free(x);
-        return -1;
-    }
     x->reqbufs[0] = h2o_iovec_init(head.p, head.len);
     x->nbufs = 1;
     if (call->body_len > 0 && has_body) {

@@ -23,6 +23,7 @@
 
 #define STRIPE_API_MAX_RESPONSE (1024 * 1024)
 #define STRIPE_API_MAXAGE_CONN_S 30
+#define STRIPE_API_MAX_IDLE_CONNS 64 /* kept per worker */
 
 typedef enum stripe_api_method { STRIPE_API_GET, STRIPE_API_POST, STRIPE_API_DELETE } stripe_api_method_t;
 

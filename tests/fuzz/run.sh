@@ -38,6 +38,7 @@ sources() {
     seal_open | keyring) echo "$c/seal.c $c/crypto.c" ;;
     stripe_resp) echo "$c/stripe_resp.c $c/crypto.c" ;;
     proxy_rules) echo "$c/proxy_rules.c" ;;
+    http1_resp) echo "$c/http1_resp.c" ;;
     record) echo "$c/record.c $c/mode.c $c/stripe_resp.c $c/buf.c $c/crypto.c" ;;
     config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c $c/netaddr.c" ;;
     log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
@@ -47,7 +48,7 @@ sources() {
     esac
 }
 
-targets=${FUZZ_TARGETS:-"orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr proxy_rules timefmt paging"}
+targets=${FUZZ_TARGETS:-"orgid form cookie webhook_sig seal_open stripe_resp record config keyring return_url log_line netaddr proxy_rules http1_resp timefmt paging"}
 passed=0
 failed=0
 mkdir -p "$out/artifacts" "$out/logs"
