@@ -1,5 +1,5 @@
-/* curl_loop.c — libcurl multi on a worker's h2o evloop, for POSTs to Stripe (and the
- * proxy's calls, whose easy handles stripe/api.c configures: curl_loop_run).
+/* curl_loop.c — libcurl multi on a worker's h2o evloop, for the OAuth POSTs to Stripe
+ * (the proxy's calls have their own client: stripe/api.c).
  *
  * Design. curl_multi_socket_action drives every transfer; curl tells us what to watch
  * through two callbacks (the shape of curl's docs/examples/multi-uv.c):
@@ -11,13 +11,6 @@
  *       and re-arm *before* calling curl whenever curl still wants to write.
  *       curl_multi_socket_action may free the csock_t (CURL_POLL_REMOVE): it is never
  *       touched after that call.
- *       A connection curl keeps for reuse (curl_loop_run) is not unwatched between its
- *       transfers: its socket is opened and closed through our CURLOPT_OPENSOCKETFUNCTION
- *       and CURLOPT_CLOSESOCKETFUNCTION, so its csock_t lives exactly as long as the
- *       socket, and CURL_POLL_REMOVE only parks it (a readable event while parked, such
- *       as the server closing the idle connection, stops reading; curl finds the
- *       connection dead on reuse and closes it). Per proxied call that spared a dup, an
- *       fcntl, two epoll_ctl and a close (perf: about a tenth of the call's CPU).
  *   CURLMOPT_TIMERFUNCTION -> one timer entry. It only arms or disarms; curl is called
  *       from the entry's own callback. An h2o_timeout_t has a fixed duration, so there
  *       is a 0 ms list and power-of-two lists (1 ms .. 32 s): the entry goes to the
@@ -26,22 +19,13 @@
  *       runs again in the same pass and spins, so a 0 asked for while that callback
  *       runs becomes 1 ms.
  *
- * Easy handles of curl_loop_run's callers come from a small per-loop stack of reset
- * handles (curl_loop_easy_get/put): a proxied call spares curl's allocation, set-up and
- * teardown of a handle (callgrind: 202k -> 190k instructions per proxied call, with the
- * wipes below done by explicit_bzero). curl frees, through the wiping allocator, the
- * request it built and the buffer it read into at the end of each transfer, and
- * curl_easy_reset drops every option (the caller's header list with the bearer is
- * wiped and freed by the caller), so a kept handle holds no secret.
- *
  * Secrets: the form body, the Authorization header (Bearer, or Basic built here from
  * "user:") and the response body are our own copies, wiped with explicit_bzero before
  * they are freed. Never logs a URL, a header or a body. Redirects are not followed; only
  * https (and http when the caller allows it for the loopback simulator).
  *
  * Tested by tests/unit/test_curl_loop.c against an in-test HTTP server (status, body,
- * concurrency, hang/timeout, refused connection, size cap, destroy in flight);
- * curl_loop_run by tests/it/test_proxy.py. */
+ * concurrency, hang/timeout, refused connection, size cap, destroy in flight). */
 #include "stripe/curl_loop.h"
 #include <assert.h>
 #include <fcntl.h>
@@ -73,18 +57,13 @@ typedef struct csock {
     int reading;
     int want_write;
     int write_armed;
-    int owned;           /* opened through on_open_socket: kept while curl keeps the connection */
-    int assigned;        /* curl watches it (between its first socket callback and REMOVE) */
-    int dead;            /* curl closed it (on_close_socket) while still assigned */
 } csock_t;
 
-/* One transfer in flight: a POST of curl_loop_post (cb), or a caller's easy handle
- * (easy_cb, curl_loop_run: the fields below it are unused). */
+/* One POST in flight. */
 typedef struct transfer {
     h2o_linklist_t link; /* in curl_loop_t.transfers */
     curl_loop_t *c;
     CURL *easy;
-    curl_loop_easy_cb easy_cb;
     curl_loop_cb cb;
     void *data;
     char *form;          /* request body (secret) */
@@ -108,8 +87,6 @@ struct curl_loop {
     int watch_failed;        /* on_curl_socket failed: curl marked the multi handle dead */
     int closing;
     int dispatching;         /* depth of calls into curl / user callbacks */
-    CURL *idle_easy[CURL_LOOP_MAX_IDLE_EASY]; /* reset handles (curl_loop_easy_get) */
-    size_t n_idle_easy;
 };
 
 /* ===== Helpers ===== */
@@ -137,14 +114,6 @@ static void transfer_finish(transfer_t *t, long status, CURLcode result)
     h2o_linklist_unlink(&t->link);
     c->inflight--;
     curl_multi_remove_handle(c->multi, t->easy);
-    if (t->easy_cb != NULL) {
-        CURL *easy = t->easy;
-        curl_loop_easy_cb cb = t->easy_cb;
-        void *data = t->data;
-        free(t);
-        cb(easy, result, data);
-        return;
-    }
     if (status != 0 && t->body != NULL) {
         t->body[t->len] = '\0';
         t->cb(status, t->body, t->len, t->data);
@@ -210,11 +179,6 @@ static void on_sock_readable(h2o_socket_t *sock, const char *err)
     csock_t *w = sock->data;
     curl_loop_t *c = w->c;
     curl_socket_t fd = w->fd;
-    if (!w->assigned) { /* parked: curl checks the connection when it reuses it */
-        h2o_socket_read_stop(w->sock);
-        w->reading = 0;
-        return;
-    }
     if (w->want_write)
         arm_write(w); /* keep write interest alive across this call */
     drive(c, fd, CURL_CSELECT_IN | (err != NULL ? CURL_CSELECT_ERR : 0)); /* w may be gone */
@@ -226,8 +190,6 @@ static void on_sock_writable(h2o_socket_t *sock, const char *err)
     curl_loop_t *c = w->c;
     curl_socket_t fd = w->fd;
     w->write_armed = 0;
-    if (!w->assigned)
-        return; /* parked */
     if (!w->want_write && err == NULL)
         return; /* curl lost interest after we armed: nothing to do */
     if (w->want_write)
@@ -243,8 +205,8 @@ static void csock_close(csock_t *w)
     free(w);
 }
 
-/* A csock over a dup of curl's fd s, not yet assigned; NULL when it cannot be made. */
-static csock_t *csock_new(curl_loop_t *c, curl_socket_t s, int owned)
+/* A csock over a dup of curl's fd s; NULL when it cannot be made. */
+static csock_t *csock_new(curl_loop_t *c, curl_socket_t s)
 {
     csock_t *w;
     int fd = fcntl(s, F_DUPFD_CLOEXEC, 0);
@@ -255,22 +217,10 @@ static csock_t *csock_new(curl_loop_t *c, curl_socket_t s, int owned)
     }
     w->c = c;
     w->fd = s;
-    w->owned = owned;
     w->sock = h2o_evloop_socket_create(c->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->sock->data = w;
     h2o_linklist_insert(&c->socks, &w->link);
     return w;
-}
-
-/* The live csock we opened for curl's fd s, or NULL. */
-static csock_t *csock_owned(curl_loop_t *c, curl_socket_t s)
-{
-    for (h2o_linklist_t *l = c->socks.next; l != &c->socks; l = l->next) {
-        csock_t *w = H2O_STRUCT_FROM_MEMBER(csock_t, link, l);
-        if (w->owned && !w->dead && w->fd == s)
-            return w;
-    }
-    return NULL;
 }
 
 static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -282,19 +232,15 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
     if (what == CURL_POLL_REMOVE) {
         if (w != NULL) {
             curl_multi_assign(c->multi, s, NULL);
-            w->assigned = 0;
-            w->want_write = 0;
-            if (!w->owned || w->dead)
-                csock_close(w);
+            csock_close(w);
         }
         return 0;
     }
     if (w == NULL) {
-        if ((w = csock_owned(c, s)) == NULL && (w = csock_new(c, s, 0)) == NULL) {
+        if ((w = csock_new(c, s)) == NULL) {
             c->watch_failed = 1;
             return -1;
         }
-        w->assigned = 1;
         curl_multi_assign(c->multi, s, w);
     }
     int want_read = (what & CURL_POLL_IN) != 0;
@@ -307,40 +253,6 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
     if (w->want_write)
         arm_write(w);
     return 0;
-}
-
-/* CURLOPT_OPENSOCKETFUNCTION of curl_loop_run's transfers: the socket of a connection,
- * with its csock made at once (parked until curl watches it). */
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
-{
-    curl_loop_t *c = clientp;
-    if (purpose != CURLSOCKTYPE_IPCXN)
-        return CURL_SOCKET_BAD;
-    int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-    if (fd == -1)
-        return CURL_SOCKET_BAD;
-    if (csock_new(c, fd, 1) == NULL) {
-        close(fd);
-        return CURL_SOCKET_BAD;
-    }
-    return fd;
-}
-
-/* CURLOPT_CLOSESOCKETFUNCTION: curl is done with the connection. Its csock goes now, or
- * with the CURL_POLL_REMOVE that curl may still send when it watched the socket. */
-static int on_close_socket(void *clientp, curl_socket_t s)
-{
-    curl_loop_t *c = clientp;
-    csock_t *w = csock_owned(c, s);
-    if (w != NULL) {
-        h2o_socket_close(w->sock);
-        w->sock = NULL;
-        if (w->assigned)
-            w->dead = 1;
-        else
-            csock_close(w);
-    }
-    return close(s);
 }
 
 /* ===== Timer ===== */
@@ -476,10 +388,6 @@ curl_loop_t *curl_loop_create(h2o_evloop_t *loop)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    /* idle connections kept for reuse (the proxy's; curl_loop_post never keeps one): curl's
-     * default is 4 x the transfers in flight at the moment one ends, which under a bursty
-     * load closed and reopened most of them */
-    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)CURL_LOOP_MAX_IDLE_CONNS);
     return c;
 }
 
@@ -555,46 +463,6 @@ fail:
     return -1;
 }
 
-int curl_loop_run(curl_loop_t *c, CURL *easy, curl_loop_easy_cb done, void *data)
-{
-    transfer_t *t;
-    if (c->closing || easy == NULL || done == NULL || (t = calloc(1, sizeof(*t))) == NULL)
-        return -1;
-    t->c = c;
-    t->easy = easy;
-    t->easy_cb = done;
-    t->data = data;
-    if (curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, c) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) != CURLE_OK ||
-        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, c) != CURLE_OK ||
-        curl_multi_add_handle(c->multi, easy) != CURLM_OK) {
-        free(t);
-        return -1;
-    }
-    h2o_linklist_insert(&c->transfers, &t->link);
-    c->inflight++;
-    return 0;
-}
-
-CURL *curl_loop_easy_get(curl_loop_t *c)
-{
-    return c->n_idle_easy != 0 ? c->idle_easy[--c->n_idle_easy] : curl_easy_init();
-}
-
-void curl_loop_easy_put(curl_loop_t *c, CURL *easy)
-{
-    if (easy == NULL)
-        return;
-    if (c->closing || c->n_idle_easy == CURL_LOOP_MAX_IDLE_EASY) {
-        curl_easy_cleanup(easy);
-        return;
-    }
-    curl_easy_reset(easy);
-    c->idle_easy[c->n_idle_easy++] = easy;
-}
-
 size_t curl_loop_inflight(curl_loop_t *c)
 {
     return c->inflight;
@@ -611,9 +479,7 @@ void curl_loop_destroy(curl_loop_t *c)
     while (!h2o_linklist_is_empty(&c->transfers))
         transfer_finish(H2O_STRUCT_FROM_MEMBER(transfer_t, link, c->transfers.next), 0, CURLE_ABORTED_BY_CALLBACK);
     c->dispatching--;
-    while (c->n_idle_easy != 0)
-        curl_easy_cleanup(c->idle_easy[--c->n_idle_easy]);
-    curl_multi_cleanup(c->multi); /* may still report CURL_POLL_REMOVE for cached connections */
+    curl_multi_cleanup(c->multi);
     while (!h2o_linklist_is_empty(&c->socks))
         csock_close(H2O_STRUCT_FROM_MEMBER(csock_t, link, c->socks.next));
     h2o_timeout_unlink(&c->timer);

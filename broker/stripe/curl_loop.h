@@ -18,8 +18,6 @@
 #include <curl/curl.h>
 
 #define CURL_LOOP_MAX_RESPONSE (256 * 1024)
-#define CURL_LOOP_MAX_IDLE_CONNS 64 /* connections kept for reuse per loop (curl_loop_run) */
-#define CURL_LOOP_MAX_IDLE_EASY 64  /* easy handles kept for reuse per loop (curl_loop_easy_get) */
 
 typedef struct curl_loop curl_loop_t;
 
@@ -41,26 +39,6 @@ curl_loop_t *curl_loop_create(h2o_evloop_t *loop);
  * Returns 0, or -1 (bad request, out of memory, during destroy: cb is then never
  * called). */
 int curl_loop_post(curl_loop_t *c, const curl_loop_req_t *req, curl_loop_cb cb, void *data);
-/* A transfer whose easy handle the caller configured (stripe/api.c: any method, its
- * own headers and callbacks). curl_loop sets only CURLOPT_PRIVATE and the socket open
- * and close callbacks (a kept connection stays watched between its transfers) and runs
- * it on the loop; unlike curl_loop_post, connections may be kept for reuse unless the
- * caller sets CURLOPT_FORBID_REUSE. done runs exactly once, never inside curl_loop_run, with curl's
- * result (CURLE_ABORTED_BY_CALLBACK when curl_loop_destroy aborts it); the caller then
- * owns the easy handle again (curl_loop_easy_put, or curl_easy_cleanup). */
-typedef void (*curl_loop_easy_cb)(CURL *easy, CURLcode result, void *data);
-/* Returns 0, or -1 (during destroy, out of memory): done is then never called. */
-int curl_loop_run(curl_loop_t *c, CURL *easy, curl_loop_easy_cb done, void *data);
-/* An easy handle for curl_loop_run: an idle one of this loop's, or a new one (NULL: out
- * of memory). An idle handle was reset by curl_loop_easy_put: no option, header list,
- * callback or URL of its last transfer is left (curl already freed, through the wiping
- * allocator, the request it built and the buffer it read the answer into); reusing it
- * spares curl's allocation and set-up of a handle per call. */
-CURL *curl_loop_easy_get(curl_loop_t *c);
-/* The caller is done with easy (after curl_loop_run's done, or instead of it): reset and
- * kept for the next curl_loop_easy_get, or cleaned up when CURL_LOOP_MAX_IDLE_EASY are
- * kept already or the loop is being destroyed. */
-void curl_loop_easy_put(curl_loop_t *c, CURL *easy);
 /* Number of transfers in flight. */
 size_t curl_loop_inflight(curl_loop_t *c);
 /* Abort every transfer (callbacks run with status 0) and free. Not from inside a

@@ -590,89 +590,6 @@ static void test_curl_destroy_calls_in_flight_back_with_zero(void **state)
     ctest_free(t);
 }
 
-/* A handle given back is reset: the next transfer on it carries nothing of the last one
- * (its header list with the bearer, its method, its body). */
-static size_t discard(char *p, size_t size, size_t n, void *data)
-{
-    (void)p, (void)data;
-    return size * n;
-}
-
-static void on_easy_done(CURL *easy, CURLcode result, void *data)
-{
-    (void)easy;
-    *(CURLcode *)data = result;
-}
-
-static void test_curl_easy_handle_is_reused_without_its_last_transfer(void **state)
-{
-    ctest_t *t = ctest_new();
-    CURLcode done = CURL_LAST;
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Authorization: Bearer sk_test_first");
-    CURL *e = curl_loop_easy_get(t->c);
-    assert_non_null(e);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_URL, url("/echo")), CURLE_OK);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs), CURLE_OK);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_POSTFIELDS, "a=1"), CURLE_OK);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard), CURLE_OK);
-    assert_int_equal(curl_loop_run(t->c, e, on_easy_done, &done), 0);
-    assert_true(RUN_UNTIL(t->loop, done != CURL_LAST, 5000));
-    assert_int_equal(done, CURLE_OK);
-    pthread_mutex_lock(&g_httpd.mu);
-    assert_string_equal(g_httpd.last_auth, "Bearer sk_test_first");
-    assert_string_equal(g_httpd.last_method, "POST");
-    pthread_mutex_unlock(&g_httpd.mu);
-    curl_loop_easy_put(t->c, e);
-    curl_slist_free_all(hdrs);
-
-    CURL *again = curl_loop_easy_get(t->c);
-    assert_ptr_equal(again, e);
-    done = CURL_LAST;
-    assert_int_equal(curl_easy_setopt(again, CURLOPT_URL, url("/echo")), CURLE_OK);
-    assert_int_equal(curl_easy_setopt(again, CURLOPT_WRITEFUNCTION, discard), CURLE_OK);
-    assert_int_equal(curl_loop_run(t->c, again, on_easy_done, &done), 0);
-    assert_true(RUN_UNTIL(t->loop, done != CURL_LAST, 5000));
-    assert_int_equal(done, CURLE_OK);
-    pthread_mutex_lock(&g_httpd.mu);
-    assert_string_equal(g_httpd.last_auth, "");
-    assert_string_equal(g_httpd.last_method, "GET");
-    assert_string_equal(g_httpd.last_body, "");
-    pthread_mutex_unlock(&g_httpd.mu);
-    curl_loop_easy_put(t->c, again);
-    ctest_free(t);
-}
-
-/* curl_loop_run's done never runs inside the call, not even when curl fails the
- * transfer at once (a protocol not allowed): the loop delivers it (the proxy takes its
- * hold on the request after the call). */
-static void test_curl_run_never_calls_done_inside(void **state)
-{
-    ctest_t *t = ctest_new();
-    CURLcode done = CURL_LAST;
-    CURL *e = curl_loop_easy_get(t->c);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_URL, url("/echo")), CURLE_OK);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https"), CURLE_OK);
-    assert_int_equal(curl_loop_run(t->c, e, on_easy_done, &done), 0);
-    assert_int_equal(done, CURL_LAST);
-    assert_true(RUN_UNTIL(t->loop, done != CURL_LAST, 2000));
-    assert_int_equal(done, CURLE_UNSUPPORTED_PROTOCOL);
-    curl_loop_easy_put(t->c, e);
-
-    /* and one that succeeds goes out once */
-    int before = httpd_nreq();
-    done = CURL_LAST;
-    e = curl_loop_easy_get(t->c);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_URL, url("/echo")), CURLE_OK);
-    assert_int_equal(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard), CURLE_OK);
-    assert_int_equal(curl_loop_run(t->c, e, on_easy_done, &done), 0);
-    assert_int_equal(done, CURL_LAST);
-    assert_true(RUN_UNTIL(t->loop, done != CURL_LAST, 5000));
-    assert_int_equal(done, CURLE_OK);
-    assert_int_equal(httpd_nreq(), before + 1);
-    curl_loop_easy_put(t->c, e);
-    ctest_free(t);
-}
-
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -692,8 +609,6 @@ int main(void)
         cmocka_unit_test(test_curl_post_rejects_bad_requests),
         cmocka_unit_test(test_curl_post_from_inside_a_callback),
         cmocka_unit_test(test_curl_destroy_calls_in_flight_back_with_zero),
-        cmocka_unit_test(test_curl_easy_handle_is_reused_without_its_last_transfer),
-        cmocka_unit_test(test_curl_run_never_calls_done_inside),
     };
     int failed = cmocka_run_group_tests_name("curl_loop", tests, curl_group_setup, curl_group_teardown);
     curl_global_cleanup();
