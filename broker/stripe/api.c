@@ -5,11 +5,14 @@
  * response headers kept, the worker's kept connections to STRIPE_API_URL, and the rule
  * that the broker never sends a request twice.
  *
- * The client is h2o's own HTTP/1.1 client on the worker's loop (h2o_http1client with a
- * socket pool: TLS with the certificate and the name verified, idle connections kept
- * STRIPE_API_MAXAGE_CONN_S and checked alive before reuse). libcurl, which the OAuth
- * calls keep (stripe/curl_loop.h), cost a proxied call more CPU than all of the broker's
- * own work, and two polls of its connection (tests/bench/notes.md).
+ * The client is this file's, on the worker's h2o sockets: connect (the name resolved by
+ * the h2o context's resolver thread), TLS (the chain and the name verified by OpenSSL),
+ * one write, the answer read by core/http1_resp.h. Kept connections stay watched (a close
+ * or a stray byte from Stripe closes one at once) and are checked with the kernel before
+ * reuse. libcurl, which the OAuth calls keep (stripe/curl_loop.h), cost a proxied call
+ * more CPU than all of the broker's own work and two polls of its connection; h2o's
+ * h2o_http1client prints plain text to stderr when its pool finds a connection closed,
+ * and moves every kept socket out of the loop and back per call (tests/bench/notes.md).
  *
  * Never twice: a request goes out at most once per send. The client never re-sends by
  * itself; when a kept connection dies after the request was written, Stripe may have
@@ -21,7 +24,8 @@
  * Never logs; the request head (with the bearer), the request body and the answer are
  * wiped when freed, and the answer's bytes are wiped from the connection's input buffer
  * as they are taken. Tested by tests/it/test_proxy.py (the simulator closing reused
- * connections at each point; headers; sizes; timeouts; TLS) and tests/it/test_payments.py. */
+ * connections at each point; headers; sizes; timeouts), tests/it/test_proxy_tls.py and
+ * tests/it/test_payments.py. */
 #include "stripe/api.h"
 #include <stdio.h>
 #include <stdlib.h>

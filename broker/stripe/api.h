@@ -1,8 +1,9 @@
-/* api.h — one Stripe payment API call forwarded by the proxy (README "The path a capture takes"), on a
- * worker's own HTTP/1.1 connections to STRIPE_API_URL (stripe_api_conns_t). Knows nothing of the broker's HTTP requests: the route hands
- * over the method, the Stripe path and query, the body and the forwarded header
- * values; this module adds the Idempotency-Key, the bearer, sends, and brings back
- * Stripe's status, body and the response headers of core/proxy_rules.h.
+/* api.h — one Stripe payment API call forwarded by the proxy (README "The path a capture
+ * takes"), on the worker's own HTTP/1.1 connections to STRIPE_API_URL (stripe_api_conns_t).
+ * Knows nothing of the broker's HTTP requests: the route hands over the method, the
+ * Stripe path and query, the body and the forwarded header values; this module adds the
+ * Idempotency-Key, the bearer, sends, and brings back Stripe's status, body and the
+ * response headers of core/proxy_rules.h.
  *
  * Rules for callers:
  * - A call is prepared once (stripe_api_new) and sent with stripe_api_send; each send
@@ -10,16 +11,19 @@
  *   answer is sent again, once, on another connection.
  *   Sending the same call again is the caller's decision (only when Stripe refused the
  *   first, e.g. its 401): it carries the same Idempotency-Key.
- * - Connections to Stripe are kept per worker for reuse (at most STRIPE_API_MAXAGE_CONN_S
- *   idle); TLS (https) verifies Stripe's certificate and name against the system's CAs.
+ * - Connections to Stripe are kept per worker for reuse (at most STRIPE_API_MAX_IDLE_CONNS,
+ *   each at most STRIPE_API_MAXAGE_CONN_S idle); https verifies Stripe's certificate chain
+ *   against the system's CAs (SSL_CERT_FILE overrides them) and the URL's host name.
+ * - One stripe_api_conns_t per worker loop, used on that loop's thread only; it lives as
+ *   long as the worker (never freed).
  * - cb runs once, on the loop thread, never inside stripe_api_send; the call may be
  *   freed while a send is in flight (the transfer keeps its own copies).
  * - Never logs; the bearer, the body and the answer are wiped when freed. */
 #ifndef BROKER_STRIPE_API_H
 #define BROKER_STRIPE_API_H
+#include <h2o.h>
 #include <stddef.h>
 #include "core/proxy_rules.h"
-#include <h2o.h>
 
 #define STRIPE_API_MAX_RESPONSE (1024 * 1024)
 #define STRIPE_API_MAXAGE_CONN_S 30
