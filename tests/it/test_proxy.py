@@ -190,12 +190,16 @@ def test_proxy_answer_over_1_mib_is_502_and_the_worker_stays_healthy():
     h.assert_status(S.broker.request("GET", "/healthz"), 200)
 
 
-def test_proxy_answer_just_under_1_mib_passes():
+def test_proxy_answer_just_under_1_mib_passes_with_a_length_or_chunked():
     org, key, _ = org_with_key()
-    S.sim.fault(endpoint="customers", kind="huge", size=1024 * 1024 - 10, count=1)
-    r = proxy(org, key, "GET", "/v1/customers/cus_x")
-    h.assert_status(r, 200)
-    assert len(r.body) == 1024 * 1024 - 10
+    for chunked in (False, True):
+        S.sim.fault(endpoint="customers", kind="huge", size=1024 * 1024 - 10, chunked=chunked, count=1)
+        r = proxy(org, key, "GET", "/v1/customers/cus_x")
+        h.assert_status(r, 200)
+        assert len(r.body) == 1024 * 1024 - 10, (chunked, len(r.body))
+        j = r.json()  # decoded whole: no chunk-size line left in it
+        assert j["id"] == "pi_huge" and set(j["metadata"]["pad"]) == {"x"}, chunked
+    create_customer(org, key)  # and the connection still carries the next call
 
 
 def test_proxy_stripe_hang_is_502_within_the_timeout():
