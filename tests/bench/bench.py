@@ -501,7 +501,7 @@ def proxy_section(px):
     sk = px["soak"]
     conns = [r["proxy"].get("upstream_conns") for r in px["rounds"]]
     w(f"- upstream connections the broker opened per {DURATION_S} s point of {CONNS} client connections: "
-      f"{', '.join(str(c) for c in conns)} (each worker's curl keeps and reuses them)")
+      f"{', '.join(str(c) for c in conns)} (each worker keeps and reuses them)")
     w(f"- soak, {SOAK_S} s of proxied calls at {CONNS} connections: {sk['wrk']['rps']:,.0f} req/s, non-2xx "
       f"{sk['wrk']['non2xx']}; RSS {sk['first_kib'] / 1024:.1f} MiB at 10 s → {sk['last_kib'] / 1024:.1f} MiB "
       f"at the end (growth {sk['growth_kib']} KiB); samples (s: MiB): "
