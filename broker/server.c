@@ -279,7 +279,7 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
     w->redis = redis_loop_create(w->loop, &rc, on_redis_state, w);
     w->cache = w->redis != NULL ? rcache_create(w->loop, w->redis, &rc, cfg->redis_prefix, cfg->cache_busy_rps) : NULL;
     w->curl = curl_loop_create(w->loop);
-    w->stripe_api = stripe_api_conns_create(w->loop, &w->ctx.receivers.hostinfo_getaddr, cfg->api_url, cfg->proxy_timeout_ms);
+    w->stripe_api = stripe_api_conns_create(w->loop, cfg->api_url, cfg->proxy_timeout_ms);
     w->tokens = token_service_create(w->loop, w->redis, w->curl, cfg, w->id == 0);
     if (w->redis == NULL || w->cache == NULL || w->curl == NULL || w->stripe_api == NULL || w->tokens == NULL)
         return -1;

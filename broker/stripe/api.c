@@ -54,7 +54,8 @@ struct stripe_api_call {
 /* The worker's connections to Stripe. */
 struct stripe_api_conns {
     h2o_loop_t *loop;
-    h2o_multithread_receiver_t *getaddr; /* the name's resolver (a name host only) */
+    h2o_multithread_queue_t *resolved; /* a name host: the resolver thread's answers ... */
+    h2o_multithread_receiver_t getaddr; /* ... to h2o_hostinfo_getaddr; both made on first use */
     SSL_CTX *ssl;                /* https only */
     char *host;                  /* for the resolver and the TLS server name */
     char serv[8];                /* the port */
@@ -181,8 +182,7 @@ void stripe_api_free(stripe_api_call_t *call)
 
 /* ===== The connections ===== */
 
-stripe_api_conns_t *stripe_api_conns_create(h2o_loop_t *loop, h2o_multithread_receiver_t *getaddr, const char *base_url,
-                                            long timeout_ms)
+stripe_api_conns_t *stripe_api_conns_create(h2o_loop_t *loop, const char *base_url, long timeout_ms)
 {
     stripe_api_conns_t *c = calloc(1, sizeof(*c));
     struct sockaddr_in *a4;
@@ -191,7 +191,6 @@ stripe_api_conns_t *stripe_api_conns_create(h2o_loop_t *loop, h2o_multithread_re
     if (c == NULL || h2o_url_parse(base_url, strlen(base_url), &u) != 0)
         goto fail;
     c->loop = loop;
-    c->getaddr = getaddr;
     h2o_linklist_init_anchor(&c->idle);
     if ((c->host = dup_n(u.host.base, u.host.len)) == NULL)
         goto fail;
@@ -501,7 +500,14 @@ static void start(xfer_t *x)
     } else if (c->addrlen != 0) {
         connect_to(x, (struct sockaddr *)&c->addr, c->addrlen);
     } else {
-        x->resolving = h2o_hostinfo_getaddr(c->getaddr, h2o_iovec_init(c->host, strlen(c->host)),
+        /* The answers come back through a queue whose socket reads into buffers of the
+         * allocator of the thread that made it (h2o 2.2.5: per thread, not locked): so it
+         * is made here, on the worker's thread, not with the h2o context on the main one. */
+        if (c->resolved == NULL) {
+            c->resolved = h2o_multithread_create_queue(c->loop);
+            h2o_multithread_register_receiver(c->resolved, &c->getaddr, h2o_hostinfo_getaddr_receiver);
+        }
+        x->resolving = h2o_hostinfo_getaddr(&c->getaddr, h2o_iovec_init(c->host, strlen(c->host)),
                                             h2o_iovec_init(c->serv, strlen(c->serv)), AF_UNSPEC, SOCK_STREAM, IPPROTO_TCP,
                                             AI_ADDRCONFIG | AI_NUMERICSERV, on_resolved, x);
     }

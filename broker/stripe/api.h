@@ -69,10 +69,9 @@ stripe_api_call_t *stripe_api_new(const stripe_api_req_t *req);
 /* The Idempotency-Key the call carries, or NULL (GET/DELETE without one). */
 const char *stripe_api_idempotency_key(const stripe_api_call_t *call);
 /* A worker's connections to base_url (STRIPE_API_URL, checked by config), on loop;
- * getaddr: the h2o context's name resolver receiver; timeout_ms: whole request.
- * Returns NULL when out of memory. */
-stripe_api_conns_t *stripe_api_conns_create(h2o_loop_t *loop, h2o_multithread_receiver_t *getaddr, const char *base_url,
-                                            long timeout_ms);
+ * timeout_ms: whole request. May be made on another thread than the loop's (nothing that
+ * reads is made before the first send). Returns NULL when out of memory. */
+stripe_api_conns_t *stripe_api_conns_create(h2o_loop_t *loop, const char *base_url, long timeout_ms);
 /* Send the call once with bearer (copied). Returns 0, or -1 (cb is then never called). */
 int stripe_api_send(stripe_api_conns_t *c, const stripe_api_call_t *call, const char *bearer, stripe_api_cb cb, void *data);
 void stripe_api_free(stripe_api_call_t *call);
