@@ -11,11 +11,13 @@
  *
  * Never logs a header value, a body or a query string: they carry secrets.
  * Tested end to end by tests/it/test_ops.py (SIGTERM, h2o's own 413/400 answers, the
- * accept balance: a stuck worker, connections shared evenly). */
+ * accept balance: a stuck worker, a worker waiting for its sibling sleeps, connections
+ * shared evenly). */
 #include "server.h"
 #include "http/breq.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -65,20 +68,31 @@ typedef struct server {
 } server_t;
 
 /* Workers share the client connections evenly: a worker holding more connections than
- * an accepting sibling leaves new connections to it. The listening socket stays in every
- * worker's epoll, level-triggered, so the sibling is woken for them too, and the worker
- * that declined is woken again until they are taken: nobody has to wake anybody, and
- * the least loaded accepting worker always accepts. Without this, whichever worker woke
- * first took a burst of connections (wrk's 64 split 54/10 or 32/32 from one run to the
- * next), and the connections of the crowded worker waited longest: the p99 followed the
- * split.
+ * an accepting sibling leaves new connections to it. The listening socket is in every
+ * worker's epoll, level-triggered, so the sibling is woken for them too, and the least
+ * loaded accepting worker accepts. Without this, whichever worker woke first took a burst
+ * of connections (wrk's 64 split 54/10 or 32/32 from one run to the next), and the
+ * connections of the crowded worker waited longest: the p99 followed the split.
  *
  * But only while the siblings take them: a sibling busy with a long loop turn (hundreds
  * of answers) accepts nothing meanwhile, and a burst of new connections, each holding a
  * first request, then waited turn after turn (wrk -c1000: p99 over 1 s, max 2.2 s).
  * So a worker that has left connections to its siblings for ACCEPT_HANDOFF_MS without
- * one of them accepting any takes them itself. */
+ * one of them accepting any takes them itself.
+ *
+ * While it leaves them, a worker does not watch the listener (leave). Level-triggered, the
+ * listener woke it every loop turn until the connection was taken: it spun, taking a core
+ * from the very sibling it waited for, and on two busy cores the sibling then missed the
+ * window and the spinning worker took the connection after all (10 connections opened one
+ * after the other split 6/4 in two test runs of five). It watches again when a sibling
+ * accepts (that sibling wakes it through its eventfd: wake_leaving), when a sibling
+ * starts leaving connections to it (so that two workers never both wait for the other), and
+ * every ACCEPT_RETRY_MS, to take them itself once the window is over. Woken by the accept,
+ * not only by the timer, so that a burst goes to both workers at once: 64 connections
+ * opened together were all answered within 5-6 ms, as when it spun; 20-21 ms with the
+ * timer alone. */
 #define ACCEPT_HANDOFF_MS 2
+#define ACCEPT_RETRY_MS 1
 
 static int over_share(const worker_t *w)
 {
@@ -90,20 +104,80 @@ static int over_share(const worker_t *w)
     return 0;
 }
 
+static unsigned siblings_accepts(const worker_t *w)
+{
+    unsigned seen = 0;
+    for (int i = 0; i < w->nsiblings; i++)
+        if (&w->siblings[i] != w)
+            seen += atomic_load(&w->siblings[i].accepts);
+    return seen;
+}
+
 /* 1 while the connections this worker leaves to its siblings are being taken. */
 static int siblings_taking(worker_t *w)
 {
-    unsigned seen = 0;
+    unsigned seen = siblings_accepts(w);
     uint64_t now = h2o_now(w->loop);
-    for (int i = 0; i < w->nsiblings; i++)
-        if (&w->siblings[i] != w)
-            seen += atomic_load_explicit(&w->siblings[i].accepts, memory_order_relaxed);
     if (w->leave_since == 0 || seen != w->leave_seen) {
         w->leave_since = now;
         w->leave_seen = seen;
         return 1;
     }
     return now - w->leave_since < ACCEPT_HANDOFF_MS;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+/* Wakes the siblings that do not watch the listener, leaving connections to others, and
+ * hold fewer than `below` (the one that clears a sibling's flag writes its eventfd, once).
+ * Not through the h2o context's queue: h2o 2.2.5 reads its pipe into buffers of the thread
+ * that made the context, the main thread for every worker (worker_init), so a worker
+ * reading it raced worker 0 for its buffer allocator (a request read as "\0ET /v1/…"). */
+static void wake_leaving(worker_t *w, int below)
+{
+    static const uint64_t one = 1;
+    for (int i = 0; i < w->nsiblings; i++) {
+        worker_t *s = &w->siblings[i];
+        if (s != w && atomic_load(&s->leaving) && atomic_load_explicit(&s->conns, memory_order_relaxed) < below &&
+            atomic_exchange(&s->leaving, 0))
+            while (write(s->wake_fd, &one, sizeof(one)) == -1 && errno == EINTR)
+                ;
+    }
+}
+
+static void rejoin(worker_t *w)
+{
+    atomic_store(&w->leaving, 0);
+    h2o_timeout_unlink(&w->leave_retry_entry);
+    if (w->listener != NULL) /* NULL: SIGTERM stopped accepting */
+        h2o_socket_read_start(w->listener, on_accept);
+}
+
+static void leave(worker_t *w)
+{
+    h2o_socket_read_stop(w->listener);
+    h2o_timeout_link(w->loop, &w->leave_retry, &w->leave_retry_entry);
+    atomic_store(&w->leaving, 1);
+    wake_leaving(w, atomic_load_explicit(&w->conns, memory_order_relaxed)); /* the ones it leaves them to */
+    /* A sibling that accepted since siblings_taking looked may have found the flag down.
+     * Each side writes (the flag, its accepts) before it reads the other's, sequentially
+     * consistent: of a sibling's accept and this, at least one sees the other. */
+    if (siblings_accepts(w) != w->leave_seen)
+        rejoin(w);
+}
+
+static void on_leave_retry(h2o_timeout_entry_t *entry)
+{
+    rejoin(H2O_STRUCT_FROM_MEMBER(worker_t, leave_retry_entry, entry));
+}
+
+static void on_wake(h2o_socket_t *sock, const char *err)
+{
+    worker_t *w = sock->data;
+    uint64_t n;
+    while (read(w->wake_fd, &n, sizeof(n)) == -1 && errno == EINTR)
+        ;
+    rejoin(w);
 }
 
 static void on_conn_close(void *data)
@@ -118,13 +192,16 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err != NULL)
         return;
     for (int i = 0; i < 16; i++) {
-        if (over_share(w) && siblings_taking(w))
+        if (over_share(w) && siblings_taking(w)) {
+            leave(w);
             return;
+        }
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
         atomic_fetch_add_explicit(&w->conns, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&w->accepts, 1, memory_order_relaxed);
+        atomic_fetch_add(&w->accepts, 1);
+        wake_leaving(w, INT_MAX);
         sock->on_close.cb = on_conn_close;
         sock->on_close.data = w;
         h2o_accept(&w->accept_ctx, sock);
@@ -236,6 +313,8 @@ static void *worker_main(void *arg)
         if (atomic_load(&g_stop) && w->listener != NULL) {
             /* SIGTERM: stop accepting, let keep-alive connections close, drain */
             atomic_store(&w->accepting, 0);
+            atomic_store(&w->leaving, 0);
+            h2o_timeout_unlink(&w->leave_retry_entry);
             h2o_socket_read_stop(w->listener);
             h2o_socket_close(w->listener);
             w->listener = NULL;
@@ -285,6 +364,15 @@ static int worker_init(server_t *s, worker_t *w, int id, int listen_fd)
         return -1;
     w->listener = h2o_evloop_socket_create(w->loop, listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
+    h2o_timeout_init(w->loop, &w->leave_retry, ACCEPT_RETRY_MS);
+    w->leave_retry_entry.cb = on_leave_retry;
+    /* DONT_READ, as the listener: made on the main thread, a socket h2o reads into would
+     * take its buffers from worker 0's allocator (wake_leaving) */
+    if ((w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
+        return -1;
+    w->wake = h2o_evloop_socket_create(w->loop, w->wake_fd, H2O_SOCKET_FLAG_DONT_READ);
+    w->wake->data = w;
+    h2o_socket_read_start(w->wake, on_wake);
     return 0;
 }
 

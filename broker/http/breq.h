@@ -60,6 +60,12 @@ typedef struct worker {
     atomic_uint accepts;            /* connections accepted so far (read by the other workers) */
     uint64_t leave_since;           /* h2o_now when it began leaving connections to a sibling; 0: not */
     unsigned leave_seen;            /* the siblings' accepts then */
+    atomic_int leaving;             /* 1 while it does not watch the listener, leaving connections to
+                                     * a sibling; the sibling that clears it wakes it (server.c) */
+    h2o_timeout_t leave_retry;      /* ACCEPT_RETRY_MS: a worker leaving connections looks again */
+    h2o_timeout_entry_t leave_retry_entry;
+    int wake_fd;                    /* eventfd a sibling writes to end its leaving (wake_leaving) */
+    h2o_socket_t *wake;             /* wake_fd in the loop */
     struct worker *siblings;        /* every worker of the process, this one included */
     int nsiblings;
     ratewin_t answers;              /* answers per 100 ms: busy or quiet (send_turn) */
