@@ -113,6 +113,17 @@ int ct_equal(const void *a, size_t alen, const void *b, size_t blen)
     return same_len & eq;
 }
 
+int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 void hex_encode(const unsigned char *data, size_t len, char *out)
 {
     static const char digits[] = "0123456789abcdef";

@@ -16,6 +16,8 @@ void hmac_sha256(const void *key, size_t klen, const void *msg, size_t mlen, uns
 int ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 /* Lowercase hex of data into out (size >= 2*len+1). */
 void hex_encode(const unsigned char *data, size_t len, char *out);
+/* Value of one hex digit (either case), or -1. */
+int hex_value(unsigned char c);
 /* Unpadded base64url of data into out (size >= 4*len/3+3); returns length written. */
 size_t b64url_encode(const unsigned char *data, size_t len, char *out);
 /* Decode standard or url-safe base64, padding optional, into out (size >= 3*len/4+3).

@@ -14,18 +14,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "core/crypto.h"
 
-
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 ssize_t form_unescape(const char *src, size_t len, char *dst, int plus_is_space)
 {

@@ -9,6 +9,7 @@
  * errors); a bare LF is taken for CRLF. Never logs.
  * Tested by tests/unit/test_http1_resp.c and tests/fuzz/fuzz_http1_resp.c. */
 #include "core/http1_resp.h"
+#include "core/crypto.h"
 #include <string.h>
 #include <strings.h>
 
@@ -167,17 +168,6 @@ static int parse_head(http1_resp_t *r, const char *in, size_t hlen, const http1_
     return 1;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The chunked body: returns DONE, MORE, ERROR or STOPPED; *i advanced. */
 static int chunked(http1_resp_t *r, const char *in, size_t len, size_t *i, const http1_resp_cbs_t *cbs, void *data)
 {
@@ -186,7 +176,7 @@ static int chunked(http1_resp_t *r, const char *in, size_t len, size_t *i, const
         int h;
         switch (r->chunk_state) {
         case C_SIZE:
-            if ((h = hexval(c)) >= 0) {
+            if ((h = hex_value((unsigned char)c)) >= 0) {
                 if (++r->chunk_digits > CHUNK_DIGITS_MAX)
                     return HTTP1_RESP_ERROR;
                 r->left = r->left * 16 + (unsigned)h;

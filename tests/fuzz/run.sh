@@ -38,7 +38,7 @@ sources() {
     seal_open | keyring) echo "$c/seal.c $c/crypto.c" ;;
     stripe_resp) echo "$c/stripe_resp.c $c/crypto.c" ;;
     proxy_rules) echo "$c/proxy_rules.c" ;;
-    http1_resp) echo "$c/http1_resp.c" ;;
+    http1_resp) echo "$c/http1_resp.c $c/crypto.c" ;;
     record) echo "$c/record.c $c/mode.c $c/stripe_resp.c $c/buf.c $c/crypto.c" ;;
     config | return_url) echo "broker/config.c $c/seal.c $c/crypto.c $c/form.c $c/buf.c $c/netaddr.c" ;;
     log_line) echo "broker/log.c $c/buf.c $c/crypto.c" ;;
