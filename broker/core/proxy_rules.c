@@ -8,6 +8,7 @@
  * Tested by: tests/unit/test_proxy_rules.c and tests/fuzz/fuzz_proxy_rules.c. */
 #include "proxy_rules.h"
 
+#include <string.h>
 #include <strings.h>
 
 const char *const PROXY_FWD_HEADERS[PROXY_FWD_COUNT] = {"Content-Type", "Accept", "Idempotency-Key",
@@ -85,31 +86,11 @@ int proxy_header_value_check(const char *v, size_t len)
     return value_ok(v, len) ? 0 : -1;
 }
 
-int proxy_res_header(const char *line, size_t len, const char **v, size_t *vlen)
+int proxy_res_header(const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    size_t colon = 0;
-    while (colon < len && line[colon] != ':')
-        colon++;
-    if (colon == 0 || colon == len)
-        return -1;
-    for (int i = 0; i < PROXY_RES_COUNT; i++) {
-        const char *h = PROXY_RES_HEADERS[i];
-        size_t n = 0;
-        while (h[n] != '\0')
-            n++;
-        if (n != colon || strncasecmp(h, line, n) != 0)
-            continue;
-        size_t s = colon + 1, e = len;
-        while (e > s && (line[e - 1] == '\n' || line[e - 1] == '\r' || line[e - 1] == ' ' || line[e - 1] == '\t'))
-            e--;
-        while (s < e && (line[s] == ' ' || line[s] == '\t'))
-            s++;
-        if (!value_ok(line + s, e - s))
-            return -1;
-        *v = line + s;
-        *vlen = e - s;
-        return i;
-    }
+    for (int i = 0; i < PROXY_RES_COUNT; i++)
+        if (strlen(PROXY_RES_HEADERS[i]) == nlen && strncasecmp(PROXY_RES_HEADERS[i], name, nlen) == 0)
+            return value_ok(value, vlen) ? i : -1;
     return -1;
 }
 

@@ -38,10 +38,10 @@ enum {
     PROXY_RES_COUNT
 };
 extern const char *const PROXY_RES_HEADERS[PROXY_RES_COUNT]; /* lower-case names */
-/* One raw response header line ("Name: value\r\n", as libcurl hands it over): the
- * PROXY_RES_* it is, with its trimmed value in *v / *vlen (printable ASCII or tab only,
- * at most PROXY_HEADER_MAX_BYTES), or -1 (another header, a status line, malformed). */
-int proxy_res_header(const char *line, size_t len, const char **v, size_t *vlen);
+/* One response header (name, and its value already trimmed, as core/http1_resp.h hands
+ * them over): the PROXY_RES_* it is when its value may be passed on (printable ASCII or
+ * tab only, at most PROXY_HEADER_MAX_BYTES), or -1 (another header, a bad value). */
+int proxy_res_header(const char *name, size_t nlen, const char *value, size_t vlen);
 
 /* 1 when s (len bytes) may be logged as a Stripe Request-Id: 1 to PROXY_REQUEST_ID_MAX
  * of [A-Za-z0-9_-]. */

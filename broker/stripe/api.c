@@ -368,16 +368,9 @@ static void failed(xfer_t *x)
 static void on_res_header(void *data, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     xfer_t *x = data;
-    buf_t line = {0};
-    const char *v;
-    size_t n;
-    int k;
-    buf_append(&line, name, nlen);
-    buf_append(&line, ": ", 2);
-    buf_append(&line, value, vlen);
-    if ((k = proxy_res_header(line.p, line.len, &v, &n)) >= 0 && x->res_hdr[k] == NULL)
-        x->res_hdr[k] = dup_n(v, n);
-    buf_free(&line);
+    int k = proxy_res_header(name, nlen, value, vlen);
+    if (k >= 0 && x->res_hdr[k] == NULL)
+        x->res_hdr[k] = dup_n(value, vlen);
 }
 
 static int on_res_body(void *data, const char *p, size_t len)
